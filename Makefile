@@ -1,0 +1,35 @@
+# keyplan: the two commands. Each sets itself up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: quickstart test softhsm venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+softhsm:
+	@command -v softhsm2-util >/dev/null 2>&1 || { \
+	  echo "installing SoftHSM2 (Debian package softhsm2)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null; }
+
+quickstart: venv
+	@bash examples/quickstart/run.sh
+
+test: venv softhsm
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) examples/*/.keyplan examples/*/*.kpstate.json*

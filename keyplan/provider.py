@@ -1,0 +1,464 @@
+"""The narrow contracts between keyplan's core and the things it drives.
+
+Two kinds of plugin exist, each found through an entry-point group (see `keyplan.registry`):
+
+- a **key source** (`keyplan.sources`: software keystore, PKCS#11 HSM) generates material and
+  wraps it for a cloud; the core only ever holds handles, fingerprints and wrapped bytes;
+- a **provider** (`keyplan.providers`: AWS, Azure, GCP) lists, creates, imports into, updates
+  and deletes keys in one cloud.
+
+Each plugin has a static half (`SourcePlugin`, `ProviderPlugin`: settings model, validation,
+what it can do; no network) and a runtime half (`KeySource`, `Provider`) opened per run. Every
+runtime operation takes one request model and returns one response model. The core checks
+what a plugin answers instead of trusting it. Plugins report failures as `ProviderError` /
+`SourceError`, classified so the apply walker knows what to retry; their messages never
+contain key material.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keyplan.algorithms import Algorithm, KeyUsage
+from keyplan.crypto.wrap import WrapMethod
+from keyplan.diagnostics import Diagnostics, SourceRange
+
+RESERVED_TAG_ADDRESS = "keyplan-address"
+RESERVED_TAG_MANAGED_BY = "keyplan-managed-by"
+RESERVED_TAGS = (RESERVED_TAG_ADDRESS, RESERVED_TAG_MANAGED_BY)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings and the runtime context
+# ---------------------------------------------------------------------------------------------
+
+
+class PluginSettings(BaseModel):
+    """Base of every `source` and `provider` block's attributes (each plugin extends it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderSettings(PluginSettings):
+    endpoint: str | None = Field(
+        default=None,
+        description='A URL of a local or private endpoint, or "embedded" to run keyplan\'s emulator in-process.',
+    )
+    max_concurrency: int = Field(default=8, ge=1, le=64, description="Calls in flight to this provider at once.")
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """What a plugin may use at run time besides its settings."""
+
+    address: str  # "aws.main", "software.main"
+    working_dir: Path  # the configuration directory
+    data_dir: Path  # <working_dir>/.keyplan: embedded emulators, dev keystores
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("keyplan"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Key sources
+# ---------------------------------------------------------------------------------------------
+
+
+class SourceCapabilities(_Model):
+    algorithms: frozenset[str]
+    wrap_methods: frozenset[WrapMethod]
+    exact_pkcs8: bool = True  # False when the source pads PKCS#8 before wrapping (SoftHSM)
+    wraps_in_hardware: bool = False
+    notes: tuple[str, ...] = ()
+
+
+class GenerateRequest(_Model):
+    address: str  # key address, e.g. key.payments["prod"]
+    version: int  # material version number within the key, from 1
+    algorithm: Algorithm
+
+
+class GeneratedMaterial(_Model):
+    handle: str  # opaque reference the source understands; recorded in state
+    fingerprint: str  # see keyplan.crypto.fingerprint
+    created_at: datetime
+
+
+class WrapRequest(_Model):
+    handle: str
+    algorithm: Algorithm
+    method: WrapMethod
+    wrapping_public_key: bytes  # DER SubjectPublicKeyInfo of the cloud's RSA wrapping key
+
+
+class WrappedMaterial(_Model):
+    method: WrapMethod
+    blob: bytes  # ciphertext under the cloud's key; safe in memory, never persisted by keyplan
+
+
+class MaterialInfo(_Model):
+    handle: str
+    fingerprint: str | None = None
+    present: bool = True
+
+
+class SourceError(Exception):
+    """A key source could not do what was asked (wrong PIN, missing token, missing handle …)."""
+
+    def __init__(self, summary: str, detail: str = "", *, retryable: bool = False) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.detail = detail
+        self.retryable = retryable
+
+
+class KeySource(ABC):
+    """A source of key material, opened for one run. Implementations must be thread-safe."""
+
+    address: str
+
+    @abstractmethod
+    def capabilities(self) -> SourceCapabilities: ...
+
+    @abstractmethod
+    def generate(self, request: GenerateRequest) -> GeneratedMaterial: ...
+
+    @abstractmethod
+    def wrap(self, request: WrapRequest) -> WrappedMaterial: ...
+
+    @abstractmethod
+    def describe(self, handle: str) -> MaterialInfo: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sessions and files."""
+
+
+class SourcePlugin(ABC):
+    kind: ClassVar[str]
+    settings_model: ClassVar[type[PluginSettings]]
+
+    @abstractmethod
+    def declared_capabilities(self, settings: PluginSettings) -> SourceCapabilities:
+        """What the source can do, known without opening it (used by `validate`)."""
+
+    @abstractmethod
+    def open(self, settings: PluginSettings, context: RuntimeContext) -> KeySource: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Providers: static half
+# ---------------------------------------------------------------------------------------------
+
+
+class KeySpec(_Model):
+    """What a provider needs to know about one desired key; built by the core from config."""
+
+    address: str
+    algorithm: Algorithm
+    usage: KeyUsage
+    labels: dict[str, str] = {}
+    description: str | None = None
+    aliases: tuple[str, ...] = ()
+    enabled: bool = True
+    expiry: timedelta | None = None  # material expires this long after import; None = never
+    rotation: timedelta | None = None  # a new material version is due this long after the last
+    range: SourceRange | None = None
+
+
+class WrapOffer(_Model):
+    """One way a cloud accepts material for a given algorithm."""
+
+    method: WrapMethod
+    wrapping_key_bits: int  # RSA modulus size of the wrapping key
+
+
+class PrerequisiteSpec(_Model):
+    """A shared remote object imports depend on: a GCP key ring or import job, an Azure KEK.
+
+    `id` is unique within the provider; every key that needs the same object names the same id,
+    so the action graph holds one node for it.
+    """
+
+    id: str
+    kind: str
+    description: str
+    attributes: dict[str, str] = {}
+
+
+class PrerequisiteRecord(_Model):
+    id: str
+    kind: str
+    remote_id: str
+    attributes: dict[str, str] = {}
+    expires_at: datetime | None = None
+
+
+class ProviderPlugin(ABC):
+    kind: ClassVar[str]
+    settings_model: ClassVar[type[ProviderSettings]]
+
+    @abstractmethod
+    def check_key(self, settings: ProviderSettings, address: str, key: KeySpec) -> Diagnostics:
+        """Static checks for one key at this target: algorithm and usage importable, labels legal
+        (reserved tags included), rotation and expiry supported. `address` is the target's
+        provider address. Diagnostics carry `key.range`."""
+
+    @abstractmethod
+    def wrap_offers(self, settings: ProviderSettings, algorithm: Algorithm) -> list[WrapOffer]:
+        """Every accepted method for this algorithm, most preferred first; [] if not importable."""
+
+    def prerequisites(self, settings: ProviderSettings, key: KeySpec, offer: WrapOffer) -> list[PrerequisiteSpec]:
+        """Shared objects an import of `key` with `offer` needs. Default: none (AWS)."""
+        return []
+
+    def deletion_note(self, settings: ProviderSettings) -> str:
+        """What 'schedule deletion' means at this cloud, shown in plans."""
+        return "scheduled for deletion"
+
+    @abstractmethod
+    def open(self, settings: ProviderSettings, context: RuntimeContext) -> Provider: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Providers: runtime half
+# ---------------------------------------------------------------------------------------------
+
+
+class KeyState(StrEnum):
+    CREATING = "creating"
+    PENDING_IMPORT = "pending_import"  # exists, holds no usable material (never imported, expired or deleted)
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    PENDING_DELETION = "pending_deletion"  # AWS ScheduleKeyDeletion, GCP versions DESTROY_SCHEDULED
+    DELETED = "deleted"  # soft-deleted, recoverable (Azure); GCP: every version destroyed
+    UNAVAILABLE = "unavailable"
+
+
+class VersionState(StrEnum):
+    PENDING_IMPORT = "pending_import"
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    IMPORT_FAILED = "import_failed"
+    DESTROY_SCHEDULED = "destroy_scheduled"
+    DESTROYED = "destroyed"
+    EXPIRED = "expired"
+    PENDING_ROTATION = "pending_rotation"
+
+
+class RemoteVersion(_Model):
+    version_id: str
+    state: VersionState
+    current: bool = False  # primary (GCP), current material (AWS), latest version (Azure)
+    imported: bool = True
+    expires_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+class RemoteKey(_Model):
+    """A key as the cloud shows it now. `labels` excludes the reserved keyplan tags."""
+
+    remote_id: str
+    address: str | None = None  # decoded keyplan-address tag, when present
+    managed_by: str | None = None  # keyplan-managed-by tag value
+    algorithm: str | None = None  # keyplan algorithm name, when it maps to one
+    external: bool = True  # material was imported (BYOK), not generated by the cloud
+    state: KeyState
+    enabled: bool
+    labels: dict[str, str] = {}
+    aliases: tuple[str, ...] = ()
+    description: str | None = None
+    expires_at: datetime | None = None  # when the current material expires
+    current_version: str | None = None
+    versions: tuple[RemoteVersion, ...] | None = None  # None: not listed by this inventory
+    deletion_date: datetime | None = None
+
+
+class InventoryRequest(_Model):
+    managed_by: str  # value of keyplan-managed-by identifying this workspace
+    known: dict[str, str] = {}  # remote_id -> address for everything the state holds at this target
+    addresses: tuple[str, ...] = ()  # every address desired or known here (to decode tags)
+    scan: bool = False  # also look for managed keys state does not know (adoption, orphans)
+    with_versions: tuple[str, ...] = ()  # remote ids whose versions must be listed
+
+
+class Inventory(_Model):
+    keys: tuple[RemoteKey, ...] = ()
+    missing: tuple[str, ...] = ()  # known remote ids the cloud no longer has at all
+    prerequisites: tuple[PrerequisiteRecord, ...] = ()
+
+
+class EnsurePrerequisiteRequest(_Model):
+    spec: PrerequisiteSpec
+    known: PrerequisiteRecord | None = None  # what state recorded last time
+
+
+class CreateKeyRequest(_Model):
+    address: str
+    managed_by: str
+    key: KeySpec
+    prerequisites: dict[str, PrerequisiteRecord] = {}
+
+
+class CreateKeyResponse(_Model):
+    remote_id: str
+    exists_remotely: bool = True  # False where the cloud creates the key on import (Azure)
+    state: KeyState = KeyState.PENDING_IMPORT
+
+
+class ImportParametersRequest(_Model):
+    remote_id: str
+    key: KeySpec
+    offer: WrapOffer
+    prerequisites: dict[str, PrerequisiteRecord] = {}
+
+
+class ImportParameters(_Model):
+    method: WrapMethod
+    wrapping_public_key: bytes  # DER SubjectPublicKeyInfo
+    wrapping_key_bits: int
+    token: str | None = None  # AWS import token (base64)
+    reference: str | None = None  # GCP import job name, Azure versioned KEK id
+    expires_at: datetime | None = None
+
+
+class ImportPurpose(StrEnum):
+    INITIAL = "initial"  # first material of a new key
+    NEW_VERSION = "new_version"  # rotation: a new material version
+    REIMPORT = "reimport"  # the same material again, after the cloud lost it
+
+
+class ImportMaterialRequest(_Model):
+    remote_id: str
+    address: str
+    managed_by: str
+    key: KeySpec
+    parameters: ImportParameters
+    wrapped: bytes
+    purpose: ImportPurpose
+    reimport_version_id: str | None = None
+    valid_to: datetime | None = None
+
+
+class ImportMaterialResponse(_Model):
+    remote_id: str
+    version_id: str
+    expires_at: datetime | None = None
+
+
+class PromoteVersionRequest(_Model):
+    remote_id: str
+    version_id: str
+
+
+class UpdateKeyRequest(_Model):
+    remote_id: str
+    address: str
+    managed_by: str
+    key: KeySpec  # desired labels, aliases, description, enabled
+    current: RemoteKey | None = None
+
+
+class ScheduleDeletionRequest(_Model):
+    remote_id: str
+    window_days: int | None = None
+
+
+class ScheduleDeletionResponse(_Model):
+    deletion_date: datetime | None = None
+
+
+class CancelDeletionRequest(_Model):
+    remote_id: str
+
+
+class ErrorKind(StrEnum):
+    RETRYABLE = "retryable"  # throttling, 5xx, timeouts: retry with backoff
+    CONFLICT = "conflict"  # name held, concurrent change, invalid state
+    NOT_FOUND = "not_found"
+    AUTH = "auth"  # missing or rejected credentials, permission denied
+    UNREACHABLE = "unreachable"  # endpoint cannot be reached
+    PARAMETERS_EXPIRED = "parameters_expired"  # import token / job expired: fetch fresh ones and re-wrap
+    FATAL = "fatal"  # anything else; not retried
+
+
+class ProviderError(Exception):
+    """A classified failure of a provider call. `summary` and `detail` are shown to the user;
+    `detail` ends with how to fix it. Never include request bodies (they hold wrapped material)."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        summary: str,
+        detail: str = "",
+        *,
+        code: str | None = None,
+        remote_id: str | None = None,
+    ) -> None:
+        super().__init__(summary)
+        self.kind = kind
+        self.summary = summary
+        self.detail = detail
+        self.code = code
+        self.remote_id = remote_id
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind is ErrorKind.RETRYABLE
+
+
+class Provider(ABC):
+    """One cloud account/project/vault as configured in one `provider` block, opened for a run.
+    Implementations must be thread-safe: the apply walker calls them from several threads."""
+
+    address: str
+
+    @abstractmethod
+    def inventory(self, request: InventoryRequest) -> Inventory:
+        """Bulk listing (paginated; concurrent per-key calls only where the cloud has no bulk form)."""
+
+    @abstractmethod
+    def ensure_prerequisite(self, request: EnsurePrerequisiteRequest) -> PrerequisiteRecord:
+        """Idempotent: find the object, reuse it while usable, create or replace it otherwise."""
+
+    @abstractmethod
+    def create_key(self, request: CreateKeyRequest) -> CreateKeyResponse: ...
+
+    @abstractmethod
+    def get_import_parameters(self, request: ImportParametersRequest) -> ImportParameters: ...
+
+    @abstractmethod
+    def import_material(self, request: ImportMaterialRequest) -> ImportMaterialResponse: ...
+
+    @abstractmethod
+    def promote_version(self, request: PromoteVersionRequest) -> None:
+        """Make an imported version current (AWS RotateKeyOnDemand, GCP primary; Azure: nothing)."""
+
+    @abstractmethod
+    def update_key(self, request: UpdateKeyRequest) -> RemoteKey: ...
+
+    @abstractmethod
+    def schedule_deletion(self, request: ScheduleDeletionRequest) -> ScheduleDeletionResponse: ...
+
+    @abstractmethod
+    def cancel_deletion(self, request: CancelDeletionRequest) -> None: ...
+
+    @abstractmethod
+    def describe(self, remote_id: str) -> RemoteKey | None:
+        """One key by id, None when the cloud does not have it."""
+
+    def discover(self) -> list[RemoteKey]:
+        """Every imported (BYOK) key visible to this provider, managed by keyplan or not."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop embedded emulators, close clients."""

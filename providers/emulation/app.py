@@ -1,0 +1,72 @@
+"""The interface a cloud emulator implements: one request in, one response out."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from providers.emulation.clock import Clock
+from providers.emulation.store import DocumentStore
+
+
+@dataclass
+class Request:
+    method: str
+    target: str  # raw path with query string
+    headers: dict[str, str]  # lower-cased names
+    body: bytes = b""
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.target).query, keep_blank_values=True)
+
+    def query_one(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"{}")
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, payload: Any, status: int = 200, content_type: str = "application/json") -> Response:
+        return cls(status=status, body=json.dumps(payload).encode(), headers={"Content-Type": content_type})
+
+
+class EmulatorApp(ABC):
+    """A cloud's API over a `DocumentStore` and a `Clock`."""
+
+    name: str = "emulator"
+    tls: bool = False  # Azure needs HTTPS; AWS and GCP speak plain HTTP to local endpoints
+
+    def __init__(self, store: DocumentStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    @abstractmethod
+    def operation(self, request: Request) -> str:
+        """The cloud operation this request calls (for stats and fault matching)."""
+
+    @abstractmethod
+    def handle(self, request: Request) -> Response: ...
+
+    @abstractmethod
+    def fault_response(self, request: Request, status: int) -> Response:
+        """The cloud's own error body for an injected fault (429 throttling, 500/503)."""
+
+    def material_fingerprints(self) -> list[dict[str, Any]]:
+        """Every imported material the emulator holds: `{"key": …, "version": …, "fingerprint": …}`."""
+        return []

@@ -1,0 +1,224 @@
+"""Serving an `EmulatorApp` on loopback over HTTP or HTTPS, with stats, faults and a clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import ssl
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from providers.emulation.app import EmulatorApp, Request, Response
+from providers.emulation.clock import Clock
+from providers.emulation.store import DocumentStore
+
+
+@dataclass
+class FaultPlan:
+    latency_ms: float = 0.0
+    errors: list[dict[str, Any]] = field(default_factory=list)  # {"operation": str|"*", "status": int, "count": int}
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def configure(self, payload: dict[str, Any]) -> None:
+        with self.lock:
+            if "latency_ms" in payload:
+                self.latency_ms = float(payload["latency_ms"])
+            if "errors" in payload:
+                self.errors = [dict(e) for e in payload["errors"]]
+
+    def take_error(self, operation: str) -> int | None:
+        with self.lock:
+            for entry in self.errors:
+                if entry.get("operation", "*") in ("*", operation) and entry.get("count", 1) > 0:
+                    entry["count"] = entry.get("count", 1) - 1
+                    return int(entry.get("status", 503))
+        return None
+
+
+def ensure_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1/localhost, made once per data directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "emulator-cert.pem", directory / "emulator-key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyplan emulator")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+class EmulatorServer:
+    """Serves one app on 127.0.0.1; `url` is where the real SDK should point."""
+
+    def __init__(self, app: EmulatorApp, *, port: int = 0, cert_dir: Path | None = None) -> None:
+        self.app = app
+        self.faults = FaultPlan()
+        self.stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+        self.ca_cert: Path | None = None
+        handler = self._handler_class()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._httpd.daemon_threads = True
+        if app.tls:
+            cert, key = ensure_certificate(cert_dir or Path(".keyplan/emulators"))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(cert), str(key))
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+            self.ca_cert = cert
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.app.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def start(self) -> EmulatorServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"{self.app.name}-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def dispatch(self, request: Request) -> Response:
+        if request.path.startswith("/_emulator/"):
+            return self._control(request)
+        operation = self.app.operation(request)
+        with self._stats_lock:
+            self.stats[operation] += 1
+        if self.faults.latency_ms:
+            time.sleep(self.faults.latency_ms / 1000.0)
+        status = self.faults.take_error(operation)
+        if status is not None:
+            return self.app.fault_response(request, status)
+        return self.app.handle(request)
+
+    def _control(self, request: Request) -> Response:
+        path = request.path
+        if path == "/_emulator/stats" and request.method == "GET":
+            with self._stats_lock:
+                calls = dict(self.stats)
+            return Response.json({"calls": calls, "total": sum(calls.values())})
+        if path == "/_emulator/stats/reset" and request.method == "POST":
+            with self._stats_lock:
+                self.stats.clear()
+            return Response.json({})
+        if path == "/_emulator/faults" and request.method == "POST":
+            self.faults.configure(request.json())
+            return Response.json({"latency_ms": self.faults.latency_ms, "errors": self.faults.errors})
+        if path == "/_emulator/clock":
+            if request.method == "POST":
+                self.app.clock.advance(float(request.json().get("advance_seconds", 0)))
+                self.app.store.set_meta("clock_offset", str(self.app.clock.offset_seconds))
+            return Response.json(
+                {"now": self.app.clock.now().isoformat(), "offset_seconds": self.app.clock.offset_seconds}
+            )
+        if path == "/_emulator/materials" and request.method == "GET":
+            return Response.json({"materials": self.app.material_fingerprints()})
+        return Response.json({"error": f"no control endpoint {request.method} {path}"}, status=404)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = Request(
+                    method=self.command,
+                    target=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                )
+                try:
+                    response = server.dispatch(request)
+                except Exception as exc:  # an emulator bug: answer 500 like a cloud would
+                    response = Response.json({"error": f"emulator failure: {type(exc).__name__}: {exc}"}, status=500)
+                self.send_response(response.status)
+                for name, value in response.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(response.body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(response.body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                return
+
+        return Handler
+
+
+def start_embedded(app_factory: type[EmulatorApp], data_dir: Path, name: str) -> EmulatorServer:
+    """Start an emulator in this process on a free loopback port, persisted in
+    `<data_dir>/emulators/<name>.sqlite` so keys survive between keyplan runs."""
+    directory = data_dir / "emulators"
+    store = DocumentStore(directory / f"{name}.sqlite")
+    clock = Clock(float(store.get_meta("clock_offset") or 0.0))
+    app = app_factory(store, clock)
+    return EmulatorServer(app, cert_dir=directory).start()
+
+
+def fetch_json(url: str, method: str = "GET", payload: dict[str, Any] | None = None, ca: Path | None = None) -> Any:
+    """Call a control endpoint (tests, benchmarks)."""
+    import urllib.request
+
+    data = json.dumps(payload).encode() if payload is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    with urllib.request.urlopen(req, context=context, timeout=30) as resp:
+        return json.loads(resp.read() or b"{}")
