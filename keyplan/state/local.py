@@ -1,0 +1,217 @@
+"""The local state backend: a JSON file written atomically, its previous copy kept as a backup,
+and an exclusive lock file that says who holds it.
+
+Writes go to a temporary file in the same directory, are fsynced, then renamed over the state,
+so a crash leaves either the old or the new state, never half of one. The copy being replaced
+is kept as `<path>.backup`. The lock is `<path>.lock`, created with O_EXCL; it records an id,
+the operation, user, host, pid and time so a held lock can be explained and, if its holder is
+gone, removed with `keyplan force-unlock ID`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from keyplan.diagnostics import DiagnosticsError
+from keyplan.state.model import State
+from keyplan.state.upgrade import upgrade_state
+
+
+class LockInfo(BaseModel):
+    id: str
+    operation: str
+    who: str
+    host: str
+    pid: int
+    created: datetime
+
+    def describe(self) -> str:
+        return (
+            f"ID:        {self.id}\n"
+            f"Operation: {self.operation}\n"
+            f"Who:       {self.who}@{self.host} (pid {self.pid})\n"
+            f"Since:     {self.created.isoformat(timespec='seconds')}"
+        )
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes, *, keep_backup: bool = True, mode: int = 0o600) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if keep_backup and path.exists():
+            backup = path.with_name(path.name + ".backup")
+            os.replace(path, backup)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def serialize_state(state: State) -> bytes:
+    return (json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+
+
+def parse_state(data: bytes, origin: str) -> State:
+    """Read, upgrade and validate a state document; corrupt input is a user error."""
+    try:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DiagnosticsError.single(
+            "State file is not valid JSON",
+            f"{origin} could not be read ({exc}). It may have been truncated or edited by hand. "
+            f"Restore it from {origin}.backup (the copy before the last write) or from your "
+            "state history, then run the command again.",
+        ) from None
+    if not isinstance(raw, dict):
+        raise DiagnosticsError.single(
+            "State file is not a keyplan state",
+            f"{origin} holds JSON but not a state object. Restore it from {origin}.backup.",
+        )
+    raw = upgrade_state(raw, origin)
+    try:
+        return State.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        raise DiagnosticsError.single(
+            "State file is corrupt",
+            f"{origin} does not match the state format ({problems}). Restore it from {origin}.backup "
+            "or from your state history; do not edit state by hand, use `keyplan state` commands.",
+        ) from None
+
+
+class LocalBackend:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+        self._write_lock = threading.Lock()
+
+    def read(self) -> State | None:
+        if not self.path.exists():
+            return None
+        return parse_state(self.path.read_bytes(), str(self.path))
+
+    def write(self, state: State) -> None:
+        """Persist `state` with the next serial; the caller holds the state lock."""
+        with self._write_lock:
+            state.serial += 1
+            write_atomically(self.path, serialize_state(state))
+
+    # -- locking -------------------------------------------------------------------------------
+
+    def current_lock(self) -> LockInfo | None:
+        try:
+            return LockInfo.model_validate_json(self.lock_path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValidationError:
+            return LockInfo(
+                id="unreadable", operation="unknown", who="unknown", host="unknown", pid=0, created=datetime.now(UTC)
+            )
+
+    def acquire(self, operation: str, timeout: float = 0.0) -> LockInfo:
+        info = LockInfo(
+            id=str(uuid.uuid4()),
+            operation=operation,
+            who=_user(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            created=datetime.now(UTC),
+        )
+        deadline = time.monotonic() + max(timeout, 0.0)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if time.monotonic() >= deadline:
+                    raise self._held_error(timeout) from None
+                time.sleep(min(0.2, max(deadline - time.monotonic(), 0.01)))
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(info.model_dump_json(indent=2))
+            return info
+
+    def release(self, info: LockInfo) -> None:
+        held = self.current_lock()
+        if held is not None and held.id == info.id:
+            self.lock_path.unlink(missing_ok=True)
+
+    def force_unlock(self, lock_id: str) -> LockInfo:
+        held = self.current_lock()
+        if held is None:
+            raise DiagnosticsError.single(
+                "State is not locked", f"There is no lock on {self.path}; nothing to unlock."
+            )
+        if held.id != lock_id:
+            raise DiagnosticsError.single(
+                "Lock ID does not match",
+                f"The lock on {self.path} has ID {held.id}, not {lock_id}:\n{held.describe()}\n"
+                "Run `keyplan force-unlock` with the ID shown, and only if that operation is no longer running.",
+            )
+        self.lock_path.unlink(missing_ok=True)
+        return held
+
+    @contextmanager
+    def locked(self, operation: str, timeout: float = 0.0) -> Iterator[LockInfo]:
+        info = self.acquire(operation, timeout)
+        try:
+            yield info
+        finally:
+            self.release(info)
+
+    def _held_error(self, timeout: float) -> DiagnosticsError:
+        held = self.current_lock()
+        describe = held.describe() if held else "(the lock file disappeared while waiting)"
+        alive = ""
+        if held and held.host == socket.gethostname() and held.pid and not _pid_alive(held.pid):
+            alive = " The process that holds it is no longer running on this host."
+        waited = f" after waiting {timeout:g}s" if timeout else ""
+        return DiagnosticsError.single(
+            "Error acquiring the state lock",
+            f"The state {self.path} is locked by another keyplan operation{waited}:\n{describe}\n"
+            f"Wait for it to finish, or pass -lock-timeout=DURATION to wait longer.{alive} If you are sure "
+            f"no operation is running, remove the lock with `keyplan force-unlock {held.id if held else 'ID'}`.",
+        )
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,45 @@
+"""State format upgrades, one version at a time (v0 -> v1 -> …), like a database migration.
+
+Each step takes the raw JSON object of version N and returns version N+1. A state written by a
+newer keyplan is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from keyplan.diagnostics import DiagnosticsError
+from keyplan.state.model import FORMAT_VERSION
+
+
+def _v0_to_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    # Format 0 (pre-release) called the key map "resources" and had no prerequisites section.
+    upgraded = dict(raw)
+    upgraded["keys"] = upgraded.pop("resources", {})
+    upgraded.setdefault("prerequisites", {})
+    upgraded["format_version"] = 1
+    return upgraded
+
+
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _v0_to_v1}
+
+
+def upgrade_state(raw: dict[str, Any], origin: str) -> dict[str, Any]:
+    version = raw.get("format_version")
+    if not isinstance(version, int):
+        raise DiagnosticsError.single(
+            "State file has no format version",
+            f"{origin} lacks an integer `format_version`, so it is not a keyplan state or it was damaged. "
+            f"Restore it from {origin}.backup.",
+        )
+    if version > FORMAT_VERSION:
+        raise DiagnosticsError.single(
+            "State file was written by a newer keyplan",
+            f"{origin} has format version {version}; this keyplan reads up to {FORMAT_VERSION}. "
+            "Upgrade keyplan to work with this state.",
+        )
+    while version < FORMAT_VERSION:
+        raw = UPGRADES[version](raw)
+        version = raw["format_version"]
+    return raw
