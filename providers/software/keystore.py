@@ -1,0 +1,354 @@
+"""The encrypted keystore file of the software source.
+
+One JSON document (format version 1) holds every entry, each sealed on its own with
+AES-256-GCM under a master key; the authenticated data binds an entry to its handle, algorithm
+and fingerprint, so an entry copied under another handle, or a fingerprint edited in place, no
+longer decrypts. The master key comes from one of two protections recorded in the file:
+
+- `passphrase`: scrypt over the passphrase read from an environment variable (salt and n/r/p
+  recorded in the file);
+- `key-file`: a generated 256-bit key in a file next to the keystore, mode 0600, for
+  development only.
+
+A `verifier` (a constant sealed under the master key) tells a wrong passphrase from a damaged
+entry. Writes go to a temporary file that is fsynced and renamed over the keystore, under a
+thread lock and an advisory file lock, so concurrent generates, in one process or several,
+never lose an entry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from logging import Logger
+from pathlib import Path
+from typing import Annotated, Literal
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from keyplan.crypto.secret import SecretBytes
+from keyplan.provider import SourceError
+
+FORMAT = "keyplan-keystore"
+FORMAT_VERSION = 1
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+_VERIFIER_PLAINTEXT = b"keyplan keystore verifier v1"
+_VERIFIER_AAD = b"keyplan keystore verifier"
+_ENTRY_AAD_PREFIX = b"keyplan keystore entry v1\n"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PassphraseProtection(_Model):
+    kind: Literal["passphrase"] = "passphrase"
+    kdf: Literal["scrypt"] = "scrypt"
+    salt: str
+    n: int = Field(ge=2)
+    r: int = Field(ge=1)
+    p: int = Field(ge=1)
+
+
+class KeyFileProtection(_Model):
+    kind: Literal["key-file"] = "key-file"
+    key_file: str  # file name, in the keystore's directory
+
+
+Protection = Annotated[PassphraseProtection | KeyFileProtection, Field(discriminator="kind")]
+
+
+class Sealed(_Model):
+    nonce: str
+    ciphertext: str
+
+
+class KeystoreEntry(_Model):
+    algorithm: str
+    fingerprint: str
+    created_at: datetime
+    sealed: Sealed
+
+
+class KeystoreDocument(_Model):
+    format: Literal["keyplan-keystore"] = FORMAT
+    format_version: Literal[1] = FORMAT_VERSION
+    protection: Protection
+    verifier: Sealed
+    entries: dict[str, KeystoreEntry] = {}
+
+
+def _entry_aad(handle: str, algorithm: str, fingerprint: str) -> bytes:
+    return _ENTRY_AAD_PREFIX + json.dumps([handle, algorithm, fingerprint]).encode("utf-8")
+
+
+class MasterKey:
+    """The unlocked master key; seals and opens entries. Its bytes never leave this object."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: SecretBytes) -> None:
+        self._key = key
+
+    def seal(self, plaintext: SecretBytes, aad: bytes) -> Sealed:
+        nonce = os.urandom(12)
+        ciphertext = AESGCM(self._key.reveal()).encrypt(nonce, plaintext.reveal(), aad)
+        return Sealed(nonce=_b64(nonce), ciphertext=_b64(ciphertext))
+
+    def open(self, sealed: Sealed, aad: bytes) -> SecretBytes:
+        """Raises InvalidTag when the key, the data or the authenticated data do not match."""
+        return SecretBytes(AESGCM(self._key.reveal()).decrypt(_unb64(sealed.nonce), _unb64(sealed.ciphertext), aad))
+
+    def wipe(self) -> None:
+        self._key.wipe()
+
+    def __repr__(self) -> str:
+        return "MasterKey(<redacted>)"
+
+
+class Keystore:
+    """One keystore file, opened for a run. Thread-safe."""
+
+    def __init__(self, path: Path, passphrase_env: str, warn: "WarnOnce") -> None:
+        self.path = path
+        self.passphrase_env = passphrase_env
+        self._warn = warn
+        self._lock = threading.Lock()
+        self._master: MasterKey | None = None
+
+    @property
+    def key_file_path(self) -> Path:
+        return self.path.with_suffix(".key")
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def read(self) -> KeystoreDocument | None:
+        """The document as it is on disk now, or None when no keystore exists yet."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SourceError(
+                "Cannot read the software keystore",
+                f"Reading {self.path} failed ({exc.strerror}). Check the file's permissions.",
+            ) from None
+        try:
+            return KeystoreDocument.model_validate_json(text)
+        except ValidationError:
+            raise SourceError(
+                "The software keystore is corrupt",
+                f"{self.path} is not a valid keyplan keystore (format version {FORMAT_VERSION}). "
+                "Restore it from a backup; keys whose only copy it held cannot be recovered.",
+            ) from None
+
+    def unlock(self, document: KeystoreDocument) -> MasterKey:
+        """The master key for this document, derived once per run and checked against the verifier."""
+        with self._lock:
+            return self._unlocked(document)
+
+    def _unlocked(self, document: KeystoreDocument) -> MasterKey:
+        if self._master is None:
+            master = self._derive(document.protection)
+            self._check_verifier(master, document)
+            self._master = master
+        return self._master
+
+    def open_entry(self, handle: str, entry: KeystoreEntry, master: MasterKey) -> SecretBytes:
+        try:
+            return master.open(entry.sealed, _entry_aad(handle, entry.algorithm, entry.fingerprint))
+        except (InvalidTag, ValueError, binascii.Error):
+            raise SourceError(
+                "A software keystore entry is corrupt",
+                f"The entry {handle!r} in {self.path} does not decrypt although the passphrase is "
+                "right: it was altered or damaged. Restore the keystore from a backup, or generate "
+                "new material for this key.",
+            ) from None
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    def add(self, handle: str, algorithm: str, fingerprint: str, created_at: datetime, material: SecretBytes) -> None:
+        """Seal `material` under `handle` and write the keystore atomically."""
+        with self._lock, self._file_lock():
+            document = self.read() or self._create_document()
+            if handle in document.entries:
+                raise SourceError("Keystore handle collision", f"The handle {handle!r} already exists in {self.path}.")
+            master = self._unlocked(document)
+            sealed = master.seal(material, _entry_aad(handle, algorithm, fingerprint))
+            entry = KeystoreEntry(algorithm=algorithm, fingerprint=fingerprint, created_at=created_at, sealed=sealed)
+            updated = document.model_copy(update={"entries": {**document.entries, handle: entry}})
+            self._write(updated)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._master is not None:
+                self._master.wipe()
+                self._master = None
+
+    def _create_document(self) -> KeystoreDocument:
+        protection: PassphraseProtection | KeyFileProtection
+        if os.environ.get(self.passphrase_env):
+            protection = PassphraseProtection(salt=_b64(os.urandom(16)), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+        else:
+            self._ensure_key_file()
+            protection = KeyFileProtection(key_file=self.key_file_path.name)
+        master = self._derive(protection)
+        self._master = master
+        verifier = master.seal(SecretBytes(_VERIFIER_PLAINTEXT), _VERIFIER_AAD)
+        return KeystoreDocument(protection=protection, verifier=verifier)
+
+    def _write(self, document: KeystoreDocument) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        payload = document.model_dump_json(indent=2).encode("utf-8")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        # The rename is durable only once the directory entry is on disk too.
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """An advisory lock that serialises writers in other processes (two `apply` runs)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # ---- the master key -----------------------------------------------------------------------
+
+    def _derive(self, protection: PassphraseProtection | KeyFileProtection) -> MasterKey:
+        if isinstance(protection, PassphraseProtection):
+            return MasterKey(self._from_passphrase(protection))
+        return MasterKey(self._from_key_file(protection))
+
+    def _from_passphrase(self, protection: PassphraseProtection) -> SecretBytes:
+        passphrase = os.environ.get(self.passphrase_env)
+        if not passphrase:
+            raise SourceError(
+                "The software keystore needs its passphrase",
+                f"{self.path} is protected by a passphrase, and the environment variable "
+                f"{self.passphrase_env} is not set. Set it to the keystore's passphrase.",
+            )
+        try:
+            kdf = Scrypt(salt=_unb64(protection.salt), length=32, n=protection.n, r=protection.r, p=protection.p)
+            return SecretBytes(kdf.derive(passphrase.encode("utf-8")))
+        except (ValueError, binascii.Error):
+            raise SourceError(
+                "The software keystore is corrupt",
+                f"The scrypt parameters recorded in {self.path} are not valid. Restore it from a backup.",
+            ) from None
+
+    def _from_key_file(self, protection: KeyFileProtection) -> SecretBytes:
+        key_file = self.path.parent / protection.key_file
+        if os.environ.get(self.passphrase_env):
+            raise SourceError(
+                "The software keystore is not protected by a passphrase",
+                f"{self.path} is protected by the development key file {key_file}, but "
+                f"{self.passphrase_env} is set. Unset {self.passphrase_env} to use this keystore, "
+                "or point `keystore` at a new file to start a passphrase-protected one.",
+            )
+        self._warn.warning(
+            "development key file; set %s for real use (the software keystore %s is protected by %s)",
+            self.passphrase_env,
+            self.path,
+            key_file,
+        )
+        try:
+            key = key_file.read_bytes()
+        except FileNotFoundError:
+            raise SourceError(
+                "The software keystore's key file is missing",
+                f"{self.path} is protected by the key file {key_file}, which does not exist. "
+                "Restore it from a backup; without it the keystore cannot be opened.",
+            ) from None
+        if len(key) != 32:
+            raise SourceError(
+                "The software keystore's key file is corrupt",
+                f"{key_file} does not hold a 256-bit key. Restore it from a backup.",
+            )
+        return SecretBytes(key)
+
+    def _ensure_key_file(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.key_file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return  # a key file left from an earlier keystore at this path: keep using it
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(os.urandom(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _check_verifier(self, master: MasterKey, document: KeystoreDocument) -> None:
+        try:
+            opened = master.open(document.verifier, _VERIFIER_AAD)
+        except (InvalidTag, ValueError, binascii.Error):
+            raise self._wrong_master_key(document.protection) from None
+        if opened.reveal() != _VERIFIER_PLAINTEXT:
+            raise SourceError("The software keystore is corrupt", f"{self.path} has an invalid verifier.")
+
+    def _wrong_master_key(self, protection: PassphraseProtection | KeyFileProtection) -> SourceError:
+        if isinstance(protection, PassphraseProtection):
+            return SourceError(
+                "Wrong passphrase for the software keystore",
+                f"The passphrase in {self.passphrase_env} does not open {self.path}. Set "
+                f"{self.passphrase_env} to the passphrase the keystore was created with.",
+            )
+        return SourceError(
+            "Wrong key file for the software keystore",
+            f"The key in {self.path.parent / protection.key_file} does not open {self.path}. "
+            "Restore the key file that belongs to this keystore.",
+        )
+
+
+class WarnOnce:
+    """Logs a warning the first time only, so a run says it once, not once per key."""
+
+    def __init__(self, log: Logger) -> None:
+        self._log = log
+        self._done = False
+        self._lock = threading.Lock()
+
+    def warning(self, message: str, *args: object) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._log.warning(message, *args)
+
