@@ -221,6 +221,11 @@ class ProviderPlugin(ABC):
         """Shared objects an import of `key` with `offer` needs. Default: none (AWS)."""
         return []
 
+    def metadata_fields(self, settings: ProviderSettings) -> frozenset[str]:
+        """Which of labels, aliases, description, enabled this cloud keeps; the planner compares
+        only these, so a cloud without aliases never shows a perpetual diff."""
+        return frozenset({"labels", "aliases", "description", "enabled"})
+
     def deletion_note(self, settings: ProviderSettings) -> str:
         """What 'schedule deletion' means at this cloud, shown in plans."""
         return "scheduled for deletion"

@@ -1,0 +1,571 @@
+"""The diff: desired keys x state x live inventory -> planned changes, drift, and the work the
+action graph must do.
+
+This module is pure: no I/O, no clock of its own (`now` is passed in), no plugin opened. It
+decides, per key and target, one of create, adopt, import, reimport, rotate, update, restore,
+delete or no-op, and separately what changed outside keyplan (drift: live compared with what
+state says keyplan last set). Changes compare the desired configuration with the live key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from keyplan.diagnostics import Diagnostics, SourceRange
+from keyplan.plan.model import (
+    ChangeAction,
+    Drift,
+    DriftKind,
+    Metadata,
+    PlannedChange,
+    WrapChoice,
+)
+from keyplan.plan.negotiate import negotiate
+from keyplan.provider import (
+    ImportPurpose,
+    Inventory,
+    KeySpec,
+    KeyState,
+    PrerequisiteSpec,
+    ProviderPlugin,
+    ProviderSettings,
+    RemoteKey,
+    SourceCapabilities,
+    WrapOffer,
+)
+from keyplan.state.model import KeyRecord, State, TargetRecord
+
+
+@dataclass(frozen=True)
+class DesiredKey:
+    spec: KeySpec
+    source: str
+    targets: tuple[str, ...]
+    prevent_destroy: bool = False
+    range: SourceRange | None = None
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    address: str
+    plugin: ProviderPlugin
+    settings: ProviderSettings
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    targets: tuple[str, ...] = ()  # -target: only these addresses (a key name matches all its instances)
+    replace: tuple[str, ...] = ()  # -replace: rotate these keys now
+    refresh: bool = True
+    refresh_only: bool = False
+    expiry_horizon: timedelta | None = None
+
+    def selects(self, address: str) -> bool:
+        if not self.targets:
+            return True
+        return any(address == t or address.startswith(t + "[") for t in self.targets)
+
+
+@dataclass
+class TargetWork:
+    """What the action graph must do for one key at one target (internal to planning)."""
+
+    address: str
+    target: str
+    change: PlannedChange
+    create: bool = False
+    adopt: RemoteKey | None = None
+    cancel_deletion: bool = False
+    import_version: int | None = None  # material version to import
+    import_purpose: ImportPurpose | None = None
+    reimport_version_id: str | None = None
+    promote: bool = False
+    update: bool = False
+    delete: bool = False
+    offer: WrapOffer | None = None
+    prerequisites: list[PrerequisiteSpec] = field(default_factory=list)
+    live: RemoteKey | None = None
+
+
+@dataclass
+class KeyWork:
+    address: str
+    source: str
+    generate_version: int | None = None  # new material version to generate first
+    forget: bool = False
+    targets: list[TargetWork] = field(default_factory=list)
+
+
+@dataclass
+class DiffResult:
+    changes: list[PlannedChange]
+    drift: list[Drift]
+    work: list[KeyWork]
+    diagnostics: Diagnostics
+
+
+def desired_metadata(spec: KeySpec) -> Metadata:
+    return Metadata(
+        labels=dict(spec.labels), aliases=sorted(spec.aliases), description=spec.description, enabled=spec.enabled
+    )
+
+
+def recorded_metadata(record: TargetRecord) -> Metadata:
+    return Metadata(
+        labels=dict(record.labels),
+        aliases=sorted(record.aliases),
+        description=record.description,
+        enabled=record.enabled,
+    )
+
+
+def live_metadata(key: RemoteKey) -> Metadata:
+    return Metadata(
+        labels=dict(key.labels), aliases=sorted(key.aliases), description=key.description, enabled=key.enabled
+    )
+
+
+def metadata_differences(a: Metadata, b: Metadata, fields: frozenset[str]) -> list[str]:
+    return [name for name in ("labels", "aliases", "description", "enabled") if name in fields and getattr(a, name) != getattr(b, name)]
+
+
+class _Differ:
+    def __init__(
+        self,
+        desired: dict[str, DesiredKey],
+        state: State,
+        live: dict[str, Inventory] | None,
+        targets: dict[str, TargetInfo],
+        capabilities: dict[str, SourceCapabilities],
+        options: PlanOptions,
+        now: datetime,
+    ) -> None:
+        self.desired = desired
+        self.state = state
+        self.live = live
+        self.targets = targets
+        self.capabilities = capabilities
+        self.options = options
+        self.now = now
+        self.diagnostics = Diagnostics()
+        self.changes: list[PlannedChange] = []
+        self.drift: list[Drift] = []
+        self.work: list[KeyWork] = []
+        self._live_by_id: dict[str, dict[str, RemoteKey]] = {}
+        self._missing: dict[str, set[str]] = {}
+        self._by_address: dict[str, dict[str, list[RemoteKey]]] = {}
+        for target, inventory in (live or {}).items():
+            self._live_by_id[target] = {k.remote_id: k for k in inventory.keys}
+            self._missing[target] = set(inventory.missing)
+            by_address: dict[str, list[RemoteKey]] = {}
+            for key in inventory.keys:
+                if key.address:
+                    by_address.setdefault(key.address, []).append(key)
+            self._by_address[target] = by_address
+
+    # -- entry -------------------------------------------------------------------------------
+
+    def run(self) -> DiffResult:
+        for address in sorted(self.desired):
+            if self.options.selects(address):
+                self._desired_key(address, self.desired[address])
+        for address in sorted(self.state.keys):
+            if address not in self.desired and self.options.selects(address):
+                self._removed_key(self.state.keys[address])
+        if self.live is not None:
+            self._orphans()
+        return DiffResult(self.changes, self.drift, self.work, self.diagnostics)
+
+    # -- keys in configuration ---------------------------------------------------------------
+
+    def _desired_key(self, address: str, desired: DesiredKey) -> None:
+        record = self.state.keys.get(address)
+        latest = record.latest_material if record else None
+        work = KeyWork(address=address, source=desired.source)
+        if record is not None and record.algorithm != desired.spec.algorithm.name:
+            self.diagnostics.error(
+                "Algorithm of an existing key cannot change",
+                f"{address} holds {record.algorithm} material; the configuration now says "
+                f"{desired.spec.algorithm.name}. Imported keys cannot change type. Declare a new key under "
+                "another name and remove this one when nothing uses it any more.",
+                range=desired.range,
+                address=address,
+            )
+            return
+        if latest is None:
+            work.generate_version = 1
+            material_version = 1
+        else:
+            material_version = latest.version
+            rotation_due = desired.spec.rotation is not None and latest.created_at + desired.spec.rotation <= self.now
+            if rotation_due or address in self.options.replace or _base(address) in self.options.replace:
+                if not self.options.refresh_only:
+                    work.generate_version = latest.version + 1
+                    material_version = latest.version + 1
+        for target in desired.targets:
+            info = self.targets.get(target)
+            if info is None:
+                continue  # validate reported it
+            tw = self._desired_target(address, desired, record, target, info, material_version, work)
+            if tw is not None:
+                work.targets.append(tw)
+        for target, target_record in sorted((record.targets if record else {}).items()):
+            if target not in desired.targets:
+                self._delete_target(address, record, target, target_record, desired.prevent_destroy, work)  # type: ignore[arg-type]
+        if work.targets or work.generate_version or work.forget:
+            self.work.append(work)
+
+    def _desired_target(
+        self,
+        address: str,
+        desired: DesiredKey,
+        record: KeyRecord | None,
+        target: str,
+        info: TargetInfo,
+        material_version: int,
+        work: KeyWork,
+    ) -> TargetWork | None:
+        spec = desired.spec
+        target_record = record.targets.get(target) if record else None
+        fields = info.plugin.metadata_fields(info.settings)
+        after = desired_metadata(spec)
+        change = PlannedChange(address=address, target=target, actions=[], reason="", after=after)
+        tw = TargetWork(address=address, target=target, change=change)
+        live = self._live(target, target_record)
+        tw.live = live
+
+        if target_record is None:
+            return self._new_target(tw, desired, target, info, material_version)
+
+        change.remote_id = target_record.remote_id
+        change.before = recorded_metadata(target_record)
+        if self.live is not None:
+            self._record_drift(address, target, target_record, live, fields)
+        if self.options.refresh_only:
+            return None
+
+        actions: list[ChangeAction] = []
+        reasons: list[str] = []
+        current_live = live
+        if live is None and self.live is not None and target_record.exists_remotely:
+            # The cloud no longer has the key at all: create it again with the same material.
+            tw.create = True
+            actions.append(ChangeAction.CREATE)
+            reasons.append("the key was deleted outside keyplan; it is created again with the same material")
+            tw.import_version = target_record.current_material_version or material_version
+            tw.import_purpose = ImportPurpose.INITIAL
+            current_live = None
+        elif not target_record.exists_remotely or not target_record.imports:
+            tw.import_version = material_version
+            tw.import_purpose = ImportPurpose.INITIAL
+            actions.append(ChangeAction.IMPORT)
+            reasons.append("the key holds no material yet")
+        else:
+            if live is not None and live.state in (KeyState.PENDING_DELETION, KeyState.DELETED):
+                tw.cancel_deletion = True
+                actions.append(ChangeAction.RESTORE)
+                reasons.append("its deletion was scheduled outside keyplan; the deletion is cancelled")
+            if live is not None and live.state is KeyState.PENDING_IMPORT:
+                current = target_record.imported(target_record.current_material_version or material_version)
+                tw.import_version = target_record.current_material_version or material_version
+                tw.import_purpose = ImportPurpose.REIMPORT
+                tw.reimport_version_id = current.remote_version_id if current else live.current_version
+                actions.append(ChangeAction.REIMPORT)
+                reasons.append("the cloud lost the material (deleted or expired); the same material is imported again")
+            recorded_version = target_record.current_material_version or 0
+            if material_version > recorded_version and tw.import_purpose is None:
+                tw.import_version = material_version
+                tw.import_purpose = ImportPurpose.NEW_VERSION
+                tw.promote = True
+                actions.append(ChangeAction.ROTATE)
+                reasons.append(self._rotation_reason(address, work, material_version))
+
+        if tw.import_purpose is not None or tw.create:
+            if not self._negotiate(tw, desired, target, info):
+                return None
+        # metadata: desired against the live key (or against state when not refreshed)
+        compare_to = live_metadata(current_live) if current_live is not None else change.before
+        differences = metadata_differences(after, compare_to, fields) if compare_to is not None else []
+        if tw.cancel_deletion and "enabled" in fields and spec.enabled:
+            differences = sorted(set(differences) | {"enabled"})
+        if tw.create or differences:
+            tw.update = bool(differences) or tw.create
+            if differences and not tw.create:
+                actions.append(ChangeAction.UPDATE)
+                reasons.append("changes " + ", ".join(differences))
+        if not actions:
+            change.actions = [ChangeAction.NOOP]
+            change.reason = "up to date"
+            self.changes.append(change)
+            return None
+        change.actions = actions
+        change.reason = "; ".join(reasons)
+        change.material_version = tw.import_version
+        self.changes.append(change)
+        return tw
+
+    def _new_target(
+        self, tw: TargetWork, desired: DesiredKey, target: str, info: TargetInfo, material_version: int
+    ) -> TargetWork | None:
+        change = tw.change
+        if self.options.refresh_only:
+            return None
+        candidates = self._by_address.get(target, {}).get(tw.address, [])
+        ours = [k for k in candidates if k.managed_by == self.state.managed_by and k.state is not KeyState.DELETED]
+        if ours:
+            adopted = ours[0]
+            tw.adopt = adopted
+            change.remote_id = adopted.remote_id
+            change.actions = [ChangeAction.ADOPT]
+            change.reason = (
+                "a key tagged with this address exists (created by an interrupted apply); it is adopted, not duplicated"
+            )
+            if adopted.state is KeyState.PENDING_IMPORT:
+                tw.import_version = material_version
+                tw.import_purpose = ImportPurpose.INITIAL
+                change.actions.append(ChangeAction.IMPORT)
+            elif adopted.state in (KeyState.PENDING_DELETION, KeyState.DELETED):
+                tw.cancel_deletion = True
+                change.actions.append(ChangeAction.RESTORE)
+            fields = info.plugin.metadata_fields(info.settings)
+            if metadata_differences(change.after or Metadata(), live_metadata(adopted), fields):
+                tw.update = True
+                change.actions.append(ChangeAction.UPDATE)
+            change.before = live_metadata(adopted)
+        else:
+            for other in candidates:
+                if other.managed_by != self.state.managed_by:
+                    self.diagnostics.warning(
+                        "A key with this address belongs to another keyplan state",
+                        f"{other.remote_id} at {target} is tagged {tw.address} but managed by {other.managed_by}, "
+                        f"not this state ({self.state.managed_by}). keyplan creates a separate key. If that key "
+                        "should be managed here, run `keyplan import` instead.",
+                        address=tw.address,
+                    )
+            tw.create = True
+            tw.update = True
+            tw.import_version = material_version
+            tw.import_purpose = ImportPurpose.INITIAL
+            change.actions = [ChangeAction.CREATE]
+            change.reason = "not in state"
+        if tw.import_purpose is not None or tw.create:
+            if not self._negotiate(tw, desired, target, info):
+                return None
+        change.material_version = tw.import_version
+        self.changes.append(change)
+        return tw
+
+    def _negotiate(self, tw: TargetWork, desired: DesiredKey, target: str, info: TargetInfo) -> bool:
+        capabilities = self.capabilities.get(desired.source)
+        if capabilities is None:
+            return False  # the source could not be opened; reported elsewhere
+        offers = info.plugin.wrap_offers(info.settings, desired.spec.algorithm)
+        result = negotiate(desired.spec.algorithm, offers, capabilities, source=desired.source, target=target)
+        if result.offer is None or result.choice is None:
+            self.diagnostics.error(
+                "No way to import this key into its target", result.problem, range=desired.range, address=tw.address
+            )
+            return False
+        tw.offer = result.offer
+        tw.change.wrap = WrapChoice.model_validate(result.choice.model_dump())
+        tw.prerequisites = info.plugin.prerequisites(info.settings, desired.spec, result.offer)
+        return True
+
+    def _rotation_reason(self, address: str, work: KeyWork, version: int) -> str:
+        if work.generate_version is None:
+            return f"material version {version} exists but is not yet current here (an earlier rotation was interrupted)"
+        if address in self.options.replace or _base(address) in self.options.replace:
+            return f"-replace requested: new material version {version}"
+        return f"rotation period elapsed: new material version {version}"
+
+    # -- keys removed from configuration -----------------------------------------------------
+
+    def _removed_key(self, record: KeyRecord) -> None:
+        if self.options.refresh_only:
+            for target, target_record in record.targets.items():
+                if self.live is not None:
+                    self._record_drift(record.address, target, target_record, self._live(target, target_record), self._fields(target))
+            return
+        work = KeyWork(address=record.address, source=record.source, forget=True)
+        for target, target_record in sorted(record.targets.items()):
+            self._delete_target(record.address, record, target, target_record, record.prevent_destroy, work)
+        if not record.targets:
+            self.changes.append(
+                PlannedChange(address=record.address, actions=[ChangeAction.FORGET], reason="no longer in configuration")
+            )
+        self.work.append(work)
+
+    def _delete_target(
+        self,
+        address: str,
+        record: KeyRecord,
+        target: str,
+        target_record: TargetRecord,
+        prevent_destroy: bool,
+        work: KeyWork,
+    ) -> None:
+        if self.options.refresh_only:
+            return
+        live = self._live(target, target_record)
+        already = target_record.deletion_date is not None or (
+            live is not None and live.state in (KeyState.PENDING_DELETION, KeyState.DELETED)
+        )
+        gone = self.live is not None and live is None and target_record.exists_remotely
+        change = PlannedChange(
+            address=address,
+            target=target,
+            actions=[ChangeAction.DELETE],
+            remote_id=target_record.remote_id,
+            before=recorded_metadata(target_record),
+            reason="no longer in configuration" if work.forget else "target removed from the key's `targets`",
+        )
+        info = self.targets.get(target)
+        if info is not None:
+            change.notes.append(info.plugin.deletion_note(info.settings))
+        if prevent_destroy and not (already or gone or not target_record.exists_remotely):
+            where = "its last applied configuration" if work.forget else "its configuration"
+            self.diagnostics.error(
+                "Key has lifecycle.prevent_destroy set",
+                f"{address} at {target} would be scheduled for deletion, but {where} sets "
+                "lifecycle { prevent_destroy = true }. Deleting a key destroys every ciphertext made with it. "
+                "If you really mean it, set prevent_destroy = false, apply, then remove the key.",
+                address=address,
+            )
+            return
+        tw = TargetWork(address=address, target=target, change=change, live=live)
+        if already or gone or not target_record.exists_remotely:
+            change.actions = [ChangeAction.FORGET]
+            change.reason += "; already deleted or never created remotely, only removed from state"
+        else:
+            tw.delete = True
+        self.changes.append(change)
+        work.targets.append(tw)
+
+    # -- drift -------------------------------------------------------------------------------
+
+    def _live(self, target: str, record: TargetRecord | None) -> RemoteKey | None:
+        if record is None:
+            return None
+        return self._live_by_id.get(target, {}).get(record.remote_id)
+
+    def _fields(self, target: str) -> frozenset[str]:
+        info = self.targets.get(target)
+        return info.plugin.metadata_fields(info.settings) if info else frozenset({"labels", "enabled"})
+
+    def _record_drift(
+        self, address: str, target: str, record: TargetRecord, live: RemoteKey | None, fields: frozenset[str]
+    ) -> None:
+        def add(kind: DriftKind, summary: str, recorded: dict[str, object] | None = None, now: dict[str, object] | None = None) -> None:
+            self.drift.append(
+                Drift(
+                    address=address,
+                    target=target,
+                    kind=kind,
+                    summary=summary,
+                    remote_id=record.remote_id,
+                    recorded=recorded or {},
+                    live=now or {},
+                )
+            )
+
+        if not record.exists_remotely:
+            return
+        if record.deletion_date is not None:
+            return  # keyplan scheduled this deletion itself
+        if live is None:
+            add(DriftKind.DELETED, "the key no longer exists in the cloud")
+            return
+        if live.state in (KeyState.PENDING_DELETION, KeyState.DELETED):
+            add(
+                DriftKind.DELETION_SCHEDULED,
+                "the key was scheduled for deletion (or soft-deleted) outside keyplan",
+                {"state": "active"},
+                {"state": live.state.value, "deletion_date": live.deletion_date.isoformat() if live.deletion_date else None},
+            )
+            return
+        if live.state is KeyState.PENDING_IMPORT and record.imports:
+            add(
+                DriftKind.MATERIAL_MISSING,
+                "the key holds no material: it was deleted or expired outside keyplan",
+                {"imported_versions": [i.remote_version_id for i in record.imports]},
+                {"state": live.state.value},
+            )
+        if "enabled" in fields and live.state is not KeyState.PENDING_IMPORT and live.enabled != record.enabled:
+            add(
+                DriftKind.DISABLED if not live.enabled else DriftKind.ENABLED,
+                "the key was disabled outside keyplan" if not live.enabled else "the key was enabled outside keyplan",
+                {"enabled": record.enabled},
+                {"enabled": live.enabled},
+            )
+        edited = [f for f in ("labels", "aliases", "description") if f in fields]
+        recorded_meta, live_meta = recorded_metadata(record), live_metadata(live)
+        changed = [f for f in edited if getattr(recorded_meta, f) != getattr(live_meta, f)]
+        if changed:
+            add(
+                DriftKind.METADATA_EDITED,
+                "edited outside keyplan: " + ", ".join(changed),
+                {f: getattr(recorded_meta, f) for f in changed},
+                {f: getattr(live_meta, f) for f in changed},
+            )
+        current = record.imported(record.current_material_version or 0)
+        if (
+            current is not None
+            and live.current_version is not None
+            and live.state is not KeyState.PENDING_IMPORT
+            and live.current_version != current.remote_version_id
+        ):
+            add(
+                DriftKind.UNEXPECTED_VERSION,
+                "a version keyplan did not import is current",
+                {"current_version": current.remote_version_id},
+                {"current_version": live.current_version},
+            )
+        horizon = self.options.expiry_horizon
+        if horizon is not None and live.expires_at is not None and live.expires_at <= self.now + horizon:
+            add(
+                DriftKind.EXPIRING,
+                f"the material expires at {live.expires_at.isoformat(timespec='seconds')}",
+                {},
+                {"expires_at": live.expires_at.isoformat()},
+            )
+
+    def _orphans(self) -> None:
+        known = {
+            (target, tr.remote_id) for record in self.state.keys.values() for target, tr in record.targets.items()
+        }
+        adopted = {(c.target, c.remote_id) for c in self.changes if ChangeAction.ADOPT in c.actions}
+        for target, keys in self._live_by_id.items():
+            for key in keys.values():
+                if key.managed_by != self.state.managed_by or (target, key.remote_id) in known | adopted:
+                    continue
+                if key.state in (KeyState.PENDING_DELETION, KeyState.DELETED):
+                    continue
+                if key.address in self.desired and not self.options.refresh_only:
+                    continue
+                self.drift.append(
+                    Drift(
+                        address=key.address or "(unknown)",
+                        target=target,
+                        kind=DriftKind.ORPHAN,
+                        summary="tagged as managed by this state, but the state does not know it",
+                        remote_id=key.remote_id,
+                        live={"state": key.state.value},
+                    )
+                )
+
+
+def _base(address: str) -> str:
+    return address.split("[", 1)[0]
+
+
+def diff(
+    desired: dict[str, DesiredKey],
+    state: State,
+    live: dict[str, Inventory] | None,
+    targets: dict[str, TargetInfo],
+    capabilities: dict[str, SourceCapabilities],
+    options: PlanOptions,
+    now: datetime,
+) -> DiffResult:
+    return _Differ(desired, state, live, targets, capabilities, options, now).run()

@@ -1,0 +1,133 @@
+"""Saved plan files: a plan as JSON with a content digest, bound to the state it was made from
+(lineage and serial) and to a digest of the configuration and variables.
+
+`check_applicable` refuses a plan when anything it relied on moved, and says exactly what:
+the file was altered, it belongs to another state, the state changed since, the configuration
+changed since, it was made by another keyplan version, or it is older than the allowed age.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from keyplan import __version__
+from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.plan.model import PLAN_FORMAT_VERSION, Plan
+from keyplan.state.local import write_atomically
+from keyplan.state.model import State
+
+
+def plan_digest(plan: Plan) -> str:
+    body = plan.model_dump(mode="json", exclude={"digest"})
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+def plan_json(plan: Plan) -> bytes:
+    sealed = plan.model_copy(update={"digest": plan_digest(plan)})
+    return (json.dumps(sealed.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+
+
+def save_plan(plan: Plan, path: Path) -> Plan:
+    data = plan_json(plan)
+    write_atomically(path, data, keep_backup=False, mode=0o644)
+    return Plan.model_validate_json(data)
+
+
+def load_plan(path: Path) -> Plan:
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise DiagnosticsError.single(
+            "Plan file not found", f"{path} does not exist. Save a plan first with `keyplan plan -out={path}`."
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DiagnosticsError.single(
+            "Not a keyplan plan file",
+            f"{path} is not valid JSON. Plan files are written by `keyplan plan -out=FILE`; make a new one.",
+        ) from None
+    if not isinstance(raw, dict) or raw.get("format_version") != PLAN_FORMAT_VERSION:
+        raise DiagnosticsError.single(
+            "Not a keyplan plan file of a known format",
+            f"{path} does not carry plan format version {PLAN_FORMAT_VERSION}. Make a new plan with "
+            f"`keyplan plan -out={path}`.",
+        )
+    try:
+        plan = Plan.model_validate(raw)
+    except ValidationError:
+        raise DiagnosticsError.single(
+            "Plan file was altered",
+            f"{path} does not match the plan format, so it was edited or damaged after it was saved. "
+            "Do not apply it; make a new plan and have it reviewed again.",
+        ) from None
+    if plan_digest(plan) != plan.digest:
+        raise DiagnosticsError.single(
+            "Plan file was altered",
+            f"The content digest of {path} does not match its content, so the plan was edited after it was saved "
+            "(and after it may have been reviewed). Do not apply it; make a new plan and have it reviewed again.",
+        )
+    return plan
+
+
+def check_applicable(
+    plan: Plan,
+    state: State,
+    *,
+    state_exists: bool,
+    config_digest: str,
+    max_age: timedelta | None,
+    now: datetime | None = None,
+) -> Diagnostics:
+    diagnostics = Diagnostics()
+    fresh = "Run `keyplan plan -out=FILE` again and have the new plan reviewed."
+    if plan.keyplan_version != __version__:
+        diagnostics.error(
+            "Plan was made by another keyplan version",
+            f"The plan was made by keyplan {plan.keyplan_version}; this is {__version__}. {fresh}",
+        )
+    if plan.prior.exists and state_exists and plan.prior.lineage != state.lineage:
+        diagnostics.error(
+            "Plan belongs to a different state",
+            f"The plan was made against state lineage {plan.prior.lineage}, but the current state has lineage "
+            f"{state.lineage}. It was made in another workspace or the state was replaced. {fresh}",
+        )
+    elif plan.prior.exists != state_exists or plan.prior.serial != state.serial:
+        diagnostics.error(
+            "Saved plan is stale: the state changed since it was made",
+            f"The plan was made against state serial {plan.prior.serial}"
+            f"{'' if plan.prior.exists else ' (no state yet)'}; the state is now at serial {state.serial}"
+            f"{'' if state_exists else ' (no state)'}. Another apply ran in between, so the plan may no longer "
+            f"be right. {fresh}",
+        )
+    if plan.config_digest != config_digest:
+        diagnostics.error(
+            "Saved plan is stale: the configuration changed since it was made",
+            "The configuration files or variable values differ from those the plan was made with "
+            f"(digest {plan.config_digest[:19]}… then, {config_digest[:19]}… now). Apply the plan with the same "
+            f"configuration and variables, or {fresh[0].lower()}{fresh[1:]}",
+        )
+    if max_age is not None:
+        age = (now or datetime.now(UTC)) - plan.created_at
+        if age > max_age:
+            diagnostics.error(
+                "Saved plan is too old",
+                f"The plan was made {_human(age)} ago, at {plan.created_at.isoformat(timespec='seconds')}; the "
+                f"maximum age is {_human(max_age)} (-max-plan-age). The clouds may have moved since. {fresh}",
+            )
+    return diagnostics
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    if seconds >= 60:
+        return f"{seconds // 60} minutes"
+    return f"{seconds} seconds"

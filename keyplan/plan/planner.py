@@ -1,0 +1,208 @@
+"""Planning, end to end: desired keys from the configuration, live inventory from every
+target (bulk, concurrently), the diff, and the action graph, assembled into a `Plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from keyplan import __version__
+from keyplan.algorithms import KeyUsage, get_algorithm
+from keyplan.config.model import Config, KeyConfig
+from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.plan.diff import DesiredKey, PlanOptions, TargetInfo, diff
+from keyplan.plan.graph import build_actions
+from keyplan.plan.model import Plan, PlannedKey, PriorState
+from keyplan.provider import Inventory, InventoryRequest, KeySpec, ProviderError, SourceCapabilities, SourceError
+from keyplan.runtime import Session
+from keyplan.state.model import State
+
+
+def key_spec(key: KeyConfig) -> KeySpec:
+    algorithm = get_algorithm(key.algorithm)
+    if algorithm is None:
+        raise DiagnosticsError.single(f"Unknown algorithm {key.algorithm!r}", range=key.range_of("algorithm"))
+    usage = KeyUsage(key.usage) if key.usage else algorithm.default_usage
+    return KeySpec(
+        address=key.address,
+        algorithm=algorithm,
+        usage=usage,
+        labels=dict(key.labels),
+        description=key.description,
+        aliases=tuple(key.aliases),
+        enabled=key.enabled,
+        expiry=key.expiry,
+        rotation=key.rotation,
+        range=key.range,
+    )
+
+
+def desired_keys(config: Config) -> dict[str, DesiredKey]:
+    return {
+        address: DesiredKey(
+            spec=key_spec(key),
+            source=key.source,
+            targets=tuple(key.targets),
+            prevent_destroy=key.prevent_destroy,
+            range=key.range,
+        )
+        for address, key in config.keys.items()
+    }
+
+
+def involved_targets(desired: dict[str, DesiredKey], state: State, options: PlanOptions) -> list[str]:
+    targets: set[str] = set()
+    for address, key in desired.items():
+        if options.selects(address):
+            targets.update(key.targets)
+    for address, record in state.keys.items():
+        if options.selects(address):
+            targets.update(record.targets)
+    return sorted(targets)
+
+
+def refresh(
+    session: Session,
+    desired: dict[str, DesiredKey],
+    state: State,
+    targets: list[str],
+    options: PlanOptions,
+    parallelism: int,
+    diagnostics: Diagnostics,
+) -> dict[str, Inventory]:
+    """One bulk inventory per target, the targets queried concurrently."""
+
+    def request_for(target: str) -> InventoryRequest:
+        known = {
+            tr.remote_id: address
+            for address, record in state.keys.items()
+            for t, tr in record.targets.items()
+            if t == target and tr.exists_remotely
+        }
+        addresses = sorted(
+            {a for a, d in desired.items() if target in d.targets}
+            | {a for a, r in state.keys.items() if target in r.targets}
+        )
+        unknown_here = any(
+            target in d.targets and target not in (state.keys[a].targets if a in state.keys else {})
+            for a, d in desired.items()
+            if options.selects(a)
+        )
+        return InventoryRequest(
+            managed_by=state.managed_by,
+            known=known,
+            addresses=tuple(addresses),
+            scan=unknown_here or options.refresh_only,
+        )
+
+    def one(target: str) -> tuple[str, Inventory | None, Exception | None]:
+        try:
+            return target, session.provider(target).inventory(request_for(target)), None
+        except (ProviderError, DiagnosticsError) as exc:
+            return target, None, exc
+
+    live: dict[str, Inventory] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(targets) or 1))) as pool:
+        for target, inventory, error in pool.map(one, targets):
+            if isinstance(error, DiagnosticsError):
+                diagnostics.extend(error.diagnostics)
+            elif isinstance(error, ProviderError):
+                block = session.config.providers.get(target)
+                diagnostics.error(
+                    f"Cannot read the inventory of {target}: {error.summary}",
+                    error.detail,
+                    range=block.range if block else None,
+                    address=target,
+                )
+            elif inventory is not None:
+                live[target] = inventory
+    return live
+
+
+def source_capabilities(
+    session: Session, desired: dict[str, DesiredKey], options: PlanOptions, diagnostics: Diagnostics
+) -> dict[str, SourceCapabilities]:
+    capabilities: dict[str, SourceCapabilities] = {}
+    for source in sorted({d.source for a, d in desired.items() if options.selects(a)}):
+        if source not in session.config.sources:
+            continue
+        try:
+            capabilities[source] = session.source(source).capabilities()
+        except DiagnosticsError as exc:
+            diagnostics.extend(exc.diagnostics)
+        except SourceError as exc:
+            diagnostics.error(f"Source {source}: {exc.summary}", exc.detail, address=source)
+    return capabilities
+
+
+def make_plan(
+    session: Session,
+    state: State,
+    *,
+    prior_exists: bool,
+    options: PlanOptions,
+    parallelism: int = 10,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> tuple[Plan | None, Diagnostics]:
+    diagnostics = Diagnostics()
+    config = session.config
+    desired = desired_keys(config)
+    targets = involved_targets(desired, state, options)
+    infos: dict[str, TargetInfo] = {}
+    for target in targets:
+        if target not in config.providers:
+            diagnostics.error(
+                f"Provider {target} is not configured",
+                f"The state has keys at {target}, but no `provider` block declares it. Keep the provider block "
+                "until its keys are deleted, or remove the keys from state with `keyplan state rm`.",
+                address=target,
+            )
+            continue
+        plugin, settings = session.provider_plugin(target)
+        infos[target] = TargetInfo(address=target, plugin=plugin, settings=settings)
+    capabilities = source_capabilities(session, desired, options, diagnostics)
+    live: dict[str, Inventory] | None = None
+    if options.refresh or options.refresh_only:
+        live = refresh(session, desired, state, list(infos), options, parallelism, diagnostics)
+    if diagnostics.has_errors():
+        return None, diagnostics
+    result = diff(desired, state, live, infos, capabilities, options, now())
+    diagnostics.extend(result.diagnostics)
+    if diagnostics.has_errors():
+        return None, diagnostics
+    actions = build_actions(result.work)
+    plan = Plan(
+        keyplan_version=__version__,
+        created_at=now(),
+        mode="refresh-only" if options.refresh_only else "normal",
+        prior=PriorState(lineage=state.lineage, serial=state.serial, exists=prior_exists),
+        managed_by=state.managed_by,
+        config_digest=config.digest,
+        config_dir=config.directory,
+        options={
+            "targets": list(options.targets),
+            "replace": list(options.replace),
+            "refresh": options.refresh,
+            "expiry_horizon_seconds": options.expiry_horizon.total_seconds() if options.expiry_horizon else None,
+        },
+        keys={
+            address: PlannedKey(spec=d.spec, source=d.source, prevent_destroy=d.prevent_destroy)
+            for address, d in desired.items()
+            if options.selects(address)
+        },
+        changes=result.changes,
+        drift=result.drift,
+        actions=actions,
+        warnings=list(diagnostics.warnings),
+        live=_live_values(live) if options.refresh_only and live else {},
+    )
+    return plan, diagnostics
+
+
+def _live_values(live: dict[str, Inventory]) -> dict[str, dict[str, object]]:
+    return {
+        target: {key.remote_id: key.model_dump(mode="json") for key in inventory.keys}
+        for target, inventory in live.items()
+    }

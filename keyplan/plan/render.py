@@ -1,0 +1,184 @@
+"""Plans rendered for people and machines: terminal text (optionally coloured), JSON (the
+plan document itself, documented by schemas/plan.schema.json) and Markdown for pull-request
+comments. Renderers return strings; only the CLI prints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from keyplan.plan.model import ChangeAction, Drift, Plan, PlannedChange
+
+_COLOURS = {"+": "32", "-": "31", "~": "33", "±": "35", "!": "35"}
+
+
+def _c(text: str, symbol: str, colour: bool) -> str:
+    if not colour or symbol not in _COLOURS:
+        return text
+    return f"\x1b[{_COLOURS[symbol]}m{text}\x1b[0m"
+
+
+def _bold(text: str, colour: bool) -> str:
+    return f"\x1b[1m{text}\x1b[0m" if colour else text
+
+
+def _map(values: dict[str, str]) -> str:
+    if not values:
+        return "{}"
+    return "{ " + ", ".join(f'{k} = "{v}"' for k, v in sorted(values.items())) + " }"
+
+
+def summary_counts(plan: Plan) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for change in plan.changes:
+        if ChangeAction.NOOP in change.actions:
+            continue
+        if ChangeAction.CREATE in change.actions or ChangeAction.ADOPT in change.actions:
+            counts["create"] += 1
+        elif ChangeAction.DELETE in change.actions:
+            counts["delete"] += 1
+        elif ChangeAction.FORGET in change.actions:
+            counts["forget"] += 1
+        elif ChangeAction.ROTATE in change.actions:
+            counts["rotate"] += 1
+        elif ChangeAction.REIMPORT in change.actions or ChangeAction.IMPORT in change.actions:
+            counts["import"] += 1
+        else:
+            counts["update"] += 1
+    return counts
+
+
+def summary_line(plan: Plan) -> str:
+    if plan.mode == "refresh-only":
+        return f"Drift: {len(plan.drift)} change{'s' if len(plan.drift) != 1 else ''} outside keyplan."
+    counts = summary_counts(plan)
+    parts = [
+        f"{counts['create']} to create",
+        f"{counts['import']} to import",
+        f"{counts['update']} to update",
+        f"{counts['rotate']} to rotate",
+        f"{counts['delete']} to delete",
+    ]
+    if counts["forget"]:
+        parts.append(f"{counts['forget']} to forget")
+    return "Plan: " + ", ".join(parts) + "."
+
+
+def _heading(change: PlannedChange) -> str:
+    where = f"{change.address} @ {change.target}" if change.target else change.address
+    verbs = {
+        ChangeAction.CREATE: "will be created",
+        ChangeAction.ADOPT: "will be adopted",
+        ChangeAction.IMPORT: "will have material imported",
+        ChangeAction.REIMPORT: "will have its material imported again",
+        ChangeAction.ROTATE: "will be rotated",
+        ChangeAction.UPDATE: "will be updated in place",
+        ChangeAction.RESTORE: "will have its deletion cancelled",
+        ChangeAction.DELETE: "will be scheduled for deletion",
+        ChangeAction.FORGET: "will be removed from state",
+    }
+    return f"# {where} {verbs[change.actions[0]]}"
+
+
+def _change_text(plan: Plan, change: PlannedChange, colour: bool) -> list[str]:
+    symbol = change.symbol
+    where = f"{change.address} @ {change.target}" if change.target else change.address
+    lines = [f"  {_bold(_heading(change), colour)}", "  " + _c(f"{symbol} {where}", symbol, colour)]
+    planned = plan.keys.get(change.address)
+    pad = "      "
+    lines.append(f"{pad}actions:     {', '.join(a.value for a in change.actions)}")
+    lines.append(f"{pad}reason:      {change.reason}")
+    if change.remote_id:
+        lines.append(f"{pad}remote id:   {change.remote_id}")
+    if planned is not None and ChangeAction.DELETE not in change.actions:
+        lines.append(f"{pad}algorithm:   {planned.spec.algorithm.name} ({planned.spec.usage.value}), source {planned.source}")
+    if change.material_version is not None:
+        lines.append(f"{pad}material:    version {change.material_version}")
+    if change.wrap is not None:
+        where_wrapped = "inside the HSM" if change.wrap.in_hardware else "in the keystore"
+        lines.append(
+            f"{pad}wrap:        {change.wrap.method.value} under RSA-{change.wrap.wrapping_key_bits}, {where_wrapped}"
+        )
+    before, after = change.before, change.after
+    if after is not None:
+        for field in ("labels", "aliases", "description", "enabled"):
+            new = getattr(after, field)
+            old = getattr(before, field) if before is not None else None
+            show = (lambda v: _map(v)) if field == "labels" else (lambda v: json.dumps(v))
+            if before is None:
+                if new not in ({}, [], None):
+                    lines.append(f"{pad}{field + ':':<13}{show(new)}")
+            elif old != new:
+                lines.append(f"{pad}{field + ':':<13}{show(old)} -> {show(new)}")
+    for note in change.notes:
+        lines.append(f"{pad}note:        {note}")
+    return lines
+
+
+def _drift_text(drift: Drift, colour: bool) -> str:
+    detail = ""
+    if drift.recorded or drift.live:
+        detail = f" (keyplan: {json.dumps(drift.recorded, sort_keys=True)}, cloud: {json.dumps(drift.live, sort_keys=True)})"
+    return "  " + _c(f"! {drift.address} @ {drift.target}: {drift.summary}", "!", colour) + detail
+
+
+def render_text(plan: Plan, *, colour: bool = False) -> str:
+    out: list[str] = []
+    if plan.drift:
+        out.append(_bold("Changed outside keyplan (drift):", colour))
+        out.extend(_drift_text(d, colour) for d in plan.drift)
+        out.append("")
+    changes = [c for c in plan.changes if ChangeAction.NOOP not in c.actions]
+    if plan.mode == "refresh-only":
+        if not plan.drift:
+            out.append("No changes. The clouds match the state.")
+        else:
+            out.append("Applying this refresh-only plan records the cloud's current values in state; it changes no key.")
+            out.append("")
+            out.append(summary_line(plan))
+        return "\n".join(out) + "\n"
+    if not changes:
+        out.append("No changes. Your keys match the configuration.")
+        return "\n".join(out) + "\n"
+    out.append("keyplan will perform the following actions:")
+    out.append("")
+    for change in changes:
+        out.extend(_change_text(plan, change, colour))
+        out.append("")
+    out.append(_bold(summary_line(plan), colour))
+    return "\n".join(out) + "\n"
+
+
+def render_json(plan: Plan) -> str:
+    document = plan.model_dump(mode="json")
+    document["summary"] = dict(summary_counts(plan))
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def render_markdown(plan: Plan) -> str:
+    lines = [f"### keyplan {'drift report' if plan.mode == 'refresh-only' else 'plan'}", ""]
+    lines.append(f"**{summary_line(plan)}**")
+    lines.append("")
+    lines.append(
+        f"State lineage `{plan.prior.lineage[:12]}` serial {plan.prior.serial} · plan digest "
+        f"`{plan.digest[:19] or 'unsaved'}` · made {plan.created_at.isoformat(timespec='seconds')}"
+    )
+    if plan.drift:
+        lines += ["", "#### Changed outside keyplan", "", "| key | target | drift |", "|---|---|---|"]
+        lines += [f"| `{d.address}` | `{d.target}` | {d.summary} |" for d in plan.drift]
+    changes = [c for c in plan.changes if ChangeAction.NOOP not in c.actions]
+    if changes:
+        lines += ["", "| | key | target | actions | wrap |", "|---|---|---|---|---|"]
+        for c in changes:
+            wrap = f"{c.wrap.method.value} / RSA-{c.wrap.wrapping_key_bits}" if c.wrap else ""
+            lines.append(
+                f"| {c.symbol} | `{c.address}` | `{c.target or ''}` | {', '.join(a.value for a in c.actions)} | {wrap} |"
+            )
+        for c in changes:
+            where = f"{c.address} @ {c.target}" if c.target else c.address
+            body = "\n".join(line.strip() for line in _change_text(plan, c, False)[2:])
+            lines += ["", f"<details><summary><code>{where}</code></summary>", "", "```", body, "```", "", "</details>"]
+    elif plan.mode != "refresh-only":
+        lines += ["", "No changes."]
+    return "\n".join(lines) + "\n"

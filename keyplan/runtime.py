@@ -1,0 +1,122 @@
+"""A run's open plugins: key sources and providers opened once, on first use, shared by the
+planner and the apply walker, and closed at the end (which stops embedded emulators).
+
+Plugin failures to open (missing module, unreachable HSM, bad credentials) become diagnostics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from keyplan.config.model import Config, PluginBlock
+from keyplan.diagnostics import DiagnosticsError
+from keyplan.provider import (
+    KeySource,
+    Provider,
+    ProviderError,
+    ProviderPlugin,
+    ProviderSettings,
+    PluginSettings,
+    RuntimeContext,
+    SourceError,
+    SourcePlugin,
+)
+from keyplan.registry import provider_plugin, source_plugin
+
+
+def _settings(block: PluginBlock, model: type[PluginSettings]) -> PluginSettings:
+    try:
+        return model.model_validate(block.attributes)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise DiagnosticsError.single(
+            f"Invalid {block.kind} settings",
+            f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}. Run `keyplan validate` for every problem.",
+            range=block.range,
+            address=block.address,
+        ) from None
+
+
+class Session:
+    def __init__(self, config: Config, *, log: logging.Logger | None = None) -> None:
+        self.config = config
+        self.working_dir = Path(config.directory)
+        self.data_dir = self.working_dir / ".keyplan"
+        self.log = log or logging.getLogger("keyplan")
+        self._providers: dict[str, Provider] = {}
+        self._sources: dict[str, KeySource] = {}
+        self._lock = threading.Lock()
+        self._opening: dict[str, threading.Lock] = {}
+
+    def context(self, address: str) -> RuntimeContext:
+        return RuntimeContext(address=address, working_dir=self.working_dir, data_dir=self.data_dir, log=self.log)
+
+    def provider_plugin(self, address: str) -> tuple[ProviderPlugin, ProviderSettings]:
+        block = self.config.providers[address]
+        plugin = provider_plugin(block.kind)
+        if plugin is None:
+            raise DiagnosticsError.single(f"Unknown provider kind {block.kind!r}", range=block.range)
+        settings = _settings(block, plugin.settings_model)
+        assert isinstance(settings, ProviderSettings)
+        return plugin, settings
+
+    def source_plugin(self, address: str) -> tuple[SourcePlugin, PluginSettings]:
+        block = self.config.sources[address]
+        plugin = source_plugin(block.kind)
+        if plugin is None:
+            raise DiagnosticsError.single(f"Unknown source kind {block.kind!r}", range=block.range)
+        return plugin, _settings(block, plugin.settings_model)
+
+    def _once(self, address: str) -> threading.Lock:
+        with self._lock:
+            return self._opening.setdefault(address, threading.Lock())
+
+    def provider(self, address: str) -> Provider:
+        with self._once(address):
+            if address not in self._providers:
+                plugin, settings = self.provider_plugin(address)
+                block = self.config.providers[address]
+                try:
+                    self._providers[address] = plugin.open(settings, self.context(address))
+                except ProviderError as exc:
+                    raise DiagnosticsError.single(
+                        f"Cannot open provider {address}: {exc.summary}", exc.detail, range=block.range, address=address
+                    ) from None
+            return self._providers[address]
+
+    def source(self, address: str) -> KeySource:
+        with self._once(address):
+            if address not in self._sources:
+                plugin, settings = self.source_plugin(address)
+                block = self.config.sources[address]
+                try:
+                    self._sources[address] = plugin.open(settings, self.context(address))
+                except SourceError as exc:
+                    raise DiagnosticsError.single(
+                        f"Cannot open source {address}: {exc.summary}", exc.detail, range=block.range, address=address
+                    ) from None
+            return self._sources[address]
+
+    def close(self) -> None:
+        for provider in self._providers.values():
+            try:
+                provider.close()
+            except Exception:  # closing must not hide the run's own outcome
+                self.log.debug("closing a provider failed", exc_info=True)
+        for source in self._sources.values():
+            try:
+                source.close()
+            except Exception:
+                self.log.debug("closing a source failed", exc_info=True)
+        self._providers.clear()
+        self._sources.clear()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
