@@ -1,0 +1,48 @@
+"""The provider conformance suite against keyplan's AWS KMS emulator, through boto3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from keyplan.provider import RuntimeContext
+from providers.aws import PLUGIN, AwsSettings, KmsEmulator
+from providers.emulation import Clock, DocumentStore, EmulatorServer
+from tests.conformance.provider_suite import ProviderConformance, ProviderHarness
+
+
+class TestAwsConformance(ProviderConformance):
+    @pytest.fixture
+    def harness(self, tmp_path: Path) -> Iterator[ProviderHarness]:
+        store = DocumentStore(tmp_path / "x.sqlite")
+        server = EmulatorServer(KmsEmulator(store, Clock()), cert_dir=tmp_path).start()
+        settings = AwsSettings(region="eu-west-1", endpoint=server.url, credentials="local")
+        context = RuntimeContext(address="aws.conformance", working_dir=tmp_path, data_dir=tmp_path / ".keyplan")
+        provider = PLUGIN.open(settings, context)
+        try:
+            yield ProviderHarness(
+                plugin=PLUGIN,
+                settings=settings,
+                provider=provider,
+                control_url=server.url,
+                ca_cert=None,
+                algorithms=(
+                    "AES_256",
+                    "HMAC_SHA224",
+                    "HMAC_SHA256",
+                    "HMAC_SHA384",
+                    "HMAC_SHA512",
+                    "RSA_2048",
+                    "RSA_3072",
+                    "RSA_4096",
+                    "EC_P256",
+                    "EC_P384",
+                ),
+                rotates=("AES_256",),
+            )
+        finally:
+            provider.close()
+            server.stop()
+            store.close()
