@@ -1,0 +1,264 @@
+"""Static validation of an evaluated configuration against the installed plugins: everything
+that can be checked without contacting a cloud or opening a key source.
+
+Checks: source and provider kinds exist and their blocks match the plugin's settings model;
+each key's algorithm and usage are known; its source and targets are declared; the source can
+generate the algorithm; at least one wrap method is both producible by the source and accepted
+by each target; and each target plugin's own `check_key`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from keyplan import registry
+from keyplan.algorithms import ALGORITHMS, KeyUsage, get_algorithm
+from keyplan.config.model import Config, KeyConfig, PluginBlock
+from keyplan.config.suggestions import did_you_mean
+from keyplan.diagnostics import Diagnostics
+from keyplan.provider import (
+    KeySpec,
+    PluginSettings,
+    ProviderPlugin,
+    ProviderSettings,
+    SourceCapabilities,
+    SourcePlugin,
+)
+
+
+def key_spec(key: KeyConfig) -> KeySpec:
+    """What providers are told about a key. Raises ValueError for an unknown algorithm or usage,
+    which `validate_config` reports first as diagnostics."""
+    algorithm = get_algorithm(key.algorithm)
+    if algorithm is None:
+        raise ValueError(f"unknown algorithm {key.algorithm!r} for {key.address}")
+    return KeySpec(
+        address=key.address,
+        algorithm=algorithm,
+        usage=KeyUsage(key.usage) if key.usage is not None else algorithm.default_usage,
+        labels=dict(key.labels),
+        description=key.description,
+        aliases=tuple(key.aliases),
+        enabled=key.enabled,
+        expiry=key.expiry,
+        rotation=key.rotation,
+        range=key.range,
+    )
+
+
+def validate_config(config: Config) -> Diagnostics:
+    diagnostics = Diagnostics()
+    sources = {
+        address: checked
+        for address, block in config.sources.items()
+        if (checked := _check_source(block, diagnostics)) is not None
+    }
+    providers = {
+        address: checked
+        for address, block in config.providers.items()
+        if (checked := _check_provider(block, diagnostics)) is not None
+    }
+    for key in config.keys.values():
+        _check_key(key, config, sources, providers, diagnostics)
+    return diagnostics
+
+
+# ---------------------------------------------------------------------------------------------
+# Plugin blocks
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_source(block: PluginBlock, diagnostics: Diagnostics) -> tuple[SourcePlugin, SourceCapabilities] | None:
+    plugin = _load_plugin(block, "source", diagnostics)
+    if not isinstance(plugin, SourcePlugin):
+        return None
+    settings = _settings(block, plugin.settings_model, "source", diagnostics)
+    if settings is None:
+        return None
+    return plugin, plugin.declared_capabilities(settings)
+
+
+def _check_provider(
+    block: PluginBlock, diagnostics: Diagnostics
+) -> tuple[ProviderPlugin, ProviderSettings] | None:
+    plugin = _load_plugin(block, "provider", diagnostics)
+    if not isinstance(plugin, ProviderPlugin):
+        return None
+    settings = _settings(block, plugin.settings_model, "provider", diagnostics)
+    if not isinstance(settings, ProviderSettings):
+        return None
+    return plugin, settings
+
+
+def _load_plugin(block: PluginBlock, role: str, diagnostics: Diagnostics) -> SourcePlugin | ProviderPlugin | None:
+    kinds = registry.source_kinds() if role == "source" else registry.provider_kinds()
+    if block.kind not in kinds:
+        diagnostics.error(
+            f"Unknown {role} kind",
+            f"No {role} plugin named {block.kind!r} is installed.{did_you_mean(block.kind, kinds)} The installed "
+            f"{role} kinds are {', '.join(kinds)}; correct the kind or install the plugin that provides it.",
+            range=block.range,
+            address=block.address,
+        )
+        return None
+    try:
+        return registry.source_plugin(block.kind) if role == "source" else registry.provider_plugin(block.kind)
+    except ImportError as exc:
+        diagnostics.error(
+            f"{role.capitalize()} plugin cannot be loaded",
+            f"The plugin for {role} kind {block.kind!r} is registered but could not be imported "
+            f"({type(exc).__name__}: {exc}). Reinstall keyplan or the package that provides this plugin.",
+            range=block.range,
+            address=block.address,
+        )
+        return None
+
+
+def _settings(
+    block: PluginBlock, model: type[PluginSettings], role: str, diagnostics: Diagnostics
+) -> PluginSettings | None:
+    try:
+        return model.model_validate(block.attributes)
+    except ValidationError as exc:
+        fields = list(model.model_fields)
+        for error in exc.errors():
+            _settings_error(block, error, fields, role, diagnostics)
+        return None
+
+
+def _settings_error(block: PluginBlock, error: Any, fields: list[str], role: str, diagnostics: Diagnostics) -> None:
+    location = [str(part) for part in error["loc"]]
+    attribute = location[0] if location else ""
+    path = ".".join(location)
+    range = block.attribute_ranges.get(attribute, block.range)
+    # pydantic's messages describe the expected input, never echo it; values stay out of messages.
+    if error["type"] == "extra_forbidden":
+        diagnostics.error(
+            "Unsupported argument",
+            f"A {role} \"{block.kind}\" block has no argument `{attribute}`.{did_you_mean(attribute, fields)} Its arguments "
+            f"are {', '.join(fields)}; remove it or correct its name.",
+            range=range,
+            address=block.address,
+        )
+    elif error["type"] == "missing":
+        diagnostics.error(
+            "Missing required argument",
+            f"The {role} block {block.address} must set `{path}`. Add `{path} = ...` to the block.",
+            range=block.range,
+            address=block.address,
+        )
+    else:
+        diagnostics.error(
+            "Invalid argument value",
+            f"`{path}` of {block.address} is not valid: {error['msg']}. Correct the value.",
+            range=range,
+            address=block.address,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_key(
+    key: KeyConfig,
+    config: Config,
+    sources: dict[str, tuple[SourcePlugin, SourceCapabilities]],
+    providers: dict[str, tuple[ProviderPlugin, ProviderSettings]],
+    diagnostics: Diagnostics,
+) -> None:
+    algorithm = get_algorithm(key.algorithm)
+    if algorithm is None:
+        diagnostics.error(
+            "Unknown algorithm",
+            f"keyplan has no algorithm {key.algorithm!r}.{did_you_mean(key.algorithm, ALGORITHMS)} The algorithms are "
+            f"{', '.join(ALGORITHMS)}.",
+            range=key.range_of("algorithm"),
+            address=key.address,
+        )
+    elif key.usage is not None and key.usage not in {usage.value for usage in algorithm.usages}:
+        allowed = ", ".join(usage.value for usage in algorithm.usages)
+        diagnostics.error(
+            "Usage not allowed for this algorithm",
+            f"A {algorithm.name} key can be used for {allowed}, not {key.usage!r}.{did_you_mean(key.usage, [u.value for u in KeyUsage])} "
+            "Choose one of those usages or another algorithm.",
+            range=key.range_of("usage"),
+            address=key.address,
+        )
+    source_ok = _check_references(key, config, diagnostics)
+    if algorithm is None or not source_ok:
+        return
+    if key.usage is not None and key.usage not in {usage.value for usage in algorithm.usages}:
+        return
+    spec = key_spec(key)
+    capabilities = sources[key.source][1] if key.source in sources else None
+    if capabilities is not None and algorithm.name not in capabilities.algorithms:
+        diagnostics.error(
+            "Source cannot generate this algorithm",
+            f"The source {key.source} cannot generate {algorithm.name} keys; it generates "
+            f"{', '.join(sorted(capabilities.algorithms)) or 'none'}. Use another algorithm or another source.",
+            range=key.range_of("source"),
+            address=key.address,
+        )
+        capabilities = None
+    for index, target in enumerate(key.targets):
+        if target not in providers:
+            continue
+        plugin, settings = providers[target]
+        target_range = key.attribute_ranges.get(f"targets[{index}]", key.range_of("targets"))
+        offers = plugin.wrap_offers(settings, algorithm)
+        if capabilities is not None and offers and not {o.method for o in offers} & capabilities.wrap_methods:
+            diagnostics.error(
+                "No common wrap method",
+                f"The target {target} accepts {algorithm.name} material wrapped with "
+                f"{', '.join(str(o.method) for o in offers)}, and the source {key.source} can wrap with "
+                f"{', '.join(sorted(str(m) for m in capabilities.wrap_methods)) or 'nothing'}. Use a source that "
+                "can produce one of the accepted formats.",
+                range=target_range,
+                address=key.address,
+            )
+        diagnostics.extend(plugin.check_key(settings, target, spec))
+
+
+def _check_references(key: KeyConfig, config: Config, diagnostics: Diagnostics) -> bool:
+    ok = True
+    if key.source not in config.sources:
+        ok = False
+        hint = did_you_mean(key.source, config.sources, render="source.{}")
+        diagnostics.error(
+            "Undeclared source",
+            f"The key's source {key.source!r} is not declared.{hint} Declare a `source \"KIND\" \"NAME\"` block, or "
+            "refer to a declared one as source.KIND.NAME.",
+            range=key.range_of("source"),
+            address=key.address,
+        )
+    if not key.targets:
+        diagnostics.error(
+            "No targets",
+            "The key has an empty targets list, so it would be imported nowhere. Add at least one provider, like "
+            "targets = [provider.aws.main].",
+            range=key.range_of("targets"),
+            address=key.address,
+        )
+    for index, target in enumerate(key.targets):
+        if target in config.providers:
+            continue
+        hint = did_you_mean(target, config.providers, render="provider.{}")
+        diagnostics.error(
+            "Undeclared provider",
+            f"The target {target!r} is not a declared provider.{hint} Declare a `provider \"KIND\" \"NAME\"` block, "
+            "or refer to a declared one as provider.KIND.NAME.",
+            range=key.attribute_ranges.get(f"targets[{index}]", key.range_of("targets")),
+            address=key.address,
+        )
+    if len(set(key.targets)) != len(key.targets):
+        diagnostics.error(
+            "Duplicate target",
+            "The same provider appears more than once in targets. List each provider once.",
+            range=key.range_of("targets"),
+            address=key.address,
+        )
+    return ok
