@@ -1,0 +1,105 @@
+"""Terminal output: diagnostics, apply progress and prompts. The only module besides the
+command functions that writes to the terminal."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from typing import TextIO
+
+from keyplan.diagnostics import Diagnostic, Severity
+from keyplan.plan.model import Action
+
+
+def use_colour(stream: TextIO, no_color: bool) -> bool:
+    if no_color or os.environ.get("NO_COLOR"):
+        return False
+    return stream.isatty()
+
+
+def format_diagnostic(diagnostic: Diagnostic, colour: bool) -> str:
+    if diagnostic.severity is Severity.ERROR:
+        tag = "\x1b[1;31mError:\x1b[0m" if colour else "Error:"
+    else:
+        tag = "\x1b[1;33mWarning:\x1b[0m" if colour else "Warning:"
+    lines = [f"{tag} {diagnostic.summary}"]
+    if diagnostic.range is not None:
+        lines.append(f"  on {diagnostic.range}")
+    elif diagnostic.address:
+        lines.append(f"  with {diagnostic.address}")
+    if diagnostic.detail:
+        lines.append("")
+        lines.extend("  " + line if line else "" for line in diagnostic.detail.splitlines())
+    return "\n".join(lines)
+
+
+def print_diagnostics(diagnostics: Iterable[Diagnostic], *, no_color: bool = False, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    colour = use_colour(stream, no_color)
+    for diagnostic in diagnostics:
+        stream.write("\n" + format_diagnostic(diagnostic, colour) + "\n")
+    stream.flush()
+
+
+class ProgressHooks:
+    """Apply progress as plain lines (one per finished step), safe from many threads. On a
+    terminal a status line shows what is running."""
+
+    def __init__(self, stream: TextIO, *, colour: bool, total: int) -> None:
+        self.stream = stream
+        self.colour = colour
+        self.total = total
+        self.done = 0
+        self.lock = threading.Lock()
+        self.live = stream.isatty()
+        self.running: dict[str, float] = {}
+
+    def _line(self, text: str) -> None:
+        with self.lock:
+            if self.live:
+                self.stream.write("\r\x1b[K")
+            self.stream.write(text + "\n")
+            if self.live and self.running:
+                self.stream.write(f"[{self.done}/{self.total}] running: {len(self.running)} step(s)…")
+            self.stream.flush()
+
+    def started(self, action: Action) -> None:
+        with self.lock:
+            self.running[action.id] = time.monotonic()
+
+    def finished(self, action: Action, seconds: float) -> None:
+        with self.lock:
+            self.running.pop(action.id, None)
+            self.done += 1
+            done = self.done
+        self._line(f"[{done}/{self.total}] {action.label}: done ({seconds:.1f}s)")
+
+    def failed(self, action: Action, diagnostic: Diagnostic) -> None:
+        with self.lock:
+            self.running.pop(action.id, None)
+            self.done += 1
+            done = self.done
+        text = f"[{done}/{self.total}] {action.label}: failed"
+        self._line(f"\x1b[31m{text}\x1b[0m" if self.colour else text)
+
+    def skipped(self, action: Action, because: str) -> None:
+        with self.lock:
+            self.done += 1
+            done = self.done
+        self._line(f"[{done}/{self.total}] {action.label}: skipped (depends on a failed step)")
+
+    def retrying(self, action: Action, attempt: int, delay: float, reason: str) -> None:
+        self._line(f"  {action.label}: retry {attempt} in {delay:.1f}s ({reason})")
+
+    def mutated(self, action: Action, outcome: str, remote_id: str | None) -> None:
+        return
+
+
+def confirm(prompt: str) -> bool:
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    answer = sys.stdin.readline()
+    return answer.strip() == "yes"
