@@ -1,0 +1,26 @@
+"""Google Cloud KMS: the keyplan provider (`PLUGIN`, on the official `google-cloud-kms` client)
+and a local emulator of the Cloud KMS REST API (`GcpKmsEmulator`).
+
+Importing this package loads neither the Google SDK nor the emulator; both load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from providers.gcp.provider import GcpPlugin, GcpSettings
+
+if TYPE_CHECKING:
+    from providers.gcp.emulator import GcpKmsEmulator
+
+PLUGIN = GcpPlugin()
+
+__all__ = ["PLUGIN", "GcpKmsEmulator", "GcpPlugin", "GcpSettings"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GcpKmsEmulator":
+        from providers.gcp.emulator import GcpKmsEmulator
+
+        return GcpKmsEmulator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
