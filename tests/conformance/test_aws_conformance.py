@@ -18,7 +18,10 @@ class TestAwsConformance(ProviderConformance):
     def harness(self, tmp_path: Path) -> Iterator[ProviderHarness]:
         store = DocumentStore(tmp_path / "x.sqlite")
         server = EmulatorServer(KmsEmulator(store, Clock()), cert_dir=tmp_path).start()
-        settings = AwsSettings(region="eu-west-1", endpoint=server.url, credentials="local")
+        # RSA-2048 wrapping keys keep the suite fast; the provider tests cover RSA_4096, the default.
+        settings = AwsSettings(
+            region="eu-west-1", endpoint=server.url, credentials="local", wrapping_key_spec="RSA_2048"
+        )
         context = RuntimeContext(address="aws.conformance", working_dir=tmp_path, data_dir=tmp_path / ".keyplan")
         provider = PLUGIN.open(settings, context)
         try:
