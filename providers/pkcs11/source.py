@@ -1,0 +1,267 @@
+"""The PKCS#11 key source at run time: keys are generated in the token as persistent,
+sensitive objects, fingerprinted inside it, and leave it only wrapped under a cloud's key.
+
+Every call into the library holds the library's lock (see `providers.pkcs11.library`), so one
+shared logged-in session serves all of the apply walker's threads.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass, PrivateKey, PublicKey, SecretKey, Session, Token
+from pkcs11 import exceptions as p11
+
+from keyplan.algorithms import Algorithm, MaterialKind
+from keyplan.crypto.wrap import direct_oaep_limit, load_wrapping_key
+from keyplan.provider import (
+    GeneratedMaterial,
+    GenerateRequest,
+    KeySource,
+    MaterialInfo,
+    SourceCapabilities,
+    SourceError,
+    WrappedMaterial,
+    WrapRequest,
+)
+from providers.pkcs11.errors import token_error
+from providers.pkcs11.library import LoadedLibrary, detach, logout
+from providers.pkcs11.objects import (
+    CURVE_PARAMS,
+    TokenHandle,
+    find_object,
+    find_target,
+    public_fingerprint,
+    secret_fingerprint,
+)
+from providers.pkcs11.probe import TokenFeatures, probe_token
+from providers.pkcs11.settings import Pkcs11SourceSettings
+from providers.pkcs11.wrapping import find_trusted_wrapping_key, import_wrapping_key, wrap_in_token
+
+
+class Pkcs11Source(KeySource):
+    def __init__(
+        self, address: str, settings: Pkcs11SourceSettings, library: LoadedLibrary, token: Token, session: Session
+    ) -> None:
+        self.address = address
+        self._settings = settings
+        self._library = library
+        self._token = token
+        self._session: Session | None = session
+        self._features: TokenFeatures | None = None
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Source(address={self.address!r}, token={self._settings.token_label!r})"
+
+    # ---- capabilities -------------------------------------------------------------------------
+
+    def capabilities(self) -> SourceCapabilities:
+        return self._probed().capabilities
+
+    def _probed(self) -> TokenFeatures:
+        with self._library.lock:
+            if self._features is None:
+                try:
+                    self._features = probe_token(
+                        self._open_session(), self._token.slot, trusted_only=self._settings.wrap_with_trusted
+                    )
+                except p11.PKCS11Error as exc:
+                    raise token_error("probing its mechanisms", exc, token=self._settings.token_label) from None
+            return self._features
+
+    # ---- generate -----------------------------------------------------------------------------
+
+    def generate(self, request: GenerateRequest) -> GeneratedMaterial:
+        algorithm = request.algorithm
+        if algorithm.name not in self.capabilities().algorithms:
+            raise SourceError(
+                f"The PKCS#11 token cannot generate {algorithm.name}",
+                f"The token {self._settings.token_label!r} lacks the mechanisms for {algorithm.name}. "
+                "Choose another algorithm or another key source.",
+            )
+        handle = TokenHandle.new(self._settings.key_label_prefix, request.address, request.version)
+        with self._library.lock:
+            session = self._open_session()
+            try:
+                fingerprint = self._generate_in_token(session, algorithm, handle)
+            except p11.PKCS11Error as exc:
+                self._destroy_quietly(session, handle)
+                raise token_error(f"generating {algorithm.name} for {request.address}", exc, token=self._settings.token_label) from None
+        return GeneratedMaterial(handle=str(handle), fingerprint=fingerprint, created_at=datetime.now(UTC))
+
+    def _generate_in_token(self, session: Session, algorithm: Algorithm, handle: TokenHandle) -> str:
+        # SENSITIVE: the value can never be read; EXTRACTABLE: it can still leave the token wrapped.
+        protection = {
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: True,
+            Attribute.PRIVATE: True,
+            Attribute.WRAP_WITH_TRUSTED: self._settings.wrap_with_trusted,
+        }
+        common = {"label": handle.label, "id": handle.object_id, "store": True}
+        if algorithm.kind in (MaterialKind.SYMMETRIC, MaterialKind.HMAC):
+            # ENCRYPT / SIGN only so the token can compute the key check value / fingerprint MAC.
+            key_type, usage = (
+                (KeyType.AES, MechanismFlag.ENCRYPT)
+                if algorithm.kind is MaterialKind.SYMMETRIC
+                else (KeyType.GENERIC_SECRET, MechanismFlag.SIGN)
+            )
+            key = session.generate_key(key_type, algorithm.bits, capabilities=usage, template=protection, **common)
+            return secret_fingerprint(key)
+        capabilities = MechanismFlag.SIGN | MechanismFlag.VERIFY
+        if algorithm.kind is MaterialKind.RSA:
+            public, _ = session.generate_keypair(
+                KeyType.RSA, algorithm.bits, capabilities=capabilities, private_template=protection, **common
+            )
+        else:
+            assert algorithm.curve is not None
+            parameters = session.create_domain_parameters(
+                KeyType.EC, {Attribute.EC_PARAMS: CURVE_PARAMS[algorithm.curve]}, local=True
+            )
+            public, _ = parameters.generate_keypair(capabilities=capabilities, private_template=protection, **common)
+        return public_fingerprint(public)
+
+    def _destroy_quietly(self, session: Session, handle: TokenHandle) -> None:
+        """Removes what a failed generate left behind, so no unrecorded key stays in the token."""
+        for object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+            try:
+                found = find_object(session, handle, object_class)
+                if found is not None:
+                    found.destroy()
+            except p11.PKCS11Error:
+                pass  # best effort: the original error is the one to report
+
+    # ---- wrap ---------------------------------------------------------------------------------
+
+    def wrap(self, request: WrapRequest) -> WrappedMaterial:
+        features = self._probed()
+        method = request.method
+        if method not in features.capabilities.wrap_methods:
+            advertised = ", ".join(sorted(m.value for m in features.capabilities.wrap_methods)) or "none"
+            raise SourceError(
+                f"The PKCS#11 token cannot wrap with {method.value}",
+                f"The token {self._settings.token_label!r} supports: {advertised}. Choose a method "
+                "both the token and the target accept.",
+            )
+        self._check_size(request, _wrapping_key_bits(request.wrapping_public_key))
+        handle = self._parse(request.handle)
+        with self._library.lock:
+            session = self._open_session()
+            try:
+                target = self._target(session, handle, request.algorithm)
+                blob = self._wrap_under_cloud_key(session, target, request, method in features.native_hybrid)
+            except p11.PKCS11Error as exc:
+                raise token_error(f"wrapping {handle.label}", exc, token=self._settings.token_label) from None
+        return WrappedMaterial(method=method, blob=blob)
+
+    def _wrap_under_cloud_key(
+        self, session: Session, target: SecretKey | PrivateKey, request: WrapRequest, native_hybrid: bool
+    ) -> bytes:
+        if self._settings.wrap_with_trusted:
+            trusted = find_trusted_wrapping_key(session, request.wrapping_public_key)
+            if trusted is None:
+                raise SourceError(
+                    "The cloud's wrapping key is not trusted by the token",
+                    f"Keys in {self._settings.token_label!r} are created with CKA_WRAP_WITH_TRUSTED, so "
+                    "they can only be wrapped under a key the security officer imported as TRUSTED. "
+                    "Have the security officer import this wrapping key (keyplan's trust step, "
+                    "`providers.pkcs11.trust_wrapping_key`, with the SO PIN), then run again.",
+                )
+            return wrap_in_token(session, trusted, target, request.method, native_hybrid=native_hybrid)
+        wrapping_key = import_wrapping_key(session, request.wrapping_public_key)
+        try:
+            return wrap_in_token(session, wrapping_key, target, request.method, native_hybrid=native_hybrid)
+        finally:
+            wrapping_key.destroy()
+
+    def _check_size(self, request: WrapRequest, wrapping_key_bits: int) -> None:
+        method = request.method
+        if method.hybrid:
+            return
+        if request.algorithm.kind.asymmetric:
+            raise SourceError(
+                f"{method.value} cannot carry a private key from a PKCS#11 token",
+                "PKCS#11 RSA-OAEP wraps secret keys only. Choose an RSA_AES_KEY_WRAP method for "
+                f"{request.algorithm.name}.",
+            )
+        if request.algorithm.bits // 8 > direct_oaep_limit(wrapping_key_bits, method):
+            raise SourceError(
+                f"{request.algorithm.name} is too large for {method.value} under RSA-{wrapping_key_bits}",
+                "Choose an RSA_AES_KEY_WRAP method, which carries any size.",
+            )
+
+    def _parse(self, handle: str) -> TokenHandle:
+        parsed = TokenHandle.parse(handle)
+        if parsed is None:
+            raise SourceError(
+                "Not a PKCS#11 material handle",
+                f"{handle!r} does not name an object in a token (expected <label>#<id>). The state "
+                "was written by another key source; check the key's `source`.",
+            )
+        return parsed
+
+    def _target(self, session: Session, handle: TokenHandle, algorithm: Algorithm) -> SecretKey | PrivateKey:
+        target = find_target(session, handle)
+        if target is None:
+            raise SourceError(
+                "Key material not found in the PKCS#11 token",
+                f"The token {self._settings.token_label!r} holds no key labelled {handle.label!r} with "
+                f"id {handle.object_id.hex()}: it was deleted from the token or the token was "
+                "re-initialised. Restore the token from its backup, or generate new material for this key.",
+            )
+        expected = {
+            MaterialKind.SYMMETRIC: KeyType.AES,
+            MaterialKind.HMAC: KeyType.GENERIC_SECRET,
+            MaterialKind.RSA: KeyType.RSA,
+            MaterialKind.EC: KeyType.EC,
+        }[algorithm.kind]
+        if target.key_type != expected:
+            raise SourceError(
+                "Key material has a different algorithm",
+                f"{handle.label!r} in the token is not {algorithm.name} material. The state and the "
+                "token disagree; generate new material for this key.",
+            )
+        return target
+
+    # ---- describe and close -------------------------------------------------------------------
+
+    def describe(self, handle: str) -> MaterialInfo:
+        parsed = TokenHandle.parse(handle)
+        if parsed is None:
+            return MaterialInfo(handle=handle, present=False)
+        with self._library.lock:
+            session = self._open_session()
+            try:
+                target = find_target(session, parsed)
+                if target is None:
+                    return MaterialInfo(handle=handle, present=False)
+                if isinstance(target, SecretKey):
+                    return MaterialInfo(handle=handle, fingerprint=secret_fingerprint(target))
+                public = find_object(session, parsed, ObjectClass.PUBLIC_KEY)
+                fingerprint = public_fingerprint(public) if isinstance(public, PublicKey) else None
+                return MaterialInfo(handle=handle, fingerprint=fingerprint)
+            except p11.PKCS11Error as exc:
+                raise token_error(f"looking up {parsed.label}", exc, token=self._settings.token_label) from None
+
+    def close(self) -> None:
+        with self._library.lock:
+            if self._session is None:
+                return
+            self._session = None
+            logout(self._library, self._token)
+        detach(self._library)
+
+    def _open_session(self) -> Session:
+        if self._session is None:
+            raise SourceError("The PKCS#11 source is closed", "Open the source again (a bug if seen during a run).")
+        return self._session
+
+
+def _wrapping_key_bits(spki_der: bytes) -> int:
+    try:
+        return load_wrapping_key(spki_der).key_size
+    except ValueError:
+        raise SourceError(
+            "The wrapping key is not an RSA public key",
+            "The target handed out a wrapping key that is not a DER SubjectPublicKeyInfo of an RSA "
+            "key. Fetch fresh import parameters from the target.",
+        ) from None
