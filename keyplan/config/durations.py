@@ -22,7 +22,7 @@ class DurationError(Exception):
 def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if match is None:
-        raise DurationError("this is not a duration", _hint(text.strip()))
+        raise DurationError("it is not a whole number followed by a unit", _hint(text.strip()))
     amount, unit = int(match.group(1)), match.group(2)
     if amount == 0:
         raise DurationError("a duration of zero is not allowed", "Write a positive duration, like \"90d\".")

@@ -49,12 +49,16 @@ REFERENCE_ROOTS = ("var", "local", "each", "source", "provider")
 
 
 class EvaluationError(Exception):
-    """One problem in one expression. `diagnostic` is None when the problem was already
-    reported elsewhere (a reference to a variable or local that itself failed)."""
+    """The problems that stopped one expression. `diagnostics` is empty when the problem was
+    already reported elsewhere (a reference to a variable or local that itself failed)."""
 
-    def __init__(self, diagnostic: Diagnostic | None) -> None:
-        super().__init__(diagnostic.summary if diagnostic else "already reported")
-        self.diagnostic = diagnostic
+    def __init__(self, diagnostic: Diagnostic | None, *more: Diagnostic) -> None:
+        self.diagnostics = ([diagnostic] if diagnostic else []) + list(more)
+        super().__init__("; ".join(d.summary for d in self.diagnostics) or "already reported")
+
+    @property
+    def diagnostic(self) -> Diagnostic | None:
+        return self.diagnostics[0] if self.diagnostics else None
 
 
 def fail(summary: str, detail: str, range: SourceRange) -> EvaluationError:
@@ -99,6 +103,22 @@ class Evaluator:
         method = getattr(self, f"_{type(expr).__name__}")
         return method(expr)
 
+    def evaluate_all(self, exprs: tuple[Expr, ...] | list[Expr]) -> list[Any]:
+        """Evaluate independent sub-expressions (list items, arguments, template parts) and
+        report the problems of all of them, not only the first."""
+        values: list[Any] = []
+        problems: list[Diagnostic] = []
+        failed = False
+        for expr in exprs:
+            try:
+                values.append(self.evaluate(expr))
+            except EvaluationError as exc:
+                failed = True
+                problems.extend(exc.diagnostics)
+        if failed:
+            raise EvaluationError(None, *problems)
+        return values
+
     # -- literals and collections -------------------------------------------------------------
 
     def _Literal(self, expr: Literal) -> Any:
@@ -106,11 +126,12 @@ class Evaluator:
 
     def _Template(self, expr: Template) -> str:
         pieces: list[str] = []
+        values = iter(self.evaluate_all([part for part in expr.parts if isinstance(part, Expr)]))
         for part in expr.parts:
             if isinstance(part, str):
                 pieces.append(part)
                 continue
-            value = self.evaluate(part)
+            value = next(values)
             text = as_text(value)
             if text is None:
                 raise fail(
@@ -123,7 +144,7 @@ class Evaluator:
         return "".join(pieces)
 
     def _TupleExpr(self, expr: TupleExpr) -> list[Any]:
-        return [self.evaluate(item) for item in expr.items]
+        return self.evaluate_all(expr.items)
 
     def _ObjectExpr(self, expr: ObjectExpr) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -335,7 +356,7 @@ class Evaluator:
                 f"available functions are: {', '.join(sorted(FUNCTIONS))}.",
                 expr.name_range,
             )
-        args = [self.evaluate(arg) for arg in expr.args]
+        args = self.evaluate_all(expr.args)
         arg_ranges = [arg.range for arg in expr.args]
         if expr.expand_last and args:
             last = args.pop()

@@ -296,8 +296,7 @@ def _dependency_order(dependencies: dict[str, list[str]]) -> tuple[list[str], li
 
 
 def _report(exc: EvaluationError, diagnostics: Diagnostics) -> None:
-    if exc.diagnostic is not None:
-        diagnostics.add(exc.diagnostic)
+    diagnostics.extend(exc.diagnostics)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,7 +463,7 @@ def _check_key_body(block: Block, diagnostics: Diagnostics) -> bool:
                 diagnostics.error(
                     "Unsupported argument",
                     f"The {nested.type} block has no argument `{attribute.name}`.{did_you_mean(attribute.name, allowed)} "
-                    f"It accepts {', '.join(allowed)}.",
+                    f"It accepts {', '.join(allowed)}; remove it or correct its name.",
                     range=attribute.name_range,
                 )
     return ok
@@ -677,8 +676,8 @@ class _KeyInstance:
             self.failed = True
             self.diagnostics.error(
                 "Invalid duration",
-                f"The value {show(value, self.scope)} of `{block.type}.{name}` is not a duration: {exc.message}. "
-                f"{exc.hint}",
+                f"The value {show(value, self.scope)} of `{block.type}.{name}` is not a valid duration "
+                f"({exc.message}). {exc.hint}",
                 range=range,
             )
             return None

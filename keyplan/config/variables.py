@@ -95,8 +95,7 @@ def declare_variable(block: Block, diagnostics: Diagnostics) -> VariableDeclarat
             default_expr = body.attributes["default"].expr
             default = _convert_or_fail(evaluator.evaluate(default_expr), constraint, name, "its default", default_expr)
     except EvaluationError as exc:
-        if exc.diagnostic is not None:
-            diagnostics.add(exc.diagnostic)
+        diagnostics.extend(exc.diagnostics)
         return None
     return VariableDeclaration(
         name=name, type=constraint, default=default, description=description, sensitive=sensitive, range=block.range
@@ -259,20 +258,23 @@ def _read_var_file(
         return {}
     entries = _json_entries(text, filename, diagnostics) if path.suffix == ".json" else _hcl_entries(text, filename, diagnostics)
     result: dict[str, _Given] = {}
-    for name, (value, range) in entries.items():
+    for name, (value, range, name_range) in entries.items():
         if name not in declarations:
             diagnostics.warning(
                 "Value for undeclared variable",
                 f"The file sets {name!r}, but no variable of that name is declared, so the value is ignored."
                 f"{did_you_mean(name, declarations)} Declare the variable or remove the value.",
-                range=range,
+                range=name_range,
             )
             continue
         result[name] = _Given(value, filename, range)
     return result
 
 
-def _json_entries(text: str, filename: str, diagnostics: Diagnostics) -> dict[str, tuple[Any, SourceRange]]:
+_Entries = dict[str, tuple[Any, SourceRange, SourceRange]]  # name -> (value, its place, the name's place)
+
+
+def _json_entries(text: str, filename: str, diagnostics: Diagnostics) -> _Entries:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -289,10 +291,11 @@ def _json_entries(text: str, filename: str, diagnostics: Diagnostics) -> dict[st
             range=SourceRange(filename=filename),
         )
         return {}
-    return {name: (value, SourceRange(filename=filename)) for name, value in data.items()}
+    whole = SourceRange(filename=filename)
+    return {name: (value, whole, whole) for name, value in data.items()}
 
 
-def _hcl_entries(text: str, filename: str, diagnostics: Diagnostics) -> dict[str, tuple[Any, SourceRange]]:
+def _hcl_entries(text: str, filename: str, diagnostics: Diagnostics) -> _Entries:
     body = parse_file(text, filename, diagnostics)
     if body is None:
         return {}
@@ -303,11 +306,11 @@ def _hcl_entries(text: str, filename: str, diagnostics: Diagnostics) -> dict[str
             range=block.range,
         )
     evaluator = Evaluator(Scope(where="in a variables file"))
-    entries: dict[str, tuple[Any, SourceRange]] = {}
+    entries: _Entries = {}
     for attribute in body.attributes.values():
         try:
-            entries[attribute.name] = (evaluator.evaluate(attribute.expr), attribute.expr.range)
+            value = evaluator.evaluate(attribute.expr)
+            entries[attribute.name] = (value, attribute.expr.range, attribute.name_range)
         except EvaluationError as exc:
-            if exc.diagnostic is not None:
-                diagnostics.add(exc.diagnostic)
+            diagnostics.extend(exc.diagnostics)
     return entries

@@ -1,0 +1,4 @@
+key "a" {
+  algorithm = "AES_256"
+  labels    = { a = "x" b }
+}

@@ -1,0 +1,3 @@
+provider "aws" "main" {
+  region = "us-east-1
+}

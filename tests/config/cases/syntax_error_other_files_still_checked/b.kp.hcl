@@ -1,0 +1,4 @@
+keys "x" {}
+locals {
+  a = var.missing
+}
