@@ -1,0 +1,531 @@
+"""The AWS KMS emulator driven by the unmodified boto3 client over HTTP: the BYOK rules of
+AWS KMS (BYOK.md §2), its error bodies as boto3 sees them, pagination, the clock, faults and
+persistence across restarts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from keyplan.algorithms import MaterialKind
+from keyplan.crypto import SecretBytes, WrapMethod, fingerprint_material, wrap
+from providers.aws import KmsEmulator
+from providers.emulation import Clock, DocumentStore, EmulatorServer
+from providers.emulation.server import fetch_json
+
+REGION = "eu-west-1"
+
+
+class Cloud:
+    """One running emulator and a boto3 KMS client pointed at it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.store = DocumentStore(path)
+        self.server = EmulatorServer(KmsEmulator(self.store, Clock()), cert_dir=path.parent).start()
+        self.kms = client(self.server.url, REGION)
+
+    def control(self, path: str, payload: dict[str, Any] | None = None) -> Any:
+        return fetch_json(self.server.url + path, method="POST" if payload is not None else "GET", payload=payload)
+
+    def advance(self, seconds: float) -> None:
+        self.control("/_emulator/clock", {"advance_seconds": seconds})
+
+    def fingerprints(self) -> dict[str, str]:
+        return {m["version"]: m["fingerprint"] for m in self.control("/_emulator/materials")["materials"] if m["imported"]}
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.store.close()
+
+
+def client(url: str, region: str) -> Any:
+    return boto3.client(
+        "kms",
+        endpoint_url=url,
+        region_name=region,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[Cloud]:
+    running = Cloud(tmp_path / "aws.sqlite")
+    yield running
+    running.stop()
+
+
+def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]:
+    response = excinfo.value.response
+    return response["Error"]["Code"], response["Error"]["Message"], response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def external_key(cloud: Cloud, spec: str = "SYMMETRIC_DEFAULT", usage: str | None = None) -> dict[str, Any]:
+    kwargs = {"KeyUsage": usage} if usage else {}
+    return cloud.kms.create_key(Origin="EXTERNAL", KeySpec=spec, **kwargs)["KeyMetadata"]
+
+
+def import_material(
+    cloud: Cloud,
+    key_id: str,
+    material: SecretBytes,
+    method: WrapMethod = WrapMethod.RSAES_OAEP_SHA_256,
+    spec: str = "RSA_2048",
+    **kwargs: Any,
+) -> dict[str, Any]:
+    params = cloud.kms.get_parameters_for_import(KeyId=key_id, WrappingAlgorithm=method.value, WrappingKeySpec=spec)
+    blob = wrap(method, params["PublicKey"], material)
+    kwargs.setdefault("ExpirationModel", "KEY_MATERIAL_DOES_NOT_EXPIRE")
+    return cloud.kms.import_key_material(
+        KeyId=key_id, ImportToken=params["ImportToken"], EncryptedKeyMaterial=blob, **kwargs
+    )
+
+
+def aes_material() -> SecretBytes:
+    return SecretBytes(os.urandom(32))
+
+
+def pkcs8(private_key: Any) -> SecretBytes:
+    return SecretBytes(
+        private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
+# -- the import workflow ---------------------------------------------------------------------------
+
+
+def test_external_key_starts_pending_import_with_a_regional_arn(cloud: Cloud) -> None:
+    metadata = external_key(cloud)
+    assert metadata["KeyState"] == "PendingImport" and metadata["Enabled"] is False
+    assert metadata["Origin"] == "EXTERNAL"
+    assert metadata["Arn"] == f"arn:aws:kms:{REGION}:111122223333:key/{metadata['KeyId']}"
+    assert "ExpirationModel" not in metadata and "CurrentKeyMaterialId" not in metadata
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.encrypt(KeyId=metadata["KeyId"], Plaintext=b"x")
+    assert error_of(caught)[:2] == ("KMSInvalidStateException", f"{metadata['Arn']} is pending import.")
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.disable_key(KeyId=metadata["KeyId"])
+    assert error_of(caught) == ("KMSInvalidStateException", f"{metadata['Arn']} is pending import.", 400)
+
+
+def test_symmetric_import_unwraps_the_material_and_encrypts_with_it(cloud: Cloud) -> None:
+    key = external_key(cloud)
+    material = aes_material()
+    valid_to = datetime.now(UTC) + timedelta(days=30)
+    result = import_material(cloud, key["KeyId"], material, ExpirationModel="KEY_MATERIAL_EXPIRES", ValidTo=valid_to)
+    assert result["KeyId"] == key["Arn"]
+    material_id = result["KeyMaterialId"]
+    assert len(material_id) == 64 and int(material_id, 16) >= 0
+    assert cloud.fingerprints()[material_id] == fingerprint_material(MaterialKind.SYMMETRIC, material)
+    metadata = cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+    assert metadata["KeyState"] == "Enabled" and metadata["Enabled"] is True
+    assert metadata["ExpirationModel"] == "KEY_MATERIAL_EXPIRES"
+    assert abs((metadata["ValidTo"] - valid_to).total_seconds()) < 1
+    assert metadata["CurrentKeyMaterialId"] == material_id
+    blob = cloud.kms.encrypt(KeyId=key["Arn"], Plaintext=b"payload", EncryptionContext={"a": "b"})["CiphertextBlob"]
+    decrypted = cloud.kms.decrypt(CiphertextBlob=blob, EncryptionContext={"a": "b"})
+    assert decrypted["Plaintext"] == b"payload" and decrypted["KeyId"] == key["Arn"]
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.decrypt(CiphertextBlob=blob, EncryptionContext={"a": "c"})
+    assert error_of(caught)[0] == "InvalidCiphertextException"
+
+
+def test_expiration_model_defaults_to_expires_and_valid_to_is_bounded(cloud: Cloud) -> None:
+    key = external_key(cloud)
+    params = cloud.kms.get_parameters_for_import(
+        KeyId=key["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_1", WrappingKeySpec="RSA_2048"
+    )
+    blob = wrap(WrapMethod.RSAES_OAEP_SHA_1, params["PublicKey"], aes_material())
+    base = {"KeyId": key["KeyId"], "ImportToken": params["ImportToken"], "EncryptedKeyMaterial": blob}
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.import_key_material(**base)
+    assert error_of(caught)[:2] == (
+        "ValidationException",
+        "A validTo date must be set if the ExpirationModel is KEY_MATERIAL_EXPIRES",
+    )
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.import_key_material(**base, ValidTo=datetime.now(UTC) + timedelta(days=366))
+    assert error_of(caught)[0] == "ValidationException"
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.import_key_material(**base, ValidTo=datetime.now(UTC) - timedelta(minutes=1))
+    assert error_of(caught)[0] == "ValidationException"
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.import_key_material(
+            **base, ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE", ValidTo=datetime.now(UTC) + timedelta(days=1)
+        )
+    assert error_of(caught)[0] == "ValidationException"
+    assert cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "PendingImport"
+
+
+def test_wrapping_algorithms_follow_the_key_material_type(cloud: Cloud) -> None:
+    symmetric, rsa_key = external_key(cloud), external_key(cloud, "RSA_2048", "SIGN_VERIFY")
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.get_parameters_for_import(
+            KeyId=symmetric["KeyId"], WrappingAlgorithm="RSA_AES_KEY_WRAP_SHA_256", WrappingKeySpec="RSA_2048"
+        )
+    assert error_of(caught)[0] == "ValidationException"
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.get_parameters_for_import(
+            KeyId=rsa_key["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+        )
+    assert error_of(caught)[0] == "ValidationException"
+    for spec, bits in (("RSA_2048", 2048), ("RSA_3072", 3072), ("RSA_4096", 4096)):
+        params = cloud.kms.get_parameters_for_import(
+            KeyId=symmetric["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec=spec
+        )
+        public_key = serialization.load_der_public_key(params["PublicKey"])
+        assert isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size == bits
+        lifetime = params["ParametersValidTo"] - datetime.now(UTC)
+        assert timedelta(hours=23) < lifetime <= timedelta(hours=24)
+
+
+def test_import_parameters_are_refused_for_kms_generated_keys(cloud: Cloud) -> None:
+    metadata = cloud.kms.create_key()["KeyMetadata"]
+    assert metadata["Origin"] == "AWS_KMS" and metadata["KeyState"] == "Enabled"
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.get_parameters_for_import(
+            KeyId=metadata["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+        )
+    assert error_of(caught)[:2] == (
+        "UnsupportedOperationException",
+        f"{metadata['Arn']} origin is AWS_KMS which is not valid for this operation.",
+    )
+    blob = cloud.kms.encrypt(KeyId=metadata["KeyId"], Plaintext=b"p")["CiphertextBlob"]
+    assert cloud.kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"p"
+
+
+def test_tokens_are_bound_to_their_key_wrapping_key_and_lifetime(cloud: Cloud) -> None:
+    key, other = external_key(cloud), external_key(cloud)
+    params = cloud.kms.get_parameters_for_import(
+        KeyId=key["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+    )
+    material = aes_material()
+    blob = wrap(WrapMethod.RSAES_OAEP_SHA_256, params["PublicKey"], material)
+    never = {"ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.import_key_material(
+            KeyId=other["KeyId"], ImportToken=params["ImportToken"], EncryptedKeyMaterial=blob, **never
+        )
+    assert error_of(caught)[0] == "InvalidImportTokenException"
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    foreign = wrap(
+        WrapMethod.RSAES_OAEP_SHA_256,
+        stranger.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
+        material,
+    )
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.import_key_material(
+            KeyId=key["KeyId"], ImportToken=params["ImportToken"], EncryptedKeyMaterial=foreign, **never
+        )
+    assert error_of(caught)[0] == "InvalidCiphertextException"
+    cloud.advance(24 * 3600 + 60)
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.import_key_material(
+            KeyId=key["KeyId"], ImportToken=params["ImportToken"], EncryptedKeyMaterial=blob, **never
+        )
+    assert error_of(caught)[0] == "ExpiredImportTokenException"
+    assert cloud.fingerprints() == {}
+
+
+def test_material_must_fit_the_key_spec(cloud: Cloud) -> None:
+    symmetric = external_key(cloud)
+    with pytest.raises(ClientError) as caught:
+        import_material(cloud, symmetric["KeyId"], SecretBytes(os.urandom(16)))
+    assert error_of(caught)[0] == "IncorrectKeyMaterialException"
+    hmac_key = external_key(cloud, "HMAC_384", "GENERATE_VERIFY_MAC")
+    with pytest.raises(ClientError) as caught:
+        import_material(cloud, hmac_key["KeyId"], SecretBytes(os.urandom(32)))
+    assert error_of(caught)[0] == "IncorrectKeyMaterialException"
+    p256 = external_key(cloud, "ECC_NIST_P256", "SIGN_VERIFY")
+    with pytest.raises(ClientError) as caught:
+        import_material(cloud, p256["KeyId"], pkcs8(ec.generate_private_key(ec.SECP384R1())))
+    assert error_of(caught)[0] == "IncorrectKeyMaterialException"
+
+
+def test_reimport_needs_the_same_bytes_after_deletion_of_material(cloud: Cloud) -> None:
+    key = external_key(cloud)
+    material = aes_material()
+    material_id = import_material(cloud, key["KeyId"], material)["KeyMaterialId"]
+    blob = cloud.kms.encrypt(KeyId=key["KeyId"], Plaintext=b"kept")["CiphertextBlob"]
+    deleted = cloud.kms.delete_imported_key_material(KeyId=key["KeyId"])
+    assert deleted["KeyMaterialId"] == material_id
+    metadata = cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+    assert metadata["KeyState"] == "PendingImport" and metadata["Enabled"] is False
+    assert "ExpirationModel" not in metadata and metadata["CurrentKeyMaterialId"] == material_id
+    with pytest.raises(ClientError) as caught:
+        import_material(cloud, key["KeyId"], aes_material())
+    assert error_of(caught)[0] == "IncorrectKeyMaterialException"
+    again = import_material(cloud, key["KeyId"], material, ImportType="EXISTING_KEY_MATERIAL", KeyMaterialId=material_id)
+    assert again["KeyMaterialId"] == material_id
+    assert cloud.kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"kept"
+    assert cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"
+
+
+def test_material_expires_when_the_clock_passes_valid_to(cloud: Cloud) -> None:
+    key = external_key(cloud)
+    material = aes_material()
+    import_material(
+        cloud, key["KeyId"], material, ExpirationModel="KEY_MATERIAL_EXPIRES", ValidTo=datetime.now(UTC) + timedelta(days=2)
+    )
+    cloud.advance(3 * 86400)
+    metadata = cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+    assert metadata["KeyState"] == "PendingImport" and "ValidTo" not in metadata
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.encrypt(KeyId=key["KeyId"], Plaintext=b"x")
+    assert error_of(caught)[0] == "KMSInvalidStateException"
+    assert cloud.fingerprints() == {}
+    import_material(cloud, key["KeyId"], material)
+    assert cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["ExpirationModel"] == "KEY_MATERIAL_DOES_NOT_EXPIRE"
+
+
+def test_on_demand_rotation_of_imported_symmetric_material(cloud: Cloud) -> None:
+    key = external_key(cloud)
+    first = import_material(cloud, key["KeyId"], aes_material())["KeyMaterialId"]
+    old_blob = cloud.kms.encrypt(KeyId=key["KeyId"], Plaintext=b"old")["CiphertextBlob"]
+    second = import_material(cloud, key["KeyId"], aes_material(), ImportType="NEW_KEY_MATERIAL")["KeyMaterialId"]
+    assert cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["CurrentKeyMaterialId"] == first
+    with pytest.raises(ClientError) as caught:
+        import_material(cloud, key["KeyId"], aes_material(), ImportType="NEW_KEY_MATERIAL")
+    code, message, _ = error_of(caught)
+    assert code == "KMSInvalidStateException" and f"(id: {second}) is pending rotation" in message
+    rotations = cloud.kms.list_key_rotations(KeyId=key["KeyId"], IncludeKeyMaterial="ALL_KEY_MATERIAL")["Rotations"]
+    assert [(r["KeyMaterialId"], r["KeyMaterialState"], r["ImportState"]) for r in rotations] == [
+        (first, "CURRENT", "IMPORTED"),
+        (second, "PENDING_ROTATION", "IMPORTED"),
+    ]
+    assert cloud.kms.list_key_rotations(KeyId=key["KeyId"])["Rotations"] == []
+    cloud.kms.rotate_key_on_demand(KeyId=key["KeyId"])
+    assert cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["CurrentKeyMaterialId"] == second
+    only = cloud.kms.list_key_rotations(KeyId=key["KeyId"])["Rotations"]
+    assert [(r["KeyMaterialId"], r["RotationType"]) for r in only] == [(second, "ON_DEMAND")]
+    assert cloud.kms.decrypt(CiphertextBlob=old_blob)["Plaintext"] == b"old"
+    new_blob = cloud.kms.encrypt(KeyId=key["KeyId"], Plaintext=b"new")["CiphertextBlob"]
+    assert cloud.kms.decrypt(CiphertextBlob=new_blob)["KeyMaterialId"] == second
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.rotate_key_on_demand(KeyId=key["KeyId"])
+    assert error_of(caught)[:2] == (
+        "KMSInvalidStateException",
+        f"No available key material pending rotation for the key: {key['Arn']}.",
+    )
+
+
+def test_hmac_keys_mac_with_the_imported_material_and_do_not_rotate(cloud: Cloud) -> None:
+    key = external_key(cloud, "HMAC_256", "GENERATE_VERIFY_MAC")
+    material = SecretBytes(os.urandom(32))
+    import_material(cloud, key["KeyId"], material)
+    mac = cloud.kms.generate_mac(KeyId=key["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_256")["Mac"]
+    assert mac == hmac.new(material.reveal(), b"m", hashlib.sha256).digest()
+    assert cloud.kms.verify_mac(KeyId=key["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_256", Mac=mac)["MacValid"]
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.verify_mac(KeyId=key["KeyId"], Message=b"n", MacAlgorithm="HMAC_SHA_256", Mac=mac)
+    assert error_of(caught)[0] == "KMSInvalidMacException"
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.rotate_key_on_demand(KeyId=key["KeyId"])
+    assert error_of(caught)[0] == "UnsupportedOperationException"
+    assert "CurrentKeyMaterialId" not in cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "algorithm", "make"),
+    [
+        ("ECC_NIST_P384", "ECDSA_SHA_384", lambda: ec.generate_private_key(ec.SECP384R1())),
+        ("RSA_2048", "RSASSA_PSS_SHA_256", lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+    ],
+)
+def test_asymmetric_keys_sign_with_the_imported_private_key(cloud: Cloud, spec: str, algorithm: str, make: Any) -> None:
+    private_key = make()
+    key = external_key(cloud, spec, "SIGN_VERIFY")
+    import_material(cloud, key["KeyId"], pkcs8(private_key), WrapMethod.RSA_AES_KEY_WRAP_SHA_256, "RSA_3072")
+    spki = private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert cloud.kms.get_public_key(KeyId=key["KeyId"])["PublicKey"] == spki
+    signature = cloud.kms.sign(KeyId=key["KeyId"], Message=b"doc", SigningAlgorithm=algorithm)["Signature"]
+    if spec.startswith("ECC"):
+        private_key.public_key().verify(signature, b"doc", ec.ECDSA(hashes.SHA384()))
+    else:
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+        private_key.public_key().verify(signature, b"doc", pss, hashes.SHA256())
+
+
+# -- state, deletion ---------------------------------------------------------------------------------
+
+
+def test_schedule_and_cancel_deletion_and_final_deletion(cloud: Cloud) -> None:
+    key = external_key(cloud)
+    import_material(cloud, key["KeyId"], aes_material())
+    cloud.kms.create_alias(AliasName="alias/doomed", TargetKeyId=key["KeyId"])
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=6)
+    assert error_of(caught)[0] == "ValidationException"
+    scheduled = cloud.kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
+    assert scheduled["KeyState"] == "PendingDeletion" and scheduled["PendingWindowInDays"] == 7
+    assert timedelta(days=6, hours=23) < scheduled["DeletionDate"] - datetime.now(UTC) <= timedelta(days=7)
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
+    assert error_of(caught)[0] == "KMSInvalidStateException" and "pending deletion" in error_of(caught)[1]
+    cloud.kms.cancel_key_deletion(KeyId=key["KeyId"])
+    metadata = cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+    assert metadata["KeyState"] == "Disabled" and "DeletionDate" not in metadata
+    cloud.kms.schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
+    cloud.advance(7 * 86400 + 1)
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.describe_key(KeyId=key["KeyId"])
+    assert error_of(caught) == ("NotFoundException", f"Key '{key['Arn']}' does not exist", 400)
+    assert key["KeyId"] not in {k["KeyId"] for k in cloud.kms.list_keys()["Keys"]}
+    assert cloud.kms.list_aliases()["Aliases"] == []
+
+
+def test_unknown_and_malformed_key_ids_are_not_found(cloud: Cloud) -> None:
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.describe_key(KeyId="not-a-key")
+    assert error_of(caught)[:2] == ("NotFoundException", "Invalid keyId 'not-a-key'")
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.describe_key(KeyId="0f0f0f0f-0000-4000-8000-000000000000")
+    assert error_of(caught)[0] == "NotFoundException"
+
+
+def test_keys_belong_to_the_region_the_client_signs_for(cloud: Cloud) -> None:
+    key = external_key(cloud)
+    elsewhere = client(cloud.server.url, "us-west-2")
+    assert elsewhere.list_keys()["Keys"] == []
+    with pytest.raises(ClientError) as caught:
+        elsewhere.describe_key(KeyId=key["KeyId"])
+    assert error_of(caught)[0] == "NotFoundException"
+
+
+# -- tags, aliases, pagination -------------------------------------------------------------------------
+
+
+def test_tag_rules(cloud: Cloud) -> None:
+    key = external_key(cloud)
+    for tags, code in (
+        ([{"TagKey": "aws:owner", "TagValue": "x"}], "TagException"),
+        ([{"TagKey": "AWS:owner", "TagValue": "x"}], "TagException"),
+        ([{"TagKey": "a", "TagValue": "1"}, {"TagKey": "a", "TagValue": "2"}], "TagException"),
+        ([{"TagKey": "k" * 129, "TagValue": "x"}], "ValidationException"),
+        ([{"TagKey": "k", "TagValue": "v" * 257}], "ValidationException"),
+        ([{"TagKey": f"t{i}", "TagValue": ""} for i in range(51)], "TagException"),
+    ):
+        with pytest.raises(ClientError) as caught:
+            cloud.kms.tag_resource(KeyId=key["KeyId"], Tags=tags)
+        assert error_of(caught)[0] == code, tags[0]["TagKey"]
+    cloud.kms.tag_resource(KeyId=key["KeyId"], Tags=[{"TagKey": f"t{i}", "TagValue": str(i)} for i in range(5)])
+    cloud.kms.tag_resource(KeyId=key["KeyId"], Tags=[{"TagKey": "t0", "TagValue": "changed"}])
+    cloud.kms.untag_resource(KeyId=key["KeyId"], TagKeys=["t4"])
+    pages = list(cloud.kms.get_paginator("list_resource_tags").paginate(KeyId=key["KeyId"], PaginationConfig={"PageSize": 2}))
+    assert len(pages) == 2 and pages[0]["Truncated"] is True
+    tags = {t["TagKey"]: t["TagValue"] for page in pages for t in page["Tags"]}
+    assert tags == {"t0": "changed", "t1": "1", "t2": "2", "t3": "3"}
+
+
+def test_alias_rules(cloud: Cloud) -> None:
+    key, other = external_key(cloud), external_key(cloud)
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.create_alias(AliasName="payments", TargetKeyId=key["KeyId"])
+    assert error_of(caught)[0] == "ValidationException"
+    cloud.kms.create_alias(AliasName="alias/payments", TargetKeyId=key["KeyId"])
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.create_alias(AliasName="alias/payments", TargetKeyId=other["KeyId"])
+    assert error_of(caught)[0] == "AlreadyExistsException"
+    assert cloud.kms.describe_key(KeyId="alias/payments")["KeyMetadata"]["KeyId"] == key["KeyId"]
+    cloud.kms.update_alias(AliasName="alias/payments", TargetKeyId=other["KeyId"])
+    listed = cloud.kms.list_aliases(KeyId=other["KeyId"])["Aliases"]
+    assert [(a["AliasName"], a["TargetKeyId"]) for a in listed] == [("alias/payments", other["KeyId"])]
+    assert listed[0]["AliasArn"] == f"arn:aws:kms:{REGION}:111122223333:alias/payments"
+    assert cloud.kms.list_aliases(KeyId=key["KeyId"])["Aliases"] == []
+    cloud.kms.delete_alias(AliasName="alias/payments")
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.delete_alias(AliasName="alias/payments")
+    assert error_of(caught)[0] == "NotFoundException"
+
+
+def test_list_keys_pages_with_markers(cloud: Cloud) -> None:
+    created = [external_key(cloud)["KeyId"] for _ in range(5)]
+    pages = list(cloud.kms.get_paginator("list_keys").paginate(PaginationConfig={"PageSize": 2}))
+    assert [len(p["Keys"]) for p in pages] == [2, 2, 1]
+    assert [p["Truncated"] for p in pages] == [True, True, False]
+    assert [k["KeyId"] for p in pages for k in p["Keys"]] == created
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.list_keys(Marker="bm90LWEtbWFya2Vy")
+    assert error_of(caught)[0] == "InvalidMarkerException"
+
+
+# -- faults, persistence, standalone ---------------------------------------------------------------------
+
+
+def test_injected_faults_use_kms_error_bodies(cloud: Cloud) -> None:
+    cloud.control("/_emulator/faults", {"errors": [{"operation": "ListKeys", "status": 429, "count": 1}]})
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.list_keys()
+    assert error_of(caught)[0::2] == ("ThrottlingException", 400)
+    cloud.control("/_emulator/faults", {"errors": [{"operation": "ListKeys", "status": 503, "count": 1}]})
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.list_keys()
+    assert error_of(caught)[0::2] == ("KMSInternalException", 500)
+    assert cloud.kms.list_keys()["Keys"] == []
+    assert cloud.control("/_emulator/stats")["calls"]["ListKeys"] == 3
+
+
+def test_state_survives_a_restart(tmp_path: Path) -> None:
+    first = Cloud(tmp_path / "aws.sqlite")
+    key = external_key(first)
+    material = aes_material()
+    import_material(first, key["KeyId"], material)
+    blob = first.kms.encrypt(KeyId=key["KeyId"], Plaintext=b"durable")["CiphertextBlob"]
+    first.stop()
+    second = Cloud(tmp_path / "aws.sqlite")
+    try:
+        assert second.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"
+        assert second.kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"durable"
+        assert fingerprint_material(MaterialKind.SYMMETRIC, material) in second.fingerprints().values()
+    finally:
+        second.stop()
+
+
+def test_standalone_emulator_prints_its_url_and_serves(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "providers.aws.emulator", "--port", "0", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        kms = client(url, REGION)
+        key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+        assert [k["KeyId"] for k in kms.list_keys()["Keys"]] == [key_id]
+        assert (tmp_path / "aws.sqlite").exists()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_material_is_reported_as_fingerprints_only(cloud: Cloud) -> None:
+    key = external_key(cloud)
+    material = aes_material()
+    import_material(cloud, key["KeyId"], material)
+    listing = cloud.control("/_emulator/materials")
+    text = str(listing)
+    assert material.reveal().hex() not in text and base64.b64encode(material.reveal()).decode() not in text
+    assert listing["materials"][0]["key"] == key["Arn"]
