@@ -329,6 +329,17 @@ class AzureKeyVaultEmulator(EmulatorApp):
             response = error.response()
             response.headers["Retry-After"] = "1"
             return response
+        if status == 401:
+            return self._challenge()
+        if status == 403:
+            return KeyVaultError(
+                403,
+                "Forbidden",
+                "Caller is not authorized to perform action on resource. Inner error: ForbiddenByRbac.",
+                "ForbiddenByRbac",
+            ).response()
+        if status < 500:
+            return bad_parameter("The request was refused (injected fault).").response()
         return KeyVaultError(status, "ServiceUnavailable", "The service is temporarily unavailable.").response()
 
     def material_fingerprints(self) -> list[dict[str, Any]]:
@@ -551,13 +562,14 @@ class AzureKeyVaultEmulator(EmulatorApp):
             family = self._check_kty(body.kty, imported=False)
             ops = self._check_ops(body.key_ops, family)
             private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | None = None
+            crv = (body.crv or "P-256") if family == "EC" else None
             if family == "RSA":
                 size = body.key_size or 2048
                 if size not in RSA_SIZES:
                     raise bad_parameter(f"RSA key size {size} is not supported; use 2048, 3072 or 4096.")
                 private_key = rsa.generate_private_key(public_exponent=body.public_exponent or 65537, key_size=size)
             elif family == "EC":
-                crv = body.crv or "P-256"
+                assert crv is not None
                 if crv not in CURVES:
                     raise bad_parameter(f"The curve {crv!r} is not supported.")
                 private_key = ec.generate_private_key(CURVES[crv])
@@ -565,7 +577,7 @@ class AzureKeyVaultEmulator(EmulatorApp):
                 secret = private_key.private_bytes(
                     serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
                 )
-                public = public_members(private_key, body.crv or "P-256" if family == "EC" else None)
+                public = public_members(private_key, crv)
             else:
                 size = (body.key_size or 256) // 8
                 if size not in AES_SIZES:
