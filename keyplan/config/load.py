@@ -273,25 +273,31 @@ def _evaluate_locals(declared: dict[str, Attribute], scope: Scope, diagnostics: 
 
 
 def _dependency_order(dependencies: dict[str, list[str]]) -> tuple[list[str], list[list[str]]]:
-    """Names with their dependencies first, and every cycle found (each as a closed path)."""
+    """Names with their dependencies first, and every cycle found (each as a closed path).
+    Depth-first with an explicit stack, so long chains of locals cannot exhaust recursion."""
     order: list[str] = []
     cycles: list[list[str]] = []
     state: dict[str, str] = {}
-
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == "done":
-            return
-        if state.get(name) == "visiting":
-            cycles.append(path[path.index(name) :] + [name])
-            return
-        state[name] = "visiting"
-        for dependency in dependencies[name]:
-            visit(dependency, path + [name])
-        state[name] = "done"
-        order.append(name)
-
-    for name in dependencies:
-        visit(name, [])
+    for start in dependencies:
+        if start in state:
+            continue
+        path: list[str] = [start]
+        pending: list[list[str]] = [list(dependencies[start])]
+        state[start] = "visiting"
+        while path:
+            if not pending[-1]:
+                finished = path.pop()
+                pending.pop()
+                state[finished] = "done"
+                order.append(finished)
+                continue
+            name = pending[-1].pop(0)
+            if state.get(name) == "visiting":
+                cycles.append(path[path.index(name) :] + [name])
+            elif name not in state:
+                state[name] = "visiting"
+                path.append(name)
+                pending.append(list(dependencies[name]))
     return order, cycles
 
 
@@ -374,7 +380,9 @@ def _evaluate_attributes(
     values: dict[str, Any] = {}
     ranges: dict[str, SourceRange] = {}
     for name, attribute in body.attributes.items():
-        ranges[name] = attribute.expr.range
+        # The whole `name = value` span: plugin settings errors are about the argument as a whole
+        # (unknown names, values out of range), so they point at its name.
+        ranges[name] = attribute.range
         try:
             values[name] = plain(evaluator.evaluate(attribute.expr))
         except EvaluationError as exc:

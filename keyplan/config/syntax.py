@@ -181,17 +181,24 @@ def parse_file(text: str, filename: str, diagnostics: Diagnostics) -> Body | Non
         )
         return None
     except RecursionError:
-        diagnostics.error(
-            "Configuration too deeply nested",
-            "The file nests brackets or blocks too deeply to be read. Simplify the nesting.",
-            range=SourceRange(filename=filename),
-        )
+        _too_deep(filename, diagnostics)
         return None
     try:
         return _Builder(filename, diagnostics).body(_only_tree(tree, "body"))
     except _SyntaxProblem as problem:
         diagnostics.error(problem.summary, problem.detail, range=problem.range)
         return None
+    except RecursionError:
+        _too_deep(filename, diagnostics)
+        return None
+
+
+def _too_deep(filename: str, diagnostics: Diagnostics) -> None:
+    diagnostics.error(
+        "Configuration too deeply nested",
+        "The file nests brackets, parentheses or blocks too deeply to be read. Simplify the nesting.",
+        range=SourceRange(filename=filename),
+    )
 
 
 def parse_expression(text: str, filename: str, diagnostics: Diagnostics) -> Expr | None:

@@ -78,7 +78,7 @@ def test_for_each_over_setproduct_segments_keys(config_dir: ConfigDir) -> None:
     assert config.state.attributes == {"path": "custom.kpstate.json"}
     assert config.sources["software.main"].attributes == {"keystore": ".keyplan/keystore.json"}
     assert config.providers["aws.main"].attributes == {"region": "us-east-1", "endpoint": "embedded"}
-    assert str(config.providers["aws.main"].attribute_ranges["endpoint"]) == "main.kp.hcl:23:14"
+    assert str(config.providers["aws.main"].attribute_ranges["endpoint"]) == "main.kp.hcl:23:3"
     assert config.variables["environments"].value == ["dev", "prod"]
     assert config.files == ("main.kp.hcl",)
 
