@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,7 +66,27 @@ def _main_options(
     ] = None,
 ) -> None:
     _globals.chdir = chdir or Path(".")
-    logging.basicConfig(level=os.environ.get("KEYPLAN_LOG", "WARNING").upper(), format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever sys.stderr is at the time, so captured output captures logs too."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # logging must never break a command
+            self.handleError(record)
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("keyplan")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(os.environ.get("KEYPLAN_LOG", "WARNING").upper())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,8 +348,11 @@ def apply(
     colour = ui.use_colour(sys.stdout, no_color)
     if planfile is not None:
         saved = load_plan(planfile)
-        recorded_vars = [f"{k}={json.dumps(v)}" for k, v in saved.options.get("variables", {}).items()]
-        config = load(recorded_vars + var, var_file, no_color=no_color)
+        with tempfile.TemporaryDirectory() as scratch:
+            # The plan records the (non-sensitive) variable values it was made with.
+            recorded = Path(scratch) / "planned.kpvars.json"
+            recorded.write_text(json.dumps(saved.options.get("variables", {})))
+            config = load(var, [recorded, *var_file], no_color=no_color)
         backend = backend_for(config)
         with state_lock(backend, "apply", lock, lock_timeout):
             state, exists = read_state(backend)

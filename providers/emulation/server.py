@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import os
 import ssl
 import threading
 import time
@@ -210,7 +211,11 @@ def start_embedded(app_factory: type[EmulatorApp], data_dir: Path, name: str) ->
     store = DocumentStore(directory / f"{name}.sqlite")
     clock = Clock(float(store.get_meta("clock_offset") or 0.0))
     app = app_factory(store, clock)
-    return EmulatorServer(app, cert_dir=directory).start()
+    server = EmulatorServer(app, cert_dir=directory)
+    latency = os.environ.get("KEYPLAN_EMULATOR_LATENCY_MS")
+    if latency:
+        server.faults.configure({"latency_ms": float(latency)})
+    return server.start()
 
 
 def fetch_json(url: str, method: str = "GET", payload: dict[str, Any] | None = None, ca: Path | None = None) -> Any:

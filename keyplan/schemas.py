@@ -1,0 +1,67 @@
+"""The JSON Schemas of keyplan's documents (plan and `-json` plan output, state, drift report),
+generated from the models so they cannot drift from the code. `schemas/*.schema.json` are
+these, committed for readers and other tools; a test checks the committed files match.
+
+Regenerate with: python -m keyplan.schemas
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from keyplan.plan.model import Plan
+from keyplan.state.model import State
+
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+
+
+def _with_meta(schema: dict[str, Any], ident: str, title: str, description: str) -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://keyplan.dev/schemas/{ident}",
+        "title": title,
+        "description": description,
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
+
+
+def plan_schema() -> dict[str, Any]:
+    schema = Plan.model_json_schema(mode="serialization")
+    schema["properties"]["summary"] = {
+        "type": "object",
+        "description": "Only in `-json` output: how many changes of each kind (create, import, update, rotate, delete, forget).",
+        "additionalProperties": {"type": "integer", "minimum": 0},
+    }
+    return _with_meta(
+        schema,
+        "plan.schema.json",
+        "keyplan plan",
+        "A keyplan plan, as saved by `keyplan plan -out` and printed by `keyplan plan -json` / `keyplan show -json`. "
+        "`format_version` changes only on incompatible changes.",
+    )
+
+
+def state_schema() -> dict[str, Any]:
+    return _with_meta(
+        State.model_json_schema(mode="serialization"),
+        "state.schema.json",
+        "keyplan state",
+        "The keyplan state file. It never holds key material: only handles, fingerprints and remote ids.",
+    )
+
+
+def documents() -> dict[str, dict[str, Any]]:
+    return {"plan.schema.json": plan_schema(), "state.schema.json": state_schema()}
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    SCHEMA_DIR.mkdir(exist_ok=True)
+    for name, schema in documents().items():
+        (SCHEMA_DIR / name).write_text(render(schema))
+        print(f"wrote schemas/{name}")

@@ -1,0 +1,104 @@
+"""Driving the real `keyplan` CLI in-process (fast) or as a subprocess (for kill tests), and
+reaching the embedded emulators out of band through the real SDKs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from keyplan.cli.main import main
+from providers.aws import KmsEmulator
+from providers.emulation.server import EmulatorServer, fetch_json, start_embedded
+
+REPO = Path(__file__).resolve().parents[2]
+KEYPLAN_BIN = REPO / ".venv" / "bin" / "keyplan"
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_keyplan(workdir: Path, *args: str, env: dict[str, str] | None = None, stdin: str = "") -> Result:
+    out, err = io.StringIO(), io.StringIO()
+    saved_env = dict(os.environ)
+    saved_stdin = sys.stdin
+    os.environ.update(env or {})
+    sys.stdin = io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(["-chdir", str(workdir), *args])
+                code = 0
+            except SystemExit as exc:
+                code = int(exc.code or 0)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.stdin = saved_stdin
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@dataclass
+class Workspace:
+    path: Path
+
+    def write(self, text: str, name: str = "main.kp.hcl") -> None:
+        (self.path / name).write_text(text)
+
+    def keyplan(self, *args: str, **kwargs: Any) -> Result:
+        return run_keyplan(self.path, *args, **kwargs)
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "keyplan.kpstate.json"
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(self.state_path.read_text())
+
+    @contextlib.contextmanager
+    def aws(self, name: str = "aws-main") -> Iterator[tuple[Any, EmulatorServer]]:
+        """The embedded AWS emulator's data, served again for out-of-band changes through boto3."""
+        server = start_embedded(KmsEmulator, self.path / ".keyplan", name)
+        try:
+            client = boto3.client(
+                "kms",
+                region_name="eu-west-1",
+                endpoint_url=server.url,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
+            yield client, server
+        finally:
+            server.stop()
+            server.app.store.close()
+
+    def emulator_fingerprints(self, name: str = "aws-main") -> dict[str, list[str]]:
+        with self.aws(name) as (_, server):
+            materials = fetch_json(server.url + "/_emulator/materials")["materials"]
+        found: dict[str, list[str]] = {}
+        for m in materials:
+            if m.get("imported", True):
+                found.setdefault(m["key"], []).append(m["fingerprint"])
+        return found
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path)
