@@ -218,9 +218,9 @@ def _coalesce(args: list[Any]) -> Any:
 
 def _range(args: list[Any]) -> list[int | float]:
     numbers = [_number(args, i) for i in range(len(args))]
-    start, stop, step = (0, numbers[0], 1) if len(numbers) == 1 else (numbers[0], numbers[1], 1)
-    if len(numbers) == 3:
-        step = numbers[2]
+    start: int | float = 0 if len(numbers) == 1 else numbers[0]
+    stop = numbers[0] if len(numbers) == 1 else numbers[1]
+    step: int | float = numbers[2] if len(numbers) == 3 else 1
     if step == 0:
         raise FunctionError("the step must not be zero", 2)
     result: list[int | float] = []

@@ -56,9 +56,9 @@ def validate_config(config: Config) -> Diagnostics:
         if (checked := _check_source(block, diagnostics)) is not None
     }
     providers = {
-        address: checked
+        address: configured
         for address, block in config.providers.items()
-        if (checked := _check_provider(block, diagnostics)) is not None
+        if (configured := _check_provider(block, diagnostics)) is not None
     }
     for key in config.keys.values():
         _check_key(key, config, sources, providers, diagnostics)

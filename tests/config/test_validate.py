@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from keyplan import registry
 from keyplan.algorithms import KeyUsage, get_algorithm
-from keyplan.config import Config, key_spec, validate_config
+from keyplan.config import Config, key_spec, load_config, validate_config
 from tests.config.conftest import PLUGINS, ConfigDir
 from tests.config.test_load import SEGMENTATION
 
@@ -208,3 +209,11 @@ key "k" {
         ("main.kp.hcl:2:10", "Provider plugin cannot be loaded"),
     ]
     assert "ModuleNotFoundError" in diagnostics.errors[0].detail
+
+
+def test_the_example_configuration_loads_and_validates() -> None:
+    example = Path(__file__).parents[2] / "examples" / "config" / "segmented"
+    config, diagnostics = load_config(example, environ={})
+    assert config is not None, [str(d) for d in diagnostics]
+    assert len(config.keys) == 4
+    assert list(validate_config(config)) == []
