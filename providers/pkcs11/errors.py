@@ -15,8 +15,8 @@ def token_error(action: str, exc: Exception, *, token: str) -> SourceError:
     if isinstance(exc, p11.PinIncorrect):
         return SourceError(
             "Wrong PIN for the PKCS#11 token",
-            f"The token {token!r} rejected the user PIN. Set the PIN variable named by `pin_env` to "
-            "the token's user PIN (repeated failures may lock the token).",
+            f"The token {token!r} rejected the PIN while {action}. For the user PIN, set the "
+            "variable named by `pin_env` to the token's user PIN; repeated failures may lock the token.",
         )
     if isinstance(exc, p11.PinLocked):
         return SourceError(
