@@ -212,9 +212,13 @@ def start_embedded(app_factory: type[EmulatorApp], data_dir: Path, name: str) ->
     clock = Clock(float(store.get_meta("clock_offset") or 0.0))
     app = app_factory(store, clock)
     server = EmulatorServer(app, cert_dir=directory)
+    # Test and benchmark hooks: latency for every embedded emulator, faults per emulator name.
     latency = os.environ.get("KEYPLAN_EMULATOR_LATENCY_MS")
     if latency:
         server.faults.configure({"latency_ms": float(latency)})
+    faults = json.loads(os.environ.get("KEYPLAN_EMULATOR_FAULTS") or "{}").get(name)
+    if faults:
+        server.faults.configure(faults)
     return server.start()
 
 

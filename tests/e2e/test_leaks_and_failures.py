@@ -1,0 +1,151 @@
+"""Material never leaks; failures stay isolated and retries happen.
+
+The leak test runs a full life cycle with debug logging, saves a plan, prints JSON, rotates,
+and then scans every artifact keyplan wrote or printed for each material it handled, in raw,
+hex and base64 forms. The material itself is taken from the emulator's store (what the cloud
+unwrapped), so the test knows exactly what to look for.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from conftest import Workspace
+
+from providers.emulation.store import DocumentStore
+
+CONFIG = """
+source "software" "local" {}
+
+provider "aws" "main" {
+  region   = "eu-west-1"
+  endpoint = "embedded"
+}
+
+key "hmac" {
+  algorithm = "HMAC_SHA256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+}
+
+key "data" {
+  for_each  = toset(["a", "b"])
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+  labels    = { app = each.key }
+}
+
+key "signing" {
+  algorithm = "EC_P256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+}
+"""
+
+
+def materials_held_by_emulator(workspace: Workspace) -> list[bytes]:
+    store = DocumentStore(workspace.path / ".keyplan" / "emulators" / "aws-main.sqlite")
+    try:
+        found = [
+            base64.b64decode(material["secret"])
+            for _, key in store.list("keys")
+            for material in key["materials"]
+            if material.get("secret")
+        ]
+    finally:
+        store.close()
+    return found
+
+
+def forms(material: bytes) -> list[bytes]:
+    return [
+        material,
+        material.hex().encode(),
+        material.hex().upper().encode(),
+        base64.b64encode(material),
+        base64.urlsafe_b64encode(material).rstrip(b"="),
+        base64.b64encode(material)[:24],  # a prefix is enough to count as a leak
+    ]
+
+
+def test_no_artifact_or_output_contains_material(workspace: Workspace) -> None:
+    workspace.write(CONFIG)
+    env = {"KEYPLAN_LOG": "DEBUG"}
+    outputs = []
+    planfile = workspace.path / "first.kpplan"
+    for args in (
+        ("validate",),
+        ("plan", "-json"),
+        ("plan", f"-out={planfile}"),
+        ("show", str(planfile), "-json"),
+        ("show", str(planfile), "-markdown"),
+        ("apply", str(planfile)),
+        ("plan", "-json", "-replace", 'key.data["a"]'),
+        ("apply", "-auto-approve", "-replace", 'key.data["a"]'),
+        ("show",),
+        ("show", "-json"),
+        ("state", "show", 'key.hmac'),
+        ("drift", "-json"),
+        ("graph",),
+    ):
+        result = workspace.keyplan(*args, env=env)
+        assert result.code in (0, 2), (args, result.output)
+        outputs.append(result.output.encode())
+    materials = materials_held_by_emulator(workspace)
+    assert len(materials) == 5, "4 keys imported, one rotated once"
+    artifacts = [p for p in workspace.path.rglob("*") if p.is_file() and ".keyplan/emulators" not in str(p)]
+    names = {p.name for p in artifacts}
+    assert {"keyplan.kpstate.json", "keyplan.kpstate.json.backup", "first.kpplan", "keystore.json"} <= names
+    blobs = [(str(p.relative_to(workspace.path)), p.read_bytes()) for p in artifacts]
+    blobs += [(f"output {i}", out) for i, out in enumerate(outputs)]
+    for material in materials:
+        for needle in forms(material):
+            for name, blob in blobs:
+                assert needle not in blob, f"material found in {name}"
+
+
+def test_a_failing_target_does_not_stop_independent_keys(workspace: Workspace) -> None:
+    workspace.write(
+        CONFIG.replace('provider "aws" "main"', 'provider "aws" "broken" {\n  region = "eu-west-1"\n  endpoint = "embedded"\n}\n\nprovider "aws" "main"')
+        .replace('key "signing" {\n  algorithm = "EC_P256"\n  source    = source.software.local\n  targets   = [provider.aws.main]',
+                 'key "signing" {\n  algorithm = "EC_P256"\n  source    = source.software.local\n  targets   = [provider.aws.broken]')
+    )
+    faults = {"aws-broken": {"errors": [{"operation": "CreateKey", "status": 500, "count": 1000}]}}
+    env = {"KEYPLAN_EMULATOR_FAULTS": json.dumps(faults)}
+    result = workspace.keyplan("apply", "-auto-approve", env=env)
+    assert result.code == 1, result.output
+    assert "retry" in result.stdout, "server errors are retried before giving up"
+    assert "create_key key.signing @ aws.broken" in result.stderr
+    state = workspace.state()
+    assert sorted(state["keys"]) == ['key.data["a"]', 'key.data["b"]', "key.hmac", "key.signing"]
+    for address in ('key.data["a"]', 'key.data["b"]', "key.hmac"):
+        assert state["keys"][address]["targets"]["aws.main"]["imports"], address
+    assert state["keys"]["key.signing"]["targets"] == {}, "material was generated, nothing was created"
+    healed = workspace.keyplan("apply", "-auto-approve")
+    assert healed.code == 0, healed.output
+    assert "1 to create" in healed.stdout
+    assert workspace.keyplan("plan", "-detailed-exitcode").code == 0
+
+
+def test_throttling_is_retried_transparently(workspace: Workspace) -> None:
+    workspace.write(CONFIG)
+    faults = {"aws-main": {"errors": [{"operation": "ImportKeyMaterial", "status": 429, "count": 3}]}}
+    result = workspace.keyplan("apply", "-auto-approve", env={"KEYPLAN_EMULATOR_FAULTS": json.dumps(faults)})
+    assert result.code == 0, result.output
+    assert result.stdout.count("retry") >= 3
+    assert all(record["targets"]["aws.main"]["imports"] for record in workspace.state()["keys"].values())
+
+
+def test_unreachable_endpoint_is_a_diagnostic(workspace: Workspace, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workspace.write(CONFIG.replace('endpoint = "embedded"', f'endpoint = "http://127.0.0.1:{port}"\n  credentials = "local"'))
+    result = workspace.keyplan("plan")
+    assert result.code == 1 and "Traceback" not in result.output
+    assert "aws.main" in result.stderr and "endpoint" in result.stderr
