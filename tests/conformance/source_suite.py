@@ -97,8 +97,9 @@ class KeySourceConformance:
     def generated(self, source: KeySource) -> GeneratedCache:
         return GeneratedCache(source)
 
-    @pytest.fixture
+    @pytest.fixture(scope="class")
     def wrapping_key(self) -> tuple[rsa.RSAPrivateKey, bytes]:
+        """Generated afresh for each source's run of the suite (per test would only add minutes)."""
         return wrapping_key_pair()
 
     # ---- helpers ------------------------------------------------------------------------------
