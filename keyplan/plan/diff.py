@@ -121,9 +121,10 @@ def recorded_metadata(record: TargetRecord) -> Metadata:
 
 
 def live_metadata(key: RemoteKey) -> Metadata:
-    return Metadata(
-        labels=dict(key.labels), aliases=sorted(key.aliases), description=key.description, enabled=key.enabled
-    )
+    # A key waiting for material reports itself disabled; importing enables it, so that is not a
+    # difference keyplan needs to act on.
+    enabled = True if key.state is KeyState.PENDING_IMPORT else key.enabled
+    return Metadata(labels=dict(key.labels), aliases=sorted(key.aliases), description=key.description, enabled=enabled)
 
 
 def metadata_differences(a: Metadata, b: Metadata, fields: frozenset[str]) -> list[str]:

@@ -1,0 +1,4 @@
+source "software" "local" {}
+provider "aws" "main" {
+  region = "eu-west-1"
+}

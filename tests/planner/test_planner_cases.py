@@ -1,0 +1,53 @@
+"""Planner cases as data: each folder under cases/ holds a configuration, a prior state, the
+live inventory the providers would report, and the expected changes, drift kinds and action
+graph. The diff runs with the real AWS plugin's rules and the software source's capabilities,
+at a fixed time."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from keyplan.config.load import load_config
+from keyplan.plan.diff import PlanOptions, TargetInfo, diff
+from keyplan.plan.graph import build_actions
+from keyplan.plan.planner import desired_keys
+from keyplan.provider import Inventory
+from keyplan.registry import provider_plugin, source_plugin
+from keyplan.state.model import State
+
+CASES = Path(__file__).parent / "cases"
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir()))
+def test_case(case: str) -> None:
+    folder = CASES / case
+    config, diagnostics = load_config(folder)
+    assert config is not None, list(diagnostics)
+    state_file = folder / "state.json"
+    state = State.model_validate_json(state_file.read_text()) if state_file.exists() else State(lineage="l1")
+    live = {t: Inventory.model_validate(v) for t, v in json.loads((folder / "live.json").read_text()).items()}
+    targets = {}
+    for address, block in config.providers.items():
+        plugin = provider_plugin(block.kind)
+        assert plugin is not None
+        targets[address] = TargetInfo(address, plugin, plugin.settings_model.model_validate(block.attributes))
+    capabilities = {}
+    for address, block in config.sources.items():
+        plugin = source_plugin(block.kind)
+        assert plugin is not None
+        capabilities[address] = plugin.declared_capabilities(plugin.settings_model.model_validate(block.attributes))
+
+    result = diff(desired_keys(config), state, live, targets, capabilities, PlanOptions(), NOW)
+
+    expected = json.loads((folder / "expected.json").read_text())
+    assert not result.diagnostics.has_errors(), list(result.diagnostics)
+    assert [
+        {"address": c.address, "target": c.target, "actions": [a.value for a in c.actions]} for c in result.changes
+    ] == expected["changes"]
+    assert [d.kind.value for d in result.drift] == expected["drift"]
+    assert sorted(a.id for a in build_actions(result.work)) == sorted(expected["actions"])
