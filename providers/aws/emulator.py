@@ -101,7 +101,9 @@ KEY_SPECS: dict[str, KeySpecInfo] = {
     "ECC_NIST_P256": KeySpecInfo(MaterialKind.EC, ("SIGN_VERIFY",), curve=ec.SECP256R1, algorithms=("ECDSA_SHA_256",)),
     "ECC_NIST_P384": KeySpecInfo(MaterialKind.EC, ("SIGN_VERIFY",), curve=ec.SECP384R1, algorithms=("ECDSA_SHA_384",)),
     "ECC_NIST_P521": KeySpecInfo(MaterialKind.EC, ("SIGN_VERIFY",), curve=ec.SECP521R1, algorithms=("ECDSA_SHA_512",)),
-    "ECC_SECG_P256K1": KeySpecInfo(MaterialKind.EC, ("SIGN_VERIFY",), curve=ec.SECP256K1, algorithms=("ECDSA_SHA_256",)),
+    "ECC_SECG_P256K1": KeySpecInfo(
+        MaterialKind.EC, ("SIGN_VERIFY",), curve=ec.SECP256K1, algorithms=("ECDSA_SHA_256",)
+    ),
 }
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "SHA_224": hashes.SHA224,
@@ -137,7 +139,7 @@ def _parse_time(value: Any) -> datetime:
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value, UTC)
     if isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     raise _validation("timestamps must be epoch seconds or ISO 8601")
 
@@ -145,7 +147,9 @@ def _parse_time(value: Any) -> datetime:
 def _blob(body: dict[str, Any], name: str) -> bytes:
     value = body.get(name)
     if not isinstance(value, str) or not value:
-        raise _validation(f"1 validation error detected: Value at '{name[0].lower() + name[1:]}' failed to satisfy constraint: Member must not be null")
+        raise _validation(
+            f"1 validation error detected: Value at '{name[0].lower() + name[1:]}' failed to satisfy constraint: Member must not be null"
+        )
     try:
         return base64.b64decode(value, validate=True)
     except ValueError:
@@ -156,7 +160,9 @@ def _required(body: dict[str, Any], name: str) -> Any:
     value = body.get(name)
     if value is None or value == "":
         member = name[0].lower() + name[1:]
-        raise _validation(f"1 validation error detected: Value at '{member}' failed to satisfy constraint: Member must not be null")
+        raise _validation(
+            f"1 validation error detected: Value at '{member}' failed to satisfy constraint: Member must not be null"
+        )
     return value
 
 
@@ -267,7 +273,9 @@ class KmsEmulator(EmulatorApp):
     def _key_id_of(self, region: str, reference: Any) -> str:
         """Resolve a key id, key ARN, alias name or alias ARN to a key id."""
         if not isinstance(reference, str) or not reference:
-            raise _validation("1 validation error detected: Value at 'keyId' failed to satisfy constraint: Member must not be null")
+            raise _validation(
+                "1 validation error detected: Value at 'keyId' failed to satisfy constraint: Member must not be null"
+            )
         text = reference
         if text.startswith("arn:"):
             parts = text.split(":", 5)
@@ -275,9 +283,7 @@ class KmsEmulator(EmulatorApp):
                 raise KmsError("NotFoundException", f"Invalid keyId '{reference}'")
             if parts[3] != region or parts[4] != ACCOUNT_ID:
                 raise KmsError("NotFoundException", f"Key '{reference}' does not exist")
-            text = parts[5]
-            if text.startswith("key/"):
-                text = text[4:]
+            text = parts[5].removeprefix("key/")
         if text.startswith("alias/"):
             alias = self.store.get("aliases", f"{region}:{text}")
             if alias is None:
@@ -306,7 +312,11 @@ class KmsEmulator(EmulatorApp):
             return True
         changed = False
         for material in key["materials"]:
-            if material["secret"] is not None and material["valid_to"] and datetime.fromisoformat(material["valid_to"]) <= now:
+            if (
+                material["secret"] is not None
+                and material["valid_to"]
+                and datetime.fromisoformat(material["valid_to"]) <= now
+            ):
                 # KMS deletes expired material exactly as DeleteImportedKeyMaterial would.
                 self._forget_material(material)
                 changed = True
@@ -390,13 +400,21 @@ class KmsEmulator(EmulatorApp):
         result: list[tuple[str, str]] = []
         seen: set[str] = set()
         for tag in tags:
-            if not isinstance(tag, dict) or not isinstance(tag.get("TagKey"), str) or not isinstance(tag.get("TagValue"), str):
+            if (
+                not isinstance(tag, dict)
+                or not isinstance(tag.get("TagKey"), str)
+                or not isinstance(tag.get("TagValue"), str)
+            ):
                 raise _validation("Each tag needs a TagKey and a TagValue")
             key, value = tag["TagKey"], tag["TagValue"]
             if not 1 <= len(key) <= 128:
-                raise _validation("1 validation error detected: Value at 'tags.member.tagKey' failed to satisfy constraint: Member must have length less than or equal to 128")
+                raise _validation(
+                    "1 validation error detected: Value at 'tags.member.tagKey' failed to satisfy constraint: Member must have length less than or equal to 128"
+                )
             if len(value) > 256:
-                raise _validation("1 validation error detected: Value at 'tags.member.tagValue' failed to satisfy constraint: Member must have length less than or equal to 256")
+                raise _validation(
+                    "1 validation error detected: Value at 'tags.member.tagValue' failed to satisfy constraint: Member must have length less than or equal to 256"
+                )
             if key.lower().startswith("aws:"):
                 raise KmsError("TagException", "Tags beginning with aws: are reserved")
             if key in seen:
@@ -544,9 +562,13 @@ class KmsEmulator(EmulatorApp):
         kind = KEY_SPECS[key["spec"]].kind
         method = WRAPPING_ALGORITHMS[algorithm]
         if method.hybrid and kind in (MaterialKind.SYMMETRIC, MaterialKind.HMAC):
-            raise _validation(f"{algorithm} is supported for RSA and ECC key material only; use RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1")
+            raise _validation(
+                f"{algorithm} is supported for RSA and ECC key material only; use RSAES_OAEP_SHA_256 or RSAES_OAEP_SHA_1"
+            )
         if not method.hybrid and kind is MaterialKind.RSA:
-            raise _validation(f"{algorithm} cannot wrap RSA key material; use RSA_AES_KEY_WRAP_SHA_256 or RSA_AES_KEY_WRAP_SHA_1")
+            raise _validation(
+                f"{algorithm} cannot wrap RSA key material; use RSA_AES_KEY_WRAP_SHA_256 or RSA_AES_KEY_WRAP_SHA_1"
+            )
         wrapping_key = self._wrapping_key(spec_name)
         token = b"kpimport" + os.urandom(56)
         valid_to = self._now() + IMPORT_PARAMETERS_LIFETIME
@@ -588,7 +610,8 @@ class KmsEmulator(EmulatorApp):
     def _require_external(self, key: dict[str, Any]) -> None:
         if key["origin"] != "EXTERNAL":
             raise KmsError(
-                "UnsupportedOperationException", f"{key['arn']} origin is {key['origin']} which is not valid for this operation."
+                "UnsupportedOperationException",
+                f"{key['arn']} origin is {key['origin']} which is not valid for this operation.",
             )
 
     def _op_ImportKeyMaterial(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -600,9 +623,13 @@ class KmsEmulator(EmulatorApp):
             self._refuse_pending_deletion(key)
             record = self.store.get("tokens", hashlib.sha256(token).hexdigest())
             if record is None or record["key"] != key["id"]:
-                raise KmsError("InvalidImportTokenException", "The import token is invalid or belongs to another KMS key.")
+                raise KmsError(
+                    "InvalidImportTokenException", "The import token is invalid or belongs to another KMS key."
+                )
             if datetime.fromisoformat(record["valid_to"]) <= self._now():
-                raise KmsError("ExpiredImportTokenException", "The import token has expired. Call GetParametersForImport again.")
+                raise KmsError(
+                    "ExpiredImportTokenException", "The import token has expired. Call GetParametersForImport again."
+                )
             expiration_model, valid_to = self._expiry(body)
             spec = KEY_SPECS[key["spec"]]
             material = self._unwrap(record, wrapped)
@@ -626,7 +653,9 @@ class KmsEmulator(EmulatorApp):
     @staticmethod
     def _material_description(value: Any) -> str:
         if not isinstance(value, str) or len(value) > 256 or not _MATERIAL_DESCRIPTION.match(value):
-            raise _validation("KeyMaterialDescription must be at most 256 characters of letters, digits, spaces and :/_.-")
+            raise _validation(
+                "KeyMaterialDescription must be at most 256 characters of letters, digits, spaces and :/_.-"
+            )
         return value
 
     def _expiry(self, body: dict[str, Any]) -> tuple[str, datetime | None]:
@@ -635,7 +664,9 @@ class KmsEmulator(EmulatorApp):
             raise _validation(f"ExpirationModel {model} is not valid")
         if model == "KEY_MATERIAL_DOES_NOT_EXPIRE":
             if body.get("ValidTo") is not None:
-                raise _validation("A validTo date must not be set if the ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE")
+                raise _validation(
+                    "A validTo date must not be set if the ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE"
+                )
             return model, None
         if body.get("ValidTo") is None:
             raise _validation("A validTo date must be set if the ExpirationModel is KEY_MATERIAL_EXPIRES")
@@ -665,8 +696,15 @@ class KmsEmulator(EmulatorApp):
         import_type = body.get("ImportType") or ("EXISTING_KEY_MATERIAL" if materials else "NEW_KEY_MATERIAL")
         if import_type not in ("NEW_KEY_MATERIAL", "EXISTING_KEY_MATERIAL"):
             raise _validation(f"ImportType {import_type} is not valid")
-        if body.get("ImportType") and spec.kind is not MaterialKind.SYMMETRIC and materials and import_type == "NEW_KEY_MATERIAL":
-            raise KmsError("UnsupportedOperationException", "You cannot import new key material into asymmetric or HMAC KMS keys.")
+        if (
+            body.get("ImportType")
+            and spec.kind is not MaterialKind.SYMMETRIC
+            and materials
+            and import_type == "NEW_KEY_MATERIAL"
+        ):
+            raise KmsError(
+                "UnsupportedOperationException", "You cannot import new key material into asymmetric or HMAC KMS keys."
+            )
         if import_type == "EXISTING_KEY_MATERIAL":
             return self._reimport(key, material_id, body.get("KeyMaterialId"))
         if body.get("KeyMaterialId"):
@@ -689,14 +727,15 @@ class KmsEmulator(EmulatorApp):
 
     @staticmethod
     def _reimport(key: dict[str, Any], material_id: str, requested_id: Any) -> dict[str, Any]:
-        if not key["materials"]:
+        materials: list[dict[str, Any]] = key["materials"]
+        if not materials:
             raise _validation("There is no key material to reimport; import with ImportType NEW_KEY_MATERIAL first")
         if requested_id is not None:
-            target = next((m for m in key["materials"] if m["id"] == requested_id), None)
+            target = next((m for m in materials if m["id"] == requested_id), None)
             if target is None:
                 raise KmsError("NotFoundException", f"Key material {requested_id} does not exist for {key['arn']}")
         else:
-            target = next((m for m in key["materials"] if m["id"] == material_id), None)
+            target = next((m for m in materials if m["id"] == material_id), None)
         if target is None or target["id"] != material_id:
             raise KmsError(
                 "IncorrectKeyMaterialException",
@@ -745,17 +784,26 @@ class KmsEmulator(EmulatorApp):
             key = self._load(region, body.get("KeyId"))
             spec = KEY_SPECS[key["spec"]]
             if spec.kind is not MaterialKind.SYMMETRIC:
-                raise KmsError("UnsupportedOperationException", f"{key['arn']} key spec {key['spec']} cannot be rotated on demand.")
+                raise KmsError(
+                    "UnsupportedOperationException", f"{key['arn']} key spec {key['spec']} cannot be rotated on demand."
+                )
             self._usable(key)
             if key["rotations"] >= ON_DEMAND_ROTATION_LIMIT:
-                raise KmsError("LimitExceededException", f"The on-demand rotations limit has been reached for {key['arn']}.")
+                raise KmsError(
+                    "LimitExceededException", f"The on-demand rotations limit has been reached for {key['arn']}."
+                )
             now = self._now()
             if key["origin"] == "EXTERNAL":
                 pending = next((m for m in key["materials"] if m["state"] == "PENDING_ROTATION"), None)
                 if pending is None:
-                    raise KmsError("KMSInvalidStateException", f"No available key material pending rotation for the key: {key['arn']}.")
+                    raise KmsError(
+                        "KMSInvalidStateException",
+                        f"No available key material pending rotation for the key: {key['arn']}.",
+                    )
             else:
-                pending = self._material_record(key["id"], spec, _generate_material(spec), now, "PENDING_ROTATION", None)
+                pending = self._material_record(
+                    key["id"], spec, _generate_material(spec), now, "PENDING_ROTATION", None
+                )
                 key["materials"].append(pending)
             for material in key["materials"]:
                 if material["state"] == "CURRENT":
@@ -773,7 +821,9 @@ class KmsEmulator(EmulatorApp):
         with self.store.transaction():
             key = self._load(region, body.get("KeyId"))
         if KEY_SPECS[key["spec"]].kind is not MaterialKind.SYMMETRIC:
-            raise KmsError("UnsupportedOperationException", f"{key['arn']} key spec {key['spec']} has no key rotations.")
+            raise KmsError(
+                "UnsupportedOperationException", f"{key['arn']} key spec {key['spec']} has no key rotations."
+            )
         materials = [m for m in key["materials"] if include == "ALL_KEY_MATERIAL" or m["rotation_date"]]
         page, extra = _page(materials, body, 100, 1000)
         return {"Rotations": [self._rotation_entry(key, m) for m in page], **extra}
@@ -833,11 +883,18 @@ class KmsEmulator(EmulatorApp):
     @staticmethod
     def _validate_alias_name(name: Any) -> str:
         if not isinstance(name, str) or not name.startswith("alias/"):
-            raise _validation("Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html")
+            raise _validation(
+                'Alias must start with the prefix "alias/". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html'
+            )
         if name.startswith("alias/aws/"):
-            raise KmsError("NotAuthorizedException", f"{name} is a reserved alias name; alias/aws/ names belong to AWS managed keys.")
+            raise KmsError(
+                "NotAuthorizedException",
+                f"{name} is a reserved alias name; alias/aws/ names belong to AWS managed keys.",
+            )
         if len(name) > 256 or not _ALIAS_NAME.match(name):
-            raise _validation("Alias names may contain only alphanumeric characters, forward slashes (/), underscores (_) and dashes (-)")
+            raise _validation(
+                "Alias names may contain only alphanumeric characters, forward slashes (/), underscores (_) and dashes (-)"
+            )
         return name
 
     def _alias_target(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -853,9 +910,13 @@ class KmsEmulator(EmulatorApp):
         with self.store.transaction():
             key = self._alias_target(region, body)
             if self.store.get("aliases", f"{region}:{name}") is not None:
-                raise KmsError("AlreadyExistsException", f"An alias with the name {self._alias_arn(region, name)} already exists")
+                raise KmsError(
+                    "AlreadyExistsException", f"An alias with the name {self._alias_arn(region, name)} already exists"
+                )
             now = self._now().isoformat()
-            self.store.put("aliases", f"{region}:{name}", {"name": name, "target": key["id"], "created": now, "updated": now})
+            self.store.put(
+                "aliases", f"{region}:{name}", {"name": name, "target": key["id"], "created": now, "updated": now}
+            )
         return {}
 
     def _op_UpdateAlias(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -928,7 +989,10 @@ class KmsEmulator(EmulatorApp):
         with self.store.transaction():
             key = self._load(region, key_id)
             if body.get("KeyId") and self._key_id_of(region, body["KeyId"]) != key_id:
-                raise KmsError("IncorrectKeyException", "The key ID in the request does not identify the key that encrypted the ciphertext.")
+                raise KmsError(
+                    "IncorrectKeyException",
+                    "The key ID in the request does not identify the key that encrypted the ciphertext.",
+                )
             self._require_usage(key, "ENCRYPT_DECRYPT", MaterialKind.SYMMETRIC)
             self._usable(key)
             material = next((m for m in key["materials"] if m["id"] == material_id), None)
@@ -953,7 +1017,10 @@ class KmsEmulator(EmulatorApp):
     def _require_usage(self, key: dict[str, Any], usage: str, kind: MaterialKind | None = None) -> None:
         spec = KEY_SPECS[key["spec"]]
         if key["usage"] != usage or (kind is not None and spec.kind is not kind):
-            raise KmsError("InvalidKeyUsageException", f"{key['arn']} key usage is {key['usage']} which is not valid for this operation.")
+            raise KmsError(
+                "InvalidKeyUsageException",
+                f"{key['arn']} key usage is {key['usage']} which is not valid for this operation.",
+            )
 
     def _mac(self, region: str, body: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         message = _blob(body, "Message")
@@ -982,7 +1049,9 @@ class KmsEmulator(EmulatorApp):
         with self.store.transaction():
             key = self._load(region, body.get("KeyId"))
             if KEY_SPECS[key["spec"]].kind not in (MaterialKind.RSA, MaterialKind.EC):
-                raise KmsError("UnsupportedOperationException", f"{key['arn']} key spec {key['spec']} is not asymmetric.")
+                raise KmsError(
+                    "UnsupportedOperationException", f"{key['arn']} key spec {key['spec']} is not asymmetric."
+                )
             material = self._usable(key)
         return key, serialization.load_der_private_key(base64.b64decode(material["secret"]), password=None)
 
@@ -992,7 +1061,12 @@ class KmsEmulator(EmulatorApp):
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         metadata = self._metadata(key)
-        result = {"KeyId": key["arn"], "PublicKey": base64.b64encode(spki).decode(), "KeySpec": key["spec"], "KeyUsage": key["usage"]}
+        result = {
+            "KeyId": key["arn"],
+            "PublicKey": base64.b64encode(spki).decode(),
+            "KeySpec": key["spec"],
+            "KeyUsage": key["usage"],
+        }
         for field in ("SigningAlgorithms", "EncryptionAlgorithms"):
             if field in metadata:
                 result[field] = metadata[field]
@@ -1040,7 +1114,11 @@ def _check_material(spec: KeySpecInfo, material: SecretBytes) -> None:
     if spec.kind is MaterialKind.RSA:
         if not isinstance(private_key, rsa.RSAPrivateKey) or private_key.key_size != spec.bits:
             raise wrong
-    elif not isinstance(private_key, ec.EllipticCurvePrivateKey) or spec.curve is None or not isinstance(private_key.curve, spec.curve):
+    elif (
+        not isinstance(private_key, ec.EllipticCurvePrivateKey)
+        or spec.curve is None
+        or not isinstance(private_key.curve, spec.curve)
+    ):
         raise wrong
 
 
@@ -1054,7 +1132,9 @@ def _generate_material(spec: KeySpecInfo) -> SecretBytes:
         assert spec.curve is not None
         private_key = ec.generate_private_key(spec.curve())
     return SecretBytes(
-        private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
 
 

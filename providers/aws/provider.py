@@ -240,7 +240,10 @@ class AwsKmsPlugin(ProviderPlugin):
             if name in RESERVED_TAGS:
                 error(f"The label {name} is reserved for keyplan", f"keyplan sets {name} itself. Rename this label.")
             elif name.lower().startswith("aws:"):
-                error(f"AWS reserves tag keys beginning with aws: ({name})", "Rename the label so it does not start with aws:.")
+                error(
+                    f"AWS reserves tag keys beginning with aws: ({name})",
+                    "Rename the label so it does not start with aws:.",
+                )
             if not 1 <= len(name) <= 128:
                 error(f"AWS KMS tag keys are 1 to 128 characters ({name[:40]!r})", "Shorten or rename the label.")
             if len(value) > 256:
@@ -256,9 +259,14 @@ class AwsKmsPlugin(ProviderPlugin):
     def _check_aliases(key: KeySpec, error: Callable[[str, str], None]) -> None:
         for alias in key.aliases:
             if not alias.startswith("alias/") or alias == "alias/":
-                error(f"AWS KMS alias names start with alias/ ({alias})", f"Write it as alias/{alias.removeprefix('alias/')}.")
+                error(
+                    f"AWS KMS alias names start with alias/ ({alias})",
+                    f"Write it as alias/{alias.removeprefix('alias/')}.",
+                )
             elif alias.startswith("alias/aws/"):
-                error(f"alias/aws/ names are reserved for AWS managed keys ({alias})", "Choose a name outside alias/aws/.")
+                error(
+                    f"alias/aws/ names are reserved for AWS managed keys ({alias})", "Choose a name outside alias/aws/."
+                )
             elif len(alias) > 256 or not re.fullmatch(r"[a-zA-Z0-9:/_-]+", alias):
                 error(
                     f"AWS KMS alias names use letters, digits and :/_- only, up to 256 characters ({alias})",
@@ -346,7 +354,7 @@ def classify(exc: Exception, operation: str, remote_id: str | None, settings: Aw
 
 def _credentials_fix(settings: AwsSettings) -> str:
     if settings.credentials == "local":
-        return "The endpoint rejected keyplan's local dummy credentials; use credentials = \"default\" for a real KMS."
+        return 'The endpoint rejected keyplan\'s local dummy credentials; use credentials = "default" for a real KMS.'
     return (
         "Configure AWS credentials (environment variables, `aws configure`, `aws sso login`, or the `profile` setting) "
         "for an identity allowed to use KMS in this region, or set `assume_role_arn` to a role that is."
@@ -376,7 +384,7 @@ class AwsKmsProvider(Provider):
         self._endpoint_url = endpoint
         try:
             self._client = self._make_client(endpoint, local)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
             self.close()
             raise classify(exc, "client setup", None, settings) from None
 
@@ -393,7 +401,9 @@ class AwsKmsProvider(Provider):
         )
         if local:
             session = boto3.session.Session(
-                aws_access_key_id=LOCAL_ACCESS_KEY, aws_secret_access_key=LOCAL_ACCESS_KEY, region_name=self.settings.region
+                aws_access_key_id=LOCAL_ACCESS_KEY,
+                aws_secret_access_key=LOCAL_ACCESS_KEY,
+                region_name=self.settings.region,
             )
         else:
             session = boto3.session.Session(profile_name=self.settings.profile, region_name=self.settings.region)
@@ -419,11 +429,13 @@ class AwsKmsProvider(Provider):
         method = getattr(self._client, re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower())
         try:
             result: dict[str, Any] = method(**kwargs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
             raise classify(exc, operation, remote_id, self.settings) from None
         return result
 
-    def _pages(self, operation: str, field: str, remote_id: str | None = None, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    def _pages(
+        self, operation: str, field: str, remote_id: str | None = None, **kwargs: Any
+    ) -> Iterator[dict[str, Any]]:
         marker: str | None = None
         while True:
             page = self._call(operation, remote_id, **kwargs, **({"Marker": marker} if marker else {}))
@@ -442,7 +454,10 @@ class AwsKmsProvider(Provider):
     # -- reading ----------------------------------------------------------------------------------
 
     def _tags(self, remote_id: str) -> dict[str, str]:
-        return {t["TagKey"]: t["TagValue"] for t in self._pages("ListResourceTags", "Tags", remote_id, KeyId=remote_id, Limit=50)}
+        return {
+            t["TagKey"]: t["TagValue"]
+            for t in self._pages("ListResourceTags", "Tags", remote_id, KeyId=remote_id, Limit=50)
+        }
 
     def _aliases_by_key(self, key_id: str | None = None) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
@@ -465,7 +480,12 @@ class AwsKmsProvider(Provider):
                 ),
             )
         rotations = self._pages(
-            "ListKeyRotations", "Rotations", remote_id, KeyId=remote_id, IncludeKeyMaterial="ALL_KEY_MATERIAL", Limit=1000
+            "ListKeyRotations",
+            "Rotations",
+            remote_id,
+            KeyId=remote_id,
+            IncludeKeyMaterial="ALL_KEY_MATERIAL",
+            Limit=1000,
         )
         return tuple(_version(r) for r in rotations)
 
@@ -673,7 +693,8 @@ class AwsKmsProvider(Provider):
 
     def _current_material(self, remote_id: str) -> str | None:
         metadata = self._call("DescribeKey", remote_id, KeyId=remote_id)["KeyMetadata"]
-        return metadata.get("CurrentKeyMaterialId")
+        current = metadata.get("CurrentKeyMaterialId")
+        return str(current) if current else None
 
     def update_key(self, request: UpdateKeyRequest) -> RemoteKey:
         remote_id, key = request.remote_id, request.key

@@ -47,7 +47,9 @@ class Cloud:
         self.control("/_emulator/clock", {"advance_seconds": seconds})
 
     def fingerprints(self) -> dict[str, str]:
-        return {m["version"]: m["fingerprint"] for m in self.control("/_emulator/materials")["materials"] if m["imported"]}
+        return {
+            m["version"]: m["fingerprint"] for m in self.control("/_emulator/materials")["materials"] if m["imported"]
+        }
 
     def stop(self) -> None:
         self.server.stop()
@@ -104,7 +106,9 @@ def aes_material() -> SecretBytes:
 
 def pkcs8(private_key: Any) -> SecretBytes:
     return SecretBytes(
-        private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
 
 
@@ -272,7 +276,9 @@ def test_reimport_needs_the_same_bytes_after_deletion_of_material(cloud: Cloud) 
     with pytest.raises(ClientError) as caught:
         import_material(cloud, key["KeyId"], aes_material())
     assert error_of(caught)[0] == "IncorrectKeyMaterialException"
-    again = import_material(cloud, key["KeyId"], material, ImportType="EXISTING_KEY_MATERIAL", KeyMaterialId=material_id)
+    again = import_material(
+        cloud, key["KeyId"], material, ImportType="EXISTING_KEY_MATERIAL", KeyMaterialId=material_id
+    )
     assert again["KeyMaterialId"] == material_id
     assert cloud.kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"kept"
     assert cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"
@@ -282,7 +288,11 @@ def test_material_expires_when_the_clock_passes_valid_to(cloud: Cloud) -> None:
     key = external_key(cloud)
     material = aes_material()
     import_material(
-        cloud, key["KeyId"], material, ExpirationModel="KEY_MATERIAL_EXPIRES", ValidTo=datetime.now(UTC) + timedelta(days=2)
+        cloud,
+        key["KeyId"],
+        material,
+        ExpirationModel="KEY_MATERIAL_EXPIRES",
+        ValidTo=datetime.now(UTC) + timedelta(days=2),
     )
     cloud.advance(3 * 86400)
     metadata = cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
@@ -292,7 +302,9 @@ def test_material_expires_when_the_clock_passes_valid_to(cloud: Cloud) -> None:
     assert error_of(caught)[0] == "KMSInvalidStateException"
     assert cloud.fingerprints() == {}
     import_material(cloud, key["KeyId"], material)
-    assert cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["ExpirationModel"] == "KEY_MATERIAL_DOES_NOT_EXPIRE"
+    assert (
+        cloud.kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["ExpirationModel"] == "KEY_MATERIAL_DOES_NOT_EXPIRE"
+    )
 
 
 def test_on_demand_rotation_of_imported_symmetric_material(cloud: Cloud) -> None:
@@ -430,7 +442,9 @@ def test_tag_rules(cloud: Cloud) -> None:
     cloud.kms.tag_resource(KeyId=key["KeyId"], Tags=[{"TagKey": f"t{i}", "TagValue": str(i)} for i in range(5)])
     cloud.kms.tag_resource(KeyId=key["KeyId"], Tags=[{"TagKey": "t0", "TagValue": "changed"}])
     cloud.kms.untag_resource(KeyId=key["KeyId"], TagKeys=["t4"])
-    pages = list(cloud.kms.get_paginator("list_resource_tags").paginate(KeyId=key["KeyId"], PaginationConfig={"PageSize": 2}))
+    pages = list(
+        cloud.kms.get_paginator("list_resource_tags").paginate(KeyId=key["KeyId"], PaginationConfig={"PageSize": 2})
+    )
     assert len(pages) == 2 and pages[0]["Truncated"] is True
     tags = {t["TagKey"]: t["TagValue"] for page in pages for t in page["Tags"]}
     assert tags == {"t0": "changed", "t1": "1", "t2": "2", "t3": "3"}

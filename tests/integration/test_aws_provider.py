@@ -63,7 +63,9 @@ def aws(tmp_path: Path) -> Iterator[Setup]:
     store = DocumentStore(tmp_path / "aws.sqlite")
     server = EmulatorServer(KmsEmulator(store, Clock()), cert_dir=tmp_path).start()
     settings = AwsSettings(region=REGION, endpoint=server.url, credentials="local", wrapping_key_spec="RSA_2048")
-    provider = PLUGIN.open(settings, RuntimeContext(address="aws.test", working_dir=tmp_path, data_dir=tmp_path / ".kp"))
+    provider = PLUGIN.open(
+        settings, RuntimeContext(address="aws.test", working_dir=tmp_path, data_dir=tmp_path / ".kp")
+    )
     assert isinstance(provider, AwsKmsProvider)
     kms = boto3.client(
         "kms", endpoint_url=server.url, region_name=REGION, aws_access_key_id="t", aws_secret_access_key="t"
@@ -126,7 +128,10 @@ def update(aws: Setup, remote_id: str, key: KeySpec) -> Any:
 
 def test_wrap_offers_follow_what_aws_accepts() -> None:
     settings = AwsSettings(region=REGION)
-    methods = lambda name: [o.method for o in PLUGIN.wrap_offers(settings, ALGORITHMS[name])]  # noqa: E731
+
+    def methods(name: str) -> list[WrapMethod]:
+        return [o.method for o in PLUGIN.wrap_offers(settings, ALGORITHMS[name])]
+
     assert methods("AES_256") == [WrapMethod.RSAES_OAEP_SHA_256, WrapMethod.RSAES_OAEP_SHA_1]
     assert methods("HMAC_SHA512") == [WrapMethod.RSAES_OAEP_SHA_256, WrapMethod.RSAES_OAEP_SHA_1]
     assert methods("RSA_4096") == [WrapMethod.RSA_AES_KEY_WRAP_SHA_256, WrapMethod.RSA_AES_KEY_WRAP_SHA_1]
@@ -155,9 +160,22 @@ def test_check_key_reports_every_problem_with_its_range() -> None:
     diags = PLUGIN.check_key(AwsSettings(region=REGION), "aws.main", key)
     summaries = [d.summary for d in diags.errors]
     assert all(d.range == where and d.detail for d in diags.errors)
-    for needle in ("for encrypt", "cannot rotate", "365 days", "aws:", "reserved for keyplan", "1 to 128", "256", "start with alias/", "alias/aws/", "twice"):
+    for needle in (
+        "for encrypt",
+        "cannot rotate",
+        "365 days",
+        "aws:",
+        "reserved for keyplan",
+        "1 to 128",
+        "256",
+        "start with alias/",
+        "alias/aws/",
+        "twice",
+    ):
         assert any(needle in s for s in summaries), (needle, summaries)
-    assert not PLUGIN.check_key(AwsSettings(region=REGION), "aws.main", spec_for("AES_256", rotation=timedelta(days=90)))
+    assert not PLUGIN.check_key(
+        AwsSettings(region=REGION), "aws.main", spec_for("AES_256", rotation=timedelta(days=90))
+    )
 
 
 def test_check_key_counts_the_reserved_tags() -> None:
@@ -202,12 +220,22 @@ def test_create_key_tags_and_description(aws: Setup) -> None:
     assert metadata["Origin"] == "EXTERNAL" and metadata["KeyState"] == "PendingImport"
     assert metadata["Description"] == "payments data key" and metadata["KeySpec"] == "SYMMETRIC_DEFAULT"
     tags = {t["TagKey"]: t["TagValue"] for t in aws.kms.list_resource_tags(KeyId=remote_id)["Tags"]}
-    assert tags == {"team": "payments", "keyplan-address": encode_address(key.address), "keyplan-managed-by": MANAGED_BY}
+    assert tags == {
+        "team": "payments",
+        "keyplan-address": encode_address(key.address),
+        "keyplan-managed-by": MANAGED_BY,
+    }
     described = aws.provider.describe(remote_id)
-    assert described is not None and described.state is KeyState.PENDING_IMPORT and described.labels == {"team": "payments"}
+    assert (
+        described is not None
+        and described.state is KeyState.PENDING_IMPORT
+        and described.labels == {"team": "payments"}
+    )
 
 
-@pytest.mark.parametrize(("usage", "kms_usage"), [(KeyUsage.SIGN, "SIGN_VERIFY"), (KeyUsage.DECRYPT, "ENCRYPT_DECRYPT")])
+@pytest.mark.parametrize(
+    ("usage", "kms_usage"), [(KeyUsage.SIGN, "SIGN_VERIFY"), (KeyUsage.DECRYPT, "ENCRYPT_DECRYPT")]
+)
 def test_rsa_usage_maps_to_the_kms_key_usage(aws: Setup, usage: KeyUsage, kms_usage: str) -> None:
     remote_id = create(aws, spec_for("RSA_2048", usage=usage))
     assert aws.kms.describe_key(KeyId=remote_id)["KeyMetadata"]["KeyUsage"] == kms_usage
@@ -267,7 +295,9 @@ def test_asymmetric_keys_have_one_version_and_reimport_it(aws: Setup) -> None:
     remote_id = create(aws, key)
     private_key = ec.generate_private_key(ec.SECP256R1())
     material = SecretBytes(
-        private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     version = import_into(aws, remote_id, key, material)
     assert fingerprint_material(MaterialKind.EC, material) in aws.fingerprints()
@@ -331,9 +361,13 @@ def test_inventory_uses_bulk_listing_and_concurrent_per_key_reads(aws: Setup) ->
 
 def test_scan_reports_other_workspaces_keys_with_their_owner(aws: Setup) -> None:
     key = spec_for("AES_256")
-    remote_id = aws.provider.create_key(CreateKeyRequest(address=key.address, managed_by="keyplan-other", key=key)).remote_id
+    remote_id = aws.provider.create_key(
+        CreateKeyRequest(address=key.address, managed_by="keyplan-other", key=key)
+    ).remote_id
     inventory = aws.provider.inventory(InventoryRequest(managed_by=MANAGED_BY, scan=True, addresses=(key.address,)))
-    assert [(k.remote_id, k.managed_by, k.address) for k in inventory.keys] == [(remote_id, "keyplan-other", key.address)]
+    assert [(k.remote_id, k.managed_by, k.address) for k in inventory.keys] == [
+        (remote_id, "keyplan-other", key.address)
+    ]
 
 
 def test_discover_lists_imported_keys_only(aws: Setup) -> None:
