@@ -176,10 +176,12 @@ class GcpPlugin(ProviderPlugin):
                 **where,
             )
         for label, value in user_labels.items():
-            for problem in label_problems(label, value):
+            problems = label_problems(label, value)
+            if problems:
                 diags.error(
-                    "label not allowed by Google Cloud KMS",
-                    f"At {address}, the {problem}. Rename the label or change its value to follow these rules.",
+                    f"label {label!r} is not allowed by Google Cloud KMS",
+                    f"At {address}, the {'; the '.join(problems)}. Rename the label or change its value to follow "
+                    "these rules.",
                     **where,
                 )
         if key.expiry is not None:
