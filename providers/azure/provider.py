@@ -878,17 +878,17 @@ class AzureProvider(Provider):
         version = parts[2] if len(parts) > 2 else None
         kek = self._optional("reading the key-exchange key", lambda: self._client.get_key(parts[1], version))
         if kek is not None and self._kek_usable(kek):
-            if error.kind is ErrorKind.FATAL:
-                return ProviderError(
-                    ErrorKind.FATAL,
-                    "Azure refused the wrapped key material",
-                    f"{error.detail.removesuffix(' Fix the cause named by Azure and run keyplan again.')} The material "
-                    "must be wrapped with the key-exchange key named in the import parameters, and must be a key "
-                    "of the declared algorithm. Check the key source, then run keyplan apply again.",
-                    code=error.code,
-                    remote_id=request.remote_id,
-                )
-            return error
+            if error.kind is not ErrorKind.FATAL:
+                return error
+            return ProviderError(
+                ErrorKind.FATAL,
+                "Azure refused the wrapped key material",
+                f"{_service_message(error.__cause__)} The material must be wrapped with the key-exchange key named "
+                "in the import parameters and be a key of the declared algorithm. Check the key source, then run "
+                "keyplan apply again.",
+                code=error.code,
+                remote_id=request.remote_id,
+            )
         return ProviderError(
             ErrorKind.PARAMETERS_EXPIRED,
             "The key-exchange key these import parameters name is no longer usable",
