@@ -22,10 +22,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pkcs11
 from pkcs11 import Session, Token
 from pkcs11 import exceptions as p11
+
+if TYPE_CHECKING:
+    from pkcs11._pkcs11 import lib as Library
 
 from keyplan.provider import SourceError
 from providers.pkcs11.errors import token_error
@@ -40,7 +44,7 @@ class _SharedLogin:
 @dataclass
 class LoadedLibrary:
     path: str
-    lib: pkcs11.lib
+    lib: Library
     environment: dict[str, str]
     users: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -95,7 +99,7 @@ def attach(path: Path, environment: Mapping[str, str]) -> LoadedLibrary:
         return loaded
 
 
-def _load(path: str, environment: Mapping[str, str]) -> pkcs11.lib:
+def _load(path: str, environment: Mapping[str, str]) -> Library:
     try:
         with _environment(environment):
             lib = pkcs11.lib(path)

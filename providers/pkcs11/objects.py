@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, PrivateKey, PublicKey, SecretKey, Session
+from pkcs11.types import EncryptMixin, SignMixin
 
 from keyplan.crypto.fingerprint import FINGERPRINT_MESSAGE, hmac_fingerprint, kcv_fingerprint, spki_fingerprint
 
@@ -95,8 +97,11 @@ def secret_fingerprint(key: SecretKey) -> str:
     """AES: the key check value (ECB over a zero block); generic secrets: HMAC-SHA256 of the
     fingerprint message. Both run inside the token; the key never leaves it."""
     if key.key_type == KeyType.AES:
-        return kcv_fingerprint(key.encrypt(bytes(16), mechanism=Mechanism.AES_ECB))
-    return hmac_fingerprint(key.sign(FINGERPRINT_MESSAGE, mechanism=Mechanism.SHA256_HMAC))
+        # keyplan creates AES keys with ENCRYPT and generic secrets with SIGN for exactly this.
+        check_value = cast(EncryptMixin, key).encrypt(bytes(16), mechanism=Mechanism.AES_ECB)
+        assert isinstance(check_value, bytes)  # one block in, one block out (no streaming)
+        return kcv_fingerprint(check_value)
+    return hmac_fingerprint(cast(SignMixin, key).sign(FINGERPRINT_MESSAGE, mechanism=Mechanism.SHA256_HMAC))
 
 
 def public_fingerprint(public_key: PublicKey) -> str:

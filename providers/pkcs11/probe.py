@@ -44,11 +44,8 @@ def supported_algorithms(slot: Slot, mechanisms: set[int]) -> frozenset[str]:
         names |= {name for name, a in ALGORITHMS.items() if a.kind is MaterialKind.HMAC}
     if Mechanism.RSA_PKCS_KEY_PAIR_GEN in mechanisms:
         info = slot.get_mechanism_info(Mechanism.RSA_PKCS_KEY_PAIR_GEN)
-        names |= {
-            name
-            for name, a in ALGORITHMS.items()
-            if a.kind is MaterialKind.RSA and info.min_key_length <= a.bits <= info.max_key_length
-        }
+        low, high = info.min_key_length or 0, info.max_key_length or 1 << 20
+        names |= {name for name, a in ALGORITHMS.items() if a.kind is MaterialKind.RSA and low <= a.bits <= high}
     if Mechanism.EC_KEY_PAIR_GEN in mechanisms:
         names |= {name for name, a in ALGORITHMS.items() if a.kind is MaterialKind.EC and a.curve in CURVE_PARAMS}
     return frozenset(names)

@@ -97,7 +97,6 @@ class Pkcs11Source(KeySource):
             Attribute.PRIVATE: True,
             Attribute.WRAP_WITH_TRUSTED: self._settings.wrap_with_trusted,
         }
-        common = {"label": handle.label, "id": handle.object_id, "store": True}
         if algorithm.kind in (MaterialKind.SYMMETRIC, MaterialKind.HMAC):
             # ENCRYPT / SIGN only so the token can compute the key check value / fingerprint MAC.
             key_type, usage = (
@@ -105,19 +104,39 @@ class Pkcs11Source(KeySource):
                 if algorithm.kind is MaterialKind.SYMMETRIC
                 else (KeyType.GENERIC_SECRET, MechanismFlag.SIGN)
             )
-            key = session.generate_key(key_type, algorithm.bits, capabilities=usage, template=protection, **common)
+            key = session.generate_key(
+                key_type,
+                algorithm.bits,
+                label=handle.label,
+                id=handle.object_id,
+                store=True,
+                capabilities=usage,
+                template=protection,
+            )
             return secret_fingerprint(key)
         capabilities = MechanismFlag.SIGN | MechanismFlag.VERIFY
         if algorithm.kind is MaterialKind.RSA:
             public, _ = session.generate_keypair(
-                KeyType.RSA, algorithm.bits, capabilities=capabilities, private_template=protection, **common
+                KeyType.RSA,
+                algorithm.bits,
+                label=handle.label,
+                id=handle.object_id,
+                store=True,
+                capabilities=capabilities,
+                private_template=protection,
             )
         else:
             assert algorithm.curve is not None
             parameters = session.create_domain_parameters(
                 KeyType.EC, {Attribute.EC_PARAMS: CURVE_PARAMS[algorithm.curve]}, local=True
             )
-            public, _ = parameters.generate_keypair(capabilities=capabilities, private_template=protection, **common)
+            public, _ = parameters.generate_keypair(
+                label=handle.label,
+                id=handle.object_id,
+                store=True,
+                capabilities=capabilities,
+                private_template=protection,
+            )
         return public_fingerprint(public)
 
     def _destroy_quietly(self, session: Session, handle: TokenHandle) -> None:

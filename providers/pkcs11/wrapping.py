@@ -9,8 +9,11 @@ are concatenated RSA part first, which is what CKM_RSA_AES_KEY_WRAP itself outpu
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from cryptography.hazmat.primitives import serialization
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass, PrivateKey, PublicKey, SecretKey, Session
+from pkcs11.types import Key, WrapMixin
 from pkcs11.util import biginteger
 from pkcs11.util.rsa import decode_rsa_public_key
 
@@ -65,10 +68,10 @@ def wrap_in_token(
     native_hybrid: bool,
 ) -> bytes:
     if not method.hybrid:
-        return wrapping_key.wrap_key(target, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep_parameters(method))
+        return _wrap_key(wrapping_key, target, Mechanism.RSA_PKCS_OAEP, oaep_parameters(method))
     if native_hybrid:
         parameter = RsaAesKeyWrapParameter.for_method(method)
-        return wrapping_key.wrap_key(target, mechanism=RSA_AES_KEY_WRAP, mechanism_param=parameter.raw)
+        return _wrap_key(wrapping_key, target, RSA_AES_KEY_WRAP, parameter.raw)
     transport = session.generate_key(
         KeyType.AES,
         256,
@@ -77,10 +80,14 @@ def wrap_in_token(
         template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
     )
     try:
-        wrapped_target = transport.wrap_key(target, mechanism=Mechanism.AES_KEY_WRAP_PAD)
-        wrapped_transport = wrapping_key.wrap_key(
-            transport, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=oaep_parameters(method)
-        )
+        wrapped_target = _wrap_key(transport, target, Mechanism.AES_KEY_WRAP_PAD, None)
+        wrapped_transport = _wrap_key(wrapping_key, transport, Mechanism.RSA_PKCS_OAEP, oaep_parameters(method))
     finally:
         transport.destroy()
     return wrapped_transport + wrapped_target
+
+
+def _wrap_key(wrapping_key: Key, target: Key, mechanism: Mechanism, parameter: Any) -> bytes:
+    # Every wrapping key here is created with WRAP=True, which gives it python-pkcs11's wrap_key.
+    # `parameter` is python-pkcs11's per-mechanism form: a tuple for OAEP, raw bytes otherwise.
+    return bytes(cast(WrapMixin, wrapping_key).wrap_key(target, mechanism=mechanism, mechanism_param=parameter))

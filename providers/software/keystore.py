@@ -91,8 +91,8 @@ class KeystoreEntry(_Model):
 
 
 class KeystoreDocument(_Model):
-    format: Literal["keyplan-keystore"] = FORMAT
-    format_version: Literal[1] = FORMAT_VERSION
+    format: Literal["keyplan-keystore"] = "keyplan-keystore"
+    format_version: Literal[1] = 1
     protection: Protection
     verifier: Sealed
     entries: dict[str, KeystoreEntry] = {}

@@ -20,7 +20,7 @@ from keyplan.provider import (
     WrappedMaterial,
     WrapRequest,
 )
-from providers.software.keystore import Keystore, KeystoreEntry
+from providers.software.keystore import Keystore, KeystoreEntry, MasterKey
 from providers.software.material import generate_material
 
 CAPABILITIES = SourceCapabilities(
@@ -58,22 +58,21 @@ class SoftwareSource(KeySource):
         return GeneratedMaterial(handle=handle, fingerprint=fingerprint, created_at=created_at)
 
     def wrap(self, request: WrapRequest) -> WrappedMaterial:
-        entry = self._entry(request.handle)
-        if entry is None:
+        found = self._entry(request.handle)
+        if found is None:
             raise SourceError(
                 "Key material not found in the software keystore",
                 f"The handle {request.handle!r} is not in {self._keystore.path}. The keystore was "
                 "replaced or the entry removed; generate new material for this key.",
             )
+        entry, master = found
         if entry.algorithm != request.algorithm.name:
             raise SourceError(
                 "Key material has a different algorithm",
                 f"The handle {request.handle!r} holds {entry.algorithm} material, not "
                 f"{request.algorithm.name}. The state and the keystore disagree; generate new material.",
             )
-        document = self._keystore.read()
-        assert document is not None  # _entry found the entry in it
-        material = self._keystore.open_entry(request.handle, entry, self._keystore.unlock(document))
+        material = self._keystore.open_entry(request.handle, entry, master)
         try:
             blob = wrap(request.method, request.wrapping_public_key, material)
         except ValueError as exc:
@@ -87,19 +86,20 @@ class SoftwareSource(KeySource):
         return WrappedMaterial(method=request.method, blob=blob)
 
     def describe(self, handle: str) -> MaterialInfo:
-        entry = self._entry(handle)
-        if entry is None:
+        found = self._entry(handle)
+        if found is None:
             return MaterialInfo(handle=handle, present=False)
-        return MaterialInfo(handle=handle, fingerprint=entry.fingerprint, present=True)
+        return MaterialInfo(handle=handle, fingerprint=found[0].fingerprint, present=True)
 
     def close(self) -> None:
         self._keystore.close()
 
-    def _entry(self, handle: str) -> KeystoreEntry | None:
-        """The entry under `handle`; opening the keystore proves the passphrase is right, so a
-        wrong one is reported on the first use, not on the first wrap."""
+    def _entry(self, handle: str) -> tuple[KeystoreEntry, MasterKey] | None:
+        """The entry under `handle` and the unlocked master key; unlocking proves the passphrase
+        is right, so a wrong one is reported on first use (a plan), not on the first wrap."""
         document = self._keystore.read()
         if document is None:
             return None
-        self._keystore.unlock(document)
-        return document.entries.get(handle)
+        master = self._keystore.unlock(document)
+        entry = document.entries.get(handle)
+        return None if entry is None else (entry, master)

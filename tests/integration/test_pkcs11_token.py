@@ -272,6 +272,7 @@ def test_native_rsa_aes_key_wrap_reaches_the_token(source: KeySource, token: Dev
     session = raw_session(token)
     try:
         target = session.get_key(object_class=ObjectClass.SECRET_KEY, label=handle.label, id=handle.object_id)
+        assert isinstance(target, pkcs11.SecretKey)
         cloud_key = import_wrapping_key(session, spki)
         with pytest.raises(pkcs11.exceptions.MechanismInvalid):
             wrap_in_token(session, cloud_key, target, WrapMethod.RSA_AES_KEY_WRAP_SHA_1, native_hybrid=True)
