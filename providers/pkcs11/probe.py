@@ -86,7 +86,8 @@ def _fingerprintable(session: Session, algorithms: frozenset[str]) -> tuple[froz
     inside the token, and some tokens (SoftHSM) refuse HMAC keys shorter than the digest."""
     refused: list[str] = []
     for name in sorted(n for n in algorithms if ALGORITHMS[n].kind is MaterialKind.HMAC):
-        key = session.generate_key(KeyType.GENERIC_SECRET, ALGORITHMS[name].bits, store=False, capabilities=MechanismFlag.SIGN)
+        bits = ALGORITHMS[name].bits
+        key = session.generate_key(KeyType.GENERIC_SECRET, bits, store=False, capabilities=MechanismFlag.SIGN)
         try:
             secret_fingerprint(key)
         except p11.PKCS11Error:
@@ -117,21 +118,20 @@ def _working_methods(
     )
     try:
         expected = secret_fingerprint(test_key)
+
+        def round_trips(method: WrapMethod, native_hybrid: bool) -> bool:
+            return _round_trips(session, wrapping_key, test_key, method, native_hybrid, private_key, expected)
+
         methods: set[WrapMethod] = set()
         native: set[WrapMethod] = set()
         for method in WrapMethod:
             if not method.hybrid:
-                if Mechanism.RSA_PKCS_OAEP in mechanisms and _round_trips(session, wrapping_key, test_key, method, False, private_key, expected):
+                if Mechanism.RSA_PKCS_OAEP in mechanisms and round_trips(method, False):
                     methods.add(method)
-                continue
-            if CKM_RSA_AES_KEY_WRAP in mechanisms and _round_trips(session, wrapping_key, test_key, method, True, private_key, expected):
+            elif CKM_RSA_AES_KEY_WRAP in mechanisms and round_trips(method, True):
                 methods.add(method)
                 native.add(method)
-            elif (
-                not trusted_only
-                and Mechanism.AES_KEY_WRAP_PAD in mechanisms
-                and _round_trips(session, wrapping_key, test_key, method, False, private_key, expected)
-            ):
+            elif not trusted_only and Mechanism.AES_KEY_WRAP_PAD in mechanisms and round_trips(method, False):
                 methods.add(method)
         return methods, native
     finally:
