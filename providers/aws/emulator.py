@@ -5,7 +5,7 @@ It keeps every key, alias, import token and wrapping key in the `DocumentStore`,
 time question with the emulator `Clock`, and really unwraps what ImportKeyMaterial receives with
 the private half of the wrapping key it handed out. Imported material is then used for
 Encrypt/Decrypt (AES-GCM), GenerateMac/VerifyMac and Sign/GetPublicKey, so a test can prove the
-cloud holds what keyplan wrapped. The rules enforced are those of /work/shared/BYOK.md §1-2:
+cloud holds what keyplan wrapped. The rules enforced are AWS KMS's documented BYOK rules:
 PendingImport keys, 24-hour import tokens bound to key, algorithm and wrapping key, ValidTo at
 most 365 days ahead, expiry of material, re-import of the same bytes only, one pending NEW
 material per key, RotateKeyOnDemand, deletion windows of 7-30 days, tag and alias rules.
@@ -241,7 +241,7 @@ class KmsEmulator(EmulatorApp):
             if key["origin"] != "EXTERNAL":
                 continue
             for material in key["materials"]:
-                if material.get("fingerprint"):
+                if material.get("fingerprint") and material["secret"] is not None:
                     result.append(
                         {
                             "key": key["arn"],
@@ -573,6 +573,7 @@ class KmsEmulator(EmulatorApp):
         token = b"kpimport" + os.urandom(56)
         valid_to = self._now() + IMPORT_PARAMETERS_LIFETIME
         with self.store.transaction():
+            self._forget_expired_tokens()
             self.store.put(
                 "tokens",
                 hashlib.sha256(token).hexdigest(),
@@ -594,6 +595,14 @@ class KmsEmulator(EmulatorApp):
             "PublicKey": base64.b64encode(public).decode(),
             "ParametersValidTo": valid_to.timestamp(),
         }
+
+    def _forget_expired_tokens(self) -> None:
+        """Expired tokens can only ever be answered with ExpiredImportTokenException; a day after
+        expiry they are dropped (a stale token then reads as invalid) so the store stays small."""
+        horizon = self._now() - timedelta(days=1)
+        for token_id, record in self.store.list("tokens"):
+            if datetime.fromisoformat(record["valid_to"]) < horizon:
+                self.store.delete("tokens", token_id)
 
     def _wrapping_key(self, spec_name: str) -> str:
         now = self._now()
