@@ -91,7 +91,14 @@ PURPOSE = ProtoEnum(
 )
 PROTECTION_LEVEL = ProtoEnum(
     "protectionLevel",
-    {"PROTECTION_LEVEL_UNSPECIFIED": 0, "SOFTWARE": 1, "HSM": 2, "EXTERNAL": 3, "EXTERNAL_VPC": 4, "HSM_SINGLE_TENANT": 5},
+    {
+        "PROTECTION_LEVEL_UNSPECIFIED": 0,
+        "SOFTWARE": 1,
+        "HSM": 2,
+        "EXTERNAL": 3,
+        "EXTERNAL_VPC": 4,
+        "HSM_SINGLE_TENANT": 5,
+    },
 )
 ALGORITHM = ProtoEnum(
     "algorithm",
@@ -285,7 +292,7 @@ def _parse_timestamp(text: str) -> datetime:
 
 def _parse_duration(value: Any) -> timedelta:
     if not isinstance(value, str) or not re.fullmatch(r"\d+(\.\d+)?s", value):
-        raise _invalid(f"Invalid duration {value!r}: expected seconds such as \"86400s\".")
+        raise _invalid(f'Invalid duration {value!r}: expected seconds such as "86400s".')
     return timedelta(seconds=float(value[:-1]))
 
 
@@ -325,7 +332,9 @@ def validate_labels(labels: Any) -> dict[str, str]:
                 "starting with a lowercase letter."
             )
         if len(value) > 63 or not all(_label_char(c, False) for c in value):
-            raise _invalid(f"Label value for key {key!r} is invalid: values are 0-63 lowercase letters, digits, '_' or '-'.")
+            raise _invalid(
+                f"Label value for key {key!r} is invalid: values are 0-63 lowercase letters, digits, '_' or '-'."
+            )
     return dict(labels)
 
 
@@ -404,6 +413,7 @@ _VERSION = _KEY + r"/cryptoKeyVersions/[^/:]+"
 _JOB = _RING + r"/importJobs/[^/:]+"
 
 RINGS, KEYS, VERSIONS, JOBS = "keyRings", "cryptoKeys", "cryptoKeyVersions", "importJobs"
+Handler = Callable[[Request, str], Response]
 
 
 class GcpKmsEmulator(EmulatorApp):
@@ -413,8 +423,7 @@ class GcpKmsEmulator(EmulatorApp):
 
     def __init__(self, store: DocumentStore, clock: Clock) -> None:
         super().__init__(store, clock)
-        route = Callable[[Request, str], Response]
-        self._routes: list[tuple[str, re.Pattern[str], str, route]] = [
+        self._routes: list[tuple[str, re.Pattern[str], str, Handler]] = [
             ("GET", re.compile(rf"^/v1/({_LOC})/keyRings$"), "ListKeyRings", self._list_key_rings),
             ("POST", re.compile(rf"^/v1/({_LOC})/keyRings$"), "CreateKeyRing", self._create_key_ring),
             ("GET", re.compile(rf"^/v1/({_RING})$"), "GetKeyRing", self._get_key_ring),
@@ -452,7 +461,7 @@ class GcpKmsEmulator(EmulatorApp):
 
     # -- EmulatorApp ------------------------------------------------------------------------------
 
-    def _match(self, request: Request) -> tuple[str, Callable[[Request, str], Response], str] | None:
+    def _match(self, request: Request) -> tuple[str, Handler, str] | None:
         path = unquote(request.path)
         for method, pattern, operation, handler in self._routes:
             match = pattern.match(path)
@@ -870,7 +879,9 @@ class GcpKmsEmulator(EmulatorApp):
         if legacy is not None and not method.hybrid:
             raise _invalid(f"rsa_aes_wrapped_key cannot be used with import method {job['importMethod']}.")
         if not method.hybrid and rule.kind is MaterialKind.RSA:
-            raise _invalid(f"Import method {job['importMethod']} cannot import RSA keys; use an RSA_OAEP_*_AES_256 method.")
+            raise _invalid(
+                f"Import method {job['importMethod']} cannot import RSA keys; use an RSA_OAEP_*_AES_256 method."
+            )
         blob = _b64decode(wrapped_key if wrapped_key is not None else legacy, "wrapped_key")
         outcome = self._unwrap_outcome(job, method, rule, algorithm, blob)
         with self.store.transaction():
@@ -878,7 +889,10 @@ class GcpKmsEmulator(EmulatorApp):
             if target:
                 doc = self._reimport_target(key, str(target), algorithm)
                 if outcome["state"] == "ENABLED" and doc.get("_digest") not in (None, outcome["digest"]):
-                    outcome = {"state": "IMPORT_FAILED", "reason": "The key material does not match the material previously imported into this version."}
+                    outcome = {
+                        "state": "IMPORT_FAILED",
+                        "reason": "The key material does not match the material previously imported into this version.",
+                    }
             else:
                 key = self._key(key_name)
                 version_id = str(key["_nextVersion"])
@@ -923,7 +937,10 @@ class GcpKmsEmulator(EmulatorApp):
         try:
             material = unwrap(method, private_key, blob)
         except UnwrapError:
-            return {"state": "IMPORT_FAILED", "reason": f"The wrapped key could not be unwrapped with ImportJob {job['name']}."}
+            return {
+                "state": "IMPORT_FAILED",
+                "reason": f"The wrapped key could not be unwrapped with ImportJob {job['name']}.",
+            }
         problem = _format_problem(rule, algorithm, material)
         if problem:
             return {"state": "IMPORT_FAILED", "reason": problem}
@@ -1049,13 +1066,27 @@ class GcpKmsEmulator(EmulatorApp):
     def _mac_sign(self, request: Request, name: str) -> Response:
         data = _b64decode(_field(self._body(request), "data") or "", "data")
         version, mac = self._mac(name, data)
-        return self._ok(request, {"name": name, "mac": _b64(mac), "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], self._ints(request))})
+        return self._ok(
+            request,
+            {
+                "name": name,
+                "mac": _b64(mac),
+                "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], self._ints(request)),
+            },
+        )
 
     def _mac_verify(self, request: Request, name: str) -> Response:
         body = self._body(request)
         version, mac = self._mac(name, _b64decode(_field(body, "data") or "", "data"))
         success = hmac.compare_digest(mac, _b64decode(_field(body, "mac") or "", "mac"))
-        return self._ok(request, {"name": name, "success": success, "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], self._ints(request))})
+        return self._ok(
+            request,
+            {
+                "name": name,
+                "success": success,
+                "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], self._ints(request)),
+            },
+        )
 
     def _asymmetric_sign(self, request: Request, name: str) -> Response:
         body = self._body(request)
@@ -1064,7 +1095,11 @@ class GcpKmsEmulator(EmulatorApp):
         if ALGORITHM_RULES[algorithm].purpose != "ASYMMETRIC_SIGN" or "RAW" in algorithm:
             raise _invalid(f"{name} cannot sign digests (algorithm {algorithm}).")
         hash_name = "sha512" if algorithm.endswith("SHA512") else "sha384" if algorithm.endswith("SHA384") else "sha256"
-        chosen: hashes.HashAlgorithm = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}[hash_name]
+        chosen: hashes.HashAlgorithm = {
+            "sha256": hashes.SHA256(),
+            "sha384": hashes.SHA384(),
+            "sha512": hashes.SHA512(),
+        }[hash_name]
         digest_field = _field(body, "digest") or {}
         if isinstance(digest_field, dict) and digest_field.get(hash_name):
             digest = _b64decode(digest_field[hash_name], "digest")
@@ -1087,7 +1122,14 @@ class GcpKmsEmulator(EmulatorApp):
             signature = private.sign(digest, ec.ECDSA(prehashed))
         else:
             raise _invalid(f"AsymmetricSign over a digest is not supported for {algorithm}.")
-        return self._ok(request, {"name": name, "signature": _b64(signature), "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], self._ints(request))})
+        return self._ok(
+            request,
+            {
+                "name": name,
+                "signature": _b64(signature),
+                "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], self._ints(request)),
+            },
+        )
 
     def _get_public_key(self, request: Request, name: str) -> Response:
         version, material = self._usable(name)

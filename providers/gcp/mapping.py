@@ -76,7 +76,9 @@ def import_method_name(method: WrapMethod, wrapping_key_bits: int) -> str:
     try:
         return IMPORT_METHODS[(method, wrapping_key_bits)]
     except KeyError:
-        raise ValueError(f"Google Cloud KMS has no import method for {method.value} with RSA-{wrapping_key_bits}") from None
+        raise ValueError(
+            f"Google Cloud KMS has no import method for {method.value} with RSA-{wrapping_key_bits}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +143,9 @@ def label_problems(key: str, value: str) -> list[str]:
     if not 1 <= len(key) <= 63:
         problems.append(f"label key {key!r} must be 1 to 63 characters long")
     if not _LABEL_KEY_FIRST.match(key) or not all(c.islower() or c.isdigit() or c in "_-" for c in key):
-        problems.append(f"label key {key!r} must start with a lowercase letter and hold only lowercase letters, digits, '_' and '-'")
+        problems.append(
+            f"label key {key!r} must start with a lowercase letter and hold only lowercase letters, digits, '_' and '-'"
+        )
     if len(value) > 63:
         problems.append(f"label value of {key!r} must be at most 63 characters long")
     if not all(c.islower() or c.isdigit() or c in "_-" for c in value):
@@ -218,8 +222,10 @@ def key_state(current: VersionView | None, versions: list[VersionView]) -> KeySt
             "DISABLED": KeyState.DISABLED,
             "DESTROY_SCHEDULED": KeyState.PENDING_DELETION,
         }[current.state]
-    if versions and all(v.state in ("DESTROYED", "IMPORT_FAILED", "GENERATION_FAILED") for v in versions) and any(
-        v.state == "DESTROYED" for v in versions
+    if (
+        versions
+        and all(v.state in ("DESTROYED", "IMPORT_FAILED", "GENERATION_FAILED") for v in versions)
+        and any(v.state == "DESTROYED" for v in versions)
     ):
         return KeyState.DELETED
     return KeyState.PENDING_IMPORT

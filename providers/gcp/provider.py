@@ -99,8 +99,12 @@ class GcpSettings(ProviderSettings):
     """Attributes of a `provider "gcp"` block."""
 
     project: str = Field(description="Google Cloud project id that holds the key ring.")
-    location: str = Field(default="global", description='Cloud KMS location of the key ring, e.g. "global" or "europe-west1".')
-    key_ring: str = Field(description="Key ring holding keyplan's keys; created when missing (key rings cannot be deleted).")
+    location: str = Field(
+        default="global", description='Cloud KMS location of the key ring, e.g. "global" or "europe-west1".'
+    )
+    key_ring: str = Field(
+        description="Key ring holding keyplan's keys; created when missing (key rings cannot be deleted)."
+    )
     protection_level: Literal["HSM", "SOFTWARE"] = Field(
         default="HSM", description="Protection level of the keys and of the import jobs that wrap their material."
     )
@@ -171,8 +175,8 @@ class GcpPlugin(ProviderPlugin):
         if len(user_labels) + len(RESERVED_TAGS) > MAX_LABELS:
             diags.error(
                 f"too many labels for Google Cloud KMS ({len(user_labels)})",
-                f"A Cloud KMS key carries at most {MAX_LABELS} labels, and keyplan adds {len(RESERVED_TAGS)} of its own. "
-                f"Keep at most {MAX_LABELS - len(RESERVED_TAGS)} labels on this key.",
+                f"A Cloud KMS key carries at most {MAX_LABELS} labels, and keyplan adds {len(RESERVED_TAGS)} of its "
+                f"own. Keep at most {MAX_LABELS - len(RESERVED_TAGS)} labels on this key.",
                 **where,
             )
         for label, value in user_labels.items():
@@ -219,7 +223,10 @@ class GcpPlugin(ProviderPlugin):
         method = import_method_name(offer.method, offer.wrapping_key_bits)
         return [
             PrerequisiteSpec(
-                id=key_ring_prerequisite_id(ring), kind=KIND_KEY_RING, description=f"key ring {ring}", attributes={"name": ring}
+                id=key_ring_prerequisite_id(ring),
+                kind=KIND_KEY_RING,
+                description=f"key ring {ring}",
+                attributes={"name": ring},
             ),
             PrerequisiteSpec(
                 id=import_job_prerequisite_id(ring, method, gcp.protection_level),
@@ -307,7 +314,9 @@ def classify(exc: BaseException, action: str, remote_id: str | None = None) -> P
             f"Google Cloud KMS did not answer in time to {action}",
             "The call timed out. keyplan retries it; if it keeps failing, raise timeout_seconds or try again later.",
         )
-    if isinstance(exc, auth.GoogleAuthError | api.Unauthenticated | api.PermissionDenied | api.Forbidden | api.Unauthorized):
+    if isinstance(
+        exc, auth.GoogleAuthError | api.Unauthenticated | api.PermissionDenied | api.Forbidden | api.Unauthorized
+    ):
         return error(
             ErrorKind.AUTH,
             f"Google Cloud KMS refused the credentials used to {action}",
@@ -321,7 +330,10 @@ def classify(exc: BaseException, action: str, remote_id: str | None = None) -> P
             f"Google Cloud KMS has no such resource ({action})",
             f"{message} Check project, location and key_ring, or refresh keyplan's view with `keyplan plan`.",
         )
-    if isinstance(exc, api.TooManyRequests | api.InternalServerError | api.BadGateway | api.ServiceUnavailable | api.GatewayTimeout):
+    if isinstance(
+        exc,
+        api.TooManyRequests | api.InternalServerError | api.BadGateway | api.ServiceUnavailable | api.GatewayTimeout,
+    ):
         return error(
             ErrorKind.RETRYABLE,
             f"Google Cloud KMS is throttling or temporarily failing ({action})",
@@ -439,9 +451,7 @@ class GcpProvider(Provider):
         if spec.kind == KIND_IMPORT_JOB:
             self._ensure_key_ring(spec.attributes.get("key_ring", self._ring))
             known = request.known.remote_id if request.known else None
-            job = self._active_import_job(
-                spec.attributes["import_method"], spec.attributes["protection_level"], known
-            )
+            job = self._active_import_job(spec.attributes["import_method"], spec.attributes["protection_level"], known)
             return self._job_record(job, spec.id, dict(spec.attributes))
         raise ProviderError(
             ErrorKind.FATAL,
@@ -457,7 +467,12 @@ class GcpProvider(Provider):
                 raise
         parent, _, ring_id = ring.rpartition("/keyRings/")
         try:
-            self._call("create the key ring", self._client.create_key_ring, ring, request={"parent": parent, "key_ring_id": ring_id, "key_ring": {}})
+            self._call(
+                "create the key ring",
+                self._client.create_key_ring,
+                ring,
+                request={"parent": parent, "key_ring_id": ring_id, "key_ring": {}},
+            )
         except ProviderError as error:
             if error.kind is not ErrorKind.CONFLICT:  # created meanwhile by another run
                 raise
@@ -465,7 +480,11 @@ class GcpProvider(Provider):
 
     def _job_record(self, job: ImportJob, prerequisite_id: str, attributes: dict[str, str]) -> PrerequisiteRecord:
         return PrerequisiteRecord(
-            id=prerequisite_id, kind=KIND_IMPORT_JOB, remote_id=job.name, attributes=attributes, expires_at=_when(job.expire_time)
+            id=prerequisite_id,
+            kind=KIND_IMPORT_JOB,
+            remote_id=job.name,
+            attributes=attributes,
+            expires_at=_when(job.expire_time),
         )
 
     def _job_lock(self, method: str, level: str) -> threading.Lock:
@@ -652,7 +671,9 @@ class GcpProvider(Provider):
             raise
         version = self._wait(
             f"importing into {request.remote_id}",
-            lambda: self._call("read the imported version", self._client.get_crypto_key_version, version.name, name=version.name),
+            lambda: self._call(
+                "read the imported version", self._client.get_crypto_key_version, version.name, name=version.name
+            ),
             lambda v: v.state.name != "PENDING_IMPORT",
             version,
         )
@@ -717,7 +738,10 @@ class GcpProvider(Provider):
                     f"{'enable' if request.key.enabled else 'disable'} a key version",
                     self._client.update_crypto_key_version,
                     request.remote_id,
-                    request={"crypto_key_version": {"name": version.name, "state": target}, "update_mask": {"paths": ["state"]}},
+                    request={
+                        "crypto_key_version": {"name": version.name, "state": target},
+                        "update_mask": {"paths": ["state"]},
+                    },
                 )
         if key.primary.name:
             key = self._call("read the key", self._client.get_crypto_key, request.remote_id, name=request.remote_id)
@@ -743,12 +767,17 @@ class GcpProvider(Provider):
         for version in self._versions(request.remote_id):
             if version.state.name != "DESTROY_SCHEDULED":
                 continue
-            self._call("restore a key version", self._client.restore_crypto_key_version, request.remote_id, name=version.name)
+            self._call(
+                "restore a key version", self._client.restore_crypto_key_version, request.remote_id, name=version.name
+            )
             self._call(
                 "enable a restored key version",
                 self._client.update_crypto_key_version,
                 request.remote_id,
-                request={"crypto_key_version": {"name": version.name, "state": "ENABLED"}, "update_mask": {"paths": ["state"]}},
+                request={
+                    "crypto_key_version": {"name": version.name, "state": "ENABLED"},
+                    "update_mask": {"paths": ["state"]},
+                },
             )
 
     # -- reading ----------------------------------------------------------------------------------
@@ -762,11 +791,15 @@ class GcpProvider(Provider):
     def inventory(self, request: InventoryRequest) -> Inventory:
         managed_value = encode_label_value(request.managed_by)
         label_filter = (
-            f"labels.{RESERVED_TAG_MANAGED_BY}:*" if request.scan else f"labels.{RESERVED_TAG_MANAGED_BY}={managed_value}"
+            f"labels.{RESERVED_TAG_MANAGED_BY}:*"
+            if request.scan
+            else f"labels.{RESERVED_TAG_MANAGED_BY}={managed_value}"
         )
         try:
             listed = self._list(
-                "list keys", self._client.list_crypto_keys, {"parent": self._ring, "page_size": 1000, "filter": label_filter}
+                "list keys",
+                self._client.list_crypto_keys,
+                {"parent": self._ring, "page_size": 1000, "filter": label_filter},
             )
         except ProviderError as error:
             if error.kind is not ErrorKind.NOT_FOUND:  # no key ring yet: nothing listed
@@ -795,7 +828,9 @@ class GcpProvider(Provider):
 
     def _prerequisite_records(self) -> tuple[PrerequisiteRecord, ...]:
         try:
-            jobs = self._list("list import jobs", self._client.list_import_jobs, {"parent": self._ring, "page_size": 1000})
+            jobs = self._list(
+                "list import jobs", self._client.list_import_jobs, {"parent": self._ring, "page_size": 1000}
+            )
         except ProviderError as error:
             if error.kind is ErrorKind.NOT_FOUND:
                 return ()
@@ -811,7 +846,9 @@ class GcpProvider(Provider):
                 _when(best[spec_id].expire_time) or datetime.min.replace(tzinfo=UTC)
             ):
                 best[spec_id] = job
-        records = [PrerequisiteRecord(id=ring_id, kind=KIND_KEY_RING, remote_id=self._ring, attributes={"name": self._ring})]
+        records = [
+            PrerequisiteRecord(id=ring_id, kind=KIND_KEY_RING, remote_id=self._ring, attributes={"name": self._ring})
+        ]
         for spec_id, job in best.items():
             attributes = {
                 "key_ring": self._ring,
@@ -854,7 +891,9 @@ class GcpProvider(Provider):
             enabled=state is KeyState.ENABLED,
             labels=labels,
             current_version=current_id,
-            versions=tuple(self._remote_version(v, current_id) for v in versions) if with_versions and versions is not None else None,
+            versions=tuple(self._remote_version(v, current_id) for v in versions)
+            if with_versions and versions is not None
+            else None,
             deletion_date=deletion,
         )
 

@@ -51,8 +51,14 @@ class Emulated:
     def fingerprints(self) -> list[str]:
         return [m["fingerprint"] for m in self.control("/_emulator/materials")["materials"]]
 
-    def key(self, key_id: str, algorithm: Alg = Alg.GOOGLE_SYMMETRIC_ENCRYPTION, purpose: Purpose = Purpose.ENCRYPT_DECRYPT,
-            level: Level = Level.HSM, labels: dict[str, str] | None = None) -> kms.CryptoKey:
+    def key(
+        self,
+        key_id: str,
+        algorithm: Alg = Alg.GOOGLE_SYMMETRIC_ENCRYPTION,
+        purpose: Purpose = Purpose.ENCRYPT_DECRYPT,
+        level: Level = Level.HSM,
+        labels: dict[str, str] | None = None,
+    ) -> kms.CryptoKey:
         return self.client.create_crypto_key(
             request={
                 "parent": self.ring,
@@ -67,15 +73,28 @@ class Emulated:
             }
         )
 
-    def job(self, job_id: str, method: Method = Method.RSA_OAEP_3072_SHA256_AES_256, level: Level = Level.HSM) -> kms.ImportJob:
+    def job(
+        self, job_id: str, method: Method = Method.RSA_OAEP_3072_SHA256_AES_256, level: Level = Level.HSM
+    ) -> kms.ImportJob:
         created = self.client.create_import_job(
-            request={"parent": self.ring, "import_job_id": job_id, "import_job": {"import_method": method, "protection_level": level}}
+            request={
+                "parent": self.ring,
+                "import_job_id": job_id,
+                "import_job": {"import_method": method, "protection_level": level},
+            }
         )
         assert created.state == JobState.PENDING_GENERATION
         return self.client.get_import_job(name=created.name)
 
-    def import_(self, key: kms.CryptoKey, job: kms.ImportJob, material: SecretBytes, method: WrapMethod,
-                algorithm: Alg = Alg.GOOGLE_SYMMETRIC_ENCRYPTION, **extra: Any) -> kms.CryptoKeyVersion:
+    def import_(
+        self,
+        key: kms.CryptoKey,
+        job: kms.ImportJob,
+        material: SecretBytes,
+        method: WrapMethod,
+        algorithm: Alg = Alg.GOOGLE_SYMMETRIC_ENCRYPTION,
+        **extra: Any,
+    ) -> kms.CryptoKeyVersion:
         blob = wrap(method, spki(job), material)
         version = self.client.import_crypto_key_version(
             request={"parent": key.name, "algorithm": algorithm, "import_job": job.name, "wrapped_key": blob, **extra}
@@ -143,9 +162,15 @@ def test_crypto_keys_follow_creation_rules(gcp: Emulated) -> None:
         gcp.key("k1")
     with pytest.raises(api.BadRequest) as caught:
         gcp.client.create_crypto_key(
-            request={"parent": gcp.ring, "crypto_key_id": "k2", "crypto_key": {
-                "purpose": Purpose.ENCRYPT_DECRYPT, "import_only": True,
-                "version_template": {"algorithm": Alg.GOOGLE_SYMMETRIC_ENCRYPTION}}}
+            request={
+                "parent": gcp.ring,
+                "crypto_key_id": "k2",
+                "crypto_key": {
+                    "purpose": Purpose.ENCRYPT_DECRYPT,
+                    "import_only": True,
+                    "version_template": {"algorithm": Alg.GOOGLE_SYMMETRIC_ENCRYPTION},
+                },
+            }
         )
     assert status_of(caught.value) == "INVALID_ARGUMENT" and "skip_initial_version_creation" in caught.value.message
     with pytest.raises(api.BadRequest):
@@ -193,8 +218,11 @@ def test_listing_paginates_and_filters_on_labels(gcp: Emulated) -> None:
 
 def test_import_jobs_generate_on_first_read_and_expire_after_three_days(gcp: Emulated) -> None:
     created = gcp.client.create_import_job(
-        request={"parent": gcp.ring, "import_job_id": "j", "import_job": {
-            "import_method": Method.RSA_OAEP_4096_SHA1_AES_256, "protection_level": Level.SOFTWARE}}
+        request={
+            "parent": gcp.ring,
+            "import_job_id": "j",
+            "import_job": {"import_method": Method.RSA_OAEP_4096_SHA1_AES_256, "protection_level": Level.SOFTWARE},
+        }
     )
     assert created.state == JobState.PENDING_GENERATION and not created.public_key.pem
     assert created.expire_time - created.create_time == timedelta(days=3)
@@ -242,8 +270,12 @@ def test_import_unwraps_with_the_job_key_and_numbers_versions(gcp: Emulated, act
 def test_legacy_rsa_aes_wrapped_key_field_is_accepted(gcp: Emulated, active: kms.ImportJob) -> None:
     key, material = gcp.key("k"), aes()
     version = gcp.client.import_crypto_key_version(
-        request={"parent": key.name, "algorithm": Alg.GOOGLE_SYMMETRIC_ENCRYPTION, "import_job": active.name,
-                 "rsa_aes_wrapped_key": wrap(WrapMethod.RSA_AES_KEY_WRAP_SHA_256, spki(active), material)}
+        request={
+            "parent": key.name,
+            "algorithm": Alg.GOOGLE_SYMMETRIC_ENCRYPTION,
+            "import_job": active.name,
+            "rsa_aes_wrapped_key": wrap(WrapMethod.RSA_AES_KEY_WRAP_SHA_256, spki(active), material),
+        }
     )
     assert gcp.client.get_crypto_key_version(name=version.name).state == VState.ENABLED
     assert fingerprint_material(MaterialKind.SYMMETRIC, material) in gcp.fingerprints()
@@ -274,13 +306,21 @@ def test_direct_oaep_methods_refuse_rsa_targets(gcp: Emulated) -> None:
     key = gcp.key("rsa", algorithm=Alg.RSA_SIGN_PSS_2048_SHA256, purpose=Purpose.ASYMMETRIC_SIGN)
     with pytest.raises(api.BadRequest) as caught:
         gcp.client.import_crypto_key_version(
-            request={"parent": key.name, "algorithm": Alg.RSA_SIGN_PSS_2048_SHA256, "import_job": job.name,
-                     "wrapped_key": b"\x00" * 384}
+            request={
+                "parent": key.name,
+                "algorithm": Alg.RSA_SIGN_PSS_2048_SHA256,
+                "import_job": job.name,
+                "wrapped_key": b"\x00" * 384,
+            }
         )
     assert status_of(caught.value) == "INVALID_ARGUMENT"
     ec_key = gcp.key("ec", algorithm=Alg.EC_SIGN_P256_SHA256, purpose=Purpose.ASYMMETRIC_SIGN)
     private = ec.generate_private_key(ec.SECP256R1())
-    pkcs8 = SecretBytes(private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    pkcs8 = SecretBytes(
+        private.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     version = gcp.import_(ec_key, job, pkcs8, WrapMethod.RSAES_OAEP_SHA_256, Alg.EC_SIGN_P256_SHA256)
     assert version.state == VState.ENABLED
     digest = hashes.Hash(hashes.SHA256())
@@ -295,36 +335,54 @@ def test_import_with_an_expired_job_is_a_failed_precondition(gcp: Emulated, acti
     gcp.control("/_emulator/clock", {"advance_seconds": 3 * 86400})
     with pytest.raises(api.BadRequest) as caught:
         gcp.client.import_crypto_key_version(
-            request={"parent": key.name, "algorithm": Alg.GOOGLE_SYMMETRIC_ENCRYPTION, "import_job": active.name, "wrapped_key": blob}
+            request={
+                "parent": key.name,
+                "algorithm": Alg.GOOGLE_SYMMETRIC_ENCRYPTION,
+                "import_job": active.name,
+                "wrapped_key": blob,
+            }
         )
     assert status_of(caught.value) == "FAILED_PRECONDITION" and "EXPIRED" in caught.value.message
 
 
 def test_bad_material_fails_the_version_with_a_reason(gcp: Emulated, active: kms.ImportJob) -> None:
     key = gcp.key("k")
-    other = rsa.generate_private_key(public_exponent=65537, key_size=3072).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    other = (
+        rsa.generate_private_key(public_exponent=65537, key_size=3072)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     wrong_key = gcp.client.import_crypto_key_version(
-        request={"parent": key.name, "algorithm": Alg.GOOGLE_SYMMETRIC_ENCRYPTION, "import_job": active.name,
-                 "wrapped_key": wrap(WrapMethod.RSA_AES_KEY_WRAP_SHA_256, other, aes())}
+        request={
+            "parent": key.name,
+            "algorithm": Alg.GOOGLE_SYMMETRIC_ENCRYPTION,
+            "import_job": active.name,
+            "wrapped_key": wrap(WrapMethod.RSA_AES_KEY_WRAP_SHA_256, other, aes()),
+        }
     )
     failed = gcp.client.get_crypto_key_version(name=wrong_key.name)
     assert failed.state == VState.IMPORT_FAILED and "could not be unwrapped" in failed.import_failure_reason
     short = gcp.import_(key, active, SecretBytes(os.urandom(16)), WrapMethod.RSA_AES_KEY_WRAP_SHA_256)
     assert short.state == VState.IMPORT_FAILED and "32 bytes" in short.import_failure_reason
     hmac_key = gcp.key("mac", algorithm=Alg.HMAC_SHA384, purpose=Purpose.MAC)
-    wrong_length = gcp.import_(hmac_key, active, SecretBytes(os.urandom(32)), WrapMethod.RSA_AES_KEY_WRAP_SHA_256, Alg.HMAC_SHA384)
+    wrong_length = gcp.import_(
+        hmac_key, active, SecretBytes(os.urandom(32)), WrapMethod.RSA_AES_KEY_WRAP_SHA_256, Alg.HMAC_SHA384
+    )
     assert wrong_length.state == VState.IMPORT_FAILED
     ec_key = gcp.key("ec", algorithm=Alg.EC_SIGN_P384_SHA384, purpose=Purpose.ASYMMETRIC_SIGN)
     p256 = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    wrong_curve = gcp.import_(ec_key, active, SecretBytes(p256), WrapMethod.RSA_AES_KEY_WRAP_SHA_256, Alg.EC_SIGN_P384_SHA384)
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    wrong_curve = gcp.import_(
+        ec_key, active, SecretBytes(p256), WrapMethod.RSA_AES_KEY_WRAP_SHA_256, Alg.EC_SIGN_P384_SHA384
+    )
     assert wrong_curve.state == VState.IMPORT_FAILED and "curve" in wrong_curve.import_failure_reason
     assert gcp.fingerprints() == []
 
 
-def test_reimport_needs_a_destroyed_or_failed_version_and_identical_material(gcp: Emulated, active: kms.ImportJob) -> None:
+def test_reimport_needs_a_destroyed_or_failed_version_and_identical_material(
+    gcp: Emulated, active: kms.ImportJob
+) -> None:
     key, material = gcp.key("k"), aes()
     version = gcp.import_(key, active, material, WrapMethod.RSA_AES_KEY_WRAP_SHA_256)
     reimport = {"crypto_key_version": version.name}
@@ -351,12 +409,18 @@ def test_destroy_restore_and_enable_disable(gcp: Emulated, active: kms.ImportJob
     key = gcp.key("k")
     version = gcp.import_(key, active, aes(), WrapMethod.RSA_AES_KEY_WRAP_SHA_256)
     disabled = gcp.client.update_crypto_key_version(
-        request={"crypto_key_version": {"name": version.name, "state": VState.DISABLED}, "update_mask": {"paths": ["state"]}}
+        request={
+            "crypto_key_version": {"name": version.name, "state": VState.DISABLED},
+            "update_mask": {"paths": ["state"]},
+        }
     )
     assert disabled.state == VState.DISABLED
     with pytest.raises(api.BadRequest):
         gcp.client.update_crypto_key_version(
-            request={"crypto_key_version": {"name": version.name, "state": VState.DESTROYED}, "update_mask": {"paths": ["state"]}}
+            request={
+                "crypto_key_version": {"name": version.name, "state": VState.DESTROYED},
+                "update_mask": {"paths": ["state"]},
+            }
         )
     scheduled = gcp.client.destroy_crypto_key_version(name=version.name)
     now = datetime_of(gcp)
@@ -392,16 +456,25 @@ def test_primary_encrypts_and_older_versions_still_decrypt(gcp: Emulated, active
     promoted = gcp.client.update_crypto_key_primary_version(name=key.name, crypto_key_version_id="2")
     assert promoted.primary.name.endswith("/2")
     assert gcp.client.encrypt(name=key.name, plaintext=b"second").name.endswith("/2")
-    decrypted = gcp.client.decrypt(request={"name": key.name, "ciphertext": old.ciphertext, "additional_authenticated_data": b"ctx"})
+    decrypted = gcp.client.decrypt(
+        request={"name": key.name, "ciphertext": old.ciphertext, "additional_authenticated_data": b"ctx"}
+    )
     assert decrypted.plaintext == b"first" and not decrypted.used_primary
     with pytest.raises(api.BadRequest):
-        gcp.client.decrypt(request={"name": key.name, "ciphertext": old.ciphertext, "additional_authenticated_data": b"other"})
+        gcp.client.decrypt(
+            request={"name": key.name, "ciphertext": old.ciphertext, "additional_authenticated_data": b"other"}
+        )
     gcp.client.update_crypto_key_version(
         request={"crypto_key_version": {"name": v1.name, "state": VState.DISABLED}, "update_mask": {"paths": ["state"]}}
     )
     with pytest.raises(api.BadRequest) as caught:
-        gcp.client.decrypt(request={"name": key.name, "ciphertext": old.ciphertext, "additional_authenticated_data": b"ctx"})
-    assert status_of(caught.value) == "FAILED_PRECONDITION" and "is not enabled, current state is: DISABLED" in caught.value.message
+        gcp.client.decrypt(
+            request={"name": key.name, "ciphertext": old.ciphertext, "additional_authenticated_data": b"ctx"}
+        )
+    assert (
+        status_of(caught.value) == "FAILED_PRECONDITION"
+        and "is not enabled, current state is: DISABLED" in caught.value.message
+    )
 
 
 def test_mac_keys_sign_and_have_no_primary(gcp: Emulated, active: kms.ImportJob) -> None:
@@ -421,17 +494,26 @@ def test_mac_keys_sign_and_have_no_primary(gcp: Emulated, active: kms.ImportJob)
 def test_imported_rsa_key_signs_with_pss(gcp: Emulated, active: kms.ImportJob) -> None:
     key = gcp.key("rsa", algorithm=Alg.RSA_SIGN_PSS_2048_SHA256, purpose=Purpose.ASYMMETRIC_SIGN)
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pkcs8 = SecretBytes(private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    pkcs8 = SecretBytes(
+        private.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     version = gcp.import_(key, active, pkcs8, WrapMethod.RSA_AES_KEY_WRAP_SHA_256, Alg.RSA_SIGN_PSS_2048_SHA256)
     assert version.state == VState.ENABLED
     public_pem = gcp.client.get_public_key(name=version.name).pem
-    assert serialization.load_pem_public_key(public_pem.encode()).public_numbers() == private.public_key().public_numbers()
+    assert (
+        serialization.load_pem_public_key(public_pem.encode()).public_numbers() == private.public_key().public_numbers()
+    )
     digest = hashes.Hash(hashes.SHA256())
     digest.update(b"document")
     value = digest.finalize()
     signature = gcp.client.asymmetric_sign(request={"name": version.name, "digest": {"sha256": value}}).signature
     private.public_key().verify(
-        signature, value, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), utils.Prehashed(hashes.SHA256())
+        signature,
+        value,
+        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+        utils.Prehashed(hashes.SHA256()),
     )
 
 
@@ -439,10 +521,18 @@ def test_imported_rsa_key_signs_with_pss(gcp: Emulated, active: kms.ImportJob) -
 
 
 def test_enum_names_are_accepted_and_answered_without_int_encoding(gcp: Emulated) -> None:
-    body = json.dumps({"purpose": "MAC", "importOnly": True, "versionTemplate": {"algorithm": "HMAC_SHA512", "protectionLevel": "SOFTWARE"}})
+    body = json.dumps(
+        {
+            "purpose": "MAC",
+            "importOnly": True,
+            "versionTemplate": {"algorithm": "HMAC_SHA512", "protectionLevel": "SOFTWARE"},
+        }
+    )
     request = urllib.request.Request(
         f"{gcp.server.url}/v1/{gcp.ring}/cryptoKeys?cryptoKeyId=named&skipInitialVersionCreation=true",
-        data=body.encode(), method="POST", headers={"Content-Type": "application/json"},
+        data=body.encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         created = json.loads(response.read())
@@ -452,8 +542,15 @@ def test_enum_names_are_accepted_and_answered_without_int_encoding(gcp: Emulated
 
 
 def test_injected_faults_use_google_error_bodies(gcp: Emulated) -> None:
-    gcp.control("/_emulator/faults", {"errors": [{"operation": "GetKeyRing", "status": 429, "count": 1},
-                                                  {"operation": "ListCryptoKeys", "status": 503, "count": 1}]})
+    gcp.control(
+        "/_emulator/faults",
+        {
+            "errors": [
+                {"operation": "GetKeyRing", "status": 429, "count": 1},
+                {"operation": "ListCryptoKeys", "status": 503, "count": 1},
+            ]
+        },
+    )
     with pytest.raises(api.TooManyRequests) as throttled:
         gcp.client.get_key_ring(name=gcp.ring, retry=None)
     assert status_of(throttled.value) == "RESOURCE_EXHAUSTED"
@@ -467,7 +564,11 @@ def test_state_and_clock_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "gcp.sqlite"
     with EmulatorServer(GcpKmsEmulator(DocumentStore(path), Clock())) as server:
         client = client_for(server.url)
-        gcp = Emulated(server, client, client.create_key_ring(request={"parent": LOCATION, "key_ring_id": "r", "key_ring": {}}).name)
+        gcp = Emulated(
+            server,
+            client,
+            client.create_key_ring(request={"parent": LOCATION, "key_ring_id": "r", "key_ring": {}}).name,
+        )
         key, job = gcp.key("k"), gcp.job("j")
         gcp.import_(key, job, aes(), WrapMethod.RSA_AES_KEY_WRAP_SHA_256)
         client.update_crypto_key_primary_version(name=key.name, crypto_key_version_id="1")
@@ -486,7 +587,9 @@ def test_state_and_clock_survive_a_restart(tmp_path: Path) -> None:
 def test_runs_standalone_and_prints_its_url(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "providers.gcp.emulator", "--port", "0", "--data-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         assert process.stdout is not None

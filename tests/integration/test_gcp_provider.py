@@ -76,16 +76,28 @@ class Target:
         )
         return created.remote_id, records
 
-    def import_(self, remote_id: str, spec: KeySpec, records: dict[str, PrerequisiteRecord], material: SecretBytes,
-                purpose: ImportPurpose = ImportPurpose.INITIAL, version: str | None = None) -> str:
+    def import_(
+        self,
+        remote_id: str,
+        spec: KeySpec,
+        records: dict[str, PrerequisiteRecord],
+        material: SecretBytes,
+        purpose: ImportPurpose = ImportPurpose.INITIAL,
+        version: str | None = None,
+    ) -> str:
         offer = PLUGIN.wrap_offers(self.settings, spec.algorithm)[0]
         params = self.provider.get_import_parameters(
             ImportParametersRequest(remote_id=remote_id, key=spec, offer=offer, prerequisites=records)
         )
         response = self.provider.import_material(
             ImportMaterialRequest(
-                remote_id=remote_id, address=spec.address, managed_by=MANAGED_BY, key=spec, parameters=params,
-                wrapped=wrap(params.method, params.wrapping_public_key, material), purpose=purpose,
+                remote_id=remote_id,
+                address=spec.address,
+                managed_by=MANAGED_BY,
+                key=spec,
+                parameters=params,
+                wrapped=wrap(params.method, params.wrapping_public_key, material),
+                purpose=purpose,
                 reimport_version_id=version,
             )
         )
@@ -94,9 +106,16 @@ class Target:
 
 def open_target(tmp_path: Path, server: EmulatorServer, **settings: Any) -> Target:
     config = GcpSettings(
-        project="test", key_ring="keyplan", endpoint=server.url, credentials="local", import_method=FAST_METHOD, **settings
+        project="test",
+        key_ring="keyplan",
+        endpoint=server.url,
+        credentials="local",
+        import_method=FAST_METHOD,
+        **settings,
     )
-    provider = PLUGIN.open(config, RuntimeContext(address="gcp.test", working_dir=tmp_path, data_dir=tmp_path / ".keyplan"))
+    provider = PLUGIN.open(
+        config, RuntimeContext(address="gcp.test", working_dir=tmp_path, data_dir=tmp_path / ".keyplan")
+    )
     assert isinstance(provider, GcpProvider)
     return Target(server, config, provider)
 
@@ -124,7 +143,11 @@ def test_check_key_reports_label_algorithm_and_expiry_problems() -> None:
     where = SourceRange(filename="main.kp.hcl", line=4, column=3)
     aes_256 = ALGORITHMS["AES_256"]
     bad = KeySpec(
-        address='key.a["x"]', algorithm=aes_256, usage=KeyUsage.ENCRYPT, range=where, expiry=timedelta(days=90),
+        address='key.a["x"]',
+        algorithm=aes_256,
+        usage=KeyUsage.ENCRYPT,
+        range=where,
+        expiry=timedelta(days=90),
         labels={"Team": "x", "env": "Prod", "keyplan-address": "y", "ok_label": "fine-1"},
     )
     diags = PLUGIN.check_key(settings, "gcp.main", bad)
@@ -144,7 +167,9 @@ def test_check_key_reports_label_algorithm_and_expiry_problems() -> None:
     rsa_spec = KeySpec(address='key.c["x"]', algorithm=rsa, usage=KeyUsage.DECRYPT)
     assert PLUGIN.check_key(direct, "gcp.main", rsa_spec).has_errors()
     assert not PLUGIN.check_key(settings, "gcp.main", rsa_spec)
-    too_many = KeySpec(address='key.d["x"]', algorithm=aes_256, usage=KeyUsage.ENCRYPT, labels={f"l{i}": "v" for i in range(63)})
+    too_many = KeySpec(
+        address='key.d["x"]', algorithm=aes_256, usage=KeyUsage.ENCRYPT, labels={f"l{i}": "v" for i in range(63)}
+    )
     assert PLUGIN.check_key(settings, "gcp.main", too_many).has_errors()
 
 
@@ -161,7 +186,9 @@ def test_wrap_offers_prefer_sha256_hybrid_and_4096() -> None:
     ]
     assert all(o.method.hybrid for o in PLUGIN.wrap_offers(settings, ALGORITHMS["RSA_2048"]))
     pinned = GcpSettings(project="p", key_ring="r", import_method="RSA_OAEP_3072_SHA1_AES_256")
-    assert PLUGIN.wrap_offers(pinned, ALGORITHMS["AES_256"]) == [WrapOffer(method=WrapMethod.RSA_AES_KEY_WRAP_SHA_1, wrapping_key_bits=3072)]
+    assert PLUGIN.wrap_offers(pinned, ALGORITHMS["AES_256"]) == [
+        WrapOffer(method=WrapMethod.RSA_AES_KEY_WRAP_SHA_1, wrapping_key_bits=3072)
+    ]
 
 
 def test_prerequisites_name_the_key_ring_and_one_job_per_method_and_level() -> None:
@@ -181,7 +208,7 @@ def test_label_values_encode_reversibly_or_matchably() -> None:
         encoded = encode_label_value(text)
         assert len(encoded) <= 63 and all(c.islower() or c.isdigit() or c in "_-" for c in encoded)
         assert decode_label_value(encoded) == text
-    long_address = 'key.' + "x" * 40 + '["' + "y" * 30 + '"]'
+    long_address = "key." + "x" * 40 + '["' + "y" * 30 + '"]'
     encoded = encode_label_value(long_address)
     assert len(encoded) <= 63 and decode_label_value(encoded) is None
     assert decode_label_value(encoded, {encoded: long_address}) == long_address
@@ -196,7 +223,10 @@ def test_import_job_is_awaited_reused_and_replaced_after_expiry(target: Target) 
     job_id = next(r for r in records.values() if r.kind == "gcp_import_job")
     assert target.calls()["GetImportJob"] >= 1, "the provider polled the PENDING_GENERATION job"
     again = target.provider.ensure_prerequisite(
-        EnsurePrerequisiteRequest(spec=PLUGIN.prerequisites(target.settings, spec, PLUGIN.wrap_offers(target.settings, spec.algorithm)[0])[1], known=job_id)
+        EnsurePrerequisiteRequest(
+            spec=PLUGIN.prerequisites(target.settings, spec, PLUGIN.wrap_offers(target.settings, spec.algorithm)[0])[1],
+            known=job_id,
+        )
     )
     assert again.remote_id == job_id.remote_id and target.calls()["CreateImportJob"] == 1
     target.import_(remote_id, spec, records, aes())
@@ -210,9 +240,13 @@ def test_import_job_is_awaited_reused_and_replaced_after_expiry(target: Target) 
 
 def test_concurrent_imports_share_one_new_import_job(target: Target) -> None:
     specs = [target.spec(f"parallel{i}") for i in range(4)]
-    ring = PLUGIN.prerequisites(target.settings, specs[0], PLUGIN.wrap_offers(target.settings, specs[0].algorithm)[0])[0]
+    ring = PLUGIN.prerequisites(target.settings, specs[0], PLUGIN.wrap_offers(target.settings, specs[0].algorithm)[0])[
+        0
+    ]
     target.provider.ensure_prerequisite(EnsurePrerequisiteRequest(spec=ring))
-    created = [target.provider.create_key(CreateKeyRequest(address=s.address, managed_by=MANAGED_BY, key=s)) for s in specs]
+    created = [
+        target.provider.create_key(CreateKeyRequest(address=s.address, managed_by=MANAGED_BY, key=s)) for s in specs
+    ]
     materials = [aes() for _ in specs]
     errors: list[BaseException] = []
 
@@ -269,7 +303,9 @@ def test_inventory_lists_in_bulk_and_fetches_only_what_the_listing_cannot_tell(t
         request={"crypto_key": {"name": stripped, "labels": {}}, "update_mask": {"paths": ["labels"]}}
     )
     target.control("/_emulator/stats/reset", {})
-    inventory = target.provider.inventory(InventoryRequest(managed_by=MANAGED_BY, known=known, addresses=tuple(known.values())))
+    inventory = target.provider.inventory(
+        InventoryRequest(managed_by=MANAGED_BY, known=known, addresses=tuple(known.values()))
+    )
     calls = target.calls()
     assert calls.get("ListCryptoKeys") == 1 and calls.get("ListImportJobs") == 1
     assert calls.get("GetCryptoKey") == 1, "only the key missing from the filtered listing is fetched"
@@ -283,23 +319,32 @@ def test_inventory_lists_in_bulk_and_fetches_only_what_the_listing_cannot_tell(t
         assert entry.labels == {"team": "t"} and entry.state is KeyState.ENABLED and entry.current_version == "1"
     mac_id = list(known)[2]
     assert by_id[mac_id].algorithm == "HMAC_SHA256" and by_id[mac_id].versions is None
-    with_versions = target.provider.inventory(InventoryRequest(managed_by=MANAGED_BY, known=known, with_versions=(mac_id,)))
+    with_versions = target.provider.inventory(
+        InventoryRequest(managed_by=MANAGED_BY, known=known, with_versions=(mac_id,))
+    )
     versions = {k.remote_id: k.versions for k in with_versions.keys}
     assert versions[mac_id] is not None and versions[mac_id][0].imported and versions[mac_id][0].current
 
 
 def test_missing_key_ring_means_every_known_key_is_missing(target: Target) -> None:
     ghost = f"{target.settings.key_ring_name}/cryptoKeys/ghost"
-    inventory = target.provider.inventory(InventoryRequest(managed_by=MANAGED_BY, known={ghost: 'key.g["x"]'}, scan=True))
+    inventory = target.provider.inventory(
+        InventoryRequest(managed_by=MANAGED_BY, known={ghost: 'key.g["x"]'}, scan=True)
+    )
     assert inventory.missing == (ghost,) and inventory.keys == () and inventory.prerequisites == ()
 
 
 def test_a_lost_create_answer_is_adopted_and_a_destroyed_name_is_skipped(target: Target) -> None:
     spec = target.spec("names")
     first, records = target.create(spec)
-    assert target.provider.create_key(CreateKeyRequest(address=spec.address, managed_by=MANAGED_BY, key=spec)).remote_id == first
+    assert (
+        target.provider.create_key(CreateKeyRequest(address=spec.address, managed_by=MANAGED_BY, key=spec)).remote_id
+        == first
+    )
     target.import_(first, spec, records, aes())
-    second = target.provider.create_key(CreateKeyRequest(address=spec.address, managed_by=MANAGED_BY, key=spec)).remote_id
+    second = target.provider.create_key(
+        CreateKeyRequest(address=spec.address, managed_by=MANAGED_BY, key=spec)
+    ).remote_id
     assert second != first and second.startswith(first)
 
 
@@ -326,13 +371,17 @@ def test_embedded_endpoint_runs_the_emulator_in_process_and_persists(tmp_path: P
         records = {}
         for prerequisite in PLUGIN.prerequisites(settings, spec, PLUGIN.wrap_offers(settings, spec.algorithm)[0]):
             records[prerequisite.id] = provider.ensure_prerequisite(EnsurePrerequisiteRequest(spec=prerequisite))
-        remote_id = provider.create_key(CreateKeyRequest(address=spec.address, managed_by=MANAGED_BY, key=spec)).remote_id
+        remote_id = provider.create_key(
+            CreateKeyRequest(address=spec.address, managed_by=MANAGED_BY, key=spec)
+        ).remote_id
     finally:
         provider.close()
     assert (tmp_path / ".keyplan" / "emulators" / "gcp-main.sqlite").exists()
     reopened = PLUGIN.open(settings, context)
     try:
         described = reopened.describe(remote_id)
-        assert described is not None and described.state is KeyState.PENDING_IMPORT and described.address == spec.address
+        assert (
+            described is not None and described.state is KeyState.PENDING_IMPORT and described.address == spec.address
+        )
     finally:
         reopened.close()
