@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import json
 import os
 import sys
@@ -324,7 +325,8 @@ class AzureKeyVaultEmulator(EmulatorApp):
             error = KeyVaultError(
                 429,
                 "Throttled",
-                "Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached",
+                "Request was not processed because too many requests were received. "
+                "Reason: VaultRequestTypeLimitReached",
             )
             response = error.response()
             response.headers["Retry-After"] = "1"
@@ -803,18 +805,27 @@ class AzureKeyVaultEmulator(EmulatorApp):
         now = self._now()
         attributes = version.attributes
         if not attributes.enabled:
-            raise KeyVaultError(403, "Forbidden", f"Operation {operation} is not allowed on a disabled key.", "KeyDisabled")
+            raise KeyVaultError(
+                403, "Forbidden", f"Operation {operation} is not allowed on a disabled key.", "KeyDisabled"
+            )
         if attributes.exp is not None and attributes.exp <= now:
-            raise KeyVaultError(403, "Forbidden", f"Operation {operation} is not allowed on an expired key.", "KeyExpired")
+            raise KeyVaultError(
+                403, "Forbidden", f"Operation {operation} is not allowed on an expired key.", "KeyExpired"
+            )
         if attributes.nbf is not None and attributes.nbf > now:
             raise KeyVaultError(
-                403, "Forbidden", f"Operation {operation} is not allowed on a key that is not yet valid.", "KeyNotYetValid"
+                403,
+                "Forbidden",
+                f"Operation {operation} is not allowed on a key that is not yet valid.",
+                "KeyNotYetValid",
             )
 
     def _operation_key(self, name: str, version: str, operation: str) -> StoredVersion:
         stored = self._version(self._live_key(name), version)
         if operation not in stored.key_ops:
-            raise KeyVaultError(403, "Forbidden", f"Operation {operation} is not permitted on this key.", "KeyOperationForbidden")
+            raise KeyVaultError(
+                403, "Forbidden", f"Operation {operation} is not permitted on this key.", "KeyOperationForbidden"
+            )
         self._check_usable(stored, operation)
         return stored
 
@@ -855,7 +866,9 @@ class AzureKeyVaultEmulator(EmulatorApp):
             try:
                 plaintext = AESGCM(secret).decrypt(decode_b64_any(body.iv), ciphertext + decode_b64_any(body.tag), aad)
             except InvalidTag:
-                raise bad_parameter("The ciphertext could not be decrypted: the authentication tag is invalid.") from None
+                raise bad_parameter(
+                    "The ciphertext could not be decrypted: the authentication tag is invalid."
+                ) from None
             return Response.json({"kid": kid, "value": b64url(plaintext)})
         if stored.kty.startswith("RSA") and body.alg in ("RSA-OAEP", "RSA-OAEP-256"):
             private = serialization.load_der_private_key(secret, password=None)
@@ -917,10 +930,8 @@ def main(argv: list[str] | None = None) -> int:
     server.faults.configure({"latency_ms": args.latency_ms})
     print(server.url, flush=True)
     print(f"ca-cert: {server.ca_cert}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

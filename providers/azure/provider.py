@@ -97,7 +97,7 @@ class AzureSettings(ProviderSettings):
         description=(
             "The vault keys are imported into: https://<name>.vault.azure.net for a Key Vault (Premium) or "
             "https://<name>.managedhsm.azure.net for a Managed HSM. The kind decides what may be imported: "
-            "AES keys only into a Managed HSM. Required unless endpoint is \"embedded\"."
+            'AES keys only into a Managed HSM. Required unless endpoint is "embedded".'
         ),
     )
     credentials: Literal["default", "local"] = Field(
@@ -214,6 +214,11 @@ def build_transfer_blob(kek_kid: str, wrapped: bytes) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
+def jwk_member(jwk: Any, name: str) -> Any:
+    """A JSON Web Key member; the SDK's JsonWebKey sets its members dynamically."""
+    return getattr(jwk, name, None)
+
+
 def modulus_bits(n: bytes | None) -> int:
     return len((n or b"").lstrip(b"\x00")) * 8
 
@@ -306,7 +311,11 @@ class AzurePlugin(ProviderPlugin):
                 range=key.range,
                 address=key.address,
             )
-        too_long = [name for name, value in key.labels.items() if not name or len(name) > MAX_TAG_LENGTH or len(value) > MAX_TAG_LENGTH]
+        too_long = [
+            name
+            for name, value in key.labels.items()
+            if not name or len(name) > MAX_TAG_LENGTH or len(value) > MAX_TAG_LENGTH
+        ]
         if too_long:
             diagnostics.error(
                 "Labels exceed Azure's tag limits",
@@ -337,7 +346,9 @@ class AzurePlugin(ProviderPlugin):
             PrerequisiteSpec(
                 id=kek_prerequisite_id(azure.vault_url),
                 kind=KEK_KIND,
-                description=f"key-exchange key {azure.kek_name} (RSA-HSM {azure.kek_size}, import only) in {azure.vault_url}",
+                description=(
+                    f"key-exchange key {azure.kek_name} (RSA-HSM {azure.kek_size}, import only) in {azure.vault_url}"
+                ),
                 attributes={"name": azure.kek_name, "bits": str(azure.kek_size)},
             )
         ]
@@ -646,7 +657,7 @@ class AzureProvider(Provider):
         return self._record_for(kek) if kek is not None else None
 
     def _record_for(self, kek: KeyVaultKey) -> PrerequisiteRecord:
-        bits = modulus_bits(kek.key.n)
+        bits = modulus_bits(jwk_member(kek.key, "n"))
         return PrerequisiteRecord(
             id=kek_prerequisite_id(self.vault_url),
             kind=KEK_KIND,
@@ -709,7 +720,7 @@ class AzureProvider(Provider):
     ) -> RemoteKey:
         tags = dict(props.tags or {})
         jwk = key.key if key is not None else None
-        algorithm = _algorithm_from_jwk(jwk.kty if jwk else None, jwk.n if jwk else None, jwk.crv if jwk else None)
+        algorithm = _algorithm_from_jwk(jwk_member(jwk, "kty"), jwk_member(jwk, "n"), jwk_member(jwk, "crv"))
         enabled = bool(props.enabled)
         return RemoteKey(
             remote_id=remote_id,
@@ -769,7 +780,7 @@ class AzureProvider(Provider):
     def _kek_usable(self, kek: KeyVaultKey) -> bool:
         props = kek.properties
         now = self._now()
-        bits = modulus_bits(kek.key.n)
+        bits = modulus_bits(jwk_member(kek.key, "n"))
         return (
             kek.key_type == "RSA-HSM"
             and list(kek.key_operations or []) == ["import"]
@@ -800,7 +811,8 @@ class AzureProvider(Provider):
             )
         kek = self._kek_for(request.prerequisites, request.remote_id)
         numbers = rsa.RSAPublicNumbers(
-            int.from_bytes(kek.key.e or b"", "big"), int.from_bytes(kek.key.n or b"", "big")
+            int.from_bytes(jwk_member(kek.key, "e") or b"", "big"),
+            int.from_bytes(jwk_member(kek.key, "n") or b"", "big"),
         )
         public_key = numbers.public_key()
         spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -846,7 +858,11 @@ class AzureProvider(Provider):
             )
         blob = build_transfer_blob(self._wire_kid(request.parameters.reference), request.wrapped)
         jwk = JsonWebKey(kty=key_type.kty, crv=key_type.crv, key_ops=key_operations(request.key.usage), t=blob)
-        tags = {**request.key.labels, RESERVED_TAG_ADDRESS: request.address, RESERVED_TAG_MANAGED_BY: request.managed_by}
+        tags = {
+            **request.key.labels,
+            RESERVED_TAG_ADDRESS: request.address,
+            RESERVED_TAG_MANAGED_BY: request.managed_by,
+        }
         action = f"importing material into key {name}"
         try:
             imported = self._call(
@@ -904,7 +920,11 @@ class AzureProvider(Provider):
     def update_key(self, request: UpdateKeyRequest) -> RemoteKey:
         name = self._name_of(request.remote_id)
         current = self._call(f"reading key {name}", lambda: self._client.get_key(name), remote_id=request.remote_id)
-        tags = {**request.key.labels, RESERVED_TAG_ADDRESS: request.address, RESERVED_TAG_MANAGED_BY: request.managed_by}
+        tags = {
+            **request.key.labels,
+            RESERVED_TAG_ADDRESS: request.address,
+            RESERVED_TAG_MANAGED_BY: request.managed_by,
+        }
         expires_on = None
         if request.key.expiry is not None and current.properties.created_on is not None:
             expires_on = current.properties.created_on + request.key.expiry
@@ -932,9 +952,7 @@ class AzureProvider(Provider):
 
         deleted = self._optional(action, delete, remote_id=request.remote_id)
         if deleted is None:  # already soft-deleted: deletion is idempotent
-            deleted = self._call(
-                action, lambda: self._client.get_deleted_key(name), remote_id=request.remote_id
-            )
+            deleted = self._call(action, lambda: self._client.get_deleted_key(name), remote_id=request.remote_id)
         return ScheduleDeletionResponse(deletion_date=deleted.scheduled_purge_date)
 
     def cancel_deletion(self, request: CancelDeletionRequest) -> None:
@@ -946,7 +964,9 @@ class AzureProvider(Provider):
         try:
             self._call(f"recovering key {name}", recover, remote_id=request.remote_id)
         except ProviderError as error:
-            live = self._optional(f"reading key {name}", lambda: self._client.get_key(name), remote_id=request.remote_id)
+            live = self._optional(
+                f"reading key {name}", lambda: self._client.get_key(name), remote_id=request.remote_id
+            )
             if error.kind is not ErrorKind.NOT_FOUND or live is None:
                 raise
 

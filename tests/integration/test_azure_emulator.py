@@ -21,15 +21,14 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.keyvault.keys import JsonWebKey, KeyClient, KeyVaultKey
 from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives import hashes
 
 from keyplan.algorithms import MaterialKind
 from keyplan.crypto import SecretBytes, WrapMethod, fingerprint_material, wrap
 from providers.azure.emulator import AzureKeyVaultEmulator, ManagedHsmEmulator, emulator_class
-from providers.azure.provider import LocalTokenCredential, build_transfer_blob
+from providers.azure.provider import LocalTokenCredential, build_transfer_blob, jwk_member
 from providers.emulation import Clock, DocumentStore, EmulatorServer
 from providers.emulation.server import fetch_json
 
@@ -64,7 +63,9 @@ class Vault:
             retry_total=0,
         )
 
-    def raw(self, method: str, path: str, body: dict[str, Any] | None = None, auth: bool = True) -> tuple[int, Any, Any]:
+    def raw(
+        self, method: str, path: str, body: dict[str, Any] | None = None, auth: bool = True
+    ) -> tuple[int, Any, Any]:
         """A request outside the SDK (to send what the SDK never sends)."""
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"}
@@ -118,13 +119,19 @@ def create_kek(vault: Vault, name: str = "kek", size: int = 2048, ops: list[str]
 
 
 def kek_spki(kek: KeyVaultKey) -> bytes:
-    numbers = rsa.RSAPublicNumbers(int.from_bytes(kek.key.e, "big"), int.from_bytes(kek.key.n, "big"))
-    return numbers.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    numbers = rsa.RSAPublicNumbers(
+        int.from_bytes(jwk_member(kek.key, "e"), "big"), int.from_bytes(jwk_member(kek.key, "n"), "big")
+    )
+    return numbers.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def pkcs8(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> SecretBytes:
     return SecretBytes(
-        private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
 
 
@@ -135,7 +142,9 @@ def byok(kek: KeyVaultKey, material: SecretBytes, kid: str | None = None) -> byt
 def import_blob(vault: Vault, name: str, kty: str, blob: bytes, **kwargs: Any) -> KeyVaultKey:
     crv = kwargs.pop("crv", None)
     ops = kwargs.pop("key_ops", None)
-    return vault.client.import_key(name, JsonWebKey(kty=kty, crv=crv, key_ops=ops, t=blob), hardware_protected=True, **kwargs)
+    return vault.client.import_key(
+        name, JsonWebKey(kty=kty, crv=crv, key_ops=ops, t=blob), hardware_protected=True, **kwargs
+    )
 
 
 def error_of(caught: pytest.ExceptionInfo[HttpResponseError]) -> tuple[str | None, str | None]:
@@ -152,7 +161,9 @@ def error_of(caught: pytest.ExceptionInfo[HttpResponseError]) -> tuple[str | Non
     ("app_class", "resource"),
     [(AzureKeyVaultEmulator, "https://vault.azure.net"), (ManagedHsmEmulator, "https://managedhsm.azure.net")],
 )
-def test_requests_without_a_token_get_the_bearer_challenge(tmp_path: Path, app_class: type[AzureKeyVaultEmulator], resource: str) -> None:
+def test_requests_without_a_token_get_the_bearer_challenge(
+    tmp_path: Path, app_class: type[AzureKeyVaultEmulator], resource: str
+) -> None:
     for vault in open_vault(tmp_path, app_class):
         status, body, headers = vault.raw("GET", f"/keys?{API}", auth=False)
         assert status == 401
@@ -172,7 +183,7 @@ def test_a_kek_has_import_as_its_only_operation(vault: Vault) -> None:
     kek = create_kek(vault, size=3072)
     assert kek.key_type == "RSA-HSM"
     assert kek.key_operations == ["import"]
-    assert len(kek.key.n) * 8 == 3072
+    assert len(jwk_member(kek.key, "n")) * 8 == 3072
     assert kek.id.startswith(f"{vault.url}/keys/kek/") and len(kek.properties.version or "") == 32
     with pytest.raises(HttpResponseError) as caught:
         create_kek(vault, "mixed", ops=["import", "encrypt"])
@@ -197,9 +208,13 @@ def test_rsa_import_unwraps_the_material_and_decrypts_with_it(vault: Vault) -> N
     material = pkcs8(private)
     key = import_blob(vault, "payments", "RSA-HSM", byok(kek, material), tags={"team": "payments"})
     assert key.key_type == "RSA-HSM"
-    assert key.key.n == private.public_key().public_numbers().n.to_bytes(256, "big")
+    assert jwk_member(key.key, "n") == private.public_key().public_numbers().n.to_bytes(256, "big")
     assert key.properties.tags == {"team": "payments"}
-    assert {"key": "payments", "version": key.properties.version, "fingerprint": fingerprint_material(MaterialKind.RSA, material)} in vault.materials()
+    assert {
+        "key": "payments",
+        "version": key.properties.version,
+        "fingerprint": fingerprint_material(MaterialKind.RSA, material),
+    } in vault.materials()
     # the service decrypts with the imported private key
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
     ciphertext = private.public_key().encrypt(b"ledger", oaep)
@@ -210,8 +225,8 @@ def test_ec_import_checks_the_curve(vault: Vault) -> None:
     kek = create_kek(vault)
     private = ec.generate_private_key(ec.SECP384R1())
     key = import_blob(vault, "signer", "EC-HSM", byok(kek, pkcs8(private)), crv="P-384")
-    assert key.key.crv == "P-384" and key.key_type == "EC-HSM"
-    assert key.key.x == private.public_key().public_numbers().x.to_bytes(48, "big")
+    assert jwk_member(key.key, "crv") == "P-384" and key.key_type == "EC-HSM"
+    assert jwk_member(key.key, "x") == private.public_key().public_numbers().x.to_bytes(48, "big")
     with pytest.raises(HttpResponseError) as caught:
         import_blob(vault, "signer2", "EC-HSM", byok(kek, pkcs8(private)), crv="P-256")
     assert caught.value.status_code == 400 and error_of(caught)[0] == "BadParameter"
@@ -223,13 +238,19 @@ def test_ec_import_checks_the_curve(vault: Vault) -> None:
 
 def test_importing_onto_an_existing_name_adds_a_version(vault: Vault) -> None:
     kek = create_kek(vault)
-    first = import_blob(vault, "rotating", "EC-HSM", byok(kek, pkcs8(ec.generate_private_key(ec.SECP256R1()))), crv="P-256")
-    second = import_blob(vault, "rotating", "EC-HSM", byok(kek, pkcs8(ec.generate_private_key(ec.SECP256R1()))), crv="P-256")
+    first = import_blob(
+        vault, "rotating", "EC-HSM", byok(kek, pkcs8(ec.generate_private_key(ec.SECP256R1()))), crv="P-256"
+    )
+    second = import_blob(
+        vault, "rotating", "EC-HSM", byok(kek, pkcs8(ec.generate_private_key(ec.SECP256R1()))), crv="P-256"
+    )
     assert first.properties.version != second.properties.version
     assert vault.client.get_key("rotating").properties.version == second.properties.version
-    assert vault.client.get_key("rotating", first.properties.version).key.x == first.key.x
+    assert jwk_member(vault.client.get_key("rotating", first.properties.version).key, "x") == jwk_member(first.key, "x")
     versions = list(vault.client.list_properties_of_key_versions("rotating"))
-    assert sorted(v.version for v in versions) == sorted([first.properties.version, second.properties.version])
+    assert sorted(str(v.version) for v in versions) == sorted(
+        [str(first.properties.version), str(second.properties.version)]
+    )
     assert all(v.id.count("/") == 5 for v in versions), "version listings carry versioned ids"
     assert [p.name for p in vault.client.list_properties_of_keys()] == ["kek", "rotating"]
     assert all(p.version is None for p in vault.client.list_properties_of_keys()), "listings carry versionless ids"
@@ -240,7 +261,7 @@ def test_aes_import_is_refused_by_a_key_vault(vault: Vault) -> None:
     with pytest.raises(HttpResponseError) as caught:
         import_blob(vault, "aes", "oct-HSM", byok(kek, SecretBytes(os.urandom(32))))
     assert caught.value.status_code == 400
-    assert "Managed HSM" in (caught.value.error.message if caught.value.error else "")
+    assert "Managed HSM" in str(caught.value.error.message if caught.value.error else "")
     assert vault.materials() == []
 
 
@@ -248,7 +269,7 @@ def test_aes_import_into_a_managed_hsm_encrypts_with_a256gcm(hsm: Vault) -> None
     kek = create_kek(hsm)
     secret = os.urandom(32)
     key = import_blob(hsm, "aes", "oct-HSM", byok(kek, SecretBytes(secret)), key_ops=["encrypt", "decrypt"])
-    assert key.key_type == "oct-HSM" and key.key.k is None, "symmetric material is never returned"
+    assert key.key_type == "oct-HSM" and jwk_member(key.key, "k") is None, "symmetric material is never returned"
     assert key.properties.recovery_level == "CustomizedRecoverable+Purgeable"
     assert hsm.materials()[0]["fingerprint"] == fingerprint_material(MaterialKind.SYMMETRIC, SecretBytes(secret))
     result = hsm.crypto(key).encrypt(EncryptionAlgorithm.a256_gcm, b"card data", additional_authenticated_data=b"ctx")
@@ -326,7 +347,9 @@ def test_tag_limits(vault: Vault) -> None:
         with pytest.raises(HttpResponseError) as caught:
             import_blob(vault, "tagged", "EC-HSM", byok(kek, material), crv="P-256", tags=tags)
         assert caught.value.status_code == 400
-    key = import_blob(vault, "tagged", "EC-HSM", byok(kek, material), crv="P-256", tags={f"t{i}": "v" * 256 for i in range(15)})
+    key = import_blob(
+        vault, "tagged", "EC-HSM", byok(kek, material), crv="P-256", tags={f"t{i}": "v" * 256 for i in range(15)}
+    )
     assert len(key.properties.tags or {}) == 15
 
 
@@ -402,7 +425,7 @@ def test_soft_delete_recover_and_purge(vault: Vault) -> None:
         import_blob(vault, "doomed", "EC-HSM", byok(kek, material), crv="P-256")
     assert error_of(held) == ("Conflict", "ObjectIsDeletedButRecoverable")
     vault.client.begin_recover_deleted_key("doomed").wait()
-    assert vault.client.get_key("doomed").key.crv == "P-256"
+    assert jwk_member(vault.client.get_key("doomed").key, "crv") == "P-256"
     vault.client.begin_delete_key("doomed").wait()
     vault.client.purge_deleted_key("doomed")
     with pytest.raises(ResourceNotFoundError):
@@ -438,7 +461,7 @@ def test_injected_faults_carry_azure_bodies(vault: Vault) -> None:
     with pytest.raises(HttpResponseError) as caught:
         vault.client.get_key("kek")
     assert caught.value.status_code == 429 and error_of(caught)[0] == "Throttled"
-    assert caught.value.response is not None and caught.value.response.headers["Retry-After"] == "1"
+    assert caught.value.response is not None and getattr(caught.value.response, "headers", {})["Retry-After"] == "1"
     vault.control("/_emulator/faults", {"errors": [{"operation": "GetKey", "status": 503, "count": 1}]})
     with pytest.raises(HttpResponseError) as caught:
         vault.client.get_key("kek")
@@ -461,7 +484,17 @@ def test_keys_and_materials_survive_a_restart(tmp_path: Path) -> None:
 
 def test_the_emulator_runs_standalone(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "providers.azure.emulator", "--port", "0", "--data-dir", str(tmp_path), "--kind", "managedhsm"],
+        [
+            sys.executable,
+            "-m",
+            "providers.azure.emulator",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+            "--kind",
+            "managedhsm",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[2],

@@ -107,7 +107,13 @@ def test_settings_validate_the_vault_url() -> None:
 
 
 def test_key_names_are_legal_deterministic_and_distinct() -> None:
-    addresses = ['key.payments["prod"]', 'key.payments["prod-"]', "key.payments.prod", 'key.x["ümlaut/…"]', "key." + "a" * 300]
+    addresses = [
+        'key.payments["prod"]',
+        'key.payments["prod-"]',
+        "key.payments.prod",
+        'key.x["ümlaut/…"]',
+        "key." + "a" * 300,
+    ]
     names = [key_name_for(a) for a in addresses]
     assert len(set(names)) == len(names)
     assert names[0].startswith("payments-prod-") and names[0] == key_name_for('key.payments["prod"]')
@@ -139,7 +145,9 @@ class Target:
     server: EmulatorServer
 
     def control(self, path: str, payload: dict[str, Any] | None = None) -> Any:
-        return fetch_json(self.server.url + path, "POST" if payload is not None else "GET", payload, ca=self.server.ca_cert)
+        return fetch_json(
+            self.server.url + path, "POST" if payload is not None else "GET", payload, ca=self.server.ca_cert
+        )
 
     def calls(self) -> dict[str, int]:
         return dict(self.control("/_emulator/stats")["calls"])
@@ -148,7 +156,9 @@ class Target:
         return [m["fingerprint"] for m in self.control("/_emulator/materials")["materials"]]
 
     def kek(self) -> PrerequisiteRecord:
-        [prerequisite] = PLUGIN.prerequisites(self.settings, spec(), PLUGIN.wrap_offers(self.settings, ALGORITHMS["EC_P256"])[0])
+        [prerequisite] = PLUGIN.prerequisites(
+            self.settings, spec(), PLUGIN.wrap_offers(self.settings, ALGORITHMS["EC_P256"])[0]
+        )
         return self.provider.ensure_prerequisite(EnsurePrerequisiteRequest(spec=prerequisite))
 
     def imported(self, key: KeySpec, material: SecretBytes | None = None) -> tuple[str, str, ImportParameters]:
@@ -164,7 +174,9 @@ class Target:
         version = self.import_with(remote_id, key, params, material or SecretBytes(os.urandom(32)))
         return remote_id, version, params
 
-    def import_with(self, remote_id: str, key: KeySpec, params: ImportParameters, material: SecretBytes, **extra: Any) -> str:
+    def import_with(
+        self, remote_id: str, key: KeySpec, params: ImportParameters, material: SecretBytes, **extra: Any
+    ) -> str:
         response = self.provider.import_material(
             ImportMaterialRequest(
                 remote_id=remote_id,
@@ -180,13 +192,22 @@ class Target:
         return response.version_id
 
 
-def open_target(tmp_path: Path, app_class: type[AzureKeyVaultEmulator], vault_url: str, **settings: Any) -> Iterator[Target]:
+def open_target(
+    tmp_path: Path, app_class: type[AzureKeyVaultEmulator], vault_url: str, **settings: Any
+) -> Iterator[Target]:
     store = DocumentStore(tmp_path / "azure.sqlite")
     server = EmulatorServer(app_class(store, Clock()), cert_dir=tmp_path).start()
     config = AzureSettings(
-        vault_url=vault_url, endpoint=server.url, credentials="local", ca_bundle=str(server.ca_cert), kek_size=3072, **settings
+        vault_url=vault_url,
+        endpoint=server.url,
+        credentials="local",
+        ca_bundle=str(server.ca_cert),
+        kek_size=3072,
+        **settings,
     )
-    provider = PLUGIN.open(config, RuntimeContext(address="azure.main", working_dir=tmp_path, data_dir=tmp_path / ".keyplan"))
+    provider = PLUGIN.open(
+        config, RuntimeContext(address="azure.main", working_dir=tmp_path, data_dir=tmp_path / ".keyplan")
+    )
     assert isinstance(provider, AzureProvider)
     try:
         yield Target(provider, config, server)
@@ -247,8 +268,14 @@ def test_a_replaced_kek_makes_old_parameters_expire(hsm: Target) -> None:
     with pytest.raises(ProviderError) as conflict:
         hsm.provider.get_import_parameters(
             ImportParametersRequest(
-                remote_id=remote_id, key=key, offer=PLUGIN.wrap_offers(hsm.settings, key.algorithm)[0],
-                prerequisites={f"kek:{HSM_URL}": PrerequisiteRecord(id=f"kek:{HSM_URL}", kind="azure-kek", remote_id="x", attributes={"kid": stale.reference or ""})},
+                remote_id=remote_id,
+                key=key,
+                offer=PLUGIN.wrap_offers(hsm.settings, key.algorithm)[0],
+                prerequisites={
+                    f"kek:{HSM_URL}": PrerequisiteRecord(
+                        id=f"kek:{HSM_URL}", kind="azure-kek", remote_id="x", attributes={"kid": stale.reference or ""}
+                    )
+                },
             )
         )
     assert conflict.value.kind is ErrorKind.CONFLICT and "apply again" in conflict.value.detail
@@ -279,15 +306,21 @@ def _ec_material() -> SecretBytes:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     private = ec.generate_private_key(ec.SECP384R1())
-    return SecretBytes(private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return SecretBytes(
+        private.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
 
 
 def test_expiry_is_set_on_import_and_update(hsm: Target) -> None:
     key = spec("AES_256", expiry=timedelta(days=30))
-    remote_id, _, params = hsm.imported(key)
+    remote_id, _, _ = hsm.imported(key)
     entry = hsm.provider.describe(remote_id)
     assert entry is not None and entry.expires_at is None
-    updated = hsm.provider.update_key(UpdateKeyRequest(remote_id=remote_id, address=key.address, managed_by=MANAGED_BY, key=key))
+    updated = hsm.provider.update_key(
+        UpdateKeyRequest(remote_id=remote_id, address=key.address, managed_by=MANAGED_BY, key=key)
+    )
     described = hsm.provider.describe(remote_id)
     assert described is not None and described.expires_at == updated.expires_at
     assert described.versions and described.versions[0].created_at
@@ -358,12 +391,19 @@ def test_embedded_endpoint_persists_between_runs(tmp_path: Path) -> None:
         remote_id = provider.create_key(CreateKeyRequest(address=key.address, managed_by=MANAGED_BY, key=key)).remote_id
         params = provider.get_import_parameters(
             ImportParametersRequest(
-                remote_id=remote_id, key=key, offer=PLUGIN.wrap_offers(settings, key.algorithm)[0], prerequisites={kek.id: kek}
+                remote_id=remote_id,
+                key=key,
+                offer=PLUGIN.wrap_offers(settings, key.algorithm)[0],
+                prerequisites={kek.id: kek},
             )
         )
         provider.import_material(
             ImportMaterialRequest(
-                remote_id=remote_id, address=key.address, managed_by=MANAGED_BY, key=key, parameters=params,
+                remote_id=remote_id,
+                address=key.address,
+                managed_by=MANAGED_BY,
+                key=key,
+                parameters=params,
                 wrapped=wrap(params.method, params.wrapping_public_key, SecretBytes(os.urandom(32))),
                 purpose=ImportPurpose.INITIAL,
             )
