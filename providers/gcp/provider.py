@@ -98,11 +98,12 @@ T = TypeVar("T")
 class GcpSettings(ProviderSettings):
     """Attributes of a `provider "gcp"` block."""
 
-    project: str = Field(description="Google Cloud project id that holds the key ring.")
+    project: str = Field(min_length=1, description="Google Cloud project id that holds the key ring.")
     location: str = Field(
         default="global", description='Cloud KMS location of the key ring, e.g. "global" or "europe-west1".'
     )
     key_ring: str = Field(
+        pattern=r"^[a-zA-Z0-9_-]{1,63}$",
         description="Key ring holding keyplan's keys; created when missing (key rings cannot be deleted)."
     )
     protection_level: Literal["HSM", "SOFTWARE"] = Field(

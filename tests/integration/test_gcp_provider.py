@@ -317,6 +317,8 @@ def test_inventory_lists_in_bulk_and_fetches_only_what_the_listing_cannot_tell(t
         entry = by_id[remote_id]
         assert entry.address == known[remote_id] and entry.managed_by == MANAGED_BY
         assert entry.labels == {"team": "t"} and entry.state is KeyState.ENABLED and entry.current_version == "1"
+    discovered = {k.remote_id: k for k in target.provider.discover()}
+    assert set(discovered) == set(known) and all(k.external for k in discovered.values())
     mac_id = list(known)[2]
     assert by_id[mac_id].algorithm == "HMAC_SHA256" and by_id[mac_id].versions is None
     with_versions = target.provider.inventory(
