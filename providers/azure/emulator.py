@@ -438,17 +438,22 @@ class AzureKeyVaultEmulator(EmulatorApp):
         return int(self.clock.now().timestamp())
 
     def _purge_expired(self) -> None:
+        """Azure purges soft-deleted keys once their retention has passed; the "deletions"
+        index keeps this sweep proportional to the deleted keys, not to the whole vault."""
         now = self._now()
-        for _, doc in self.store.list("keys"):
-            key = StoredKey.model_validate(doc)
-            if key.deleted is not None and key.deleted.scheduled_purge_date <= now:
-                self._purge(key)
+        for doc_id, doc in self.store.list("deletions"):
+            if int(doc["scheduled_purge_date"]) <= now:
+                key = self._key(doc_id)
+                if key is not None and key.deleted is not None:
+                    self._purge(key)
+                self.store.delete("deletions", doc_id)
 
     def _purge(self, key: StoredKey) -> None:
         with self.store.transaction():
             for version in key.versions:
                 self.store.delete("versions", f"{key.name.lower()}/{version}")
             self.store.delete("keys", key.name.lower())
+            self.store.delete("deletions", key.name.lower())
 
     def _check_name_free(self, name: str) -> StoredKey | None:
         """The live key of that name (a new version goes onto it), or None; 409 if it is soft-deleted."""
@@ -770,6 +775,7 @@ class AzureKeyVaultEmulator(EmulatorApp):
             now = self._now()
             retention = int(timedelta(days=self.retention_days).total_seconds())
             key.deleted = DeletionRecord(deleted_date=now, scheduled_purge_date=now + retention)
+            self.store.put("deletions", key.name.lower(), {"scheduled_purge_date": now + retention})
             self.store.put("keys", key.name.lower(), key.model_dump())
             bundle = self._bundle(self._version(key, ""), base)
         return Response.json({**bundle, **self._deleted_fields(key, base)})
@@ -796,6 +802,7 @@ class AzureKeyVaultEmulator(EmulatorApp):
         with self.store.transaction():
             key = self._deleted_key(name)
             key.deleted = None
+            self.store.delete("deletions", key.name.lower())
             self.store.put("keys", key.name.lower(), key.model_dump())
         return self.get_key(name, "", base)
 

@@ -153,6 +153,8 @@ class AzureSettings(ProviderSettings):
     def _embedded_implies_local_credentials(self) -> AzureSettings:
         if self.endpoint == "embedded":
             self.credentials = "local"
+        elif "vault_url" not in self.model_fields_set:
+            raise ValueError('vault_url is required unless endpoint is "embedded"')
         return self
 
     @property
@@ -609,7 +611,8 @@ class AzureProvider(Provider):
         with_versions = {self._name_of(rid).lower() for rid in request.with_versions}
         keys = self._fetch_concurrently(chosen, with_versions, request.known)
         prerequisites = (self._kek_record(),) if kek_listed else ()
-        missing_names = [n for n in known_by_name if n not in chosen or chosen[n] not in {k.remote_id for k in keys}]
+        reported = {k.remote_id for k in keys}
+        missing_names = [n for n in known_by_name if n not in chosen or chosen[n] not in reported]
         deleted, missing = self._deleted_or_missing(missing_names, known_by_name, request.known)
         return Inventory(
             keys=tuple(keys) + tuple(deleted),

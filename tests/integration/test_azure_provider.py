@@ -102,6 +102,9 @@ def test_settings_validate_the_vault_url() -> None:
         with pytest.raises(ValidationError):
             AzureSettings(vault_url=bad)
     assert AzureSettings(endpoint="embedded").credentials == "local"
+    for incomplete in ({}, {"endpoint": "https://127.0.0.1:8443"}):
+        with pytest.raises(ValidationError, match="vault_url is required"):
+            AzureSettings(**incomplete)
     with pytest.raises(ValidationError):
         AzureSettings(vault_url=VAULT_URL, kek_size=2048)  # type: ignore[arg-type]
 
