@@ -407,7 +407,9 @@ def classify(exc: Exception, where: ErrorContext) -> ProviderError:
         return error(
             ErrorKind.UNREACHABLE,
             f"Azure Key Vault could not be reached while {where.action}",
-            f"No connection could be made to {where.client_url}. Check the provider's endpoint (or vault_url), "
+            f"No connection could be made to {where.client_url}"
+            + (f" (the endpoint standing in for {where.vault_url})" if where.client_url != where.vault_url else "")
+            + ". Check the provider's endpoint (or vault_url), "
             "the network path to it and, for a local endpoint, ca_bundle; then run keyplan again.",
         )
     if isinstance(exc, ServiceResponseError):
