@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import os
 import re
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -197,6 +199,7 @@ class KmsEmulator(EmulatorApp):
 
     def __init__(self, store: DocumentStore, clock: Clock) -> None:
         super().__init__(store, clock)
+        self._wrapping_lock = threading.Lock()
         self._operations: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
             name.removeprefix("_op_"): getattr(self, name) for name in dir(self) if name.startswith("_op_")
         }
@@ -605,6 +608,10 @@ class KmsEmulator(EmulatorApp):
                 self.store.delete("tokens", token_id)
 
     def _wrapping_key(self, spec_name: str) -> str:
+        with self._wrapping_lock:  # concurrent first imports share one (slow) key generation
+            return self._current_wrapping_key(spec_name)
+
+    def _current_wrapping_key(self, spec_name: str) -> str:
         now = self._now()
         record = self.store.get("wrapping_keys", spec_name)
         if record and datetime.fromisoformat(record["created"]) + WRAPPING_KEY_RENEWAL > now:
@@ -1147,8 +1154,11 @@ def _generate_material(spec: KeySpecInfo) -> SecretBytes:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def _load_rsa(pem: str) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    # Wrapping keys are few and the emulator made them itself: parse each once, and skip the
+    # (costly, for RSA-4096) consistency check of a key we generated.
+    key = serialization.load_pem_private_key(pem.encode(), password=None, unsafe_skip_rsa_key_validation=True)
     assert isinstance(key, rsa.RSAPrivateKey)
     return key
 
