@@ -402,7 +402,13 @@ def execute(plan_: Plan, config: Config, backend: LocalBackend, state: State, pa
         changed = accept_live(plan_, committer)
         emit(f"\nApply complete! Accepted the clouds' values for {changed} key target(s) into state.\n")
         return 0
-    hooks = ui.ProgressHooks(sys.stdout, colour=colour, total=len(plan_.actions))
+    from keyplan.apply.audit import AUDIT_FILE, AuditLog
+    from keyplan.apply.walker import CompositeHooks
+    from keyplan.plan.planfile import plan_digest
+
+    progress = ui.ProgressHooks(sys.stdout, colour=colour, total=len(plan_.actions))
+    audit = AuditLog(Path(config.directory) / ".keyplan" / AUDIT_FILE, plan_.digest or plan_digest(plan_))
+    hooks = CompositeHooks(progress, audit)
     emit("\n")
     with Session(config) as session:
         result = Walker(plan_, session, committer, hooks=hooks, parallelism=parallelism).run()
@@ -551,6 +557,18 @@ def emulator(
     module = importlib.import_module(f"providers.{kind}.emulator")
     args = ["--port", str(port), "--data-dir", str(data_dir), "--latency-ms", str(latency_ms)]
     raise Exit(int(module.main(args) or 0))
+
+
+def _register_command_groups() -> None:
+    # Command groups kept in their own modules: HSM set-up, BYOK transfer files, review and
+    # adoption workflows. Each adds its commands to the app (and to `keyplan state`).
+    from keyplan.cli import byok, hsm, review
+
+    for module in (hsm, byok, review):
+        module.register(app, state_app)
+
+
+_register_command_groups()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,34 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from keyplan import __version__
-from keyplan.algorithms import KeyUsage, get_algorithm
-from keyplan.config.model import Config, KeyConfig
+from keyplan.config import key_spec
+from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.plan.diff import DesiredKey, PlanOptions, TargetInfo, diff
 from keyplan.plan.graph import build_actions
 from keyplan.plan.model import Plan, PlannedKey, PriorState
-from keyplan.provider import Inventory, InventoryRequest, KeySpec, ProviderError, SourceCapabilities, SourceError
+from keyplan.provider import Inventory, InventoryRequest, ProviderError, SourceCapabilities, SourceError
 from keyplan.runtime import Session
 from keyplan.state.model import State
-
-
-def key_spec(key: KeyConfig) -> KeySpec:
-    algorithm = get_algorithm(key.algorithm)
-    if algorithm is None:
-        raise DiagnosticsError.single(f"Unknown algorithm {key.algorithm!r}", range=key.range_of("algorithm"))
-    usage = KeyUsage(key.usage) if key.usage else algorithm.default_usage
-    return KeySpec(
-        address=key.address,
-        algorithm=algorithm,
-        usage=usage,
-        labels=dict(key.labels),
-        description=key.description,
-        aliases=tuple(key.aliases),
-        enabled=key.enabled,
-        expiry=key.expiry,
-        rotation=key.rotation,
-        range=key.range,
-    )
 
 
 def desired_keys(config: Config) -> dict[str, DesiredKey]:
