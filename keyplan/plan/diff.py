@@ -281,6 +281,17 @@ class _Differ:
                 tw.promote = True
                 actions.append(ChangeAction.ROTATE)
                 reasons.append(self._rotation_reason(address, work, material_version))
+            renew_at = self._renewal_due(spec, live)
+            if renew_at is not None and tw.import_purpose is None:
+                current = target_record.imported(recorded_version)
+                tw.import_version = recorded_version
+                tw.import_purpose = ImportPurpose.REIMPORT
+                tw.reimport_version_id = current.remote_version_id if current else None
+                actions.append(ChangeAction.REIMPORT)
+                reasons.append(
+                    f"the material expires at {renew_at.isoformat(timespec='seconds')}; the same material is "
+                    "imported again with a new expiry before the key becomes unusable"
+                )
 
         if tw.import_purpose is not None or tw.create:
             if not self._negotiate(tw, desired, target, info):
@@ -372,6 +383,14 @@ class _Differ:
         tw.change.wrap = WrapChoice.model_validate(result.choice.model_dump())
         tw.prerequisites = info.plugin.prerequisites(info.settings, desired.spec, result.offer)
         return True
+
+    def _renewal_due(self, spec: KeySpec, live: RemoteKey | None) -> datetime | None:
+        """When expiring material should be imported again: within the last third of its
+        configured lifetime."""
+        if live is None or live.expires_at is None or spec.expiry is None or live.state is KeyState.PENDING_IMPORT:
+            return None
+        window = spec.expiry / 3
+        return live.expires_at if live.expires_at - self.now <= window else None
 
     def _rotation_reason(self, address: str, work: KeyWork, version: int) -> str:
         if work.generate_version is None:

@@ -299,3 +299,46 @@ def test_plan_json_validates_against_the_published_schema(workspace: Workspace) 
     document = json.loads(drift.stdout)
     jsonschema.validate(document, schema)
     assert [d["kind"] for d in document["drift"]] == ["disabled"]
+
+
+def test_expiring_material_is_renewed_before_it_lapses(workspace: Workspace) -> None:
+    import base64
+    from datetime import UTC, datetime, timedelta
+
+    from keyplan.crypto import SecretBytes, WrapMethod, wrap
+    from providers.emulation.store import DocumentStore
+
+    applied(workspace)
+    payments = remote_ids(workspace)['key.app["payments"]']
+    store = DocumentStore(workspace.path / ".keyplan" / "emulators" / "aws-main.sqlite")
+    material = next(
+        SecretBytes(base64.b64decode(m["secret"]))
+        for _, key in store.list("keys")
+        if key["arn"] == payments
+        for m in key["materials"]
+    )
+    store.close()
+    soon = datetime.now(UTC) + timedelta(days=5)
+    with workspace.aws() as (kms, _):
+        # Someone re-imports the same material out of band with a much shorter expiry.
+        params = kms.get_parameters_for_import(
+            KeyId=payments, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+        )
+        kms.import_key_material(
+            KeyId=payments,
+            ImportToken=params["ImportToken"],
+            EncryptedKeyMaterial=wrap(WrapMethod.RSAES_OAEP_SHA_256, params["PublicKey"], material),
+            ExpirationModel="KEY_MATERIAL_EXPIRES",
+            ValidTo=soon,
+        )
+    plan = workspace.keyplan("plan", "-json")
+    changes = {c["address"]: c for c in json.loads(plan.stdout)["changes"]}
+    assert changes['key.app["payments"]']["actions"] == ["reimport"], plan.output
+    assert "expires at" in changes['key.app["payments"]']["reason"]
+    assert changes['key.app["ledger"]']["actions"] == ["no-op"]
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    with workspace.aws() as (kms, _):
+        meta = kms.describe_key(KeyId=payments)["KeyMetadata"]
+        assert meta["KeyState"] == "Enabled"
+        assert meta["ValidTo"] > soon + timedelta(days=80)
+    assert workspace.keyplan("plan", "-detailed-exitcode").code == 0
