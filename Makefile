@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: quickstart test softhsm venv bench clean
+.PHONY: quickstart test softhsm venv bench lint clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ quickstart: venv
 
 test: venv softhsm
 	$(BIN)/python -m pytest -n 2 -q
+
+lint: venv
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m mypy keyplan providers
+	$(BIN)/python -m ruff check keyplan providers tests
 
 bench: venv
 	$(BIN)/python bench/run.py

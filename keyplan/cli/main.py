@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -576,12 +576,12 @@ _register_command_groups()
 # ---------------------------------------------------------------------------------------------
 
 
-def _click():  # type: ignore[no-untyped-def]
+def _click() -> Any:
     # typer ships its own copy of click in newer releases and depends on click in older ones.
     try:
-        import click
+        import click  # type: ignore[import-not-found,unused-ignore]
     except ModuleNotFoundError:
-        from typer import _click as click  # type: ignore[no-redef]
+        from typer import _click as click
     return click
 
 

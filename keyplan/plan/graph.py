@@ -58,7 +58,7 @@ class _Builder:
             return action_id
         self._ids.add(action_id)
         deps = sorted({d for d in depends_on if d})
-        self.actions.append(Action(id=action_id, kind=kind, depends_on=deps, **fields))  # type: ignore[arg-type]
+        self.actions.append(Action(id=action_id, kind=kind, depends_on=deps, **fields))
         return action_id
 
     def key(self, work: KeyWork) -> None:

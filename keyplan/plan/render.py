@@ -29,6 +29,12 @@ def _map(values: dict[str, str]) -> str:
     return "{ " + ", ".join(f'{k} = "{v}"' for k, v in sorted(values.items())) + " }"
 
 
+def _value(field: str, value: object) -> str:
+    if field == "labels" and isinstance(value, dict):
+        return _map(value)
+    return json.dumps(value)
+
+
 def summary_counts(plan: Plan) -> Counter[str]:
     counts: Counter[str] = Counter()
     for change in plan.changes:
@@ -105,12 +111,11 @@ def _change_text(plan: Plan, change: PlannedChange, colour: bool) -> list[str]:
         for field in ("labels", "aliases", "description", "enabled"):
             new = getattr(after, field)
             old = getattr(before, field) if before is not None else None
-            show = (lambda v: _map(v)) if field == "labels" else (lambda v: json.dumps(v))
             if before is None:
                 if new not in ({}, [], None):
-                    lines.append(f"{pad}{field + ':':<13}{show(new)}")
+                    lines.append(f"{pad}{field + ':':<13}{_value(field, new)}")
             elif old != new:
-                lines.append(f"{pad}{field + ':':<13}{show(old)} -> {show(new)}")
+                lines.append(f"{pad}{field + ':':<13}{_value(field, old)} -> {_value(field, new)}")
     for note in change.notes:
         lines.append(f"{pad}note:        {note}")
     return lines
