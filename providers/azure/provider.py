@@ -87,6 +87,7 @@ WRAP_METHOD = WrapMethod.RSA_AES_KEY_WRAP_SHA_1
 TRANSFER_ENC = "CKM_RSA_AES_KEY_WRAP"
 NAME_HASH_LENGTH = 10
 NAME_READABLE_LENGTH = 80
+_EMBEDDED_START = threading.Lock()
 
 
 class AzureSettings(ProviderSettings):
@@ -97,7 +98,8 @@ class AzureSettings(ProviderSettings):
         description=(
             "The vault keys are imported into: https://<name>.vault.azure.net for a Key Vault (Premium) or "
             "https://<name>.managedhsm.azure.net for a Managed HSM. The kind decides what may be imported: "
-            'AES keys only into a Managed HSM. Required unless endpoint is "embedded".'
+            'AES keys only into a Managed HSM. Required unless endpoint is "embedded"; with "embedded" it '
+            "defaults to a Key Vault, and a .managedhsm.azure.net URL makes the embedded emulator a Managed HSM."
         ),
     )
     credentials: Literal["default", "local"] = Field(
@@ -251,10 +253,19 @@ class AzurePlugin(ProviderPlugin):
         self._check_algorithm(azure, address, key, diagnostics)
         self._check_tags(key, diagnostics)
         if key.aliases:
+            diagnostics.error(
+                "Azure keys have no aliases",
+                f"This key declares aliases ({', '.join(key.aliases)}) and targets {address}, but Azure Key Vault "
+                "and Managed HSM address keys by name only, so the aliases would not exist there. Remove the "
+                "aliases, or move them to a key whose targets all support aliases (AWS).",
+                range=key.range,
+                address=key.address,
+            )
+        if key.description:
             diagnostics.warning(
-                "Azure Key Vault keys have no aliases",
-                f"The aliases of this key are not created at {address}: Azure addresses keys by name only. "
-                "Refer to the key by its id, or remove the aliases if no other target uses them.",
+                "Azure keys have no description",
+                f"Azure Key Vault and Managed HSM keep no description, so this key's description is not stored at "
+                f"{address} (other targets still receive it). Put what it says in a label if Azure should carry it.",
                 range=key.range,
                 address=key.address,
             )
@@ -354,6 +365,11 @@ class AzurePlugin(ProviderPlugin):
                 attributes={"name": azure.kek_name, "bits": str(azure.kek_size)},
             )
         ]
+
+    def metadata_fields(self, settings: ProviderSettings) -> frozenset[str]:
+        """Azure keeps tags (keyplan's labels) and the enabled attribute; it has no aliases and no
+        description, so the planner must not compare those."""
+        return frozenset({"labels", "enabled"})
 
     def deletion_note(self, settings: ProviderSettings) -> str:
         azure = cast(AzureSettings, settings)
@@ -523,7 +539,10 @@ class AzureProvider(Provider):
                 purge_protection=settings.purge_protection,
                 retention_days=settings.retention_days,
             )
-            self._server = start_embedded(app, context.data_dir, name=context.address.replace(".", "-"))
+            # Embedded emulators of one run share a TLS certificate made on first start; starting
+            # them one at a time keeps two providers from writing it at once.
+            with _EMBEDDED_START:
+                self._server = start_embedded(app, context.data_dir, name=context.address.replace(".", "-"))
             endpoint, ca_bundle, credentials = self._server.url, str(self._server.ca_cert), "local"
         self.client_url = (endpoint or self.vault_url).rstrip("/")
         credential: TokenCredential

@@ -86,8 +86,22 @@ def test_labels_are_checked_with_the_reserved_tags_counted() -> None:
     assert "reserve" in reserved.summary
     [too_long] = PLUGIN.check_key(settings, "azure.main", spec(labels={"team": "x" * 257})).errors
     assert "256" in too_long.detail
-    warnings = PLUGIN.check_key(settings, "azure.main", spec(aliases=("alias/payments",))).warnings
-    assert warnings and "aliases" in warnings[0].summary
+
+
+
+def test_aliases_are_refused_and_descriptions_warned_about() -> None:
+    settings = AzureSettings(vault_url=VAULT_URL)
+    [alias_error] = PLUGIN.check_key(settings, "azure.main", spec(aliases=("alias/payments",))).errors
+    assert "aliases" in alias_error.summary and "alias/payments" in alias_error.detail
+    assert alias_error.range == RANGE and alias_error.detail.endswith(".")
+    described = PLUGIN.check_key(settings, "azure.main", spec(description="payments signing key"))
+    assert not described.has_errors()
+    [warning] = described.warnings
+    assert "description" in warning.summary and "label" in warning.detail
+
+
+def test_only_tags_and_enabled_are_compared() -> None:
+    assert PLUGIN.metadata_fields(AzureSettings(vault_url=VAULT_URL)) == frozenset({"labels", "enabled"})
 
 
 def test_expiry_and_rotation_are_allowed() -> None:
