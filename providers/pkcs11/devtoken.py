@@ -2,7 +2,10 @@
 HSM example and the tests. Not for production keys: SoftHSM keeps them in files.
 
 `init_dev_token` writes `softhsm2.conf` (its own token directory, file object store) into the
-directory and runs `softhsm2-util --init-token --free`. SoftHSM reads `SOFTHSM2_CONF` once, when
+directory and runs `softhsm2-util --init-token --free`. The tool takes PINs only as arguments,
+which other local users can see in the process list, so it is given throwaway PINs; the real
+ones are then set through PKCS#11 inside this process (C_SetPIN for the security officer,
+C_InitPIN for the user) and never appear on a command line. SoftHSM reads `SOFTHSM2_CONF` once, when
 the library initialises; a DevToken's `module_env` carries it, and the PKCS#11 source applies
 it (re-initialising the library when no other source is using it), so several dev tokens can be
 used one after the other in one process.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sysconfig
@@ -19,7 +23,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from pkcs11 import exceptions as p11
+
 from keyplan.provider import SourceError
+from providers.pkcs11.errors import token_error
+from providers.pkcs11.library import attach, detach, find_token
 from providers.pkcs11.settings import Pkcs11SourceSettings
 
 _LIBRARY = "libsofthsm2.so"
@@ -104,9 +112,32 @@ def init_dev_token(directory: Path, label: str, pin: str, so_pin: str) -> DevTok
             f"{directory} already holds a token labelled {label!r}. Use it, pick another label, or "
             "delete the directory to start over.",
         )
-    # The PINs travel as arguments of a short-lived local process; acceptable for a dev token only.
-    _softhsm_util(conf, ["--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", pin])
+    # Throwaway PINs on the command line; the real ones are set below, inside this process.
+    initial_so_pin, initial_pin = secrets.token_hex(16), secrets.token_hex(16)
+    _softhsm_util(conf, ["--init-token", "--free", "--label", label, "--so-pin", initial_so_pin, "--pin", initial_pin])
+    _set_pins(module, conf, label, initial_so_pin, so_pin=so_pin, pin=pin)
     return DevToken(conf_path=conf, module_path=module, label=label)
+
+
+def _set_pins(module: Path, conf: Path, label: str, initial_so_pin: str, *, so_pin: str, pin: str) -> None:
+    """Replace the throwaway PINs: the SO's with C_SetPIN, the user's with C_InitPIN."""
+    library = attach(module, {"SOFTHSM2_CONF": str(conf)})
+    try:
+        token = find_token(library, label, None)
+        with library.lock:
+            try:
+                session = token.open(rw=True, so_pin=initial_so_pin)
+            except p11.PKCS11Error as exc:
+                raise token_error("logging in as security officer to set the PINs", exc, token=label) from None
+            try:
+                session.set_pin(initial_so_pin, so_pin)
+                session.init_pin(pin)
+            except p11.PKCS11Error as exc:
+                raise token_error("setting the PINs", exc, token=label) from None
+            finally:
+                session.close()
+    finally:
+        detach(library)
 
 
 def _softhsm_util(conf_path: Path, arguments: list[str]) -> str:

@@ -57,7 +57,7 @@ class Pkcs11SourcePlugin(SourcePlugin):
 def open_source(settings: Pkcs11SourceSettings, address: str, working_dir: Path | None = None) -> Pkcs11Source:
     module = settings.module_path(working_dir)
     pin = read_pin(settings.pin_env)
-    library = attach(module, settings.module_env)
+    library = attach(module, settings.environment(working_dir))
     try:
         token = find_token(library, settings.token_label, settings.slot)
         session = login(library, token, pin)

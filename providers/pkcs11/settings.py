@@ -26,8 +26,8 @@ class Pkcs11SourceSettings(PluginSettings):
     module_env: dict[str, str] = Field(
         default={},
         description=(
-            "Environment the library reads when it initialises, e.g. SOFTHSM2_CONF for SoftHSM; "
-            "values are used as written."
+            "Environment the library reads when it initialises, e.g. SOFTHSM2_CONF for SoftHSM. A value "
+            "starting with ./ or ../ is a path relative to the configuration directory; others are used as written."
         ),
     )
 
@@ -35,3 +35,13 @@ class Pkcs11SourceSettings(PluginSettings):
         if self.module.is_absolute() or working_dir is None:
             return self.module
         return working_dir / self.module
+
+    def environment(self, working_dir: Path | None = None) -> dict[str, str]:
+        """`module_env` with ./ and ../ values resolved against the configuration directory, so
+        a configuration that points at a token beside it works from any current directory."""
+        if working_dir is None:
+            return dict(self.module_env)
+        return {
+            name: str((working_dir / value).resolve()) if value.startswith(("./", "../")) else value
+            for name, value in self.module_env.items()
+        }

@@ -38,7 +38,7 @@ def trust_wrapping_key(
     except ValueError:
         raise SourceError("Not an RSA wrapping key", "Pass the DER SubjectPublicKeyInfo of the cloud's RSA wrapping key.") from None
     fingerprint = spki_fingerprint(spki_der)
-    library = attach(settings.module_path(working_dir), settings.module_env)
+    library = attach(settings.module_path(working_dir), settings.environment(working_dir))
     try:
         token = find_token(library, settings.token_label, settings.slot)
         with library.lock:
