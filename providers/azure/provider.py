@@ -880,7 +880,7 @@ class AzureProvider(Provider):
                 "The algorithm or the import parameters do not fit Azure's BYOK import. Re-run keyplan plan.",
                 remote_id=request.remote_id,
             )
-        blob = build_transfer_blob(self._wire_kid(request.parameters.reference), request.wrapped)
+        blob = self.transfer_blob(request.parameters, request.wrapped)
         jwk = JsonWebKey(kty=key_type.kty, crv=key_type.crv, key_ops=key_operations(request.key.usage), t=blob)
         tags = {
             **request.key.labels,
@@ -908,6 +908,18 @@ class AzureProvider(Provider):
             version_id=imported.properties.version or "",
             expires_at=imported.properties.expires_on,
         )
+
+    def transfer_blob(self, parameters: ImportParameters, wrapped: bytes) -> bytes:
+        """The .byok file for material wrapped under `parameters`: its header names the KEK as
+        the endpoint keyplan talks to knows it (the vault itself, or the emulator standing in)."""
+        if parameters.method is not WRAP_METHOD or not parameters.reference:
+            raise ProviderError(
+                ErrorKind.FATAL,
+                "These import parameters do not name an Azure key-exchange key",
+                f"A transfer blob needs material wrapped with {WRAP_METHOD.value} for a key-exchange key of "
+                f"{self.vault_url}. This looks like a keyplan bug; please report it.",
+            )
+        return build_transfer_blob(self._wire_kid(parameters.reference), wrapped)
 
     def _import_failure(self, error: ProviderError, request: ImportMaterialRequest) -> ProviderError:
         """A refused import whose KEK version is gone or unusable needs fresh parameters and a
