@@ -40,8 +40,8 @@ def token_error(action: str, exc: Exception, *, token: str) -> SourceError:
             "The PKCS#11 token refused to wrap this key",
             f"The token {token!r} refused while {action} ({code}). A key created with "
             "CKA_WRAP_WITH_TRUSTED can only be wrapped under a wrapping key the security officer "
-            "marked trusted: run the trust step for the cloud's wrapping key, or generate new "
-            "material without `wrap_with_trusted`.",
+            "marked trusted: the security officer runs `keyplan hsm trust ADDR` for the key, or "
+            "generate new material without `wrap_with_trusted` (`keyplan apply -replace=ADDR`).",
         )
     if isinstance(exc, (p11.DeviceRemoved, p11.TokenNotPresent, p11.SessionClosed, p11.DeviceError)):
         return SourceError(

@@ -13,6 +13,7 @@ from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass, PrivateKey, P
 from pkcs11 import exceptions as p11
 
 from keyplan.algorithms import Algorithm, MaterialKind
+from keyplan.crypto.fingerprint import spki_fingerprint
 from keyplan.crypto.wrap import direct_oaep_limit, load_wrapping_key
 from keyplan.provider import (
     GeneratedMaterial,
@@ -178,12 +179,14 @@ class Pkcs11Source(KeySource):
         if self._settings.wrap_with_trusted:
             trusted = find_trusted_wrapping_key(session, request.wrapping_public_key)
             if trusted is None:
+                address = _address_of(TokenHandle.parse(request.handle), self._settings.key_label_prefix)
                 raise SourceError(
                     "The cloud's wrapping key is not trusted by the token",
                     f"Keys in {self._settings.token_label!r} are created with CKA_WRAP_WITH_TRUSTED, so "
-                    "they can only be wrapped under a key the security officer imported as TRUSTED. "
-                    "Have the security officer import this wrapping key (keyplan's trust step, "
-                    "`providers.pkcs11.trust_wrapping_key`, with the SO PIN), then run again.",
+                    f"they can only be wrapped under a key the security officer imported as TRUSTED "
+                    f"(wrapping key {spki_fingerprint(request.wrapping_public_key)}). The security officer "
+                    f"runs `keyplan hsm trust '{address}'` with the SO PIN in KEYPLAN_HSM_SO_PIN; then run "
+                    "`keyplan apply` again.",
                 )
             return wrap_in_token(session, trusted, target, request.method, native_hybrid=native_hybrid)
         wrapping_key = import_wrapping_key(session, request.wrapping_public_key)
@@ -273,6 +276,15 @@ class Pkcs11Source(KeySource):
         if self._session is None:
             raise SourceError("The PKCS#11 source is closed", "Open the source again (a bug if seen during a run).")
         return self._session
+
+
+def _address_of(handle: TokenHandle | None, prefix: str) -> str:
+    """The key address inside a handle's label (`<prefix>:<address>:v<version>`)."""
+    if handle is None:
+        return "ADDR"
+    inner = handle.label.removeprefix(prefix + ":")
+    address, sep, _ = inner.rpartition(":v")
+    return address if sep and address else "ADDR"
 
 
 def _wrapping_key_bits(spki_der: bytes) -> int:

@@ -53,8 +53,9 @@ def trust_wrapping_key(
             except p11.PKCS11Error as exc:
                 raise token_error("logging in as security officer", exc, token=settings.token_label) from None
             try:
-                if find_trusted_wrapping_key(session, spki_der) is not None:
-                    return TrustedWrappingKey(label=label, fingerprint=fingerprint, created=False)
+                existing = find_trusted_wrapping_key(session, spki_der)
+                if existing is not None:
+                    return TrustedWrappingKey(label=existing.label or label, fingerprint=fingerprint, created=False)
                 attributes = decode_rsa_public_key(
                     public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
                 )
