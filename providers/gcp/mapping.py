@@ -192,7 +192,8 @@ VERSION_STATES = {
     "GENERATION_FAILED": VersionState.IMPORT_FAILED,
 }
 
-LIVE_VERSION_STATES = ("ENABLED", "DISABLED", "DESTROY_SCHEDULED")
+# Versions that hold material, or held it and can get it back (re-import into a DESTROYED one).
+MATERIAL_VERSION_STATES = ("ENABLED", "DISABLED", "DESTROY_SCHEDULED", "DESTROYED")
 
 
 @dataclass(frozen=True)
@@ -203,29 +204,43 @@ class VersionView:
     state: str
 
 
+def _number(version: VersionView) -> int:
+    return int(version.version_id) if version.version_id.isdigit() else 0
+
+
 def current_version(primary: VersionView | None, versions: list[VersionView]) -> VersionView | None:
-    """The version that stands for the key: the primary while it is usable, otherwise the newest
-    enabled version, else the newest disabled one, else the newest scheduled for destruction."""
-    if primary is not None and primary.state in ("ENABLED", "DISABLED"):
+    """The version that stands for the key.
+
+    For a key with a primary that is the primary, whatever its state: Cloud KMS keeps a version
+    primary when it is disabled, scheduled for destruction or destroyed, and encryption fails
+    until it is usable again, so another enabled version does not make the key whole. Keys
+    without a primary (asymmetric and MAC keys, whose callers name versions) are represented by
+    their newest version that holds or held material."""
+    if primary is not None:
         return primary
-    for wanted in LIVE_VERSION_STATES:
-        candidates = [v for v in versions if v.state == wanted]
-        if candidates:
-            return max(candidates, key=lambda v: int(v.version_id) if v.version_id.isdigit() else 0)
-    return None
+    held = [v for v in versions if v.state in MATERIAL_VERSION_STATES]
+    return max(held, key=_number, default=None)
 
 
-def key_state(current: VersionView | None, versions: list[VersionView]) -> KeyState:
-    if current is not None:
-        return {
-            "ENABLED": KeyState.ENABLED,
-            "DISABLED": KeyState.DISABLED,
-            "DESTROY_SCHEDULED": KeyState.PENDING_DELETION,
-        }[current.state]
-    if (
-        versions
-        and all(v.state in ("DESTROYED", "IMPORT_FAILED", "GENERATION_FAILED") for v in versions)
-        and any(v.state == "DESTROYED" for v in versions)
-    ):
-        return KeyState.DELETED
-    return KeyState.PENDING_IMPORT
+def key_state(current: VersionView | None) -> KeyState:
+    """keyplan's state of a key from the version that stands for it.
+
+    A DESTROYED version is `PENDING_IMPORT`, not `DELETED`: nothing can cancel a destruction
+    that happened, but importing the same material into that version again restores it, which
+    is what keyplan plans for a key waiting for its material. `DESTROY_SCHEDULED` is
+    `PENDING_DELETION`: restoring the version cancels it (the version comes back DISABLED)."""
+    if current is None:
+        return KeyState.PENDING_IMPORT
+    return {
+        "ENABLED": KeyState.ENABLED,
+        "DISABLED": KeyState.DISABLED,
+        "DESTROY_SCHEDULED": KeyState.PENDING_DELETION,
+    }.get(current.state, KeyState.PENDING_IMPORT)
+
+
+def spent(versions: list[VersionView]) -> bool:
+    """Whether every version was destroyed (or failed): the key holds nothing, and only someone
+    who still has the material of a destroyed version can bring it back."""
+    return bool(versions) and all(v.state in ("DESTROYED", "IMPORT_FAILED", "GENERATION_FAILED") for v in versions) and any(
+        v.state == "DESTROYED" for v in versions
+    )

@@ -72,6 +72,7 @@ from providers.gcp.mapping import (
     key_state,
     keyplan_algorithm_name,
     label_problems,
+    spent,
 )
 
 if TYPE_CHECKING:
@@ -197,13 +198,26 @@ class GcpPlugin(ProviderPlugin):
                 **where,
             )
         if key.aliases:
+            diags.error(
+                "Google Cloud KMS keys have no aliases",
+                f"Cloud KMS finds keys by their resource name only, so aliases cannot be set at {address}. Remove "
+                "aliases from this key, or declare the key for the targets that have aliases separately from the "
+                "one for Cloud KMS.",
+                **where,
+            )
+        if key.description is not None:
             diags.warning(
-                "aliases are ignored by Google Cloud KMS",
-                f"Cloud KMS keys have no aliases; keys at {address} are found by their resource name. Remove "
-                "aliases, or keep them for the targets that support them.",
+                "description is not kept by Google Cloud KMS",
+                f"Cloud KMS keys have no description, so keys at {address} do not carry it and keyplan never "
+                "compares it there. Put what it says in a label if Cloud KMS should show it, or remove "
+                "description when no other target uses it.",
                 **where,
             )
         return diags
+
+    def metadata_fields(self, settings: ProviderSettings) -> frozenset[str]:
+        """Cloud KMS keeps labels and (per version) enabled; it has no aliases or description."""
+        return frozenset({"labels", "enabled"})
 
     def wrap_offers(self, settings: ProviderSettings, algorithm: Algorithm) -> list[WrapOffer]:
         gcp = _settings(settings)
@@ -765,21 +779,18 @@ class GcpProvider(Provider):
         return ScheduleDeletionResponse(deletion_date=latest)
 
     def cancel_deletion(self, request: CancelDeletionRequest) -> None:
+        """Restore every version scheduled for destruction. Restored versions come back DISABLED,
+        as at Cloud KMS; enabling them is `update_key`'s part (the plan adds it when the key is
+        meant to be enabled). A version already DESTROYED cannot be restored: it needs its
+        material re-imported, which the plan shows as a re-import."""
         for version in self._versions(request.remote_id):
-            if version.state.name != "DESTROY_SCHEDULED":
-                continue
-            self._call(
-                "restore a key version", self._client.restore_crypto_key_version, request.remote_id, name=version.name
-            )
-            self._call(
-                "enable a restored key version",
-                self._client.update_crypto_key_version,
-                request.remote_id,
-                request={
-                    "crypto_key_version": {"name": version.name, "state": "ENABLED"},
-                    "update_mask": {"paths": ["state"]},
-                },
-            )
+            if version.state.name == "DESTROY_SCHEDULED":
+                self._call(
+                    "restore a key version",
+                    self._client.restore_crypto_key_version,
+                    request.remote_id,
+                    name=version.name,
+                )
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -813,8 +824,19 @@ class GcpProvider(Provider):
         missing = tuple(remote_id for remote_id, key in fetched.items() if key is None)
 
         wanted = set(request.with_versions)
-        need_versions = [name for name, key in keys.items() if name in wanted or not self._primary_settles(key)]
+        need_versions = [
+            name
+            for name, key in keys.items()
+            if name in wanted or not self._primary_settles(key, known=name in request.known)
+        ]
         versions = self._fan_out(self._versions, need_versions)
+        # A key state does not know whose versions were all destroyed is one keyplan deleted and
+        # forgot (or another tool's): there is nothing to adopt or restore, and it is no orphan.
+        keys = {
+            name: key
+            for name, key in keys.items()
+            if name in request.known or not spent(self._views(versions.get(name)))
+        }
         lookup = {encode_label_value(a): a for a in (*request.addresses, *request.known.values())}
         remote = tuple(
             self._remote_key(key, versions.get(name), lookup, request.managed_by, with_versions=name in wanted)
@@ -823,9 +845,18 @@ class GcpProvider(Provider):
         return Inventory(keys=remote, missing=missing, prerequisites=self._prerequisite_records())
 
     @staticmethod
-    def _primary_settles(key: CryptoKey) -> bool:
-        """Whether the listing alone tells the key's state (a usable primary)."""
-        return bool(key.primary.name) and key.primary.state.name in ("ENABLED", "DISABLED")
+    def _primary_settles(key: CryptoKey, *, known: bool = True) -> bool:
+        """Whether the listing alone tells the key's state: the primary stands for the key (see
+        `mapping.current_version`), except that a destruction date is the latest of all versions'
+        and a key state does not know needs its versions to tell whether all were destroyed."""
+        if not key.primary.name:
+            return False
+        state = key.primary.state.name
+        return state in ("ENABLED", "DISABLED") or (known and state != "DESTROY_SCHEDULED")
+
+    @staticmethod
+    def _views(versions: list[CryptoKeyVersion] | None) -> list[VersionView]:
+        return [VersionView(_version_id(v.name), v.state.name) for v in versions or []]
 
     def _prerequisite_records(self) -> tuple[PrerequisiteRecord, ...]:
         try:
@@ -876,11 +907,12 @@ class GcpProvider(Provider):
         else:
             owner = decode_label_value(managed_value) or managed_value
         primary = VersionView(_version_id(key.primary.name), key.primary.state.name) if key.primary.name else None
-        views = [VersionView(_version_id(v.name), v.state.name) for v in versions or []]
-        current = current_version(primary, views)
-        state = key_state(current, views)
-        current_id = primary.version_id if primary else (current.version_id if current else None)
+        current = current_version(primary, self._views(versions))
+        state = key_state(current)
+        current_id = current.version_id if current else None
         scheduled = [_when(v.destroy_time) for v in versions or [] if v.state.name == "DESTROY_SCHEDULED"]
+        if primary is not None and primary.state == "DESTROY_SCHEDULED":
+            scheduled.append(_when(key.primary.destroy_time))
         deletion = max((d for d in scheduled if d), default=None) if state is KeyState.PENDING_DELETION else None
         return RemoteKey(
             remote_id=key.name,

@@ -173,6 +173,24 @@ def test_check_key_reports_label_algorithm_and_expiry_problems() -> None:
     assert PLUGIN.check_key(settings, "gcp.main", too_many).has_errors()
 
 
+def test_aliases_are_refused_description_is_warned_and_only_labels_and_enabled_are_compared() -> None:
+    settings = GcpSettings(project="p", key_ring="r")
+    where = SourceRange(filename="main.kp.hcl", line=7, column=1)
+    spec = KeySpec(
+        address='key.a["x"]',
+        algorithm=ALGORITHMS["AES_256"],
+        usage=KeyUsage.ENCRYPT,
+        range=where,
+        aliases=("alias/a",),
+        description="data key",
+    )
+    diags = PLUGIN.check_key(settings, "gcp.main", spec)
+    assert [d.summary for d in diags.errors] == ["Google Cloud KMS keys have no aliases"]
+    assert [d.summary for d in diags.warnings] == ["description is not kept by Google Cloud KMS"]
+    assert all(d.range == where and "gcp.main" in d.detail for d in diags)
+    assert PLUGIN.metadata_fields(settings) == frozenset({"labels", "enabled"})
+
+
 def test_wrap_offers_prefer_sha256_hybrid_and_4096() -> None:
     settings = GcpSettings(project="p", key_ring="r")
     offers = PLUGIN.wrap_offers(settings, ALGORITHMS["EC_P256"])
@@ -276,11 +294,13 @@ def test_destroyed_material_is_reimported_into_the_same_version(target: Target) 
     assert deletion.deletion_date is not None
     target.control("/_emulator/clock", {"advance_seconds": 31 * 86400})
     described = target.provider.describe(remote_id)
-    assert described is not None and described.state is KeyState.DELETED
+    # Destroyed is not deleted-and-restorable: the key waits for the same material again.
+    assert described is not None and described.state is KeyState.PENDING_IMPORT
+    assert described.current_version == version and not described.enabled
     assert described.versions and described.versions[0].state is VersionState.DESTROYED
     target.provider.cancel_deletion(CancelDeletionRequest(remote_id=remote_id))  # too late: nothing to restore
     still = target.provider.describe(remote_id)
-    assert still is not None and still.state is KeyState.DELETED
+    assert still is not None and still.state is KeyState.PENDING_IMPORT
     with pytest.raises(ProviderError) as caught:
         target.import_(remote_id, spec, records, aes(), ImportPurpose.REIMPORT, version)
     assert caught.value.kind is ErrorKind.FATAL and "does not match" in caught.value.detail
@@ -288,6 +308,69 @@ def test_destroyed_material_is_reimported_into_the_same_version(target: Target) 
     assert again == version
     described = target.provider.describe(remote_id)
     assert described is not None and described.state is KeyState.ENABLED and described.current_version == version
+
+
+def versions_of(target: Target, remote_id: str) -> dict[str, str]:
+    listed = target.provider._client.list_crypto_key_versions(request={"parent": remote_id})
+    return {v.name.rsplit("/", 1)[-1]: v.state.name for v in listed}
+
+
+def test_the_primary_stands_for_the_key_and_restored_versions_come_back_disabled(target: Target) -> None:
+    spec = target.spec("primary")
+    remote_id, records = target.create(spec)
+    target.import_(remote_id, spec, records, aes())
+    v2 = target.import_(remote_id, spec, records, aes(), ImportPurpose.NEW_VERSION)
+    target.provider._client.update_crypto_key_primary_version(
+        request={"name": remote_id, "crypto_key_version_id": v2}
+    )
+    client = target.provider._client
+    client.destroy_crypto_key_version(name=f"{remote_id}/cryptoKeyVersions/{v2}")
+    known = {remote_id: spec.address}
+    entry = target.provider.inventory(InventoryRequest(managed_by=MANAGED_BY, known=known)).keys[0]
+    # Version 1 still decrypts, but the key cannot encrypt: the destruction is keyplan's business.
+    assert entry.state is KeyState.PENDING_DELETION and entry.current_version == v2
+    assert entry.deletion_date is not None
+    target.provider.cancel_deletion(CancelDeletionRequest(remote_id=remote_id))
+    assert versions_of(target, remote_id) == {"1": "ENABLED", v2: "DISABLED"}
+    entry = target.provider.inventory(InventoryRequest(managed_by=MANAGED_BY, known=known)).keys[0]
+    assert entry.state is KeyState.DISABLED and not entry.enabled
+    client.update_crypto_key_version(
+        request={
+            "crypto_key_version": {"name": f"{remote_id}/cryptoKeyVersions/{v2}", "state": "ENABLED"},
+            "update_mask": {"paths": ["state"]},
+        }
+    )
+    client.destroy_crypto_key_version(name=f"{remote_id}/cryptoKeyVersions/{v2}")
+    target.control("/_emulator/clock", {"advance_seconds": 31 * 86400})
+    target.control("/_emulator/stats/reset", {})
+    entry = target.provider.inventory(InventoryRequest(managed_by=MANAGED_BY, known=known)).keys[0]
+    assert entry.state is KeyState.PENDING_IMPORT and entry.current_version == v2
+    assert "ListCryptoKeyVersions" not in target.calls(), "a known key's destroyed primary needs no version listing"
+
+
+def test_keys_without_a_primary_and_spent_keys_state_does_not_know(target: Target) -> None:
+    mac = target.spec("mac", "HMAC_SHA256")
+    mac_id, records = target.create(mac)
+    mac_material = SecretBytes(os.urandom(32))
+    target.import_(mac_id, mac, records, mac_material)
+    v2 = target.import_(mac_id, mac, records, SecretBytes(os.urandom(32)), ImportPurpose.NEW_VERSION)
+    forgotten = target.spec("forgotten")
+    forgotten_id, _ = target.create(forgotten)
+    target.import_(forgotten_id, forgotten, records, aes())
+    target.provider.schedule_deletion(ScheduleDeletionRequest(remote_id=forgotten_id))
+    target.provider._client.destroy_crypto_key_version(name=f"{mac_id}/cryptoKeyVersions/{v2}")
+    target.control("/_emulator/clock", {"advance_seconds": 31 * 86400})
+    inventory = target.provider.inventory(
+        InventoryRequest(managed_by=MANAGED_BY, known={mac_id: mac.address}, addresses=(forgotten.address,), scan=True)
+    )
+    by_id = {k.remote_id: k for k in inventory.keys}
+    # The newest version stands for a MAC key: destroyed, it is re-imported, not replaced by version 1.
+    assert by_id[mac_id].state is KeyState.PENDING_IMPORT and by_id[mac_id].current_version == v2
+    assert forgotten_id not in by_id, "a key whose versions were all destroyed is neither adoptable nor an orphan"
+    known = target.provider.inventory(InventoryRequest(managed_by=MANAGED_BY, known={forgotten_id: forgotten.address}))
+    assert [(k.remote_id, k.state, k.current_version) for k in known.keys] == [
+        (forgotten_id, KeyState.PENDING_IMPORT, "1")
+    ]
 
 
 def test_inventory_lists_in_bulk_and_fetches_only_what_the_listing_cannot_tell(target: Target) -> None:
