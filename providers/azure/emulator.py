@@ -262,6 +262,10 @@ class AzureKeyVaultEmulator(EmulatorApp):
     vault_kind: ClassVar[VaultKind] = "vault"
     default_purge_protection: ClassVar[bool] = False
     default_retention_days: ClassVar[int] = 90
+    # The vault's public host name (e.g. "payments.vault.azure.net") when the emulator stands in
+    # for a named vault: transfer blobs may name its KEK under that host as well as under the
+    # address the client reached, as a file made for the vault itself does.
+    vault_host: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -657,8 +661,8 @@ class AzureKeyVaultEmulator(EmulatorApp):
         whose key_ops are exactly ["import"], enabled and within its validity period."""
         kid = urlsplit(blob.header.kid)
         parts = kid.path.strip("/").split("/")
-        own_host = self._base(request).removeprefix("https://")
-        if kid.scheme != "https" or kid.netloc.lower().removesuffix(":443") != own_host or len(parts) != 3:
+        own_hosts = {self._base(request).removeprefix("https://"), self.vault_host}
+        if kid.scheme != "https" or kid.netloc.lower().removesuffix(":443") not in own_hosts or len(parts) != 3:
             raise bad_parameter("The transfer blob's header.kid must be the versioned id of a key in this vault.")
         if parts[0] != "keys":
             raise bad_parameter("The transfer blob's header.kid must be the versioned id of a key in this vault.")
@@ -905,17 +909,23 @@ class ManagedHsmEmulator(AzureKeyVaultEmulator):
 
 
 def emulator_class(
-    kind: VaultKind, *, purge_protection: bool = False, retention_days: int = 90
+    kind: VaultKind, *, purge_protection: bool = False, retention_days: int = 90, vault_url: str | None = None
 ) -> type[AzureKeyVaultEmulator]:
     """The app class `start_embedded` should build for a vault of this kind and these properties
-    (it constructs apps from `(store, clock)` alone, so the properties travel as class defaults)."""
+    (it constructs apps from `(store, clock)` alone, so the properties travel as class defaults).
+    `vault_url` names the vault the emulator stands in for."""
     parent = ManagedHsmEmulator if kind == "managedhsm" else AzureKeyVaultEmulator
-    if not purge_protection and retention_days == 90:
+    vault_host = urlsplit(vault_url).hostname if vault_url else None
+    if not purge_protection and retention_days == 90 and vault_host is None:
         return parent
     return type(
         f"{parent.__name__}WithOptions",
         (parent,),
-        {"default_purge_protection": purge_protection, "default_retention_days": retention_days},
+        {
+            "default_purge_protection": purge_protection,
+            "default_retention_days": retention_days,
+            "vault_host": vault_host,
+        },
     )
 
 
@@ -929,10 +939,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=["vault", "managedhsm"], default="vault")
     parser.add_argument("--purge-protection", action="store_true")
     parser.add_argument("--retention-days", type=int, default=90)
+    parser.add_argument("--vault-url", help="The vault this emulator stands in for, e.g. https://x.vault.azure.net.")
     args = parser.parse_args(argv)
     store = DocumentStore(args.data_dir / "azure.sqlite")
     clock = Clock(float(store.get_meta("clock_offset") or 0.0))
-    app_class = emulator_class(args.kind, purge_protection=args.purge_protection, retention_days=args.retention_days)
+    app_class = emulator_class(
+        args.kind, purge_protection=args.purge_protection, retention_days=args.retention_days, vault_url=args.vault_url
+    )
     server = EmulatorServer(app_class(store, clock), port=args.port, cert_dir=args.data_dir)
     server.faults.configure({"latency_ms": args.latency_ms})
     print(server.url, flush=True)

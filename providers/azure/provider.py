@@ -538,6 +538,7 @@ class AzureProvider(Provider):
                 settings.vault_kind,
                 purge_protection=settings.purge_protection,
                 retention_days=settings.retention_days,
+                vault_url=settings.vault_url,
             )
             # Embedded emulators of one run share a TLS certificate made on first start; starting
             # them one at a time keeps two providers from writing it at once.
@@ -545,6 +546,10 @@ class AzureProvider(Provider):
                 self._server = start_embedded(app, context.data_dir, name=context.address.replace(".", "-"))
             endpoint, ca_bundle, credentials = self._server.url, str(self._server.ca_cert), "local"
         self.client_url = (endpoint or self.vault_url).rstrip("/")
+        # Transfer blobs name the KEK as the service that unwraps them knows it: the embedded
+        # emulator stands in for vault_url itself (so an exported file stays valid across runs,
+        # whatever port the emulator gets); any other endpoint knows only its own address.
+        self._kid_base = self.vault_url if self._server is not None else self.client_url
         credential: TokenCredential
         if credentials == "local":
             credential = LocalTokenCredential()
@@ -604,8 +609,8 @@ class AzureProvider(Provider):
         return self.vault_url + urlsplit(kid).path
 
     def _wire_kid(self, kid: str) -> str:
-        """A kid as the endpoint the client talks to names it (what that service checks)."""
-        return self.client_url + urlsplit(kid).path
+        """A kid as the service the client talks to names it (what that service checks)."""
+        return self._kid_base + urlsplit(kid).path
 
     @staticmethod
     def _now() -> datetime:
