@@ -177,9 +177,9 @@ def init_dev(
     except SourceError as exc:
         raise DiagnosticsError.single(exc.summary, exc.detail) from None
     pin_path = None if pin_file is None else (pin_file if pin_file.is_absolute() else working_dir / pin_file)
+    target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # first: the PIN file may go inside it
     descriptor = _create_pin_file(pin_path) if pin_path is not None else None
     try:
-        target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         token = init_dev_token(target_dir, label, pin=user_pin.value, so_pin=so_pin.value)
     except SourceError as exc:
         if descriptor is not None and pin_path is not None:
