@@ -404,41 +404,47 @@ def render_discovery(target: str, found: list[Discovered], state: State, config:
         "",
     ]
     commands: list[str] = []
-    taken = set(_IDENT.findall(" ".join(a.removeprefix("key.").split("[", 1)[0] for a in config.keys)))
+    taken = {a.removeprefix("key.").split("[", 1)[0] for a in config.keys}
     for item in found:
         key = item.key
-        header = f"# {key.remote_id}: {key.algorithm or 'algorithm keyplan does not import'}, {key.state.value}"
+        lines.append(f"# {key.remote_id}: {key.algorithm or 'an algorithm keyplan does not import'}, {key.state.value}")
         if item.status == "managed":
-            lines += [header, f"#   already managed by this state as {item.address}; nothing to do.", ""]
+            lines += [f"#   already managed by this state as {item.address}; nothing to do.", ""]
             continue
-        usable = item.holds_material and key.algorithm is not None
-        if item.status == "other":
-            reason = f"managed by another keyplan state ({key.managed_by}); import is refused while it is"
-        elif not item.holds_material:
-            reason = (
-                "keyplan does not hold this key's material (state has no material version for it), so it cannot "
-                "manage it: with BYOK the material must come from a keyplan key source"
-            )
-        elif key.algorithm is None:
-            reason = "its algorithm is not one keyplan imports"
+        refusal = _refusal(item)
+        declared = config.keys.get(item.address or "")
+        if refusal is None and declared is not None:
+            lines.append(f"#   {item.address}: tagged by this state but not in state; keyplan holds its material.")
+            if target not in declared.targets:
+                lines.append(f"#   Add provider.{target} to the `targets` of {item.address}, then import it.")
         else:
-            reason = f"tagged by this state as {item.address} but not in state: keyplan holds its material"
-        lines.append(header)
-        lines.append(f"#   {reason}.")
-        name = _block_name(item, taken)
-        address = item.address or f"key.{name}"
-        source = state.keys[address].source if address in state.keys else default_source
-        block = _key_block(name, key, source, target, item.address)
-        lines += block if usable else ["# " + line if line else "#" for line in block]
+            lines.append(f"#   {refusal or 'tagged by this state but not in state; keyplan holds its material'}.")
+            name = _block_name(item, taken)
+            address = item.address or f"key.{name}"
+            source = state.keys[address].source if address in state.keys else default_source
+            block = _key_block(name, key, source, target, item.address)
+            lines += block if refusal is None else ["# " + line if line else "#" for line in block]
+        address = item.address or f"key.{_block_name(item, set())}"
         command = f"keyplan import {_quote_shell(address)} {target} {_quote_shell(key.remote_id)}"
-        commands.append(command if usable else f"# {command}  (refused: {reason.split(':')[0].split(';')[0]})")
+        commands.append(command if refusal is None else f"{command}  # refused: {refusal.split(':')[0]}")
         lines.append("")
-    usable_commands = [c for c in commands if not c.startswith("#")]
     lines.append("# Then bring the keys under management without replacing them:")
-    lines += [f"#   {c}" if not c.startswith("#") else f"#   {c[2:]}" for c in commands] or ["#   (no keys found)"]
-    if not usable_commands and commands:
-        lines.append("#   (none can be imported by keyplan as they are)")
+    lines += [f"#   {c}" for c in commands] or ["#   (nothing to import)"]
     return "\n".join(lines) + "\n"
+
+
+def _refusal(item: Discovered) -> str | None:
+    """Why `keyplan import` would refuse this key, or None when it can take it."""
+    if item.status == "other":
+        return f"managed by another keyplan state ({item.key.managed_by}); import is refused while it is"
+    if not item.holds_material:
+        return (
+            "keyplan does not hold this key's material: with bring-your-own-key the material must come from a "
+            "keyplan key source, and state has no material version for it"
+        )
+    if item.key.algorithm is None:
+        return "its algorithm is not one keyplan imports"
+    return None
 
 
 def _key_block(name: str, key: RemoteKey, source: str, target: str, address: str | None) -> list[str]:
