@@ -74,7 +74,12 @@ def write_atomically(path: Path, data: bytes, *, keep_backup: bool = True, mode:
 
 
 def serialize_state(state: State) -> bytes:
-    return (json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+    # pydantic's own serializer is several times faster than model_dump + json.dumps, which
+    # matters because apply rewrites the whole file; keys are sorted so files diff well.
+    ordered = state.model_copy(
+        update={"keys": dict(sorted(state.keys.items())), "prerequisites": dict(sorted(state.prerequisites.items()))}
+    )
+    return (ordered.model_dump_json(indent=2) + "\n").encode()
 
 
 def parse_state(data: bytes, origin: str) -> State:
