@@ -7,6 +7,7 @@ shared logged-in session serves all of the apply walker's threads.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass, PrivateKey, PublicKey, SecretKey, Session, Token
@@ -39,6 +40,9 @@ from providers.pkcs11.probe import TokenFeatures, probe_token
 from providers.pkcs11.settings import Pkcs11SourceSettings
 from providers.pkcs11.wrapping import find_trusted_wrapping_key, import_wrapping_key, wrap_in_token
 
+# Debug lines name handles, fingerprints, mechanisms and sizes: never material, never a PIN.
+log = logging.getLogger("keyplan.pkcs11")
+
 
 class Pkcs11Source(KeySource):
     def __init__(
@@ -68,6 +72,9 @@ class Pkcs11Source(KeySource):
                     )
                 except p11.PKCS11Error as exc:
                     raise token_error("probing its mechanisms", exc, token=self._settings.token_label) from None
+                log.debug(
+                    "%s: token %r probed: %s", self.address, self._settings.token_label, "; ".join(self._features.capabilities.notes)
+                )
             return self._features
 
     # ---- generate -----------------------------------------------------------------------------
@@ -88,6 +95,7 @@ class Pkcs11Source(KeySource):
             except p11.PKCS11Error as exc:
                 self._destroy_quietly(session, handle)
                 raise token_error(f"generating {algorithm.name} for {request.address}", exc, token=self._settings.token_label) from None
+        log.debug("%s: generated %s in token %r as %s (%s)", self.address, algorithm.name, self._settings.token_label, handle, fingerprint)
         return GeneratedMaterial(handle=str(handle), fingerprint=fingerprint, created_at=datetime.now(UTC))
 
     def _generate_in_token(self, session: Session, algorithm: Algorithm, handle: TokenHandle) -> str:
@@ -171,6 +179,14 @@ class Pkcs11Source(KeySource):
                 blob = self._wrap_under_cloud_key(session, target, request, method in features.native_hybrid)
             except p11.PKCS11Error as exc:
                 raise token_error(f"wrapping {handle.label}", exc, token=self._settings.token_label) from None
+        log.debug(
+            "%s: wrapped %s in the token with %s under %s (%d bytes out)",
+            self.address,
+            handle,
+            method.value,
+            spki_fingerprint(request.wrapping_public_key),
+            len(blob),
+        )
         return WrappedMaterial(method=method, blob=blob)
 
     def _wrap_under_cloud_key(
