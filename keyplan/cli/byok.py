@@ -61,7 +61,6 @@ class ExportResult:
     usage: KeyUsage
     key_name: str
     vault_url: str
-    vault_kind: str
 
 
 def register(app: typer.Typer, state_app: typer.Typer) -> None:
@@ -158,7 +157,6 @@ def export(config: Config, state: State, request: ExportRequest) -> ExportResult
         usage=spec.usage,
         key_name=key_name_for(record.address),
         vault_url=azure.vault_url,
-        vault_kind=azure.vault_kind,
     )
 
 
@@ -258,15 +256,14 @@ def _write(path: Path, blob: bytes) -> None:
 
 def describe(request: ExportRequest, result: ExportResult, state: State) -> str:
     """What was written and what to run next; never the material."""
-    from providers.azure.provider import azure_key_type, key_operations
+    from providers.azure.provider import az_cli_vault_arguments, azure_key_type, key_operations
 
     key_type = azure_key_type(result.algorithm)
     assert key_type is not None
     host = urlsplit(result.vault_url).hostname or ""
-    vault_flag = "--hsm-name" if result.vault_kind == "managedhsm" else "--vault-name"
     command = [
         "az", "keyvault", "key", "import",
-        vault_flag, host.split(".")[0],
+        *az_cli_vault_arguments(result.vault_url),
         "--name", result.key_name,
         "--byok-file", str(request.output),
         "--kty", key_type.kty,

@@ -88,6 +88,7 @@ TRANSFER_ENC = "CKM_RSA_AES_KEY_WRAP"
 NAME_HASH_LENGTH = 10
 NAME_READABLE_LENGTH = 80
 _EMBEDDED_START = threading.Lock()
+DELETED_BUT_RECOVERABLE = "ObjectIsDeletedButRecoverable"
 
 
 class AzureSettings(ProviderSettings):
@@ -216,6 +217,13 @@ def build_transfer_blob(kek_kid: str, wrapped: bytes) -> bytes:
         "generator": f"keyplan {keyplan.__version__}",
     }
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+def az_cli_vault_arguments(vault_url: str) -> list[str]:
+    """How the az CLI names this vault: `--vault-name NAME` or `--hsm-name NAME`."""
+    host = (urlsplit(vault_url).hostname or "").lower()
+    flag = "--hsm-name" if host.endswith(MANAGED_HSM_SUFFIXES) else "--vault-name"
+    return [flag, host.split(".")[0]]
 
 
 def jwk_member(jwk: Any, name: str) -> Any:
@@ -474,7 +482,7 @@ def classify(exc: Exception, where: ErrorContext) -> ProviderError:
             f"{message} Run keyplan plan to see what the vault holds now.",
             code,
         )
-    if status == 409 and inner == "ObjectIsDeletedButRecoverable":
+    if status == 409 and inner == DELETED_BUT_RECOVERABLE:
         return error(
             ErrorKind.CONFLICT,
             f"The key name is held by a soft-deleted key ({where.action})",
@@ -907,11 +915,40 @@ class AzureProvider(Provider):
                 remote_id=request.remote_id,
             )
         except ProviderError as error:
+            if error.code == DELETED_BUT_RECOVERABLE:
+                raise self._name_held(name, error) from error.__cause__
             raise self._import_failure(error, request) from error.__cause__
         return ImportMaterialResponse(
             remote_id=request.remote_id,
             version_id=imported.properties.version or "",
             expires_at=imported.properties.expires_on,
+        )
+
+    def _name_held(self, name: str, error: ProviderError) -> ProviderError:
+        """The name is held by a soft-deleted key: say which, until when, and both ways out;
+        keyplan never recovers or purges a key it was not told to."""
+        deleted = self._optional("reading a deleted key", lambda: self._client.get_deleted_key(name))
+        when = ""
+        if deleted is not None and deleted.deleted_date and deleted.scheduled_purge_date:
+            when = (
+                f" (deleted {deleted.deleted_date.isoformat(timespec='seconds')}, purged by Azure on "
+                f"{deleted.scheduled_purge_date.isoformat(timespec='seconds')})"
+            )
+        vault = " ".join(az_cli_vault_arguments(self.vault_url))
+        purge = (
+            "The vault has purge protection, so the name stays held until Azure purges the key."
+            if self.settings.purge_protection
+            else f"If no ciphertext depends on it, purge it: az keyvault key purge {vault} --name {name}."
+        )
+        return ProviderError(
+            ErrorKind.CONFLICT,
+            f"The key name {name} is held by a soft-deleted key in {self.vault_url}",
+            f"A deleted but recoverable key of this name{when} blocks the import: Azure adds nothing under a "
+            "name in that state, and keyplan never recovers or purges a key on its own. If its material is "
+            f"still needed, recover it: az keyvault key recover {vault} --name {name}. {purge} Then run keyplan "
+            "apply again.",
+            code=error.code,
+            remote_id=error.remote_id,
         )
 
     def transfer_blob(self, parameters: ImportParameters, wrapped: bytes) -> bytes:

@@ -309,7 +309,11 @@ def test_a_soft_deleted_name_is_a_conflict_that_says_how_to_resolve_it(vault: Ta
     with pytest.raises(ProviderError) as caught:
         vault.import_with(remote_id, key, params, _ec_material())
     assert caught.value.kind is ErrorKind.CONFLICT and caught.value.code == "ObjectIsDeletedButRecoverable"
-    assert "Recover" in caught.value.detail and "purge" in caught.value.detail
+    name = remote_id.rsplit("/", 1)[1]
+    assert name in caught.value.summary and VAULT_URL in caught.value.summary
+    assert f"az keyvault key recover --vault-name payments --name {name}" in caught.value.detail
+    assert f"az keyvault key purge --vault-name payments --name {name}" in caught.value.detail
+    assert "purged by Azure on" in caught.value.detail
     # deleting again is idempotent and still names the purge date; recovery makes the name usable
     again = vault.provider.schedule_deletion(ScheduleDeletionRequest(remote_id=remote_id))
     assert again.deletion_date is not None

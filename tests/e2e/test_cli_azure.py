@@ -1,0 +1,265 @@
+"""End to end through the CLI against embedded Azure vaults: a Key Vault (RSA and EC keys) and a
+Managed HSM (AES), with the software keystore. Out-of-band changes go through
+azure-keyvault-keys against the same emulator data (see azure_support); what the vaults
+unwrapped is proven by fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from azure_support import AzureVault, azure_vault, key_name
+from conftest import Workspace
+
+VAULT_URL = "https://payments.vault.azure.net"
+HSM_URL = "https://payments.managedhsm.azure.net"
+
+CONFIG = """
+variable "team" {
+  type    = string
+  default = "core"
+}
+
+source "software" "local" {}
+
+provider "azure" "vault" {
+  endpoint  = "embedded"
+  vault_url = "https://payments.vault.azure.net"
+}
+
+provider "azure" "hsm" {
+  endpoint  = "embedded"
+  vault_url = "https://payments.managedhsm.azure.net"
+}
+
+key "data" {
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.azure.hsm]
+  labels    = { team = var.team }
+  expiry {
+    after = "365d"
+  }
+}
+
+key "signing" {
+  algorithm = "EC_P256"
+  source    = source.software.local
+  targets   = [provider.azure.vault]
+  labels    = { team = "core", use = "signing" }
+}
+
+key "unwrap" {
+  algorithm = "RSA_3072"
+  usage     = "decrypt"
+  source    = source.software.local
+  targets   = [provider.azure.vault]
+}
+"""
+
+
+def remote_id(workspace: Workspace, address: str, target: str) -> str:
+    return str(workspace.state()["keys"][address]["targets"][target]["remote_id"])
+
+
+def fingerprints(workspace: Workspace, address: str) -> list[str]:
+    return [m["fingerprint"] for m in workspace.state()["keys"][address]["materials"]]
+
+
+def plan_json(workspace: Workspace, *args: str) -> dict[str, object]:
+    result = workspace.keyplan("plan", "-json", *args)
+    assert result.code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def changed(document: dict[str, object]) -> list[tuple[str, list[str]]]:
+    changes = document["changes"]
+    assert isinstance(changes, list)
+    return [(c["address"], c["actions"]) for c in changes if c["actions"] != ["no-op"]]
+
+
+def apply(workspace: Workspace, *args: str) -> str:
+    result = workspace.keyplan("apply", "-auto-approve", *args)
+    assert result.code == 0, result.output
+    assert "Traceback" not in result.output
+    return result.stdout
+
+
+def hsm(workspace: Workspace) -> AbstractContextManager[AzureVault]:
+    return azure_vault(workspace.path, "azure.hsm", HSM_URL)
+
+
+def vault(workspace: Workspace) -> AbstractContextManager[AzureVault]:
+    return azure_vault(workspace.path, "azure.vault", VAULT_URL)
+
+
+def test_life_cycle_against_a_key_vault_and_a_managed_hsm(workspace: Workspace) -> None:
+    workspace.write(CONFIG)
+    apply(workspace)
+
+    # every material is proven by the vault that unwrapped it
+    data, signing, unwrap = (
+        remote_id(workspace, "key.data", "azure.hsm"),
+        remote_id(workspace, "key.signing", "azure.vault"),
+        remote_id(workspace, "key.unwrap", "azure.vault"),
+    )
+    assert data.startswith(HSM_URL + "/keys/") and signing.startswith(VAULT_URL + "/keys/")
+    with hsm(workspace) as mhsm:
+        assert mhsm.fingerprints() == {key_name(data): fingerprints(workspace, "key.data")}
+        key = mhsm.client.get_key(key_name(data))
+        assert key.key_type == "oct-HSM" and key.properties.expires_on is not None
+        assert key.properties.tags == {
+            "team": "core",
+            "keyplan-address": "key.data",
+            "keyplan-managed-by": f"keyplan-{workspace.state()['lineage']}",
+        }
+        ciphertext = mhsm.crypto(key.id).encrypt("A256GCM", b"before rotation")  # type: ignore[arg-type]
+    with vault(workspace) as kv:
+        assert kv.fingerprints() == {
+            key_name(signing): fingerprints(workspace, "key.signing"),
+            key_name(unwrap): fingerprints(workspace, "key.unwrap"),
+        }
+        assert kv.client.get_key(key_name(signing)).key_type == "EC-HSM"
+        assert kv.client.get_key(key_name(unwrap)).key.key_ops == ["encrypt", "decrypt", "wrapKey", "unwrapKey"]
+
+    for _ in range(3):
+        again = workspace.keyplan("plan", "-detailed-exitcode")
+        assert again.code == 0, again.output
+        assert "No changes" in again.stdout
+
+    # a tag change is one in-place update
+    document = plan_json(workspace, "-var", "team=platform")
+    assert changed(document) == [("key.data", ["update"])]
+    assert document["summary"] == {"update": 1}
+    apply(workspace, "-var", "team=platform")
+    with hsm(workspace) as mhsm:
+        assert (mhsm.client.get_key(key_name(data)).properties.tags or {})["team"] == "platform"
+    workspace.write(CONFIG.replace('default = "core"', 'default = "platform"'))
+    assert workspace.keyplan("plan", "-detailed-exitcode").code == 0
+
+    # rotation: a new version; the old one still decrypts what it encrypted
+    assert changed(plan_json(workspace, "-replace", "key.data")) == [("key.data", ["rotate"])]
+    apply(workspace, "-replace", "key.data")
+    record = workspace.state()["keys"]["key.data"]
+    assert [m["version"] for m in record["materials"]] == [1, 2]
+    imports = record["targets"]["azure.hsm"]["imports"]
+    assert len({i["remote_version_id"] for i in imports}) == 2
+    with hsm(workspace) as mhsm:
+        versions = list(mhsm.client.list_properties_of_key_versions(key_name(data)))
+        assert len(versions) == 2
+        assert mhsm.client.get_key(key_name(data)).properties.version == imports[-1]["remote_version_id"]
+        assert mhsm.fingerprints()[key_name(data)] == fingerprints(workspace, "key.data")
+        old = mhsm.crypto(f"{mhsm.server.url}/keys/{key_name(data)}/{imports[0]['remote_version_id']}")
+        decrypted = old.decrypt(
+            "A256GCM",  # type: ignore[arg-type]
+            ciphertext.ciphertext,
+            iv=ciphertext.iv,
+            authentication_tag=ciphertext.tag,
+        )
+        assert decrypted.plaintext == b"before rotation"
+    assert workspace.keyplan("plan", "-detailed-exitcode").code == 0
+
+    # disabled out of band: drift, and apply enables the key again
+    with vault(workspace) as kv:
+        kv.client.update_key_properties(key_name(signing), enabled=False)
+    document = plan_json(workspace)
+    assert [(d["address"], d["kind"]) for d in document["drift"]] == [("key.signing", "disabled")]  # type: ignore[union-attr]
+    assert changed(document) == [("key.signing", ["update"])]
+    apply(workspace)
+    with vault(workspace) as kv:
+        assert kv.client.get_key(key_name(signing)).properties.enabled is True
+
+    # soft-deleted out of band: drift, and apply recovers the key (same material, same versions)
+    with vault(workspace) as kv:
+        kv.client.begin_delete_key(key_name(unwrap)).wait()
+    document = plan_json(workspace)
+    assert [(d["address"], d["kind"]) for d in document["drift"]] == [("key.unwrap", "deletion_scheduled")]  # type: ignore[union-attr]
+    [(address, actions)] = changed(document)
+    assert address == "key.unwrap" and actions[0] == "restore"  # then "update": keyplan re-asserts enabled
+    shown = workspace.keyplan("plan")
+    assert "Changed outside keyplan" in shown.stdout and "restore" in shown.stdout
+    apply(workspace)
+    with vault(workspace) as kv:
+        recovered = kv.client.get_key(key_name(unwrap))
+        assert recovered.properties.enabled is True
+        assert kv.fingerprints()[key_name(unwrap)] == fingerprints(workspace, "key.unwrap")
+    assert workspace.keyplan("plan", "-detailed-exitcode").code == 0
+
+
+NAME_CLASH = """
+variable "keys" {
+  type    = set(string)
+  default = ["signing"]
+}
+
+source "software" "local" {}
+
+provider "azure" "vault" {
+  endpoint  = "embedded"
+  vault_url = "https://payments.vault.azure.net"
+}
+
+key "k" {
+  for_each  = var.keys
+  algorithm = "EC_P256"
+  source    = source.software.local
+  targets   = [provider.azure.vault]
+}
+"""
+
+
+def test_a_name_held_by_a_soft_deleted_key_is_reported_never_taken_over(workspace: Workspace) -> None:
+    workspace.write(NAME_CLASH)
+    apply(workspace)
+    held = remote_id(workspace, 'key.k["signing"]', "azure.vault")
+    first = fingerprints(workspace, 'key.k["signing"]')
+
+    # removed from configuration: keyplan soft-deletes it, the name stays held
+    plan = workspace.keyplan("plan", "-var", "keys=[]")
+    assert "1 to delete" in plan.stdout and "recoverable for 90 days" in plan.stdout
+    apply(workspace, "-var", "keys=[]")
+    assert workspace.state()["keys"] == {}
+
+    def refused() -> None:
+        result = workspace.keyplan("apply", "-auto-approve")
+        assert result.code == 1 and "Traceback" not in result.output
+        assert "soft-deleted" in result.stderr
+        assert "recover" in result.stderr and "purge" in result.stderr
+        assert key_name(held) in result.stderr
+        with vault(workspace) as kv:
+            assert kv.client.get_deleted_key(key_name(held)).name == key_name(held)
+            assert kv.fingerprints()[key_name(held)] == first, "nothing was imported"
+
+    # a new key whose name collides with the deleted one
+    refused()
+    # state lost: the same again
+    workspace.state_path.unlink()
+    Path(str(workspace.state_path) + ".backup").unlink(missing_ok=True)
+    refused()
+
+    # once the operator purges it, the name is free
+    with vault(workspace) as kv:
+        kv.client.purge_deleted_key(key_name(held))
+    apply(workspace)
+    assert remote_id(workspace, 'key.k["signing"]', "azure.vault") == held
+    with vault(workspace) as kv:
+        assert kv.fingerprints() == {key_name(held): fingerprints(workspace, 'key.k["signing"]')}
+
+
+def test_validate_refuses_aes_into_a_key_vault_and_aliases(workspace: Workspace) -> None:
+    workspace.write(
+        CONFIG.replace("targets   = [provider.azure.hsm]", "targets   = [provider.azure.vault]").replace(
+            'labels    = { team = "core", use = "signing" }',
+            'labels    = { team = "core", use = "signing" }\n  aliases = ["alias/signing"]\n  description = "x"',
+        )
+    )
+    result = workspace.keyplan("validate")
+    assert result.code == 1 and "Traceback" not in result.output
+    assert "AES keys can be imported only into an Azure Managed HSM" in result.stderr
+    assert "symmetric (oct-HSM)" in result.stderr and "managedhsm.azure.net" in result.stderr
+    assert "Azure keys have no aliases" in result.stderr
+    assert "Azure keys have no description" in result.stderr  # a warning alongside the errors
+    assert "main.kp.hcl:" in result.stderr
+    assert not (workspace.path / ".keyplan" / "emulators").exists(), "validate contacts no vault"
