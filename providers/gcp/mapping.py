@@ -241,6 +241,8 @@ def key_state(current: VersionView | None) -> KeyState:
 def spent(versions: list[VersionView]) -> bool:
     """Whether every version was destroyed (or failed): the key holds nothing, and only someone
     who still has the material of a destroyed version can bring it back."""
-    return bool(versions) and all(v.state in ("DESTROYED", "IMPORT_FAILED", "GENERATION_FAILED") for v in versions) and any(
-        v.state == "DESTROYED" for v in versions
+    return (
+        bool(versions)
+        and all(v.state in ("DESTROYED", "IMPORT_FAILED", "GENERATION_FAILED") for v in versions)
+        and any(v.state == "DESTROYED" for v in versions)
     )

@@ -105,7 +105,7 @@ class GcpSettings(ProviderSettings):
     )
     key_ring: str = Field(
         pattern=r"^[a-zA-Z0-9_-]{1,63}$",
-        description="Key ring holding keyplan's keys; created when missing (key rings cannot be deleted)."
+        description="Key ring holding keyplan's keys; created when missing (key rings cannot be deleted).",
     )
     protection_level: Literal["HSM", "SOFTWARE"] = Field(
         default="HSM", description="Protection level of the keys and of the import jobs that wrap their material."
@@ -149,7 +149,6 @@ class GcpPlugin(ProviderPlugin):
     def check_key(self, settings: ProviderSettings, address: str, key: KeySpec) -> Diagnostics:
         gcp = _settings(settings)
         diags = Diagnostics()
-        where = {"range": key.range, "address": key.address}
         key_type = gcp_key_type(key.algorithm, key.usage)
         if key_type is None:
             diags.error(
@@ -157,14 +156,16 @@ class GcpPlugin(ProviderPlugin):
                 f"The target {address} imports AES_256 for encrypt, HMAC_SHA224 to HMAC_SHA512 for mac, RSA_2048 to "
                 "RSA_4096 for sign or decrypt, and EC_P256 or EC_P384 for sign. Choose one of these, or remove "
                 f"{address} from this key's targets.",
-                **where,
+                range=key.range,
+                address=key.address,
             )
         elif not self.wrap_offers(gcp, key.algorithm):
             diags.error(
                 f"import method {gcp.import_method} cannot carry {key.algorithm.name} keys",
                 f"Direct RSA-OAEP import methods cannot wrap RSA private keys. Set import_method on {address} to an "
                 "RSA_OAEP_*_AES_256 method, or remove it to let keyplan choose.",
-                **where,
+                range=key.range,
+                address=key.address,
             )
         user_labels = dict(key.labels)
         for reserved in RESERVED_TAGS:
@@ -172,14 +173,16 @@ class GcpPlugin(ProviderPlugin):
                 diags.error(
                     f"label {reserved!r} is reserved by keyplan",
                     f"keyplan sets {reserved!r} on every key it manages. Rename or remove this label.",
-                    **where,
+                    range=key.range,
+                    address=key.address,
                 )
         if len(user_labels) + len(RESERVED_TAGS) > MAX_LABELS:
             diags.error(
                 f"too many labels for Google Cloud KMS ({len(user_labels)})",
                 f"A Cloud KMS key carries at most {MAX_LABELS} labels, and keyplan adds {len(RESERVED_TAGS)} of its "
                 f"own. Keep at most {MAX_LABELS - len(RESERVED_TAGS)} labels on this key.",
-                **where,
+                range=key.range,
+                address=key.address,
             )
         for label, value in user_labels.items():
             problems = label_problems(label, value)
@@ -188,14 +191,16 @@ class GcpPlugin(ProviderPlugin):
                     f"label {label!r} is not allowed by Google Cloud KMS",
                     f"At {address}, the {'; the '.join(problems)}. Rename the label or change its value to follow "
                     "these rules.",
-                    **where,
+                    range=key.range,
+                    address=key.address,
                 )
         if key.expiry is not None:
             diags.warning(
                 "expiry is ignored by Google Cloud KMS",
                 f"Cloud KMS has no expiry for imported material, so keys at {address} keep their material until "
                 "keyplan rotates or destroys it. Remove expiry, or use rotation to replace material on a schedule.",
-                **where,
+                range=key.range,
+                address=key.address,
             )
         if key.aliases:
             diags.error(
@@ -203,7 +208,8 @@ class GcpPlugin(ProviderPlugin):
                 f"Cloud KMS finds keys by their resource name only, so aliases cannot be set at {address}. Remove "
                 "aliases from this key, or declare the key for the targets that have aliases separately from the "
                 "one for Cloud KMS.",
-                **where,
+                range=key.range,
+                address=key.address,
             )
         if key.description is not None:
             diags.warning(
@@ -211,7 +217,8 @@ class GcpPlugin(ProviderPlugin):
                 f"Cloud KMS keys have no description, so keys at {address} do not carry it and keyplan never "
                 "compares it there. Put what it says in a label if Cloud KMS should show it, or remove "
                 "description when no other target uses it.",
-                **where,
+                range=key.range,
+                address=key.address,
             )
         return diags
 
@@ -282,7 +289,8 @@ def _client(endpoint: str | None, local: bool) -> KeyManagementServiceClient:
     from google.cloud.kms_v1 import KeyManagementServiceClient
 
     options = ClientOptions(api_endpoint=endpoint) if endpoint else None
-    credentials = AnonymousCredentials() if local else None  # None: Application Default Credentials
+    # None: Application Default Credentials
+    credentials = AnonymousCredentials() if local else None  # type: ignore[no-untyped-call]
     return KeyManagementServiceClient(transport="rest", credentials=credentials, client_options=options)
 
 
@@ -488,8 +496,8 @@ class GcpProvider(Provider):
                 ring,
                 request={"parent": parent, "key_ring_id": ring_id, "key_ring": {}},
             )
-        except ProviderError as error:
-            if error.kind is not ErrorKind.CONFLICT:  # created meanwhile by another run
+        except ProviderError as failure:
+            if failure.kind is not ErrorKind.CONFLICT:  # created meanwhile by another run
                 raise
         return ring
 
@@ -722,7 +730,7 @@ class GcpProvider(Provider):
             job = self._call("read the import job", self._client.get_import_job, job_name, name=job_name)
         except ProviderError:
             return False
-        return job.state.name == "EXPIRED"
+        return bool(job.state.name == "EXPIRED")
 
     def promote_version(self, request: PromoteVersionRequest) -> None:
         key = self._call("read the key", self._client.get_crypto_key, request.remote_id, name=request.remote_id)
@@ -954,7 +962,7 @@ class GcpProvider(Provider):
 
     def close(self) -> None:
         try:
-            self._client.transport.close()
+            self._client.transport.close()  # type: ignore[no-untyped-call]
         finally:
             if self._server is not None:
                 self._server.stop()

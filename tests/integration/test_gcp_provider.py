@@ -320,9 +320,7 @@ def test_the_primary_stands_for_the_key_and_restored_versions_come_back_disabled
     remote_id, records = target.create(spec)
     target.import_(remote_id, spec, records, aes())
     v2 = target.import_(remote_id, spec, records, aes(), ImportPurpose.NEW_VERSION)
-    target.provider._client.update_crypto_key_primary_version(
-        request={"name": remote_id, "crypto_key_version_id": v2}
-    )
+    target.provider._client.update_crypto_key_primary_version(request={"name": remote_id, "crypto_key_version_id": v2})
     client = target.provider._client
     client.destroy_crypto_key_version(name=f"{remote_id}/cryptoKeyVersions/{v2}")
     known = {remote_id: spec.address}
