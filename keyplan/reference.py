@@ -1,0 +1,74 @@
+"""The settings reference (docs/reference.md), generated from every registered plugin's
+settings model so the documentation cannot drift from the code. A test checks the committed
+file matches.
+
+Regenerate with: python -m keyplan.reference
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from keyplan.algorithms import ALGORITHMS
+from keyplan.registry import provider_kinds, provider_plugin, source_kinds, source_plugin
+
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
+
+
+def _default(value: Any) -> str:
+    if value is PydanticUndefined:
+        return "required"
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, (str, Path)):
+        return f'`"{value}"`'
+    return f"`{value}`"
+
+
+def _type(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("typing.", "").replace("pathlib.", "").replace("NoneType", "null")
+
+
+def _table(model: type[BaseModel]) -> list[str]:
+    lines = ["| setting | type | default | description |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        description = (field.description or "").replace("\n", " ").replace("|", "\\|")
+        lines.append(f"| `{name}` | `{_type(field.annotation)}` | {_default(field.default)} | {description} |")
+    return lines
+
+
+def render() -> str:
+    out = [
+        "# keyplan settings reference",
+        "",
+        "Generated from the plugins' settings models by `python -m keyplan.reference`; do not edit by hand.",
+        "",
+        "## Key sources (`source \"KIND\" \"NAME\" { ... }`)",
+    ]
+    for kind in source_kinds():
+        plugin = source_plugin(kind)
+        if plugin is None:
+            continue
+        out += ["", f"### `{kind}`", "", *_table(plugin.settings_model)]
+    out += ["", "## Providers (`provider \"KIND\" \"NAME\" { ... }`)"]
+    for kind in provider_kinds():
+        plugin = provider_plugin(kind)
+        if plugin is None:
+            continue
+        out += ["", f"### `{kind}`", "", *_table(plugin.settings_model)]
+    out += ["", "## Algorithms", "", "| algorithm | kind | usages (first is the default) |", "|---|---|---|"]
+    for name, algorithm in ALGORITHMS.items():
+        out.append(f"| `{name}` | {algorithm.kind.value} | {', '.join(u.value for u in algorithm.usages)} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    REFERENCE.write_text(render())
+    print(f"wrote {REFERENCE.relative_to(REFERENCE.parents[1])}")
