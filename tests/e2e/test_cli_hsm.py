@@ -53,8 +53,9 @@ source "pkcs11" "hsm" {{
 
 PROVIDERS = """
 provider "aws" "main" {
-  region   = "eu-west-1"
-  endpoint = "embedded"
+  region            = "eu-west-1"
+  endpoint          = "embedded"
+  wrapping_key_spec = "RSA_3072" # the size is irrelevant here; 3072 generates faster
 }
 
 provider "gcp" "main" {
@@ -222,12 +223,12 @@ def test_token_material_reaches_every_cloud_and_nothing_leaks(workspace: Workspa
 
     # The plan shows the method negotiated per target: SoftHSM does SHA-1 only, inside the HSM.
     plan_text = outputs[3].stdout
-    assert "wrap:        RSAES_OAEP_SHA_1 under RSA-4096, inside the HSM" in plan_text  # AWS: AES by direct OAEP
+    assert "wrap:        RSAES_OAEP_SHA_1 under RSA-3072, inside the HSM" in plan_text  # AWS: AES by direct OAEP
     assert plan_text.count("wrap:        RSA_AES_KEY_WRAP_SHA_1 under RSA-") == 2  # Google Cloud, Azure
     assert "SHA_256" not in plan_text
     document = json.loads(outputs[2].stdout)
     wraps = {c["target"]: c["wrap"] for c in document["changes"]}
-    assert wraps["aws.main"] == {"method": "RSAES_OAEP_SHA_1", "wrapping_key_bits": 4096, "in_hardware": True}
+    assert wraps["aws.main"] == {"method": "RSAES_OAEP_SHA_1", "wrapping_key_bits": 3072, "in_hardware": True}
     assert wraps["gcp.main"]["method"] == wraps["azure.hsm"]["method"] == "RSA_AES_KEY_WRAP_SHA_1"
     assert all(w["in_hardware"] for w in wraps.values())
     assert "No changes" in outputs[7].stdout, "the second plan is clean"
@@ -384,7 +385,7 @@ def test_trusted_wrapping_needs_the_security_officer_step(workspace: Workspace) 
 
     trusted = workspace.keyplan("hsm", "trust", "key.data", "--target", "aws.main", env=PINS)
     assert trusted.code == 0, trusted.output
-    assert "Trusted: the wrapping key of aws.main for key.data (RSA-4096, RSAES_OAEP_SHA_1, spki:" in trusted.stdout
+    assert "Trusted: the wrapping key of aws.main for key.data (RSA-3072, RSAES_OAEP_SHA_1, spki:" in trusted.stdout
     again = workspace.keyplan("hsm", "trust", "key.data", env=PINS)
     assert again.code == 0 and "Already trusted" in again.stdout
 
