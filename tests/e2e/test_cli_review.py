@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from conftest import REPO, Workspace
+from conftest import KEYPLAN_BIN, REPO, Workspace
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from test_leaks_and_failures import forms, materials_held_by_emulator
@@ -35,8 +36,9 @@ CONFIG = """
 source "software" "local" {}
 
 provider "aws" "main" {
-  region   = "eu-west-1"
-  endpoint = "embedded"
+  region            = "eu-west-1"
+  endpoint          = "embedded"
+  wrapping_key_spec = "RSA_2048"
 }
 
 key "k" {
@@ -90,10 +92,10 @@ def tags_of(kms: Any, key_id: str) -> dict[str, str]:
     return {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=key_id)["Tags"]}
 
 
-def import_foreign_material(kms: Any, key_id: str, *, new: bool = False) -> None:
+def import_foreign_material(kms: Any, key_id: str, *, new: bool = False, wrapping: str = "RSA_4096") -> None:
     """Import 32 random bytes keyplan never saw, as any AWS user could."""
     params = kms.get_parameters_for_import(
-        KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_4096"
+        KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec=wrapping
     )
     public = serialization.load_der_public_key(params["PublicKey"])
     assert isinstance(public, rsa.RSAPublicKey)
@@ -136,7 +138,7 @@ def test_each_drift_class_from_an_out_of_band_change(applied: Workspace) -> None
         kms.tag_resource(KeyId=ids["edited"], Tags=[{"TagKey": "team", "TagValue": "intruder"}])
         kms.create_alias(AliasName="alias/extra", TargetKeyId=ids["edited"])
         kms.update_key_description(KeyId=ids["edited"], Description="edited by hand")
-        import_foreign_material(kms, ids["rotated"], new=True)
+        import_foreign_material(kms, ids["rotated"], new=True, wrapping="RSA_2048")
         kms.rotate_key_on_demand(KeyId=ids["rotated"])
     removed = applied.keyplan("state", "rm", address("orphan"))
     assert removed.code == 0, removed.output
@@ -249,13 +251,15 @@ TWO_TARGETS = """
 source "software" "local" {}
 
 provider "aws" "main" {
-  region   = "eu-west-1"
-  endpoint = "embedded"
+  region            = "eu-west-1"
+  endpoint          = "embedded"
+  wrapping_key_spec = "RSA_2048"
 }
 
 provider "aws" "dr" {
-  region   = "eu-west-1"
-  endpoint = "embedded"
+  region            = "eu-west-1"
+  endpoint          = "embedded"
+  wrapping_key_spec = "RSA_2048"
 }
 
 key "shared" {
@@ -293,7 +297,7 @@ def test_import_adopts_a_key_holding_keyplan_material_and_refuses_the_rest(works
 
     with workspace.aws("aws-dr") as (kms, _):
         foreign = kms.create_key(Origin="EXTERNAL", Description="made by hand")["KeyMetadata"]["Arn"]
-        import_foreign_material(kms, foreign)
+        import_foreign_material(kms, foreign, wrapping="RSA_2048")
         kms.create_alias(AliasName="alias/by-hand", TargetKeyId=foreign)
         elsewhere = kms.create_key(
             Origin="EXTERNAL", Tags=[{"TagKey": "keyplan-managed-by", "TagValue": "keyplan-" + "f" * 32}]
@@ -364,9 +368,10 @@ AUDITED = """
 source "software" "local" {}
 
 provider "aws" "main" {
-  region      = "eu-west-1"
-  endpoint    = "%s"
-  credentials = "local"
+  region            = "eu-west-1"
+  endpoint          = "%s"
+  credentials       = "local"
+  wrapping_key_spec = "RSA_2048"
 }
 
 key "k" {
@@ -531,3 +536,42 @@ def test_state_push_refuses_other_lineages_and_older_copies_without_force(applie
     (applied.path / "broken.json").write_text("{nope")
     broken = applied.keyplan("state", "push", str(applied.path / "broken.json"))
     assert broken.code == 1 and "not valid JSON" in broken.stderr and "Traceback" not in broken.output
+
+
+# ---------------------------------------------------------------------------------------------
+# the CI examples
+# ---------------------------------------------------------------------------------------------
+
+CI = REPO / "examples" / "ci"
+
+
+def run_script(workspace: Workspace, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, KEYPLAN=str(KEYPLAN_BIN), KEYPLAN_DIR=str(workspace.path))
+    return subprocess.run(
+        ["bash", str(CI / script), *args], cwd=workspace.path, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_ci_scripts_review_apply_and_report_drift(workspace: Workspace) -> None:
+    workspace.write(AUDITED % ("embedded", '["a"]'))
+    planned = run_script(workspace, "review.sh", "plan")
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    comment = (workspace.path / "keyplan-plan.md").read_text()
+    assert comment.startswith("### keyplan plan") and 'key.k["a"]' in comment
+    applied = run_script(workspace, "review.sh", "apply")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    stale = run_script(workspace, "review.sh", "apply")
+    assert stale.returncode == 1 and "stale" in stale.stderr
+
+    clean = run_script(workspace, "nightly-drift.sh")
+    assert clean.returncode == 0 and "clean" in clean.stdout, clean.stdout + clean.stderr
+    with workspace.aws() as (kms, _):
+        kms.disable_key(KeyId=workspace.state()["keys"]['key.k["a"]']["targets"]["aws.main"]["remote_id"])
+    drifted = run_script(workspace, "nightly-drift.sh")
+    assert drifted.returncode == 2
+    assert "CHANGED OUTSIDE KEYPLAN" in drifted.stderr and "disabled outside keyplan" in drifted.stderr
+    assert json.loads((workspace.path / "keyplan-drift.json").read_text())["drift"][0]["kind"] == "disabled"
+
+    (workspace.path / "main.kp.hcl").write_text("key {")
+    broken = run_script(workspace, "nightly-drift.sh")
+    assert broken.returncode == 1 and "could not check" in broken.stderr

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Change review for keyplan: plan on a proposed change, post the plan for review, and apply
+# exactly the reviewed plan once the change is approved. Works in any CI system: it needs only
+# bash, keyplan, the configuration directory and a place to keep one file between the stages.
+#
+#   review.sh plan    saves the plan to $PLAN_FILE and writes $COMMENT_FILE (Markdown) for reviewers;
+#                     exit 0 with no changes, 2 with changes (so a pipeline can skip the apply stage), 1 on errors
+#   review.sh apply   applies $PLAN_FILE as saved; keyplan refuses it if it was altered, if the state or
+#                     the configuration moved since, or if it is older than $MAX_PLAN_AGE
+#
+# Settings (environment):
+#   KEYPLAN       the keyplan command                      (default: keyplan)
+#   KEYPLAN_DIR   the configuration directory              (default: .)
+#   PLAN_FILE     where the plan is kept between stages     (default: keyplan.kpplan)
+#   COMMENT_FILE  the Markdown for the review comment       (default: keyplan-plan.md)
+#   MAX_PLAN_AGE  the oldest plan apply accepts            (default: 24h)
+#   LOCK_TIMEOUT  how long to wait for another run's lock  (default: 5m)
+set -uo pipefail
+
+KEYPLAN=${KEYPLAN:-keyplan}
+KEYPLAN_DIR=${KEYPLAN_DIR:-.}
+PLAN_FILE=${PLAN_FILE:-keyplan.kpplan}
+COMMENT_FILE=${COMMENT_FILE:-keyplan-plan.md}
+MAX_PLAN_AGE=${MAX_PLAN_AGE:-24h}
+LOCK_TIMEOUT=${LOCK_TIMEOUT:-5m}
+
+kp() { "$KEYPLAN" -chdir "$KEYPLAN_DIR" "$@"; }
+
+stage_plan() {
+  kp plan -no-color -detailed-exitcode -lock-timeout="$LOCK_TIMEOUT" -out="$PLAN_FILE"
+  local code=$?
+  if [ "$code" -eq 1 ]; then
+    echo "keyplan plan failed; see the diagnostics above." >&2
+    return 1
+  fi
+  kp show -markdown "$PLAN_FILE" >"$COMMENT_FILE" || return 1
+  if [ "$code" -eq 2 ]; then
+    echo "The plan has changes: post $COMMENT_FILE for review and keep $PLAN_FILE for the apply stage."
+  else
+    echo "No changes. $COMMENT_FILE says so."
+  fi
+  return "$code"
+}
+
+stage_apply() {
+  if [ ! -f "$PLAN_FILE" ]; then
+    echo "No saved plan at $PLAN_FILE: run '$0 plan' first and keep its file for this stage." >&2
+    return 1
+  fi
+  kp apply -no-color -lock-timeout="$LOCK_TIMEOUT" -max-plan-age="$MAX_PLAN_AGE" "$PLAN_FILE"
+}
+
+case "${1:-}" in
+  plan) stage_plan ;;
+  apply) stage_apply ;;
+  *)
+    echo "usage: $0 plan|apply" >&2
+    exit 64
+    ;;
+esac
