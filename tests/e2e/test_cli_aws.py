@@ -342,3 +342,25 @@ def test_expiring_material_is_renewed_before_it_lapses(workspace: Workspace) -> 
         assert meta["KeyState"] == "Enabled"
         assert meta["ValidTo"] > soon + timedelta(days=80)
     assert workspace.keyplan("plan", "-detailed-exitcode").code == 0
+
+
+def test_target_and_refresh_flags_limit_what_is_planned(workspace: Workspace) -> None:
+    applied(workspace)
+    only = workspace.keyplan("plan", "-json", "-var", "team=platform", "-target", 'key.app["payments"]')
+    changes = {c["address"]: c["actions"] for c in json.loads(only.stdout)["changes"]}
+    assert changes == {'key.app["payments"]': ["update"]}, only.output
+    assert workspace.keyplan("apply", "-auto-approve", "-var", "team=platform", "-target", 'key.app["payments"]').code == 0
+    state = workspace.state()["keys"]
+    assert state['key.app["payments"]']["targets"]["aws.main"]["labels"]["team"] == "platform"
+    assert state['key.app["ledger"]']["targets"]["aws.main"]["labels"]["team"] == "core"
+
+    with workspace.aws() as (kms, _):
+        kms.delete_imported_key_material(KeyId=remote_ids(workspace)['key.app["ledger"]'])
+    # Without refresh keyplan trusts its state and does not ask the cloud: no drift is seen.
+    stale = workspace.keyplan("plan", "-refresh=false", "-detailed-exitcode", "-var", "team=platform", "-target", 'key.app["ledger"]', "-json")
+    assert {c["address"]: c["actions"] for c in json.loads(stale.stdout)["changes"]} == {'key.app["ledger"]': ["update"]}
+    assert json.loads(stale.stdout)["drift"] == []
+    fresh = workspace.keyplan("plan", "-json", "-var", "team=platform", "-target", 'key.app["ledger"]')
+    document = json.loads(fresh.stdout)
+    assert [d["kind"] for d in document["drift"]] == ["material_missing"]
+    assert document["changes"][0]["actions"] == ["reimport", "update"]
