@@ -148,7 +148,8 @@ def export(config: Config, state: State, request: ExportRequest) -> ExportResult
             raise DiagnosticsError.single(f"{request.vault}: {error.summary}", error.detail) from None
         except SourceError as error:
             raise DiagnosticsError.single(f"{record.source}: {error.summary}", error.detail) from None
-    _write(request.output, blob)
+    # like every path keyplan reads or writes, a relative one is taken from the -chdir directory
+    _write(request.output if request.output.is_absolute() else Path(config.directory) / request.output, blob)
     kek_kid = str(json.loads(blob)["header"]["kid"])
     return ExportResult(
         kek_kid=kek_kid,
@@ -240,7 +241,7 @@ def _offer(
 
 def _write(path: Path, blob: bytes) -> None:
     """Write atomically: a half-written file must never be uploaded."""
-    target = path if path.is_absolute() else Path.cwd() / path
+    target = path.absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:

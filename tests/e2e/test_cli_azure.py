@@ -6,12 +6,21 @@ unwrapped is proven by fingerprint.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import shutil
+import subprocess
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from azure_support import AzureVault, azure_vault, key_name
-from conftest import Workspace
+from azure.keyvault.keys import JsonWebKey
+from azure_support import AzureVault, azure_vault, embedded, key_name, materials
+from conftest import KEYPLAN_BIN, REPO, Workspace
+
+from providers.aws import KmsEmulator
+from providers.emulation.store import DocumentStore
+from providers.gcp.emulator import GcpKmsEmulator
 
 VAULT_URL = "https://payments.vault.azure.net"
 HSM_URL = "https://payments.managedhsm.azure.net"
@@ -263,3 +272,176 @@ def test_validate_refuses_aes_into_a_key_vault_and_aliases(workspace: Workspace)
     assert "Azure keys have no description" in result.stderr  # a warning alongside the errors
     assert "main.kp.hcl:" in result.stderr
     assert not (workspace.path / ".keyplan" / "emulators").exists(), "validate contacts no vault"
+
+
+EXPORT = """
+source "software" "local" {}
+
+provider "azure" "hsm" {
+  endpoint  = "embedded"
+  vault_url = "https://payments.managedhsm.azure.net"
+}
+
+provider "azure" "vault" {
+  endpoint  = "embedded"
+  vault_url = "https://payments.vault.azure.net"
+}
+
+# never a target: its operators upload .byok files themselves
+provider "azure" "manual" {
+  endpoint  = "embedded"
+  vault_url = "https://manual.managedhsm.azure.net"
+}
+
+provider "aws" "main" {
+  region   = "eu-west-1"
+  endpoint = "embedded"
+}
+
+key "data" {
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.azure.hsm]
+  labels    = { team = "core" }
+}
+
+key "signing" {
+  algorithm = "EC_P256"
+  source    = source.software.local
+  targets   = [provider.azure.vault]
+}
+"""
+
+
+def held_materials(workspace: Workspace) -> list[bytes]:
+    """Every material the workspace's vaults unwrapped, read from their stores."""
+    found = []
+    for path in sorted((workspace.path / ".keyplan" / "emulators").glob("azure-*.sqlite")):
+        store = DocumentStore(path)
+        try:
+            found += [base64.b64decode(doc["private"]) for _, doc in store.list("versions") if doc["imported"]]
+        finally:
+            store.close()
+    return found
+
+
+def leak_forms(material: bytes) -> list[bytes]:
+    return [
+        material,
+        material.hex().encode(),
+        material.hex().upper().encode(),
+        base64.b64encode(material),
+        base64.urlsafe_b64encode(material).rstrip(b"="),
+        base64.b64encode(material)[:24],
+        base64.urlsafe_b64encode(material)[:24],
+    ]
+
+
+def test_export_byok_and_no_artifact_or_output_contains_material(workspace: Workspace) -> None:
+    workspace.write(EXPORT)
+    env = {"KEYPLAN_LOG": "DEBUG"}
+    outputs: list[bytes] = []
+
+    def run(*args: str, code: int = 0) -> str:
+        result = workspace.keyplan(*args, env=env)
+        assert result.code == code, (args, result.output)
+        assert "Traceback" not in result.output
+        outputs.append(result.output.encode())
+        return result.output
+
+    before = run("export-byok", "key.data", "-vault", "azure.manual", "-o", "data.byok", code=1)
+    assert "key.data has no material yet" in before and "keyplan apply" in before
+    planfile = workspace.path / "first.kpplan"
+    for args in (
+        ("validate",),
+        ("plan", "-json"),
+        ("plan", f"-out={planfile}"),
+        ("show", str(planfile), "-json"),
+        ("show", str(planfile), "-markdown"),
+        ("apply", str(planfile)),
+        ("plan", "-json", "-replace", "key.data"),
+        ("apply", "-auto-approve", "-replace", "key.data"),
+        ("show",),
+        ("show", "-json"),
+        ("state", "show", "key.data"),
+        ("drift", "-json"),
+        ("graph",),
+    ):
+        run(*args)
+
+    # the current (second) material of key.data, for a vault keyplan never imports into
+    exported = run("export-byok", "key.data", "-vault", "azure.manual", "-o", "exports/data.byok")
+    [current] = [m for m in workspace.state()["keys"]["key.data"]["materials"] if m["version"] == 2]
+    kek = "https://manual.managedhsm.azure.net/keys/keyplan-kek/"
+    assert kek in exported and current["fingerprint"] in exported
+    assert "az keyvault key import --hsm-name manual --name data-" in exported
+    assert "--byok-file exports/data.byok --kty oct-HSM" in exported
+    blob = (workspace.path / "exports" / "data.byok").read_bytes()
+    header = json.loads(blob)["header"]
+    assert header["kid"].startswith(kek) and header["enc"] == "CKM_RSA_AES_KEY_WRAP"
+    signing = run("export-byok", "key.signing", "--vault", "provider.azure.manual", "--out", "signing.byok")
+    assert "--kty EC-HSM --curve P-256 --ops sign verify" in signing
+
+    # refusals are diagnostics
+    assert "No key key.nope" in run("export-byok", "key.nope", "-vault", "azure.manual", "-o", "x.byok", code=1)
+    wrong_kind = run("export-byok", "key.data", "-vault", "aws.main", "-o", "x.byok", code=1)
+    assert "aws.main is not an Azure provider" in wrong_kind
+    typo = run("export-byok", "key.data", "-vault", "azure.manul", "-o", "x.byok", code=1)
+    assert "No provider azure.manul" in typo and "azure.manual" in typo
+    into_vault = run("export-byok", "key.data", "-vault", "azure.vault", "-o", "x.byok", code=1)
+    assert "only into an Azure Managed HSM" in into_vault
+    assert not (workspace.path / "x.byok").exists()
+
+    # the operator imports the file with the real SDK; the vault proves it unwrapped that material
+    with azure_vault(workspace.path, "azure.manual", "https://manual.managedhsm.azure.net") as manual:
+        jwk = JsonWebKey(kty="oct-HSM", key_ops=["encrypt", "decrypt", "wrapKey", "unwrapKey"], t=blob)
+        manual.client.import_key("uploaded-by-hand", jwk, hardware_protected=True)
+        assert manual.fingerprints() == {"uploaded-by-hand": [current["fingerprint"]]}
+
+    # nothing keyplan wrote or printed holds any material, in any encoding
+    materials = held_materials(workspace)
+    assert len(materials) == 4, "AES v1 and v2, EC, and the hand-imported AES v2"
+    artifacts = [p for p in workspace.path.rglob("*") if p.is_file() and ".keyplan/emulators" not in str(p)]
+    assert {"keyplan.kpstate.json", "first.kpplan", "keystore.json", "data.byok", "audit.jsonl"} <= {
+        p.name for p in artifacts
+    }
+    blobs = [(str(p.relative_to(workspace.path)), p.read_bytes()) for p in artifacts]
+    blobs += [(f"output {i}", out) for i, out in enumerate(outputs)]
+    for material in materials:
+        for needle in leak_forms(material):
+            for name, content in blobs:
+                assert needle not in content, f"material found in {name}"
+
+
+def test_multicloud_example_imports_one_material_into_three_clouds(workspace: Workspace) -> None:
+    example = REPO / "examples" / "multicloud"
+    for name in ("main.kp.hcl", "run.sh", "README.md"):
+        shutil.copy(example / name, workspace.path / name)
+    result = subprocess.run(
+        ["bash", str(workspace.path / "run.sh")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, KEYPLAN=str(KEYPLAN_BIN)),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No changes" in result.stdout
+
+    state = workspace.state()
+    [data] = fingerprints(workspace, "key.data")
+    [signing] = fingerprints(workspace, "key.signing")
+    data_ids = {t: r["remote_id"] for t, r in state["keys"]["key.data"]["targets"].items()}
+    signing_ids = {t: r["remote_id"] for t, r in state["keys"]["key.signing"]["targets"].items()}
+    assert sorted(data_ids) == ["aws.main", "azure.hsm", "gcp.main"]
+    assert sorted(signing_ids) == ["aws.main", "azure.vault"]
+
+    with embedded(workspace.path, KmsEmulator, "aws.main") as aws:
+        held = {m["key"]: m["fingerprint"] for m in materials(aws)}
+        assert held == {data_ids["aws.main"]: data, signing_ids["aws.main"]: signing}
+    with embedded(workspace.path, GcpKmsEmulator, "gcp.main") as gcp:
+        assert [(m["key"], m["fingerprint"]) for m in materials(gcp)] == [(data_ids["gcp.main"], data)]
+    with azure_vault(workspace.path, "azure.hsm", "https://contoso-keys.managedhsm.azure.net") as mhsm:
+        assert mhsm.fingerprints() == {key_name(data_ids["azure.hsm"]): [data]}
+    with azure_vault(workspace.path, "azure.vault", "https://contoso-signing.vault.azure.net") as kv:
+        assert kv.fingerprints() == {key_name(signing_ids["azure.vault"]): [signing]}
