@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import Field
@@ -93,6 +93,7 @@ KIND_KEY_RING = "gcp_key_ring"
 KIND_IMPORT_JOB = "gcp_import_job"
 MAX_NAME_ATTEMPTS = 20
 MAX_LABELS = 64
+JOB_MARGIN = timedelta(minutes=10)  # an import job this close to expiry is not used for a new import
 T = TypeVar("T")
 
 
@@ -411,6 +412,7 @@ class GcpProvider(Provider):
         self._ring = settings.key_ring_name
         self._job_locks: dict[str, threading.Lock] = {}
         self._job_locks_guard = threading.Lock()
+        self._jobs: dict[str, ImportJob] = {}  # "method:level" -> the ACTIVE job last seen, guarded by its lock
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -518,6 +520,9 @@ class GcpProvider(Provider):
         """An ACTIVE import job for this method and level: the known one while it lasts, else the
         longest-lived one in the key ring, else a new one (waited for until ACTIVE)."""
         with self._job_lock(method, level):
+            job = self._jobs.get(f"{method}:{level}")
+            if job is not None and (known is None or job.name == known) and self._lasts(job):
+                return job
             candidates: list[ImportJob] = []
             if known:
                 try:
@@ -548,7 +553,15 @@ class GcpProvider(Provider):
                     lambda j: j.state.name != "PENDING_GENERATION",
                     job,
                 )
+            self._jobs[f"{method}:{level}"] = job
             return job
+
+    @staticmethod
+    def _lasts(job: ImportJob) -> bool:
+        """Whether a job seen ACTIVE is still good for an import started now, by this machine's
+        clock. Should Cloud KMS disagree, the import fails as expired and `_job_expired` drops it."""
+        expires = _when(job.expire_time)
+        return job.state.name == "ACTIVE" and expires is not None and expires - JOB_MARGIN > datetime.now(UTC)
 
     @staticmethod
     def _usable_job(job: ImportJob, method: str, level: str) -> bool:
@@ -712,7 +725,7 @@ class GcpProvider(Provider):
             )
         version_id = _version_id(version.name)
         if key_type.purpose == "ENCRYPT_DECRYPT" and self._needs_primary(request, version_id):
-            self.promote_version(PromoteVersionRequest(remote_id=request.remote_id, version_id=version_id))
+            self._make_primary(request.remote_id, version_id)
         return ImportMaterialResponse(remote_id=request.remote_id, version_id=version_id)
 
     def _needs_primary(self, request: ImportMaterialRequest, version_id: str) -> bool:
@@ -730,17 +743,26 @@ class GcpProvider(Provider):
             job = self._call("read the import job", self._client.get_import_job, job_name, name=job_name)
         except ProviderError:
             return False
-        return bool(job.state.name == "EXPIRED")
+        if job.state.name != "EXPIRED":
+            return False
+        key = f"{job.import_method.name}:{job.protection_level.name}"
+        with self._job_lock(job.import_method.name, job.protection_level.name):
+            if key in self._jobs and self._jobs[key].name == job_name:
+                del self._jobs[key]
+        return True
 
     def promote_version(self, request: PromoteVersionRequest) -> None:
         key = self._call("read the key", self._client.get_crypto_key, request.remote_id, name=request.remote_id)
         if key.purpose.name != "ENCRYPT_DECRYPT":
             return  # asymmetric and MAC keys have no primary; callers name versions
+        self._make_primary(request.remote_id, request.version_id)
+
+    def _make_primary(self, remote_id: str, version_id: str) -> None:
         self._call(
             "make the new version primary",
             self._client.update_crypto_key_primary_version,
-            request.remote_id,
-            request={"name": request.remote_id, "crypto_key_version_id": request.version_id},
+            remote_id,
+            request={"name": remote_id, "crypto_key_version_id": version_id},
         )
 
     # -- metadata and lifecycle -------------------------------------------------------------------
@@ -755,6 +777,7 @@ class GcpProvider(Provider):
         )
         target = "ENABLED" if request.key.enabled else "DISABLED"
         versions = self._versions(request.remote_id)
+        changed = False
         for index, version in enumerate(versions):
             if version.state.name in ("ENABLED", "DISABLED") and version.state.name != target and version.import_job:
                 versions[index] = self._call(
@@ -766,7 +789,8 @@ class GcpProvider(Provider):
                         "update_mask": {"paths": ["state"]},
                     },
                 )
-        if key.primary.name:
+                changed = True
+        if changed and key.primary.name:  # the answer above shows the primary as it was before
             key = self._call("read the key", self._client.get_crypto_key, request.remote_id, name=request.remote_id)
         lookup = {encode_label_value(request.address): request.address}
         return self._remote_key(key, versions, lookup, request.managed_by, with_versions=True)
