@@ -121,7 +121,14 @@ def init_dev_token(directory: Path, label: str, pin: str, so_pin: str) -> DevTok
 
 def _set_pins(module: Path, conf: Path, label: str, initial_so_pin: str, *, so_pin: str, pin: str) -> None:
     """Replace the throwaway PINs: the SO's with C_SetPIN, the user's with C_InitPIN."""
-    library = attach(module, {"SOFTHSM2_CONF": str(conf)})
+    try:
+        library = attach(module, {"SOFTHSM2_CONF": str(conf)})
+    except SourceError as exc:
+        raise SourceError(
+            "Cannot set the development token's PINs",
+            f"The token {label!r} was initialised, but {exc.detail} Close the PKCS#11 sources open in this "
+            f"process, delete {conf.parent}, and create the token again.",
+        ) from None
     try:
         token = find_token(library, label, None)
         with library.lock:

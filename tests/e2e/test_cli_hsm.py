@@ -32,6 +32,7 @@ from providers.azure.emulator import emulator_class
 from providers.emulation.server import EmulatorApp, fetch_json, start_embedded
 from providers.emulation.store import DocumentStore
 from providers.gcp.emulator import GcpKmsEmulator
+from providers.pkcs11 import find_softhsm_module
 from providers.pkcs11.library import attach, detach, find_token, login, logout
 
 pytestmark = pytest.mark.hsm
@@ -39,7 +40,6 @@ pytestmark = pytest.mark.hsm
 PIN = "482915"
 SO_PIN = "73920164"
 PINS = {"KEYPLAN_HSM_PIN": PIN, "KEYPLAN_HSM_SO_PIN": SO_PIN}
-SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 
 SOURCE = """
 source "pkcs11" "hsm" {{
@@ -91,11 +91,11 @@ EMULATORS: dict[str, tuple[str, type[EmulatorApp]]] = {
 def config(
     *,
     keys: tuple[tuple[str, str, str], ...] = (("data", "AES_256", EVERY_TARGET),),
-    module: str = SOFTHSM,
+    module: str | None = None,
     label: str = "keyplan",
     extra: str = "",
 ) -> str:
-    text = SOURCE.format(module=module, label=label, extra=extra) + PROVIDERS
+    text = SOURCE.format(module=module or find_softhsm_module(), label=label, extra=extra) + PROVIDERS
     for name, algorithm, targets in keys:
         text += KEY.format(name=name, algorithm=algorithm, targets=targets)
     return text
@@ -139,7 +139,7 @@ def held_for(held: dict[str, list[str]], remote_id: str) -> list[str]:
 def token_session(workspace: Workspace, pin: str = PIN, label: str = "keyplan") -> Iterator[Any]:
     """A user session on the workspace's token through keyplan's library registry."""
     conf = workspace.path / ".keyplan" / "softhsm" / "softhsm2.conf"
-    library = attach(Path(SOFTHSM), {"SOFTHSM2_CONF": str(conf)})
+    library = attach(find_softhsm_module(), {"SOFTHSM2_CONF": str(conf)})
     token = find_token(library, label, None)
     try:
         with library.lock:
@@ -196,7 +196,7 @@ def test_token_material_reaches_every_cloud_and_nothing_leaks(workspace: Workspa
     assert set(pins) == {"KEYPLAN_HSM_PIN", "KEYPLAN_HSM_SO_PIN"} and pins["KEYPLAN_HSM_PIN"] != pins["KEYPLAN_HSM_SO_PIN"]
     # The printed block is the source block to paste: it works as printed.
     block = created.stdout[created.stdout.index('source "pkcs11" "hsm" {') : created.stdout.index("\n}\n") + 3]
-    assert f'module      = "{SOFTHSM}"' in block and 'token_label = "keyplan"' in block
+    assert f'module      = "{find_softhsm_module()}"' in block and 'token_label = "keyplan"' in block
     assert 'pin_env     = "KEYPLAN_HSM_PIN"' in block
     assert 'SOFTHSM2_CONF = "./.keyplan/softhsm/softhsm2.conf"' in block
     workspace.write(block + PROVIDERS + KEY.format(name="data", algorithm="AES_256", targets=EVERY_TARGET))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,3 +98,38 @@ def test_two_sources_share_one_login_on_one_token(tmp_path: Path, pin_env: str) 
         assert second.generate(GenerateRequest(address="key.t", version=1, algorithm=AES)).handle
     finally:
         second.close()
+
+
+def test_pins_never_reach_a_command_line(tmp_path: Path, pin_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """softhsm2-util takes PINs as arguments, visible in the process list: it only ever sees
+    throwaway PINs, and the real ones are set through PKCS#11 afterwards."""
+    seen: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        seen.append(list(args))
+        return real_run(args, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    token = init_dev_token(tmp_path, "quiet", pin="1111", so_pin="22222222")
+    assert any("--init-token" in args for args in seen)
+    assert not any(pin in arg for args in seen for arg in args for pin in ("1111", "22222222"))
+    source = open_source(token.source_settings(pin_env), "pkcs11.quiet")  # the user PIN is the real one
+    try:
+        assert source.generate(GenerateRequest(address="key.q", version=1, algorithm=AES)).handle
+    finally:
+        source.close()
+
+
+def test_relative_module_env_resolves_against_the_configuration_directory(tmp_path: Path, pin_env: str) -> None:
+    token = init_dev_token(tmp_path / "workspace" / "hsm", "relative", pin="1111", so_pin="22222222")
+    settings = token.source_settings(pin_env, module_env={"SOFTHSM2_CONF": "./hsm/softhsm2.conf", "OTHER": "as-is"})
+    workspace = tmp_path / "workspace"
+    assert settings.environment(workspace) == {"SOFTHSM2_CONF": str(token.conf_path), "OTHER": "as-is"}
+    assert settings.environment(None)["SOFTHSM2_CONF"] == "./hsm/softhsm2.conf"
+    assert Path.cwd() != workspace
+    source = open_source(settings, "pkcs11.relative", workspace)
+    try:
+        assert source.generate(GenerateRequest(address="key.r", version=1, algorithm=AES)).handle
+    finally:
+        source.close()
