@@ -520,9 +520,9 @@ class GcpProvider(Provider):
         """An ACTIVE import job for this method and level: the known one while it lasts, else the
         longest-lived one in the key ring, else a new one (waited for until ACTIVE)."""
         with self._job_lock(method, level):
-            job = self._jobs.get(f"{method}:{level}")
-            if job is not None and (known is None or job.name == known) and self._lasts(job):
-                return job
+            cached = self._jobs.get(f"{method}:{level}")
+            if cached is not None and (known is None or cached.name == known) and self._lasts(cached):
+                return cached
             candidates: list[ImportJob] = []
             if known:
                 try:
