@@ -143,7 +143,9 @@ def init_dev(
     ] = DEFAULT_PIN_ENV,
     so_pin_env: Annotated[
         str,
-        typer.Option("--so-pin-env", "-so-pin-env", help="Variable that holds (or will hold) the security officer PIN."),
+        typer.Option(
+            "--so-pin-env", "-so-pin-env", help="Variable that holds (or will hold) the security officer PIN."
+        ),
     ] = DEFAULT_SO_PIN_ENV,
     pin_file: Annotated[
         Path | None,
@@ -207,7 +209,10 @@ def init_dev(
             + f"). Load them before running keyplan:\n\n  . {pin_path}\n"
         )
     else:
-        emit(f"The user PIN is the value of {pin_env}, the security officer PIN that of {so_pin_env}. keyplan stored neither.\n")
+        emit(
+            f"The user PIN is the value of {pin_env}, the security officer PIN that of {so_pin_env}. "
+            "keyplan stored neither.\n"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +230,11 @@ class _Import:
 def _planned_imports(plan: Plan, addresses: list[str], targets: list[str]) -> list[_Import]:
     found: dict[tuple[str, str], _Import] = {}
     for action in plan.actions:
-        if action.kind is not ActionKind.GET_IMPORT_PARAMETERS or action.address not in addresses or action.target is None:
+        if (
+            action.kind is not ActionKind.GET_IMPORT_PARAMETERS
+            or action.address not in addresses
+            or action.target is None
+        ):
             continue
         if targets and action.target not in targets:
             continue
@@ -247,7 +256,7 @@ def _trusted_sources(config: Config, addresses: list[str]) -> dict[str, str]:
         if block is None or block.kind != "pkcs11":
             diagnostics.error(
                 "Not a key of a PKCS#11 source",
-                f"{address} takes its material from {key.source}; only a `source \"pkcs11\"` with "
+                f'{address} takes its material from {key.source}; only a `source "pkcs11"` with '
                 "`wrap_with_trusted = true` needs the security officer's trust step.",
                 range=key.range_of("source"),
                 address=address,
@@ -310,7 +319,7 @@ def trust(
         known = ", ".join(sorted(config.keys)[:5])
         raise DiagnosticsError.single(
             f"No key {address} in the configuration",
-            "Name a key as the configuration declares it, e.g. key.NAME or key.NAME[\"KEY\"]."
+            'Name a key as the configuration declares it, e.g. key.NAME or key.NAME["KEY"].'
             + (f" Some are: {known}." if known else ""),
         )
     for wanted in target:
@@ -353,7 +362,9 @@ def trust(
                     )
                 except ProviderError as exc:
                     raise DiagnosticsError.single(
-                        f"Cannot fetch the wrapping key of {item.target}: {exc.summary}", exc.detail, address=item.address
+                        f"Cannot fetch the wrapping key of {item.target}: {exc.summary}",
+                        exc.detail,
+                        address=item.address,
                     ) from None
                 source = sources[item.address]
                 settings = Pkcs11SourceSettings.model_validate(config.sources[source].attributes)
@@ -365,7 +376,10 @@ def trust(
                     )
                 except SourceError as exc:
                     raise DiagnosticsError.single(
-                        f"Source {source}: {exc.summary}", exc.detail, range=config.sources[source].range, address=source
+                        f"Source {source}: {exc.summary}",
+                        exc.detail,
+                        range=config.sources[source].range,
+                        address=source,
                     ) from None
                 trusted += int(result.created)
                 verb = "Trusted" if result.created else "Already trusted"

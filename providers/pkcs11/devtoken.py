@@ -21,9 +21,8 @@ import subprocess
 import sysconfig
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
 from pkcs11 import exceptions as p11
+from pydantic import BaseModel, ConfigDict
 
 from keyplan.provider import SourceError
 from providers.pkcs11.errors import token_error

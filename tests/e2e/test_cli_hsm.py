@@ -17,7 +17,6 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +28,8 @@ from keyplan.crypto.fingerprint import fingerprint_material
 from keyplan.crypto.secret import SecretBytes
 from providers.aws import KmsEmulator
 from providers.azure.emulator import emulator_class
-from providers.emulation.server import EmulatorApp, fetch_json, start_embedded
+from providers.emulation import EmulatorApp, start_embedded
+from providers.emulation.server import fetch_json
 from providers.emulation.store import DocumentStore
 from providers.gcp.emulator import GcpKmsEmulator
 from providers.pkcs11 import find_softhsm_module
@@ -165,12 +165,16 @@ def unwrapped_materials(workspace: Workspace) -> dict[str, list[bytes]]:
         store.close()
     store = DocumentStore(emulators / "gcp-main.sqlite")
     try:
-        found["gcp.main"] = [base64.b64decode(doc["_material"]) for _, doc in store.list("cryptoKeyVersions") if doc.get("_material")]
+        found["gcp.main"] = [
+            base64.b64decode(doc["_material"]) for _, doc in store.list("cryptoKeyVersions") if doc.get("_material")
+        ]
     finally:
         store.close()
     store = DocumentStore(emulators / "azure-hsm.sqlite")
     try:
-        found["azure.hsm"] = [base64.b64decode(doc["private"]) for _, doc in store.list("versions") if doc.get("imported")]
+        found["azure.hsm"] = [
+            base64.b64decode(doc["private"]) for _, doc in store.list("versions") if doc.get("imported")
+        ]
     finally:
         store.close()
     return found
@@ -188,12 +192,16 @@ def forms(secret: bytes) -> list[bytes]:
 
 
 def test_token_material_reaches_every_cloud_and_nothing_leaks(workspace: Workspace) -> None:
-    created = workspace.keyplan("hsm", "init-dev", "--pin-file", ".keyplan/softhsm/pins.env", env={"KEYPLAN_LOG": "DEBUG"})
+    created = workspace.keyplan(
+        "hsm", "init-dev", "--pin-file", ".keyplan/softhsm/pins.env", env={"KEYPLAN_LOG": "DEBUG"}
+    )
     assert created.code == 0, created.output
     pins_file = workspace.path / ".keyplan" / "softhsm" / "pins.env"
     assert stat.S_IMODE(pins_file.stat().st_mode) == 0o600
     pins = dict(re.findall(r"^export (\w+)='([^']+)'$", pins_file.read_text(), re.MULTILINE))
-    assert set(pins) == {"KEYPLAN_HSM_PIN", "KEYPLAN_HSM_SO_PIN"} and pins["KEYPLAN_HSM_PIN"] != pins["KEYPLAN_HSM_SO_PIN"]
+    assert (
+        set(pins) == {"KEYPLAN_HSM_PIN", "KEYPLAN_HSM_SO_PIN"} and pins["KEYPLAN_HSM_PIN"] != pins["KEYPLAN_HSM_SO_PIN"]
+    )
     # The printed block is the source block to paste: it works as printed.
     block = created.stdout[created.stdout.index('source "pkcs11" "hsm" {') : created.stdout.index("\n}\n") + 3]
     assert f'module      = "{find_softhsm_module()}"' in block and 'token_label = "keyplan"' in block
@@ -236,7 +244,7 @@ def test_token_material_reaches_every_cloud_and_nothing_leaks(workspace: Workspa
     # Generated in the token: the handle names a token object, which is sensitive and still there.
     record = workspace.state()["keys"]["key.data"]
     handle, fingerprint = record["materials"][0]["handle"], record["materials"][0]["fingerprint"]
-    assert handle.startswith('keyplan:key.data:v1#') and fingerprint.startswith("kcv:")
+    assert handle.startswith("keyplan:key.data:v1#") and fingerprint.startswith("kcv:")
     with token_session(workspace, pins["KEYPLAN_HSM_PIN"]) as session:
         (secret_key,) = list(session.get_objects({Attribute.LABEL: "keyplan:key.data:v1"}))
         assert secret_key[Attribute.SENSITIVE] is True and secret_key[Attribute.EXTRACTABLE] is True
@@ -253,11 +261,7 @@ def test_token_material_reaches_every_cloud_and_nothing_leaks(workspace: Workspa
     assert fingerprint_material(MaterialKind.SYMMETRIC, SecretBytes(secret)) == fingerprint
 
     # Neither the material nor a PIN appears in any artifact, log line or terminal output.
-    artifacts = [
-        p
-        for p in workspace.path.rglob("*")
-        if p.is_file() and "emulators" not in p.parts and p != pins_file
-    ]
+    artifacts = [p for p in workspace.path.rglob("*") if p.is_file() and "emulators" not in p.parts and p != pins_file]
     names = {p.name for p in artifacts}
     assert {"keyplan.kpstate.json", "hsm.kpplan", "softhsm2.conf", "audit.jsonl"} <= names
     assert any("tokens" in p.parts for p in artifacts), "the token's own files are scanned too"
@@ -275,10 +279,15 @@ def test_token_material_reaches_every_cloud_and_nothing_leaks(workspace: Workspa
 
 def test_asymmetric_keys_from_softhsm_are_refused_at_plan_time(workspace: Workspace) -> None:
     init_token(workspace)
-    workspace.write(config(keys=(("signing", "EC_P256", "provider.aws.main"), ("rsa", "RSA_3072", "provider.gcp.main"))))
+    workspace.write(
+        config(keys=(("signing", "EC_P256", "provider.aws.main"), ("rsa", "RSA_3072", "provider.gcp.main")))
+    )
     result = workspace.keyplan("plan", env=PINS)
     assert_diagnostic(result, "No way to import this key into its target")
-    assert "Source pkcs11.hsm pads PKCS#8 private keys before wrapping, so aws.main would reject the EC_P256" in result.stderr
+    assert (
+        "Source pkcs11.hsm pads PKCS#8 private keys before wrapping, so aws.main would reject the EC_P256"
+        in result.stderr
+    )
     assert "gcp.main would reject the RSA_3072" in result.stderr
     assert "a production HSM" in result.stderr and "CKM_RSA_AES_KEY_WRAP" in result.stderr
     assert "main.kp.hcl:" in result.stderr, "the diagnostic points at the key block"
@@ -392,7 +401,9 @@ def test_trusted_wrapping_needs_the_security_officer_step(workspace: Workspace) 
     second = workspace.keyplan("apply", "-auto-approve", env=PINS)
     assert second.code == 0, second.output
     record = workspace.state()["keys"]["key.data"]
-    assert workspace.emulator_fingerprints() == {record["targets"]["aws.main"]["remote_id"]: [record["materials"][0]["fingerprint"]]}
+    assert workspace.emulator_fingerprints() == {
+        record["targets"]["aws.main"]["remote_id"]: [record["materials"][0]["fingerprint"]]
+    }
     done = workspace.keyplan("hsm", "trust", "key.data", env=PINS)
     assert done.code == 0 and "Nothing to trust" in done.stdout
     for result in (early, first, no_so_pin, wrong, trusted, again, second):
@@ -401,8 +412,11 @@ def test_trusted_wrapping_needs_the_security_officer_step(workspace: Workspace) 
 
 def test_trust_refuses_keys_that_do_not_need_it(workspace: Workspace) -> None:
     init_token(workspace)
-    workspace.write(config(keys=(("data", "AES_256", "provider.aws.main"),)) + '\nsource "software" "soft" {}\n'
-                    + 'key "soft" {\n  algorithm = "AES_256"\n  source = source.software.soft\n  targets = [provider.aws.main]\n}\n')
+    workspace.write(
+        config(keys=(("data", "AES_256", "provider.aws.main"),))
+        + '\nsource "software" "soft" {}\n'
+        + 'key "soft" {\n  algorithm = "AES_256"\n  source = source.software.soft\n  targets = [provider.aws.main]\n}\n'
+    )
     plain = workspace.keyplan("hsm", "trust", "key.data", env=PINS)
     assert_diagnostic(plain, "The source does not wrap with trusted keys only")
     soft = workspace.keyplan("hsm", "trust", "key.soft", env=PINS)
