@@ -506,6 +506,14 @@ def classify(exc: Exception, where: ErrorContext) -> ProviderError:
     )
 
 
+def _same_expiry(current: datetime | None, desired: datetime | None) -> bool:
+    """Expiry is kept when none is desired; otherwise it matches to the minute (an import sets
+    it from the apply's clock, an update from the version's creation time)."""
+    if desired is None:
+        return True
+    return current is not None and abs((current - desired).total_seconds()) < 60
+
+
 def _error_codes(exc: Any) -> tuple[str | None, str | None]:
     error = getattr(exc, "error", None)
     if error is None:
@@ -578,6 +586,9 @@ class AzureProvider(Provider):
             user_agent=f"keyplan/{keyplan.__version__}",
         )
         self._closed = threading.Event()
+        # what this run's imports answered, by lower-case key name, for the update that follows
+        self._imported: dict[str, KeyVaultKey] = {}
+        self._imported_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -918,6 +929,8 @@ class AzureProvider(Provider):
             if error.code == DELETED_BUT_RECOVERABLE:
                 raise self._name_held(name, error) from error.__cause__
             raise self._import_failure(error, request) from error.__cause__
+        with self._imported_lock:
+            self._imported[name.lower()] = imported
         return ImportMaterialResponse(
             remote_id=request.remote_id,
             version_id=imported.properties.version or "",
@@ -996,21 +1009,33 @@ class AzureProvider(Provider):
         """Azure's versionless key id always resolves to the newest version: nothing to do."""
 
     def update_key(self, request: UpdateKeyRequest) -> RemoteKey:
+        """Set tags, enabled and expiry on the latest version. Right after this run imported the
+        key (which set them already) the answer of that import is used and nothing is sent."""
         name = self._name_of(request.remote_id)
-        current = self._call(f"reading key {name}", lambda: self._client.get_key(name), remote_id=request.remote_id)
+        with self._imported_lock:
+            current = self._imported.pop(name.lower(), None)
+        if current is None:
+            current = self._call(
+                f"reading key {name}", lambda: self._client.get_key(name), remote_id=request.remote_id
+            )
         tags = {
             **request.key.labels,
             RESERVED_TAG_ADDRESS: request.address,
             RESERVED_TAG_MANAGED_BY: request.managed_by,
         }
+        props = current.properties
         expires_on = None
-        if request.key.expiry is not None and current.properties.created_on is not None:
-            expires_on = current.properties.created_on + request.key.expiry
+        if request.key.expiry is not None and props.created_on is not None:
+            expires_on = props.created_on + request.key.expiry
+        if dict(props.tags or {}) == tags and bool(props.enabled) == request.key.enabled and _same_expiry(
+            props.expires_on, expires_on
+        ):
+            return self._remote_key(props, request.remote_id, {}, key=current)
         updated = self._call(
             f"updating key {name}",
             lambda: self._client.update_key_properties(
                 name,
-                current.properties.version,
+                props.version,
                 enabled=request.key.enabled,
                 tags=tags,
                 expires_on=expires_on,

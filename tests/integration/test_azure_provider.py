@@ -439,3 +439,20 @@ def test_embedded_endpoint_persists_between_runs(tmp_path: Path) -> None:
         assert reopened.ensure_prerequisite(EnsurePrerequisiteRequest(spec=prerequisite)) == kek
     finally:
         reopened.close()
+
+
+def test_the_update_after_an_import_sends_nothing_when_the_import_set_it_all(hsm: Target) -> None:
+    key = spec("AES_256", labels={"team": "core"})
+    remote_id, _, _ = hsm.imported(key)
+    before = dict(hsm.calls())
+    request = UpdateKeyRequest(remote_id=remote_id, address=key.address, managed_by=MANAGED_BY, key=key)
+    updated = hsm.provider.update_key(request)
+    assert updated.labels == {"team": "core"} and updated.enabled
+    assert dict(hsm.calls()) == before, "the import's answer already had the tags and enabled"
+    # the next update reads the key again, and sends only what differs
+    relabelled = key.model_copy(update={"labels": {"team": "platform"}})
+    hsm.provider.update_key(request.model_copy(update={"key": relabelled}))
+    calls = hsm.calls()
+    assert calls["GetKey"] == before.get("GetKey", 0) + 1 and calls["UpdateKey"] == before.get("UpdateKey", 0) + 1
+    hsm.provider.update_key(request.model_copy(update={"key": relabelled}))
+    assert hsm.calls()["UpdateKey"] == calls["UpdateKey"], "nothing differs: nothing sent"
