@@ -216,9 +216,10 @@ def state_rm(
         emit(f"Removed {record.address} ({where})\n")
     emit(
         f"\nRemoved {len(removed)} key(s) from state (serial {state.serial}; the previous copy is the .backup file).\n"
-        "The remote keys still exist and keep their keyplan tags, so `keyplan drift` reports them as orphans, and a\n"
-        "plan adopts them again while their addresses stay in the configuration. keyplan no longer holds their\n"
-        "material: their handles in the key source are no longer recorded anywhere.\n"
+        "The remote keys still exist and keep their keyplan tags, so `keyplan drift` reports them as orphans.\n"
+        "keyplan no longer holds their material (its handles in the key source are recorded nowhere else), so it\n"
+        "cannot manage them again: remove their key blocks from the configuration too, or a plan creates new keys\n"
+        "(or tries to adopt the tagged ones) with new material.\n"
     )
 
 
