@@ -53,7 +53,9 @@ def state_schema() -> dict[str, Any]:
 
 
 def documents() -> dict[str, dict[str, Any]]:
-    return {"plan.schema.json": plan_schema(), "state.schema.json": state_schema()}
+    from keyplan.drift_report import drift_schema
+
+    return {"plan.schema.json": plan_schema(), "state.schema.json": state_schema(), "drift.schema.json": drift_schema()}
 
 
 def render(schema: dict[str, Any]) -> str:

@@ -45,6 +45,8 @@ class AuditLog:
                 os.fsync(handle.fileno())
 
     def mutated(self, action: Action, outcome: str, remote_id: str | None) -> None:
+        if not action.kind.remote:
+            return
         self._append(
             {
                 "action": action.kind.value,

@@ -33,6 +33,7 @@ from keyplan.provider import (
     ImportParametersRequest,
     ImportPurpose,
     KeySpec,
+    KeyState,
     PrerequisiteRecord,
     PrerequisiteSpec,
     PromoteVersionRequest,
@@ -353,15 +354,17 @@ class Walker:
         assert action.address and action.target
         live = RemoteKey.model_validate(action.args["live"])
         address, target = action.address, action.target
+        version = action.args.get("material_version")
 
         def adopt(state: State) -> None:
+            # The key was created for the material state held at plan time; if the cloud shows it
+            # holds material, that import finished before the interruption.
             key = self._ensure_key_record(state, address)
-            latest = key.latest_material
             imports: list[ImportedVersion] = []
-            if latest is not None and live.state.value not in ("pending_import",) and live.current_version:
+            if version is not None and live.state is not KeyState.PENDING_IMPORT and live.current_version:
                 imports.append(
                     ImportedVersion(
-                        material_version=latest.version,
+                        material_version=int(version),
                         remote_version_id=live.current_version,
                         imported_at=self.now(),
                         expires_at=live.expires_at,
@@ -370,7 +373,7 @@ class Walker:
             key.targets[target] = TargetRecord(
                 remote_id=live.remote_id,
                 imports=imports,
-                current_material_version=latest.version if imports and latest else None,
+                current_material_version=int(version) if imports and version is not None else None,
                 labels=dict(live.labels),
                 aliases=list(live.aliases),
                 description=live.description,

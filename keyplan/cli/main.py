@@ -295,7 +295,9 @@ def plan(
 
 @app.command()
 def drift(
-    json_output: Annotated[bool, typer.Option("-json", "--json", help="Print the drift report as JSON.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("-json", "--json", help="Print the drift report as JSON (schemas/drift.schema.json).")
+    ] = False,
     expiry_horizon: Annotated[
         str, typer.Option("-expiry-horizon", "--expiry-horizon", help="Report material expiring within this.")
     ] = "30d",
@@ -312,9 +314,10 @@ def drift(
     with state_lock(backend, "drift", lock, lock_timeout):
         state, exists = read_state(backend)
         result = run_plan(config, state, exists, options, 10)
-    from keyplan.plan.render import render_json, render_text
+    from keyplan.drift_report import render_drift_report
+    from keyplan.plan.render import render_text
 
-    emit(render_json(result) if json_output else render_text(result, colour=ui.use_colour(sys.stdout, no_color)))
+    emit(render_drift_report(result) if json_output else render_text(result, colour=ui.use_colour(sys.stdout, no_color)))
     if result.drift:
         raise Exit(2)
 

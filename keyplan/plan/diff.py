@@ -76,6 +76,7 @@ class TargetWork:
     change: PlannedChange
     create: bool = False
     adopt: RemoteKey | None = None
+    adopt_material_version: int | None = None  # the material the adopted key was created for
     cancel_deletion: bool = False
     import_version: int | None = None  # material version to import
     import_purpose: ImportPurpose | None = None
@@ -325,9 +326,24 @@ class _Differ:
             return None
         candidates = self._by_address.get(target, {}).get(tw.address, [])
         ours = [k for k in candidates if k.managed_by == self.state.managed_by and k.state is not KeyState.DELETED]
-        if ours:
+        record = self.state.keys.get(tw.address)
+        held = record.latest_material if record else None
+        if ours and held is None:
+            # Tagged by this state, but the state holds no material for the address (removed with
+            # `keyplan state rm`): whatever that key holds, keyplan cannot import it again.
+            self.diagnostics.warning(
+                "A key tagged with this address exists, but the state holds no material for it",
+                f"{ours[0].remote_id} at {target} is tagged {tw.address} by this state, yet the state has no material "
+                "version for that address (was it removed with `keyplan state rm`?). keyplan creates a new key with new "
+                "material; the old key is reported as an orphan by `keyplan drift`. Schedule its deletion in the cloud "
+                "when nothing uses it.",
+                address=tw.address,
+            )
+            ours = []
+        if ours and held is not None:
             adopted = ours[0]
             tw.adopt = adopted
+            tw.adopt_material_version = held.version
             change.remote_id = adopted.remote_id
             change.actions = [ChangeAction.ADOPT]
             change.reason = (

@@ -105,7 +105,11 @@ class _Builder:
                 where,
                 [head],
                 **common,
-                args={"remote_id": tw.adopt.remote_id, "live": tw.adopt.model_dump(mode="json")},
+                args={
+                    "remote_id": tw.adopt.remote_id,
+                    "live": tw.adopt.model_dump(mode="json"),
+                    "material_version": tw.adopt_material_version,
+                },
             )
         if tw.cancel_deletion:
             head = self.add(

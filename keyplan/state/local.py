@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -64,8 +65,15 @@ def write_atomically(path: Path, data: bytes, *, keep_backup: bool = True, mode:
             handle.flush()
             os.fsync(handle.fileno())
         if keep_backup and path.exists():
+            # The previous copy becomes the backup through a second name, so `path` itself is
+            # never missing: the only change to it is the atomic rename below.
             backup = path.with_name(path.name + ".backup")
-            os.replace(path, backup)
+            backup_tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.backup.tmp")
+            try:
+                os.link(path, backup_tmp)
+            except OSError:
+                shutil.copy2(path, backup_tmp)
+            os.replace(backup_tmp, backup)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
