@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import re
 import stat
 from collections.abc import Iterator
@@ -297,7 +296,10 @@ def test_asymmetric_keys_from_softhsm_are_refused_at_plan_time(workspace: Worksp
 # ---- token failures: diagnostics, exit 1, no traceback, no PIN -----------------------------
 
 
-def test_wrong_pin_unset_pin_missing_token_and_missing_module(workspace: Workspace) -> None:
+def test_wrong_pin_unset_pin_missing_token_and_missing_module(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KEYPLAN_HSM_PIN", raising=False)
     init_token(workspace)
     workspace.write(config(keys=(("data", "AES_256", "provider.aws.main"),)))
 
@@ -306,7 +308,6 @@ def test_wrong_pin_unset_pin_missing_token_and_missing_module(workspace: Workspa
     assert "on main.kp.hcl:2:" in wrong.stderr and "000000" not in wrong.output
 
     unset = run_keyplan(workspace.path, "apply", "-auto-approve")
-    assert "KEYPLAN_HSM_PIN" not in os.environ
     assert_diagnostic(unset, "Cannot open source pkcs11.hsm: The PKCS#11 user PIN is not set")
     assert "KEYPLAN_HSM_PIN" in unset.stderr
 
@@ -349,7 +350,11 @@ def test_key_deleted_from_the_token_fails_the_wrap_it_is_needed_for(workspace: W
 # ---- init-dev refuses what would lose or expose a PIN ----------------------------------------
 
 
-def test_init_dev_without_pins_or_with_an_existing_file_or_label(workspace: Workspace) -> None:
+def test_init_dev_without_pins_or_with_an_existing_file_or_label(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in PINS:
+        monkeypatch.delenv(variable, raising=False)
     no_pins = run_keyplan(workspace.path, "hsm", "init-dev")
     assert_diagnostic(no_pins, "No PIN for the development token")
     assert "--pin-file" in no_pins.stderr
