@@ -116,7 +116,11 @@ class _Builder:
                 ActionKind.CANCEL_DELETION, where, [head], **common, args={"remote_id": tw.change.remote_id}
             )
         if tw.create:
-            head = self.add(ActionKind.CREATE_KEY, where, [head], **common, args={"replaces": tw.change.remote_id})
+            # Material first, remote key second: a key that exists in a cloud always has its
+            # material in state, so a crash right after CreateKey can be healed by adoption.
+            head = self.add(
+                ActionKind.CREATE_KEY, where, [head, generate], **common, args={"replaces": tw.change.remote_id}
+            )
         if tw.import_purpose is not None and tw.import_version is not None and tw.offer is not None:
             version = tw.import_version
             params = self.add(

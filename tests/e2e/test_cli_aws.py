@@ -212,7 +212,7 @@ def test_killed_apply_converges_without_duplicate_keys(workspace: Workspace) -> 
     assert workspace.keyplan("plan", "-detailed-exitcode").code == 0
     with workspace.aws() as (kms, _):
         keys = kms.list_keys()["Keys"]
-    assert len(keys) == 6, "every key exists exactly once"
+    assert len(keys) == 6, "every key exists exactly once\n" + "".join(seen) + result.output
     assert sorted(remote_ids(workspace).values()) == sorted(k["KeyArn"] for k in keys)
 
 
