@@ -79,6 +79,7 @@ class SourceCapabilities(_Model):
     wrap_methods: frozenset[WrapMethod]
     exact_pkcs8: bool = True  # False when the source pads PKCS#8 before wrapping (SoftHSM)
     wraps_in_hardware: bool = False
+    trusted_wrapping_only: bool = False  # wraps only under keys a security officer marked trusted
     notes: tuple[str, ...] = ()
 
 

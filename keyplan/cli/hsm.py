@@ -26,7 +26,7 @@ from keyplan.cli.main import (
     NoColorOpt,
     VarFileOpt,
     VarOpt,
-    _globals,
+    working_dir,
     backend_for,
     emit,
     load,
@@ -55,7 +55,7 @@ def register(app: typer.Typer, state_app: typer.Typer) -> None:
 
 
 def _working_dir() -> Path:
-    return _globals.chdir.resolve()
+    return working_dir()
 
 
 # ---------------------------------------------------------------------------------------------

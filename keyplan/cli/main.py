@@ -59,6 +59,11 @@ class Globals:
 _globals = Globals(chdir=Path("."))
 
 
+def working_dir() -> Path:
+    """The configuration directory of this invocation (after -chdir)."""
+    return _globals.chdir.resolve()
+
+
 @app.callback()
 def _main_options(
     chdir: Annotated[
@@ -127,7 +132,7 @@ def _duration(name: str, text: str) -> timedelta:
 def load(var_args: list[str], var_files: list[Path], *, no_color: bool, validate: bool = True) -> Config:
     from keyplan.config.load import load_config
 
-    config, diagnostics = load_config(_globals.chdir.resolve(), var_args=var_args, var_files=var_files)
+    config, diagnostics = load_config(working_dir(), var_args=var_args, var_files=var_files)
     if config is not None and validate:
         diagnostics.extend(validate_all(config))
     if diagnostics.has_errors() or config is None:
@@ -222,7 +227,7 @@ def validate(
     """Check the configuration without contacting any cloud."""
     from keyplan.config.load import load_config
 
-    config, diagnostics = load_config(_globals.chdir.resolve(), var_args=var, var_files=var_file)
+    config, diagnostics = load_config(working_dir(), var_args=var, var_files=var_file)
     if config is not None:
         diagnostics.extend(validate_all(config))
     if json_output:

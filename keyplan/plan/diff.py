@@ -397,6 +397,12 @@ class _Differ:
             return False
         tw.offer = result.offer
         tw.change.wrap = WrapChoice.model_validate(result.choice.model_dump())
+        if capabilities.trusted_wrapping_only:
+            tw.change.notes.append(
+                f"{desired.source} wraps only under wrapping keys its security officer marked trusted: run "
+                f"`keyplan hsm trust '{tw.address}' --target {target}` before this import "
+                "(for a new AWS key, after apply has created it)"
+            )
         tw.prerequisites = info.plugin.prerequisites(info.settings, desired.spec, result.offer)
         return True
 

@@ -12,7 +12,7 @@ from keyplan import __version__
 from keyplan.config import key_spec
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
-from keyplan.plan.diff import DesiredKey, PlanOptions, TargetInfo, diff
+from keyplan.plan.diff import DesiredKey, KeyWork, PlanOptions, TargetInfo, diff
 from keyplan.plan.graph import build_actions
 from keyplan.plan.model import Plan, PlannedKey, PriorState
 from keyplan.provider import Inventory, InventoryRequest, ProviderError, SourceCapabilities, SourceError
@@ -118,6 +118,38 @@ def source_capabilities(
     return capabilities
 
 
+def check_material_present(session: Session, state: State, work: list[KeyWork], diagnostics: Diagnostics) -> None:
+    """Material the plan will wrap again (re-imports, new targets, resumed rotations) must still
+    be in its source: say so at plan time rather than fail half-way through apply."""
+    for item in work:
+        record = state.keys.get(item.address)
+        if record is None:
+            continue
+        versions = {tw.import_version for tw in item.targets if tw.import_version is not None}
+        versions.discard(item.generate_version)
+        for version in sorted(v for v in versions if v is not None):
+            material = record.material(version)
+            if material is None:
+                continue
+            try:
+                info = session.source(record.source).describe(material.handle)
+            except SourceError as exc:
+                diagnostics.error(f"Source {record.source}: {exc.summary}", exc.detail, address=item.address)
+                continue
+            except DiagnosticsError as exc:
+                diagnostics.extend(exc.diagnostics)
+                continue
+            if not info.present:
+                diagnostics.error(
+                    "Key material is missing from its source",
+                    f"{item.address} material version {version} ({material.fingerprint}) is no longer in "
+                    f"{record.source} (handle {material.handle}), so it cannot be imported again. Restore the "
+                    "source (keystore backup, HSM backup) or, if the material is lost for good, rotate the key "
+                    f"with `-replace='{item.address}'` so new material is generated.",
+                    address=item.address,
+                )
+
+
 def make_plan(
     session: Session,
     state: State,
@@ -151,6 +183,9 @@ def make_plan(
         return None, diagnostics
     result = diff(desired, state, live, infos, capabilities, options, now())
     diagnostics.extend(result.diagnostics)
+    if diagnostics.has_errors():
+        return None, diagnostics
+    check_material_present(session, state, result.work, diagnostics)
     if diagnostics.has_errors():
         return None, diagnostics
     actions = build_actions(result.work)

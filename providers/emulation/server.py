@@ -111,7 +111,10 @@ class EmulatorServer:
         return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> EmulatorServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"{self.app.name}-emulator", daemon=True)
+        # A short poll interval: stop() waits for the serving loop to notice, once per keyplan run.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.app.name}-emulator", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -76,6 +76,7 @@ def probe_token(session: Session, slot: Slot, *, trusted_only: bool) -> TokenFea
         wrap_methods=frozenset(methods),
         exact_pkcs8=exact,
         wraps_in_hardware=True,
+        trusted_wrapping_only=trusted_only,
         notes=tuple(notes),
     )
     return TokenFeatures(capabilities=capabilities, native_hybrid=frozenset(native))

@@ -325,7 +325,7 @@ def test_wrong_pin_unset_pin_missing_token_and_missing_module(
     assert not workspace.state_path.exists(), "nothing was applied"
 
 
-def test_key_deleted_from_the_token_fails_the_wrap_it_is_needed_for(workspace: Workspace) -> None:
+def test_key_deleted_from_the_token_is_reported_at_plan_time(workspace: Workspace) -> None:
     init_token(workspace)
     workspace.write(config(keys=(("data", "AES_256", "provider.aws.main"),)))
     assert workspace.keyplan("apply", "-auto-approve", env=PINS).code == 0
@@ -337,13 +337,12 @@ def test_key_deleted_from_the_token_fails_the_wrap_it_is_needed_for(workspace: W
     with workspace.aws() as (kms, _):
         kms.delete_imported_key_material(KeyId=arn)  # the cloud lost its copy: keyplan must wrap again
 
+    # The re-import needs the material the token no longer has: the plan says so before any change.
     plan = workspace.keyplan("plan", env=PINS)
-    assert plan.code == 0, plan.output
-    assert "will have its material imported again" in plan.stdout
+    assert_diagnostic(plan, "Key material is missing from its source")
+    assert handle in plan.stderr and "-replace='key.data'" in plan.stderr
     apply = workspace.keyplan("apply", "-auto-approve", env=PINS)
-    assert_diagnostic(apply, "wrap_material key.data @ aws.main: Key material not found in the PKCS#11 token")
-    assert "deleted from the token" in apply.stderr and "Restore the token from its backup" in apply.stderr
-    assert "import_material key.data @ aws.main: skipped" in apply.stdout
+    assert_diagnostic(apply, "Key material is missing from its source")
     assert workspace.emulator_fingerprints() == {}, "nothing was imported"
 
 
