@@ -383,6 +383,9 @@ def test_trusted_wrapping_needs_the_security_officer_step(workspace: Workspace) 
     init_token(workspace)
     workspace.write(config(keys=(("data", "AES_256", "provider.aws.main"),), extra="wrap_with_trusted = true"))
 
+    plan = workspace.keyplan("plan", env=PINS)
+    assert plan.code == 0, plan.output
+    assert "note:" in plan.stdout and "keyplan hsm trust 'key.data' --target aws.main" in plan.stdout
     early = workspace.keyplan("hsm", "trust", "key.data", env=PINS)
     assert_diagnostic(early, "key.data does not exist at aws.main yet")
     first = workspace.keyplan("apply", "-auto-approve", env=PINS)
