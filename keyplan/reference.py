@@ -59,10 +59,10 @@ def render() -> str:
         out += ["", f"### `{kind}`", "", *_table(plugin.settings_model)]
     out += ["", "## Providers (`provider \"KIND\" \"NAME\" { ... }`)"]
     for kind in provider_kinds():
-        plugin = provider_plugin(kind)
-        if plugin is None:
+        provider = provider_plugin(kind)
+        if provider is None:
             continue
-        out += ["", f"### `{kind}`", "", *_table(plugin.settings_model)]
+        out += ["", f"### `{kind}`", "", *_table(provider.settings_model)]
     out += ["", "## Algorithms", "", "| algorithm | kind | usages (first is the default) |", "|---|---|---|"]
     for name, algorithm in ALGORITHMS.items():
         out.append(f"| `{name}` | {algorithm.kind.value} | {', '.join(u.value for u in algorithm.usages)} |")

@@ -9,6 +9,7 @@ counts as done (see `committer`). The walker never prints: it reports through `A
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -48,6 +49,8 @@ from keyplan.provider import (
 )
 from keyplan.runtime import Session
 from keyplan.state.model import ImportedVersion, KeyRecord, MaterialVersion, State, TargetRecord
+
+log = logging.getLogger("keyplan.apply")
 
 
 class ApplyHooks(Protocol):
@@ -189,6 +192,10 @@ class Walker:
                             result.skipped.append(descendant)
                             self.hooks.skipped(self.graph.actions[descendant], action.id)
         result.state_writes = self.committer.writes
+        log.debug(
+            "apply: %d done, %d failed, %d skipped, %d state writes",
+            len(result.succeeded), len(result.failed), len(result.skipped), result.state_writes,
+        )
         return result
 
     def _diagnostic(self, action: Action, error: BaseException) -> Diagnostic:
@@ -220,6 +227,7 @@ class Walker:
             return self._limits[target]
 
     def _run_one(self, action: Action) -> None:
+        log.debug("start %s", action.id)
         self.hooks.started(action)
         started = time.monotonic()
         limit = self._limit(action.target) if action.kind.remote else None
@@ -240,6 +248,7 @@ class Walker:
                 attempt += 1
                 self.hooks.retrying(action, attempt, delay, exc.summary)
                 time.sleep(delay)
+        log.debug("done %s in %.2fs", action.id, time.monotonic() - started)
         self.hooks.finished(action, time.monotonic() - started)
 
     # -- helpers -----------------------------------------------------------------------------

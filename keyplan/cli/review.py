@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
+from keyplan.diagnostics import DiagnosticsError
 from keyplan.cli import ui
 from keyplan.cli.main import (
-    DiagnosticsError,
     LockOpt,
     LockTimeoutOpt,
     NoColorOpt,

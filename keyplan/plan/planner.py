@@ -4,6 +4,8 @@ target (bulk, concurrently), the diff, and the action graph, assembled into a `P
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -18,6 +20,8 @@ from keyplan.plan.model import Plan, PlannedKey, PriorState
 from keyplan.provider import Inventory, InventoryRequest, ProviderError, SourceCapabilities, SourceError
 from keyplan.runtime import Session
 from keyplan.state.model import State
+
+log = logging.getLogger("keyplan.plan")
 
 
 def desired_keys(config: Config) -> dict[str, DesiredKey]:
@@ -79,10 +83,19 @@ def refresh(
         )
 
     def one(target: str) -> tuple[str, Inventory | None, Exception | None]:
+        request = request_for(target)
+        started = time.monotonic()
         try:
-            return target, session.provider(target).inventory(request_for(target)), None
+            inventory = session.provider(target).inventory(request)
         except (ProviderError, DiagnosticsError) as exc:
+            log.debug("inventory of %s failed after %.2fs: %s", target, time.monotonic() - started, exc)
             return target, None, exc
+        log.debug(
+            "inventory of %s: %d known, scan=%s -> %d keys, %d missing in %.2fs",
+            target, len(request.known), request.scan, len(inventory.keys), len(inventory.missing),
+            time.monotonic() - started,
+        )
+        return target, inventory, None
 
     live: dict[str, Inventory] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(targets) or 1))) as pool:
