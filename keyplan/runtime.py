@@ -16,11 +16,11 @@ from keyplan.config.model import Config, PluginBlock
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.provider import (
     KeySource,
+    PluginSettings,
     Provider,
     ProviderError,
     ProviderPlugin,
     ProviderSettings,
-    PluginSettings,
     RuntimeContext,
     SourceError,
     SourcePlugin,

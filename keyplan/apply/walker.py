@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from keyplan.apply.committer import StateCommitter
 from keyplan.diagnostics import Diagnostic, Diagnostics, DiagnosticsError, Severity
 from keyplan.plan.graph import ActionGraph
-from keyplan.plan.model import Action, ActionKind, Plan
+from keyplan.plan.model import Action, Plan
 from keyplan.provider import (
     CancelDeletionRequest,
     CreateKeyRequest,

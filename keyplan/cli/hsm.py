@@ -26,13 +26,13 @@ from keyplan.cli.main import (
     NoColorOpt,
     VarFileOpt,
     VarOpt,
-    working_dir,
     backend_for,
     emit,
     load,
     read_state,
     run_plan,
     state_lock,
+    working_dir,
 )
 from keyplan.config.model import Config
 from keyplan.crypto.fingerprint import spki_fingerprint

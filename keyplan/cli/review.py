@@ -16,7 +16,6 @@ from typing import Annotated, Any
 
 import typer
 
-from keyplan.diagnostics import DiagnosticsError
 from keyplan.cli import ui
 from keyplan.cli.main import (
     LockOpt,
@@ -31,6 +30,7 @@ from keyplan.cli.main import (
     state_lock,
 )
 from keyplan.config.model import Config
+from keyplan.diagnostics import DiagnosticsError
 from keyplan.state.local import parse_state, serialize_state
 from keyplan.state.model import KeyRecord, State
 

@@ -25,7 +25,7 @@ from keyplan.config.model import Config, KeyConfig, PluginBlock, StateBackendCon
 from keyplan.config.suggestions import did_you_mean
 from keyplan.config.syntax import Attribute, Block, Body, Expr, ObjectExpr, TupleExpr, parse_file, quoted
 from keyplan.config.values import SetValue, canonical_json, plain, type_name
-from keyplan.config.variables import VariableDeclaration, declare_variable, resolve_variables
+from keyplan.config.variables import declare_variable, resolve_variables
 from keyplan.diagnostics import Diagnostic, Diagnostics, SourceRange
 
 FILE_SUFFIX = ".kp.hcl"

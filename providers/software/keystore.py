@@ -129,7 +129,7 @@ class MasterKey:
 class Keystore:
     """One keystore file, opened for a run. Thread-safe."""
 
-    def __init__(self, path: Path, passphrase_env: str, warn: "WarnOnce") -> None:
+    def __init__(self, path: Path, passphrase_env: str, warn: WarnOnce) -> None:
         self.path = path
         self.passphrase_env = passphrase_env
         self._warn = warn
