@@ -860,12 +860,25 @@ class AzureProvider(Provider):
     # -- keys -----------------------------------------------------------------------------------
 
     def create_key(self, request: CreateKeyRequest) -> CreateKeyResponse:
-        # Azure creates the key when its first material is imported
-        return CreateKeyResponse(
-            remote_id=self.remote_id_for(key_name_for(request.address)),
-            exists_remotely=False,
-            state=KeyState.PENDING_IMPORT,
-        )
+        """Azure creates the key when its first material is imported, so nothing is created here.
+        But an import under a name a live key holds adds a version to that key and makes it
+        current: a key of another keyplan state, or of nobody, must not be taken over that way."""
+        name = key_name_for(request.address)
+        remote_id = self.remote_id_for(name)
+        live = self._optional(f"reading key {name}", lambda: self._client.get_key(name), remote_id=remote_id)
+        owner = (live.properties.tags or {}).get(RESERVED_TAG_MANAGED_BY) if live is not None else None
+        if live is not None and owner != request.managed_by:
+            held_by = f"a key managed by another keyplan state ({owner})" if owner else "a key keyplan does not manage"
+            raise ProviderError(
+                ErrorKind.CONFLICT,
+                f"The key name {name} in {self.vault_url} is held by {held_by}",
+                f"Azure adds an import under an existing name as a new version of that key and makes it current, "
+                f"so creating {request.address} here would replace the material of a key this state does not own. "
+                "If it is this key and its state was lost, adopt it with `keyplan import`; otherwise remove or "
+                "rename that key in the vault, or give this key another address.",
+                remote_id=remote_id,
+            )
+        return CreateKeyResponse(remote_id=remote_id, exists_remotely=False, state=KeyState.PENDING_IMPORT)
 
     def get_import_parameters(self, request: ImportParametersRequest) -> ImportParameters:
         if request.offer.method is not WRAP_METHOD:

@@ -456,3 +456,16 @@ def test_the_update_after_an_import_sends_nothing_when_the_import_set_it_all(hsm
     assert calls["GetKey"] == before.get("GetKey", 0) + 1 and calls["UpdateKey"] == before.get("UpdateKey", 0) + 1
     hsm.provider.update_key(request.model_copy(update={"key": relabelled}))
     assert hsm.calls()["UpdateKey"] == calls["UpdateKey"], "nothing differs: nothing sent"
+
+
+def test_creating_a_key_never_takes_over_a_name_another_state_holds(vault: Target) -> None:
+    key = spec("EC_P384")
+    vault.imported(key, _ec_material())  # held by MANAGED_BY
+    with pytest.raises(ProviderError) as caught:
+        vault.provider.create_key(CreateKeyRequest(address=key.address, managed_by="keyplan-other", key=key))
+    assert caught.value.kind is ErrorKind.CONFLICT
+    assert "another keyplan state (keyplan-test)" in caught.value.summary
+    assert "keyplan import" in caught.value.detail
+    # the state that owns it (an apply interrupted before its state write) may go on
+    mine = vault.provider.create_key(CreateKeyRequest(address=key.address, managed_by=MANAGED_BY, key=key))
+    assert mine.remote_id.endswith("/keys/" + key_name_for(key.address))
