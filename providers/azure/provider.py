@@ -608,6 +608,8 @@ class AzureProvider(Provider):
         self._imported: dict[str, KeyVaultKey] = {}
         self._imported_lock = threading.Lock()
         self._keks: dict[tuple[str, str | None], KeyVaultKey] = {}  # (lower name, version) -> KEK version
+        self._holders: dict[str, str | None] | None = None  # see _name_holders
+        self._holders_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -865,9 +867,9 @@ class AzureProvider(Provider):
         current: a key of another keyplan state, or of nobody, must not be taken over that way."""
         name = key_name_for(request.address)
         remote_id = self.remote_id_for(name)
-        live = self._optional(f"reading key {name}", lambda: self._client.get_key(name), remote_id=remote_id)
-        owner = (live.properties.tags or {}).get(RESERVED_TAG_MANAGED_BY) if live is not None else None
-        if live is not None and owner != request.managed_by:
+        holders = self._name_holders()
+        owner = holders.get(name.lower())
+        if name.lower() in holders and owner != request.managed_by:
             held_by = f"a key managed by another keyplan state ({owner})" if owner else "a key keyplan does not manage"
             raise ProviderError(
                 ErrorKind.CONFLICT,
@@ -879,6 +881,19 @@ class AzureProvider(Provider):
                 remote_id=remote_id,
             )
         return CreateKeyResponse(remote_id=remote_id, exists_remotely=False, state=KeyState.PENDING_IMPORT)
+
+    def _name_holders(self) -> dict[str, str | None]:
+        """Every live key name in the vault (lower case) and its keyplan-managed-by tag, listed
+        once per run on the first create: one listing page per 25 keys, not a read per key."""
+        with self._holders_lock:
+            if self._holders is None:
+                listed: list[KeyProperties] = self._call(
+                    "listing keys", lambda: list(self._client.list_properties_of_keys(max_page_size=25))
+                )
+                self._holders = {
+                    (p.name or "").lower(): (p.tags or {}).get(RESERVED_TAG_MANAGED_BY) for p in listed if p.name
+                }
+            return self._holders
 
     def get_import_parameters(self, request: ImportParametersRequest) -> ImportParameters:
         if request.offer.method is not WRAP_METHOD:
@@ -968,6 +983,9 @@ class AzureProvider(Provider):
             raise self._import_failure(error, request) from error.__cause__
         with self._imported_lock:
             self._imported[name.lower()] = imported
+        with self._holders_lock:
+            if self._holders is not None:
+                self._holders[name.lower()] = request.managed_by
         return ImportMaterialResponse(
             remote_id=request.remote_id,
             version_id=imported.properties.version or "",
