@@ -242,11 +242,13 @@ class ProviderPlugin(ABC):
 
 class KeyState(StrEnum):
     CREATING = "creating"
-    PENDING_IMPORT = "pending_import"  # exists, holds no usable material (never imported, expired or deleted)
+    # exists but holds no usable material: never imported, expired, deleted (AWS), or its current
+    # version destroyed (GCP); importing the same material again restores it
+    PENDING_IMPORT = "pending_import"
     ENABLED = "enabled"
     DISABLED = "disabled"
     PENDING_DELETION = "pending_deletion"  # AWS ScheduleKeyDeletion, GCP versions DESTROY_SCHEDULED
-    DELETED = "deleted"  # soft-deleted, recoverable (Azure); GCP: every version destroyed
+    DELETED = "deleted"  # soft-deleted, recoverable with cancel_deletion (Azure)
     UNAVAILABLE = "unavailable"
 
 
