@@ -64,6 +64,11 @@ def working_dir() -> Path:
     return _globals.chdir.resolve()
 
 
+def from_working_dir(path: Path) -> Path:
+    """A path the user gave, read like Terraform after -chdir: relative to the configuration directory."""
+    return path if path.is_absolute() else working_dir() / path
+
+
 @app.callback()
 def _main_options(
     chdir: Annotated[
@@ -132,7 +137,9 @@ def _duration(name: str, text: str) -> timedelta:
 def load(var_args: list[str], var_files: list[Path], *, no_color: bool, validate: bool = True) -> Config:
     from keyplan.config.load import load_config
 
-    config, diagnostics = load_config(working_dir(), var_args=var_args, var_files=var_files)
+    config, diagnostics = load_config(
+        working_dir(), var_args=var_args, var_files=[from_working_dir(f) for f in var_files]
+    )
     if config is not None and validate:
         diagnostics.extend(validate_all(config))
     if diagnostics.has_errors() or config is None:
@@ -227,7 +234,9 @@ def validate(
     """Check the configuration without contacting any cloud."""
     from keyplan.config.load import load_config
 
-    config, diagnostics = load_config(working_dir(), var_args=var, var_files=var_file)
+    config, diagnostics = load_config(
+        working_dir(), var_args=var, var_files=[from_working_dir(f) for f in var_file]
+    )
     if config is not None:
         diagnostics.extend(validate_all(config))
     if json_output:
@@ -286,6 +295,7 @@ def plan(
     from keyplan.plan.render import render_json, render_text
 
     if out is not None:
+        out = from_working_dir(out)
         result = save_plan(result, out)
     if json_output:
         emit(render_json(result if out is not None else Plan.model_validate_json(plan_json(result))))
@@ -355,7 +365,7 @@ def apply(
 
     colour = ui.use_colour(sys.stdout, no_color)
     if planfile is not None:
-        saved = load_plan(planfile)
+        saved = load_plan(from_working_dir(planfile))
         with tempfile.TemporaryDirectory() as scratch:
             # The plan records the (non-sensitive) variable values it was made with.
             recorded = Path(scratch) / "planned.kpvars.json"
@@ -444,7 +454,7 @@ def show(
     from keyplan.plan.render import render_json, render_markdown, render_text
 
     if planfile is not None:
-        saved = load_plan(planfile)
+        saved = load_plan(from_working_dir(planfile))
         if json_output:
             emit(render_json(saved))
         elif markdown:
@@ -522,7 +532,7 @@ def graph(
     from keyplan.plan.planfile import load_plan
 
     if planfile is not None:
-        saved = load_plan(planfile)
+        saved = load_plan(from_working_dir(planfile))
     else:
         config = load(var, var_file, no_color=True)
         backend = backend_for(config)
@@ -606,12 +616,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except DiagnosticsError as exc:
         ui.print_diagnostics(exc.diagnostics, no_color="-no-color" in args or "--no-color" in args)
         code = 1
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
+    except click.ClickException as exc:  # usage errors: unknown flag, missing argument
         exc.show()
         code = 1
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("\nInterrupted.\n")
         code = 1
     except KeyboardInterrupt:

@@ -367,8 +367,9 @@ class _Differ:
                     self.diagnostics.warning(
                         "A key with this address belongs to another keyplan state",
                         f"{other.remote_id} at {target} is tagged {tw.address} but managed by {other.managed_by}, "
-                        f"not this state ({self.state.managed_by}). keyplan creates a separate key. If that key "
-                        "should be managed here, run `keyplan import` instead.",
+                        f"not this state ({self.state.managed_by}). keyplan plans a key of its own for this address "
+                        "(a cloud that names keys after their address, like Azure, refuses it while that key exists). "
+                        "If that key should be managed here, run `keyplan import` instead.",
                         address=tw.address,
                     )
             tw.create = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
 import json
 import os
@@ -51,8 +52,15 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1/localhost, made once per data directory."""
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / "emulator-cert.pem", directory / "emulator-key.pem"
-    if cert_path.exists() and key_path.exists():
-        return cert_path, key_path
+    # Emulators starting together (several vaults, several processes) must agree on one pair.
+    with open(directory / ".emulator-cert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cert_path.exists() and key_path.exists()):
+            _write_certificate(cert_path, key_path)
+    return cert_path, key_path
+
+
+def _write_certificate(cert_path: Path, key_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyplan emulator")])
     now = dt.datetime.now(dt.UTC)
@@ -78,7 +86,6 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path]:
     )
     key_path.chmod(0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
 
 
 class EmulatorServer:
