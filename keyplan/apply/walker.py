@@ -10,11 +10,13 @@ counts as done (see `committer`). The walker never prints: it reports through `A
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -161,42 +163,52 @@ class Walker:
 
     def run(self) -> ApplyResult:
         result = ApplyResult()
-        pending = {a.id: set(a.depends_on) for a in self.plan.actions}
-        blocked: set[str] = set()
-        running: dict[Future[None], Action] = {}
+        waiting_on = {a.id: len(set(a.depends_on)) for a in self.plan.actions}
+        dependents: dict[str, list[str]] = {a.id: [] for a in self.plan.actions}
+        for action in self.plan.actions:
+            for dependency in set(action.depends_on):
+                dependents[dependency].append(action.id)
+        ready = deque(sorted(i for i, n in waiting_on.items() if n == 0))
+        finished: queue.SimpleQueue[tuple[Action, BaseException | None]] = queue.SimpleQueue()
+        skipped: set[str] = set()
+        in_flight = 0
+        # Work is handed to the pool only as workers free up, and completions arrive on a queue:
+        # each action costs O(its edges), so a walk grows linearly with the plan.
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="keyplan-apply") as pool:
-            while pending or running:
-                ready = sorted(i for i, deps in pending.items() if not deps)
-                for action_id in ready:
-                    del pending[action_id]
-                    action = self.graph.actions[action_id]
-                    running[pool.submit(self._run_one, action)] = action
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    action = running.pop(future)
-                    error = future.exception()
-                    if error is None:
-                        result.succeeded.append(action.id)
-                        for deps in pending.values():
-                            deps.discard(action.id)
-                        continue
-                    result.failed.append(action.id)
-                    result.diagnostics.add(self._diagnostic(action, error))
-                    self.hooks.failed(action, result.diagnostics.errors[-1])
-                    for descendant in sorted(self.graph.descendants(action.id)):
-                        if descendant in pending and descendant not in blocked:
-                            blocked.add(descendant)
-                            del pending[descendant]
-                            result.skipped.append(descendant)
-                            self.hooks.skipped(self.graph.actions[descendant], action.id)
+            while ready or in_flight:
+                while ready and in_flight < self.parallelism:
+                    action = self.graph.actions[ready.popleft()]
+                    pool.submit(self._run_one, action).add_done_callback(self._reporter(finished, action))
+                    in_flight += 1
+                action, error = finished.get()
+                in_flight -= 1
+                if error is None:
+                    result.succeeded.append(action.id)
+                    for dependent in dependents[action.id]:
+                        waiting_on[dependent] -= 1
+                        if waiting_on[dependent] == 0 and dependent not in skipped:
+                            ready.append(dependent)
+                    continue
+                result.failed.append(action.id)
+                result.diagnostics.add(self._diagnostic(action, error))
+                self.hooks.failed(action, result.diagnostics.errors[-1])
+                # Everything downstream waits on this action forever; report it as skipped.
+                for descendant in sorted(self.graph.descendants(action.id) - skipped):
+                    skipped.add(descendant)
+                    result.skipped.append(descendant)
+                    self.hooks.skipped(self.graph.actions[descendant], action.id)
         result.state_writes = self.committer.writes
         log.debug(
             "apply: %d done, %d failed, %d skipped, %d state writes",
             len(result.succeeded), len(result.failed), len(result.skipped), result.state_writes,
         )
         return result
+
+    @staticmethod
+    def _reporter(
+        finished: queue.SimpleQueue[tuple[Action, BaseException | None]], action: Action
+    ) -> Callable[[Future[None]], None]:
+        return lambda future: finished.put((action, future.exception()))
 
     def _diagnostic(self, action: Action, error: BaseException) -> Diagnostic:
         if isinstance(error, _ActionFailed):
