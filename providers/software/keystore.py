@@ -126,6 +126,11 @@ class MasterKey:
         return "MasterKey(<redacted>)"
 
 
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = os.stat(path)
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
 class Keystore:
     """One keystore file, opened for a run. Thread-safe."""
 
@@ -135,6 +140,9 @@ class Keystore:
         self._warn = warn
         self._lock = threading.Lock()
         self._master: MasterKey | None = None
+        # The parsed document and the file identity it was read from or written as: while the
+        # file is unchanged on disk, reads reuse it instead of parsing the whole keystore again.
+        self._cached: tuple[tuple[int, int, int], KeystoreDocument] | None = None
 
     @property
     def key_file_path(self) -> Path:
@@ -145,6 +153,13 @@ class Keystore:
     def read(self) -> KeystoreDocument | None:
         """The document as it is on disk now, or None when no keystore exists yet."""
         try:
+            identity = _identity(self.path)
+        except FileNotFoundError:
+            return None
+        cached = self._cached
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
@@ -154,13 +169,15 @@ class Keystore:
                 f"Reading {self.path} failed ({exc.strerror}). Check the file's permissions.",
             ) from None
         try:
-            return KeystoreDocument.model_validate_json(text)
+            document = KeystoreDocument.model_validate_json(text)
         except ValidationError:
             raise SourceError(
                 "The software keystore is corrupt",
                 f"{self.path} is not a valid keyplan keystore (format version {FORMAT_VERSION}). "
                 "Restore it from a backup; keys whose only copy it held cannot be recovered.",
             ) from None
+        self._cached = (identity, document)
+        return document
 
     def unlock(self, document: KeystoreDocument) -> MasterKey:
         """The master key for this document, derived once per run and checked against the verifier."""
@@ -231,6 +248,7 @@ class Keystore:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
+        self._cached = (_identity(self.path), document)
         # The rename is durable only once the directory entry is on disk too.
         directory = os.open(self.path.parent, os.O_RDONLY)
         try:
