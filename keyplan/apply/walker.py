@@ -340,7 +340,7 @@ class Walker:
                 )
             )
 
-        self.committer.commit(record)
+        self.committer.commit(record, key=action.address)
         self.hooks.mutated(action, "generated", None)
 
     def _do_ensure_prerequisite(self, action: Action) -> None:
@@ -352,7 +352,7 @@ class Walker:
         )
         if record.id != spec.id:
             raise AssertionError(f"provider answered prerequisite {record.id} for {spec.id}")
-        self.committer.commit(lambda s: s.record_prerequisite(action.target or "", record))
+        self.committer.commit(lambda s: s.record_prerequisite(action.target or "", record), prerequisites_of=action.target)
         if known is None or known.remote_id != record.remote_id:
             self.hooks.mutated(action, "ensured", record.remote_id)
 
@@ -401,7 +401,7 @@ class Walker:
                 enabled=live.enabled,
             )
 
-        self.committer.commit(adopt)
+        self.committer.commit(adopt, key=address)
 
     def _do_cancel_deletion(self, action: Action) -> None:
         assert action.address and action.target
@@ -413,7 +413,7 @@ class Walker:
             record.deletion_date = None
             record.enabled = False
 
-        self.committer.commit(restored)
+        self.committer.commit(restored, key=action.address)
         self.hooks.mutated(action, "deletion cancelled", remote_id)
 
     def _do_create_key(self, action: Action) -> None:
@@ -440,7 +440,7 @@ class Walker:
                 enabled=response.state.value == "enabled",
             )
 
-        self.committer.commit(created)
+        self.committer.commit(created, key=action.address)
         if response.exists_remotely:
             self.hooks.mutated(action, "created", response.remote_id)
 
@@ -540,7 +540,7 @@ class Walker:
                 record.description = spec.description
                 record.enabled = True
 
-        self.committer.commit(imported)
+        self.committer.commit(imported, key=address)
         self.hooks.mutated(action, f"imported material v{version} ({purpose.value})", response.remote_id)
 
     def _do_promote_version(self, action: Action) -> None:
@@ -560,7 +560,7 @@ class Walker:
         def promoted(state: State) -> None:
             state.keys[action.address or ""].targets[action.target or ""].current_material_version = version
 
-        self.committer.commit(promoted)
+        self.committer.commit(promoted, key=action.address)
         self.hooks.mutated(action, f"made material v{version} current", target_record.remote_id)
 
     def _do_update_key(self, action: Action) -> None:
@@ -582,7 +582,7 @@ class Walker:
             record.description = spec.description
             record.enabled = spec.enabled
 
-        self.committer.commit(updated)
+        self.committer.commit(updated, key=action.address)
         self.hooks.mutated(action, "updated", target_record.remote_id)
 
     def _do_schedule_deletion(self, action: Action) -> None:
@@ -595,7 +595,7 @@ class Walker:
             if key and action.target in key.targets:
                 key.targets[action.target or ""].deletion_date = response.deletion_date or self.now()
 
-        self.committer.commit(scheduled)
+        self.committer.commit(scheduled, key=action.address)
         self.hooks.mutated(action, "deletion scheduled", remote_id)
 
     def _do_forget_key(self, action: Action) -> None:
@@ -609,7 +609,7 @@ class Walker:
             else:
                 state.keys.pop(action.address or "", None)
 
-        self.committer.commit(forget)
+        self.committer.commit(forget, key=action.address)
 
 
 def accept_live(plan: Plan, committer: StateCommitter) -> int:

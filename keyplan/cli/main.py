@@ -429,7 +429,10 @@ def execute(plan_: Plan, config: Config, backend: LocalBackend, state: State, pa
     hooks = CompositeHooks(progress, audit)
     emit("\n")
     with Session(config) as session:
-        result = Walker(plan_, session, committer, hooks=hooks, parallelism=parallelism).run()
+        try:
+            result = Walker(plan_, session, committer, hooks=hooks, parallelism=parallelism).run()
+        finally:
+            committer.finish()
     if not result.ok:
         ui.print_diagnostics(result.diagnostics, no_color=not colour)
         emit(

@@ -26,7 +26,8 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from keyplan.diagnostics import DiagnosticsError
-from keyplan.state.model import State
+from keyplan.provider import PrerequisiteRecord
+from keyplan.state.model import KeyRecord, State
 from keyplan.state.upgrade import upgrade_state
 
 
@@ -118,22 +119,88 @@ def parse_state(data: bytes, origin: str) -> State:
         ) from None
 
 
+class JournalEntry(BaseModel):
+    """One group of mutations made during an apply: the new value of every key record and
+    prerequisite it touched (None: removed). Applied in order on top of the state file."""
+
+    serial: int
+    lineage: str
+    keys: dict[str, KeyRecord | None] = {}
+    prerequisites: dict[str, dict[str, PrerequisiteRecord]] = {}
+
+
 class LocalBackend:
+    """The state file, plus `<path>.journal` while an apply runs: each completed mutation is an
+    appended, fsynced line (cost independent of the number of keys), and the apply ends by
+    writing the whole state once and removing the journal. Reading replays a journal left by an
+    interrupted apply, so nothing that finished is lost."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock_path = path.with_name(path.name + ".lock")
+        self.journal_path = path.with_name(path.name + ".journal")
         self._write_lock = threading.Lock()
 
     def read(self) -> State | None:
-        if not self.path.exists():
-            return None
-        return parse_state(self.path.read_bytes(), str(self.path))
+        state = parse_state(self.path.read_bytes(), str(self.path)) if self.path.exists() else None
+        return self._replay(state)
 
     def write(self, state: State) -> None:
         """Persist `state` with the next serial; the caller holds the state lock."""
         with self._write_lock:
             state.serial += 1
-            write_atomically(self.path, serialize_state(state))
+            self.write_current(state)
+
+    def write_current(self, state: State) -> None:
+        """Write `state` as it is (serial included) and fold the journal into it."""
+        write_atomically(self.path, serialize_state(state))
+        self.journal_path.unlink(missing_ok=True)
+
+    def append_journal(self, entries: list[JournalEntry]) -> None:
+        data = "".join(entry.model_dump_json() + "\n" for entry in entries).encode()
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _replay(self, state: State | None) -> State | None:
+        try:
+            lines = self.journal_path.read_bytes().splitlines()
+        except FileNotFoundError:
+            return state
+        for number, line in enumerate(lines, start=1):
+            try:
+                entry = JournalEntry.model_validate_json(line)
+            except ValidationError:
+                if number == len(lines):
+                    break  # cut short by a crash before its fsync: that mutation never counted as done
+                raise DiagnosticsError.single(
+                    "State journal is corrupt",
+                    f"Line {number} of {self.journal_path} cannot be read. The journal holds what an interrupted "
+                    f"apply finished after {self.path} was last written. Move it aside to continue from the state "
+                    "file alone (the next plan re-discovers remote keys through their keyplan tags).",
+                ) from None
+            if state is None:
+                state = State(lineage=entry.lineage, serial=0)
+            if entry.lineage != state.lineage:
+                raise DiagnosticsError.single(
+                    "State journal belongs to another state",
+                    f"{self.journal_path} was written for lineage {entry.lineage}, but {self.path} has lineage "
+                    f"{state.lineage}. Move the journal aside if the state file was replaced on purpose.",
+                )
+            if entry.serial <= state.serial:
+                continue  # already folded into the state file
+            for address, record in entry.keys.items():
+                if record is None:
+                    state.keys.pop(address, None)
+                else:
+                    state.keys[address] = record
+            for target, records in entry.prerequisites.items():
+                state.prerequisites.setdefault(target, {}).update(records)
+            state.serial = entry.serial
+        return state
 
     # -- locking -------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Group-committed state writes: every mutation is on disk when commit returns, and concurrent
-mutations share writes."""
+"""State as apply goes: every commit is durable when it returns (journal lines, group-committed),
+the journal is folded into the state file at the end, and an interrupted apply's journal is
+replayed by the next read."""
 
 from __future__ import annotations
 
@@ -7,8 +8,21 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from keyplan.apply.committer import StateCommitter
+from keyplan.diagnostics import DiagnosticsError
 from keyplan.state import KeyRecord, LocalBackend, MaterialVersion, State
+
+
+def _record(address: str) -> KeyRecord:
+    return KeyRecord(
+        address=address,
+        algorithm="AES_256",
+        usage="encrypt",
+        source="software.s",
+        materials=[MaterialVersion(version=1, handle="h", fingerprint="kcv:00", created_at=datetime.now(UTC))],
+    )
 
 
 def test_every_commit_is_durable_when_it_returns(tmp_path: Path) -> None:
@@ -19,18 +33,8 @@ def test_every_commit_is_durable_when_it_returns(tmp_path: Path) -> None:
 
     def worker(n: int) -> None:
         address = f"key.k{n}"
-
-        def add(state: State) -> None:
-            state.keys[address] = KeyRecord(
-                address=address,
-                algorithm="AES_256",
-                usage="encrypt",
-                source="software.s",
-                materials=[MaterialVersion(version=1, handle="h", fingerprint="kcv:00", created_at=datetime.now(UTC))],
-            )
-
-        committer.commit(add)
-        on_disk = backend.read()
+        committer.commit(lambda state: state.keys.__setitem__(address, _record(address)), key=address)
+        on_disk = backend.read()  # a fresh reader: state file plus journal
         with lock:
             seen_on_disk.append(on_disk is not None and address in on_disk.keys)
 
@@ -40,7 +44,35 @@ def test_every_commit_is_durable_when_it_returns(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert seen_on_disk == [True] * 64
+    assert backend.journal_path.exists() and not backend.path.exists()
+    assert 1 <= committer.writes <= 64, "appends are shared between concurrent commits"
+    committer.finish()
+    assert not backend.journal_path.exists()
     final = backend.read()
-    assert final is not None and len(final.keys) == 64
-    assert final.serial == committer.writes
-    assert 1 <= committer.writes <= 64
+    assert final is not None and len(final.keys) == 64 and final.serial == 64
+
+
+def test_an_interrupted_apply_is_replayed_and_a_torn_last_line_ignored(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "s.json")
+    state = State()
+    backend.write(state)  # serial 1 on disk
+    committer = StateCommitter(backend, state)
+    committer.commit(lambda s: s.keys.__setitem__("key.a", _record("key.a")), key="key.a")
+    committer.commit(lambda s: s.keys.__setitem__("key.b", _record("key.b")), key="key.b")
+    committer.commit(lambda s: s.keys.pop("key.a"), key="key.a")
+    with open(backend.journal_path, "ab") as journal:
+        journal.write(b'{"serial": 5, "lineage": "')  # a crash in the middle of an append
+    replayed = backend.read()
+    assert replayed is not None and sorted(replayed.keys) == ["key.b"] and replayed.serial == 4
+    backend.write(replayed)
+    assert not backend.journal_path.exists()
+    assert backend.read().serial == 5  # type: ignore[union-attr]
+
+
+def test_a_journal_of_another_state_is_refused(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "s.json")
+    other = StateCommitter(backend, State(lineage="other"))
+    other.commit(lambda s: s.keys.__setitem__("key.a", _record("key.a")), key="key.a")
+    backend.path.write_text(State(lineage="mine").model_dump_json())
+    with pytest.raises(DiagnosticsError, match="another state"):
+        backend.read()
