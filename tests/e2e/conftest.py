@@ -3,6 +3,7 @@ reaching the embedded emulators out of band through the real SDKs."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -102,3 +103,36 @@ class Workspace:
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path)
+
+
+def secret_forms(secret: bytes) -> list[bytes]:
+    """Every way a leaked secret could be written: raw, hex, base64, base64url, and a base64 prefix
+    (enough to count as a leak)."""
+    return [
+        secret,
+        secret.hex().encode(),
+        secret.hex().upper().encode(),
+        base64.b64encode(secret),
+        base64.urlsafe_b64encode(secret).rstrip(b"="),
+        base64.b64encode(secret)[:24],
+    ]
+
+
+def lifecycle_commands(planfile: Path, rotate: str, show: str) -> list[tuple[str, ...]]:
+    """The commands a leak scan runs: validate, plans in every format, a saved plan applied, a
+    rotation, state views, drift and the graph."""
+    return [
+        ("validate",),
+        ("plan", "-json"),
+        ("plan", f"-out={planfile}"),
+        ("show", str(planfile), "-json"),
+        ("show", str(planfile), "-markdown"),
+        ("apply", str(planfile)),
+        ("plan", "-json", "-replace", rotate),
+        ("apply", "-auto-approve", "-replace", rotate),
+        ("show",),
+        ("show", "-json"),
+        ("state", "show", show),
+        ("drift", "-json"),
+        ("graph",),
+    ]

@@ -5,12 +5,11 @@ unwrapped is compared with what state recorded, by fingerprint."""
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from conftest import Workspace
+from conftest import Workspace, lifecycle_commands, secret_forms
 from gcp_support import gcp_cloud, live_labels, materials_held
 
 from providers.gcp.mapping import encode_label_value
@@ -341,37 +340,13 @@ key "signing" {
 )
 
 
-def forms(material: bytes) -> list[bytes]:
-    return [
-        material,
-        material.hex().encode(),
-        material.hex().upper().encode(),
-        base64.b64encode(material),
-        base64.urlsafe_b64encode(material).rstrip(b"="),
-        base64.b64encode(material)[:24],  # a prefix is enough to count as a leak
-    ]
-
 
 def test_no_artifact_or_output_of_a_gcp_run_contains_material(workspace: Workspace) -> None:
     workspace.write(LEAK_CONFIG)
     env = {"KEYPLAN_LOG": "DEBUG"}
     outputs = []
     planfile = workspace.path / "first.kpplan"
-    for args in (
-        ("validate",),
-        ("plan", "-json"),
-        ("plan", f"-out={planfile}"),
-        ("show", str(planfile), "-json"),
-        ("show", str(planfile), "-markdown"),
-        ("apply", str(planfile)),
-        ("plan", "-json", "-replace", 'key.data["a"]'),
-        ("apply", "-auto-approve", "-replace", 'key.data["a"]'),
-        ("show",),
-        ("show", "-json"),
-        ("state", "show", "key.mac"),
-        ("drift", "-json"),
-        ("graph",),
-    ):
+    for args in lifecycle_commands(planfile, rotate='key.data["a"]', show="key.mac"):
         result = workspace.keyplan(*args, env=env)
         assert result.code in (0, 2), (args, result.output)
         outputs.append(result.output.encode())
@@ -383,6 +358,6 @@ def test_no_artifact_or_output_of_a_gcp_run_contains_material(workspace: Workspa
     blobs = [(str(p.relative_to(workspace.path)), p.read_bytes()) for p in artifacts]
     blobs += [(f"output {i}", out) for i, out in enumerate(outputs)]
     for material in materials:
-        for needle in forms(material):
+        for needle in secret_forms(material):
             for name, blob in blobs:
                 assert needle not in blob, f"material found in {name}"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Result, Workspace, run_keyplan
+from conftest import Result, Workspace, run_keyplan, secret_forms
 from pkcs11 import Attribute
 
 from keyplan.algorithms import MaterialKind
@@ -179,16 +179,6 @@ def unwrapped_materials(workspace: Workspace) -> dict[str, list[bytes]]:
     return found
 
 
-def forms(secret: bytes) -> list[bytes]:
-    return [
-        secret,
-        secret.hex().encode(),
-        secret.hex().upper().encode(),
-        base64.b64encode(secret),
-        base64.urlsafe_b64encode(secret).rstrip(b"="),
-        base64.b64encode(secret)[:24],
-    ]
-
 
 def test_token_material_reaches_every_cloud_and_nothing_leaks(workspace: Workspace) -> None:
     created = workspace.keyplan(
@@ -267,7 +257,7 @@ def test_token_material_reaches_every_cloud_and_nothing_leaks(workspace: Workspa
     blobs = [(str(p.relative_to(workspace.path)), p.read_bytes()) for p in artifacts]
     blobs += [(f"output {i}", r.output.encode()) for i, r in enumerate(outputs)]
     assert any(b"DEBUG: pkcs11.hsm: wrapped keyplan:key.data:v1#" in blob for _, blob in blobs), "debug logging was on"
-    needles = forms(secret) + [pin.encode() for pin in pins.values()]
+    needles = secret_forms(secret) + [pin.encode() for pin in pins.values()]
     for needle in needles:
         for name, blob in blobs:
             assert needle not in blob, f"material or PIN found in {name}"

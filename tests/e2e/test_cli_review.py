@@ -19,10 +19,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import KEYPLAN_BIN, REPO, Workspace
+from conftest import KEYPLAN_BIN, REPO, Workspace, secret_forms
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from test_leaks_and_failures import forms, materials_held_by_emulator
+from test_leaks_and_failures import materials_held_by_emulator
 
 from keyplan.drift_report import render_drift_report
 from keyplan.plan.model import Plan
@@ -433,7 +433,7 @@ def test_audit_log_holds_every_mutation_and_no_material(workspace: Workspace) ->
     audit = (workspace.path / ".keyplan" / "audit.jsonl").read_bytes()
     outputs = table.stdout.encode()
     for material in materials_held_by_emulator(workspace):
-        for needle in forms(material):
+        for needle in secret_forms(material):
             assert needle not in audit and needle not in outputs
 
 

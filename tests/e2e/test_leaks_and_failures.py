@@ -12,7 +12,7 @@ import base64
 import json
 from pathlib import Path
 
-from conftest import Workspace
+from conftest import Workspace, lifecycle_commands, secret_forms
 
 from providers.emulation.store import DocumentStore
 
@@ -60,37 +60,13 @@ def materials_held_by_emulator(workspace: Workspace) -> list[bytes]:
     return found
 
 
-def forms(material: bytes) -> list[bytes]:
-    return [
-        material,
-        material.hex().encode(),
-        material.hex().upper().encode(),
-        base64.b64encode(material),
-        base64.urlsafe_b64encode(material).rstrip(b"="),
-        base64.b64encode(material)[:24],  # a prefix is enough to count as a leak
-    ]
-
 
 def test_no_artifact_or_output_contains_material(workspace: Workspace) -> None:
     workspace.write(CONFIG)
     env = {"KEYPLAN_LOG": "DEBUG"}
     outputs = []
     planfile = workspace.path / "first.kpplan"
-    for args in (
-        ("validate",),
-        ("plan", "-json"),
-        ("plan", f"-out={planfile}"),
-        ("show", str(planfile), "-json"),
-        ("show", str(planfile), "-markdown"),
-        ("apply", str(planfile)),
-        ("plan", "-json", "-replace", 'key.data["a"]'),
-        ("apply", "-auto-approve", "-replace", 'key.data["a"]'),
-        ("show",),
-        ("show", "-json"),
-        ("state", "show", 'key.hmac'),
-        ("drift", "-json"),
-        ("graph",),
-    ):
+    for args in lifecycle_commands(planfile, rotate='key.data["a"]', show='key.hmac'):
         result = workspace.keyplan(*args, env=env)
         assert result.code in (0, 2), (args, result.output)
         outputs.append(result.output.encode())
@@ -102,7 +78,7 @@ def test_no_artifact_or_output_contains_material(workspace: Workspace) -> None:
     blobs = [(str(p.relative_to(workspace.path)), p.read_bytes()) for p in artifacts]
     blobs += [(f"output {i}", out) for i, out in enumerate(outputs)]
     for material in materials:
-        for needle in forms(material):
+        for needle in secret_forms(material):
             for name, blob in blobs:
                 assert needle not in blob, f"material found in {name}"
 
