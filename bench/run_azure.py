@@ -25,17 +25,12 @@ import argparse
 import json
 import os
 import platform
-import ssl
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = REPO / ".venv" / "bin" / "python"
-KEYPLAN = REPO / ".venv" / "bin" / "keyplan"
+from harness import REPO, Emulator, keyplan, summarise
+
 VAULT_URL = "https://bench.managedhsm.azure.net"
 
 CONFIG = """
@@ -60,54 +55,6 @@ key "k" {{
   }}
 }}
 """
-
-
-class Emulator:
-    """The Azure emulator in its own process, serving one Managed HSM over HTTPS."""
-
-    def __init__(self, data_dir: Path, latency_ms: float) -> None:
-        self.process = subprocess.Popen(
-            [str(PYTHON), "-m", "providers.azure.emulator", "--port", "0", "--data-dir", str(data_dir),
-             "--latency-ms", str(latency_ms), "--kind", "managedhsm", "--vault-url", VAULT_URL],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )  # fmt: skip
-        assert self.process.stdout is not None
-        self.url = self.process.stdout.readline().strip()
-        self.ca = Path(self.process.stdout.readline().strip().removeprefix("ca-cert: "))
-        self._tls = ssl.create_default_context(cafile=str(self.ca))
-
-    def control(self, path: str, method: str = "GET") -> dict[str, object]:
-        request = urllib.request.Request(self.url + path, method=method, data=b"{}" if method == "POST" else None)
-        with urllib.request.urlopen(request, timeout=30, context=self._tls) as response:
-            return dict(json.loads(response.read()))
-
-    def reset(self) -> None:
-        self.control("/_emulator/stats/reset", "POST")
-
-    def calls(self) -> dict[str, int]:
-        return dict(self.control("/_emulator/stats")["calls"])  # type: ignore[call-overload]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-def keyplan(workdir: Path, *args: str) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [str(KEYPLAN), "-chdir", str(workdir), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ, KEYPLAN_KEYSTORE_PASSPHRASE="bench-passphrase"),
-    )
-    elapsed = time.perf_counter() - started
-    if result.returncode not in (0, 2):
-        sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
-        raise SystemExit(f"keyplan {' '.join(args)} failed with {result.returncode}")
-    return elapsed
 
 
 def naive_refresh(emulator: Emulator, workdir: Path) -> float:
@@ -138,13 +85,9 @@ def workspace(root: Path, name: str, emulator: Emulator, n: int, concurrency: in
     return workdir
 
 
-def summarise(calls: dict[str, int]) -> str:
-    return ", ".join(f"{op} {count}" for op, count in sorted(calls.items())) or "none"
-
-
 def run_size(n: int, latency_ms: float, root: Path, serial: bool) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    emulator = Emulator(root / f"emu-{n}", latency_ms)
+    emulator = Emulator("azure", root / f"emu-{n}", latency_ms, "--kind", "managedhsm", "--vault-url", VAULT_URL, tls=True)
     try:
         workdir = workspace(root, f"keyplan-{n}", emulator, n, 16)
         emulator.reset()
@@ -159,7 +102,7 @@ def run_size(n: int, latency_ms: float, root: Path, serial: bool) -> list[dict[s
     finally:
         emulator.stop()
     if serial:
-        second = Emulator(root / f"emu-serial-{n}", latency_ms)
+        second = Emulator("azure", root / f"emu-serial-{n}", latency_ms, "--kind", "managedhsm", "--vault-url", VAULT_URL, tls=True)
         try:
             workdir = workspace(root, f"serial-{n}", second, n, 1)
             second.reset()

@@ -21,16 +21,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = REPO / ".venv" / "bin" / "python"
-KEYPLAN = REPO / ".venv" / "bin" / "keyplan"
+from harness import REPO, Emulator, keyplan, summarise
+
 CONCURRENCY = 16
 
 CONFIG = """
@@ -53,64 +49,6 @@ key "k" {{
   labels    = {{ app = each.key, env = "bench" }}
 }}
 """
-
-
-class Emulator:
-    """`python -m providers.gcp.emulator` in its own process; its first line is its URL."""
-
-    def __init__(self, data_dir: Path, latency_ms: float) -> None:
-        data_dir.mkdir(parents=True)
-        self.process = subprocess.Popen(
-            [
-                str(PYTHON),
-                "-m",
-                "providers.gcp.emulator",
-                "--port",
-                "0",
-                "--data-dir",
-                str(data_dir),
-                "--latency-ms",
-                str(latency_ms),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
-        assert self.process.stdout is not None
-        self.url = self.process.stdout.readline().strip()
-
-    def control(self, path: str, method: str = "GET") -> dict[str, object]:
-        request = urllib.request.Request(self.url + path, method=method, data=b"{}" if method == "POST" else None)
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer: dict[str, object] = json.loads(response.read())
-            return answer
-
-    def reset(self) -> None:
-        self.control("/_emulator/stats/reset", "POST")
-
-    def calls(self) -> dict[str, int]:
-        calls = self.control("/_emulator/stats")["calls"]
-        assert isinstance(calls, dict)
-        return {str(operation): int(count) for operation, count in calls.items()}
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
-def keyplan(workdir: Path, *args: str) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [str(KEYPLAN), "-chdir", str(workdir), *args],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, KEYPLAN_KEYSTORE_PASSPHRASE="bench-passphrase"),
-    )
-    elapsed = time.perf_counter() - started
-    if result.returncode not in (0, 2):
-        sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
-        raise SystemExit(f"keyplan {' '.join(args)} failed with {result.returncode}")
-    return elapsed
 
 
 def naive_refresh(emulator: Emulator, workdir: Path) -> float:
@@ -139,13 +77,9 @@ def workspace(root: Path, name: str, url: str, n: int, concurrency: int) -> Path
     return workdir
 
 
-def summarise(calls: dict[str, int]) -> str:
-    return ", ".join(f"{op} {count}" for op, count in sorted(calls.items())) or "none"
-
-
 def run_size(n: int, latency_ms: float, root: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    emulator = Emulator(root / f"emu-{n}", latency_ms)
+    emulator = Emulator("gcp", root / f"emu-{n}", latency_ms)
     try:
         workdir = workspace(root, f"keyplan-{n}", emulator.url, n, CONCURRENCY)
         emulator.reset()
@@ -173,7 +107,7 @@ def run_size(n: int, latency_ms: float, root: Path) -> list[dict[str, object]]:
         )
     finally:
         emulator.stop()
-    serial = Emulator(root / f"emu-serial-{n}", latency_ms)
+    serial = Emulator("gcp", root / f"emu-serial-{n}", latency_ms)
     try:
         workdir = workspace(root, f"serial-{n}", serial.url, n, 1)
         serial.reset()
