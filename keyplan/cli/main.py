@@ -627,6 +627,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except typer.Abort:
         sys.stderr.write("\nInterrupted.\n")
         code = 1
+    except BrokenPipeError:
+        # the reader of our output went away (`keyplan graph | head`): nothing left to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 1
     except KeyboardInterrupt:
         sys.stderr.write("\nInterrupted. State records every step that finished; run `keyplan plan` to see the rest.\n")
         code = 1
