@@ -703,16 +703,15 @@ class AwsKmsProvider(Provider):
         self._update_aliases(remote_id, metadata["KeyId"], set(key.aliases))
         if (metadata.get("Description") or "") != (key.description or ""):
             self._call("UpdateKeyDescription", remote_id, KeyId=remote_id, Description=key.description or "")
-        self._update_enabled(remote_id, metadata.get("KeyState", ""), key.enabled)
-        updated = self.describe(remote_id)
-        if updated is None:
-            raise ProviderError(
-                ErrorKind.NOT_FOUND,
-                f"AWS KMS key {remote_id} disappeared during an update",
-                "Run `keyplan plan` again to see the key's current state.",
-                remote_id=remote_id,
-            )
-        return updated
+        state = metadata.get("KeyState", "")
+        self._update_enabled(remote_id, state, key.enabled)
+        # The key as it now is, from what was just read and set: reading it back would cost
+        # three more calls per key (DescribeKey, ListResourceTags, ListAliases).
+        if state in ("Enabled", "Disabled"):
+            state = "Enabled" if key.enabled else "Disabled"
+        after = {**metadata, "KeyState": state, "Enabled": state == "Enabled", "Description": key.description or ""}
+        tags = {**key.labels, **self._reserved_tags(request.address, request.managed_by)}
+        return self._remote_key(after, tags, sorted(key.aliases), (request.address,))
 
     def _update_tags(self, remote_id: str, desired: dict[str, str]) -> None:
         current = self._tags(remote_id)
