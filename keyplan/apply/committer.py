@@ -71,11 +71,13 @@ class StateCommitter:
                 self.writes += 1
 
     def finish(self) -> None:
-        """Write the whole state once and fold the journal into it."""
+        """Write the whole state once and fold the journal into it (nothing to do when the apply
+        changed nothing: an untouched state, or no state at all, stays as it is)."""
         with self._cond:
             while self._appending:
                 self._cond.wait()
-            self._write_whole()
+            if self._dirty or self.backend.journal_path.exists():
+                self._write_whole()
 
     def _write_whole(self) -> None:
         # Called with the lock held and no append running: the state in memory includes every

@@ -76,3 +76,9 @@ def test_a_journal_of_another_state_is_refused(tmp_path: Path) -> None:
     backend.path.write_text(State(lineage="mine").model_dump_json())
     with pytest.raises(DiagnosticsError, match="another state"):
         backend.read()
+
+
+def test_finishing_an_apply_that_changed_nothing_writes_nothing(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "s.json")
+    StateCommitter(backend, State()).finish()
+    assert not backend.path.exists()
