@@ -416,6 +416,9 @@ def execute(plan_: Plan, config: Config, backend: LocalBackend, state: State, pa
     from keyplan.runtime import Session
 
     committer = StateCommitter(backend, state)
+    if plan_.mode != "refresh-only" and not plan_.actions:
+        emit("No changes. Nothing to apply.\n")
+        return 0
     if plan_.mode == "refresh-only":
         changed = accept_live(plan_, committer)
         emit(f"\nApply complete! Accepted the clouds' values for {changed} key target(s) into state.\n")
