@@ -414,10 +414,9 @@ class _Builder:
                 continue
             part = child.children[0]
             if isinstance(part, Token):
-                if part.type == "ESCAPED_INTERPOLATION":
-                    parts.append(str(part)[1:])
-                elif part.type == "ESCAPED_DIRECTIVE":
-                    parts.append(str(part)[1:])
+                if part.type in ("ESCAPED_INTERPOLATION", "ESCAPED_DIRECTIVE"):
+                    # `$${ ... }` / `%%{ ... }` arrive as one token, escapes inside included
+                    parts.append(_unescape(str(part)[1:]))
                 else:
                     parts.append(_unescape(str(part)))
             elif part.data == "interpolation":

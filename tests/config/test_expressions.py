@@ -84,6 +84,7 @@ def error(text: str, scope: Scope = SCOPE) -> tuple[str, str, str]:
         ('"a${var.s}b"', "ahib"),
         ('"${1 + 1} ${true} ${1.5}"', "2 true 1.5"),
         ('"escaped $${x} and %%{y}"', "escaped ${x} and %{y}"),
+        ('"$${ \\"q\\" }"', '${ "q" }'),
         ('"quote \\" newline \\n unicode \\u00e9"', 'quote " newline \n unicode é'),
         # references
         ("var.m.a", 1),
