@@ -39,10 +39,14 @@ class AuditLog:
         line = json.dumps({"time": datetime.now(UTC).isoformat(), **self._who, "plan": self.plan_digest, **entry})
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            # Private like the state: the log reveals the key inventory and who changed it.
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+                os.write(fd, (line + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def mutated(self, action: Action, outcome: str, remote_id: str | None) -> None:
         if not action.kind.remote:

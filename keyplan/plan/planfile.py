@@ -35,7 +35,7 @@ def plan_json(plan: Plan) -> bytes:
 
 def save_plan(plan: Plan, path: Path) -> Plan:
     data = plan_json(plan)
-    write_atomically(path, data, keep_backup=False, mode=0o644)
+    write_atomically(path, data, keep_backup=False, mode=0o600)  # it lists the key inventory
     return Plan.model_validate_json(data)
 
 

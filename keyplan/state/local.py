@@ -61,6 +61,7 @@ def write_atomically(path: Path, data: bytes, *, keep_backup: bool = True, mode:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
+        os.fchmod(fd, mode)  # the exact mode, whatever the umask
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -160,6 +161,7 @@ class LocalBackend:
         data = "".join(entry.model_dump_json() + "\n" for entry in entries).encode()
         fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
+            os.fchmod(fd, 0o600)
             os.write(fd, data)
             os.fsync(fd)
         finally:
@@ -227,12 +229,13 @@ class LocalBackend:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
-                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 if time.monotonic() >= deadline:
                     raise self._held_error(timeout) from None
                 time.sleep(min(0.2, max(deadline - time.monotonic(), 0.01)))
                 continue
+            os.fchmod(fd, 0o600)  # it names who holds the state: private like the state itself
             with os.fdopen(fd, "w") as handle:
                 handle.write(info.model_dump_json(indent=2))
             return info

@@ -1,0 +1,82 @@
+"""Files keyplan writes carry modes that match what they hold, whatever the umask: state,
+backups, plan files, the audit log, the lock and the keystore reveal the key inventory (or
+protect material), so only their owner reads them."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Workspace
+
+from keyplan.state.local import LocalBackend
+
+CONFIG = """
+source "software" "local" {}
+
+provider "aws" "main" {
+  region   = "eu-west-1"
+  endpoint = "embedded"
+}
+
+key "data" {
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+}
+"""
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_every_file_keyplan_writes_is_private_whatever_the_umask(workspace: Workspace, open_umask: None) -> None:
+    workspace.write(CONFIG)
+    planfile = workspace.path / "review.kpplan"
+    assert workspace.keyplan("plan", f"-out={planfile}").code == 0
+    assert workspace.keyplan("apply", str(planfile)).code == 0
+    assert workspace.keyplan("apply", "-auto-approve", "-replace", "key.data").code == 0
+    discovered = workspace.path / "inventory.txt"
+    assert workspace.keyplan("discover", "aws.main", f"-out={discovered}").code == 0
+    written = [
+        planfile,
+        discovered,
+        workspace.state_path,
+        workspace.path / "keyplan.kpstate.json.backup",
+        workspace.path / ".keyplan" / "audit.jsonl",
+        workspace.path / ".keyplan" / "keystore.json",
+    ]
+    modes = {str(p.relative_to(workspace.path)): oct(_mode(p)) for p in written}
+    assert modes == {name: oct(0o600) for name in modes}
+
+
+def test_an_audit_log_left_readable_by_an_older_keyplan_is_made_private(workspace: Workspace) -> None:
+    workspace.write(CONFIG)
+    audit = workspace.path / ".keyplan" / "audit.jsonl"
+    audit.parent.mkdir()
+    audit.write_text("")
+    audit.chmod(0o644)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    assert _mode(audit) == 0o600
+
+
+def test_the_lock_file_is_private(tmp_path: Path, open_umask: None) -> None:
+    backend = LocalBackend(tmp_path / "keyplan.kpstate.json")
+    info = backend.acquire("plan")
+    try:
+        assert _mode(backend.lock_path) == 0o600
+    finally:
+        backend.release(info)
