@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from keyplan.config import key_spec
 from keyplan.config.model import Config
+from keyplan.escaping import for_terminal
 from keyplan.diagnostics import Diagnostic, DiagnosticsError, Severity
 from keyplan.plan.negotiate import negotiate
 from keyplan.provider import (
@@ -430,7 +431,9 @@ def render_discovery(target: str, found: list[Discovered], state: State, config:
         lines.append("")
     lines.append("# Then bring the keys under management without replacing them:")
     lines += [f"#   {c}" for c in commands] or ["#   (nothing to import)"]
-    return "\n".join(lines) + "\n"
+    # Remote ids, tags and descriptions come from the cloud: none may start a line of its own
+    # (which would turn a comment into configuration) or reach the terminal as a control.
+    return "\n".join(for_terminal(line) for line in lines) + "\n"
 
 
 def _refusal(item: Discovered) -> str | None:

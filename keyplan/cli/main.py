@@ -27,6 +27,7 @@ from keyplan import __version__
 from keyplan.cli import ui
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.escaping import for_terminal
 from keyplan.plan.diff import PlanOptions
 from keyplan.plan.model import Plan
 from keyplan.state.local import LocalBackend
@@ -501,7 +502,7 @@ def _state_show(state: State, address: str) -> str:
         lines.append(f"      enabled: {str(target_record.enabled).lower()}")
         if target_record.deletion_date:
             lines.append(f"      deletion scheduled: {target_record.deletion_date.isoformat(timespec='seconds')}")
-    return "\n".join(lines) + "\n\n"
+    return "\n".join(for_terminal(line) for line in lines) + "\n\n"
 
 
 @state_app.command("list")
@@ -510,7 +511,7 @@ def state_list() -> None:
     config = load([], [], no_color=True, validate=False)
     state = backend_for(config).read()
     for address in sorted(state.keys if state else {}):
-        emit(address + "\n")
+        emit(for_terminal(address) + "\n")
 
 
 @state_app.command("show")

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from keyplan.diagnostics import Diagnostic, Severity
+from keyplan.escaping import for_terminal, for_terminal_lines
 from keyplan.plan.model import Action
 
 
@@ -25,14 +26,15 @@ def format_diagnostic(diagnostic: Diagnostic, colour: bool) -> str:
         tag = "\x1b[1;31mError:\x1b[0m" if colour else "Error:"
     else:
         tag = "\x1b[1;33mWarning:\x1b[0m" if colour else "Warning:"
-    lines = [f"{tag} {diagnostic.summary}"]
+    # Messages quote configuration and cloud values: their control characters are shown escaped.
+    lines = [f"{tag} {for_terminal(diagnostic.summary)}"]
     if diagnostic.range is not None:
-        lines.append(f"  on {diagnostic.range}")
+        lines.append(f"  on {for_terminal(diagnostic.range)}")
     elif diagnostic.address:
-        lines.append(f"  with {diagnostic.address}")
+        lines.append(f"  with {for_terminal(diagnostic.address)}")
     if diagnostic.detail:
         lines.append("")
-        lines.extend("  " + line if line else "" for line in diagnostic.detail.splitlines())
+        lines.extend("  " + line if line else "" for line in for_terminal_lines(diagnostic.detail).split("\n"))
     return "\n".join(lines)
 
 
@@ -75,24 +77,24 @@ class ProgressHooks:
             self.running.pop(action.id, None)
             self.done += 1
             done = self.done
-        self._line(f"[{done}/{self.total}] {action.label}: done ({seconds:.1f}s)")
+        self._line(f"[{done}/{self.total}] {for_terminal(action.label)}: done ({seconds:.1f}s)")
 
     def failed(self, action: Action, diagnostic: Diagnostic) -> None:
         with self.lock:
             self.running.pop(action.id, None)
             self.done += 1
             done = self.done
-        text = f"[{done}/{self.total}] {action.label}: failed"
+        text = f"[{done}/{self.total}] {for_terminal(action.label)}: failed"
         self._line(f"\x1b[31m{text}\x1b[0m" if self.colour else text)
 
     def skipped(self, action: Action, because: str) -> None:
         with self.lock:
             self.done += 1
             done = self.done
-        self._line(f"[{done}/{self.total}] {action.label}: skipped (depends on a failed step)")
+        self._line(f"[{done}/{self.total}] {for_terminal(action.label)}: skipped (depends on a failed step)")
 
     def retrying(self, action: Action, attempt: int, delay: float, reason: str) -> None:
-        self._line(f"  {action.label}: retry {attempt} in {delay:.1f}s ({reason})")
+        self._line(f"  {for_terminal(action.label)}: retry {attempt} in {delay:.1f}s ({for_terminal(reason)})")
 
     def mutated(self, action: Action, outcome: str, remote_id: str | None) -> None:
         return

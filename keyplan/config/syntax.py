@@ -18,6 +18,7 @@ from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput
 
 from keyplan.diagnostics import Diagnostics, SourceRange
+from keyplan.escaping import for_terminal
 
 # ---------------------------------------------------------------------------------------------
 # Syntax tree
@@ -621,5 +622,5 @@ def _unescape(text: str) -> str:
 
 
 def quoted(text: str) -> str:
-    """A string as it would be written in HCL, for messages."""
-    return json.dumps(text, ensure_ascii=False)
+    """A string as it would be written in HCL, for messages (control characters escaped)."""
+    return for_terminal(json.dumps(text, ensure_ascii=False))

@@ -1,6 +1,11 @@
 """Plans rendered for people and machines: terminal text (optionally coloured), JSON (the
 plan document itself, documented by schemas/plan.schema.json) and Markdown for pull-request
 comments. Renderers return strings; only the CLI prints.
+
+Every value that came from configuration, state or a cloud (addresses with their for_each
+keys, labels, descriptions, remote ids, reasons that quote them) goes through
+`keyplan.escaping` for the medium: escaped control characters on a terminal, literal text in
+Markdown. Colour codes are added after escaping, so only keyplan's own reach the terminal.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+from keyplan.escaping import for_markdown, for_terminal, markdown_code, markdown_fence
 from keyplan.plan.model import ChangeAction, Drift, Plan, PlannedChange
 
 _COLOURS = {"+": "32", "-": "31", "~": "33", "±": "35", "!": "35"}
@@ -26,7 +32,7 @@ def _bold(text: str, colour: bool) -> str:
 def _map(values: dict[str, str]) -> str:
     if not values:
         return "{}"
-    return "{ " + ", ".join(f'{k} = "{v}"' for k, v in sorted(values.items())) + " }"
+    return "{ " + ", ".join(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in sorted(values.items())) + " }"
 
 
 def _value(field: str, value: object) -> str:
@@ -84,26 +90,27 @@ def _heading(change: PlannedChange) -> str:
         ChangeAction.DELETE: "will be scheduled for deletion",
         ChangeAction.FORGET: "will be removed from state",
     }
-    return f"# {where} {verbs[change.actions[0]]}"
+    return for_terminal(f"# {where} {verbs[change.actions[0]]}")
 
 
 def _change_text(plan: Plan, change: PlannedChange, colour: bool) -> list[str]:
     symbol = change.symbol
     where = f"{change.address} @ {change.target}" if change.target else change.address
-    lines = [f"  {_bold(_heading(change), colour)}", "  " + _c(f"{symbol} {where}", symbol, colour)]
+    lines = [f"  {_bold(_heading(change), colour)}", "  " + _c(for_terminal(f"{symbol} {where}"), symbol, colour)]
     planned = plan.keys.get(change.address)
     pad = "      "
-    lines.append(f"{pad}actions:     {', '.join(a.value for a in change.actions)}")
-    lines.append(f"{pad}reason:      {change.reason}")
+    details: list[str] = []
+    details.append(f"{pad}actions:     {', '.join(a.value for a in change.actions)}")
+    details.append(f"{pad}reason:      {change.reason}")
     if change.remote_id:
-        lines.append(f"{pad}remote id:   {change.remote_id}")
+        details.append(f"{pad}remote id:   {change.remote_id}")
     if planned is not None and ChangeAction.DELETE not in change.actions:
-        lines.append(f"{pad}algorithm:   {planned.spec.algorithm.name} ({planned.spec.usage.value}), source {planned.source}")
+        details.append(f"{pad}algorithm:   {planned.spec.algorithm.name} ({planned.spec.usage.value}), source {planned.source}")
     if change.material_version is not None:
-        lines.append(f"{pad}material:    version {change.material_version}")
+        details.append(f"{pad}material:    version {change.material_version}")
     if change.wrap is not None:
         where_wrapped = "inside the HSM" if change.wrap.in_hardware else "in the keystore"
-        lines.append(
+        details.append(
             f"{pad}wrap:        {change.wrap.method.value} under RSA-{change.wrap.wrapping_key_bits}, {where_wrapped}"
         )
     before, after = change.before, change.after
@@ -113,19 +120,19 @@ def _change_text(plan: Plan, change: PlannedChange, colour: bool) -> list[str]:
             old = getattr(before, field) if before is not None else None
             if before is None:
                 if new not in ({}, [], None):
-                    lines.append(f"{pad}{field + ':':<13}{_value(field, new)}")
+                    details.append(f"{pad}{field + ':':<13}{_value(field, new)}")
             elif old != new:
-                lines.append(f"{pad}{field + ':':<13}{_value(field, old)} -> {_value(field, new)}")
+                details.append(f"{pad}{field + ':':<13}{_value(field, old)} -> {_value(field, new)}")
     for note in change.notes:
-        lines.append(f"{pad}note:        {note}")
-    return lines
+        details.append(f"{pad}note:        {note}")
+    return lines + [for_terminal(line) for line in details]
 
 
 def _drift_text(drift: Drift, colour: bool) -> str:
     detail = ""
     if drift.recorded or drift.live:
         detail = f" (keyplan: {json.dumps(drift.recorded, sort_keys=True)}, cloud: {json.dumps(drift.live, sort_keys=True)})"
-    return "  " + _c(f"! {drift.address} @ {drift.target}: {drift.summary}", "!", colour) + detail
+    return "  " + _c(for_terminal(f"! {drift.address} @ {drift.target}: {drift.summary}"), "!", colour) + for_terminal(detail)
 
 
 def render_text(plan: Plan, *, colour: bool = False) -> str:
@@ -166,24 +173,28 @@ def render_markdown(plan: Plan) -> str:
     lines.append(f"**{summary_line(plan)}**")
     lines.append("")
     lines.append(
-        f"State lineage `{plan.prior.lineage[:12]}` serial {plan.prior.serial} · plan digest "
-        f"`{plan.digest[:19] or 'unsaved'}` · made {plan.created_at.isoformat(timespec='seconds')}"
+        f"State lineage {markdown_code(plan.prior.lineage[:12])} serial {plan.prior.serial} · plan digest "
+        f"{markdown_code(plan.digest[:19] or 'unsaved')} · made {plan.created_at.isoformat(timespec='seconds')}"
     )
     if plan.drift:
         lines += ["", "#### Changed outside keyplan", "", "| key | target | drift |", "|---|---|---|"]
-        lines += [f"| `{d.address}` | `{d.target}` | {d.summary} |" for d in plan.drift]
+        lines += [f"| {markdown_code(d.address)} | {markdown_code(d.target)} | {for_markdown(d.summary)} |" for d in plan.drift]
     changes = [c for c in plan.changes if ChangeAction.NOOP not in c.actions]
     if changes:
         lines += ["", "| | key | target | actions | wrap |", "|---|---|---|---|---|"]
         for c in changes:
             wrap = f"{c.wrap.method.value} / RSA-{c.wrap.wrapping_key_bits}" if c.wrap else ""
             lines.append(
-                f"| {c.symbol} | `{c.address}` | `{c.target or ''}` | {', '.join(a.value for a in c.actions)} | {wrap} |"
+                f"| {c.symbol} | {markdown_code(c.address)} | {markdown_code(c.target or '')} | "
+                f"{', '.join(a.value for a in c.actions)} | {wrap} |"
             )
         for c in changes:
             where = f"{c.address} @ {c.target}" if c.target else c.address
+            # _change_text escapes every value for a terminal line: no value can start a line of
+            # its own, and the fence is longer than any backtick run in the body.
             body = "\n".join(line.strip() for line in _change_text(plan, c, False)[2:])
-            lines += ["", f"<details><summary><code>{where}</code></summary>", "", "```", body, "```", "", "</details>"]
+            fence = markdown_fence(body)
+            lines += ["", f"<details><summary>{markdown_code(where)}</summary>", "", fence, body, fence, "", "</details>"]
     elif plan.mode != "refresh-only":
         lines += ["", "No changes."]
     return "\n".join(lines) + "\n"
