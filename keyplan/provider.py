@@ -204,6 +204,13 @@ class PrerequisiteRecord(_Model):
     expires_at: datetime | None = None
 
 
+class KeyLifecycleSupport(_Model):
+    """What a cloud can do over an imported key's life; policy rules ask before requiring it."""
+
+    rotation: bool = True  # new material versions can be imported and made current
+    expiry: bool = True  # imported material can be given an expiry time
+
+
 class ProviderPlugin(ABC):
     kind: ClassVar[str]
     settings_model: ClassVar[type[ProviderSettings]]
@@ -226,6 +233,11 @@ class ProviderPlugin(ABC):
         """Which of labels, aliases, description, enabled this cloud keeps; the planner compares
         only these, so a cloud without aliases never shows a perpetual diff."""
         return frozenset({"labels", "aliases", "description", "enabled"})
+
+    def lifecycle_support(self, settings: ProviderSettings, key: KeySpec) -> KeyLifecycleSupport:
+        """Whether this cloud can rotate the imported material of `key` and let it expire.
+        Default: both."""
+        return KeyLifecycleSupport()
 
     def deletion_note(self, settings: ProviderSettings) -> str:
         """What 'schedule deletion' means at this cloud, shown in plans."""

@@ -27,13 +27,14 @@ from keyplan.config.syntax import Attribute, Block, Body, Expr, ObjectExpr, Tupl
 from keyplan.config.values import SetValue, canonical_json, plain, type_name
 from keyplan.config.variables import declare_variable, resolve_variables
 from keyplan.diagnostics import Diagnostic, Diagnostics, SourceRange
+from keyplan.policy.model import Policy
 
 FILE_SUFFIX = ".kp.hcl"
 DEFAULT_STATE_PATH = "keyplan.kpstate.json"
 
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")
 _BLOCK_LABELS = {"keyplan": (), "variable": ("name",), "locals": (), "source": ("kind", "name"),
-                 "provider": ("kind", "name"), "key": ("name",)}  # fmt: skip
+                 "provider": ("kind", "name"), "key": ("name",), "policy": ()}  # fmt: skip
 KEY_ATTRIBUTES = ("for_each", "algorithm", "usage", "source", "targets", "labels", "description", "aliases", "enabled")
 KEY_REQUIRED = ("algorithm", "source", "targets")
 KEY_BLOCKS: dict[str, tuple[str, ...]] = {
@@ -53,6 +54,7 @@ class _Declarations:
     sources: dict[str, Block] = field(default_factory=dict)
     providers: dict[str, Block] = field(default_factory=dict)
     keys: dict[str, Block] = field(default_factory=dict)
+    policy: list[Block] = field(default_factory=list)
 
 
 def load_config(
@@ -104,6 +106,7 @@ def load_config(
     for block in declarations.keys.values():
         for key in _expand_key(block, scope, diagnostics):
             keys[key.address] = key
+    policy = _policy(declarations.policy, scope, keys, diagnostics)
 
     final = _finish(diagnostics, resolved.sensitive_leaves)
     if final.has_errors():
@@ -121,6 +124,7 @@ def load_config(
         providers=providers,
         keys=keys,
         variables=variables,
+        policy=policy,
     )
     return config, final
 
@@ -152,7 +156,7 @@ def _collect(bodies: list[Body], diagnostics: Diagnostics) -> _Declarations:
             diagnostics.error(
                 "Unexpected argument",
                 f"Arguments such as `{attribute.name}` belong inside a block; the top level of a file holds only "
-                "keyplan, variable, locals, source, provider and key blocks. Move it into a block.",
+                "keyplan, variable, locals, source, provider, key and policy blocks. Move it into a block.",
                 range=attribute.name_range,
             )
         for block in body.blocks:
@@ -184,7 +188,7 @@ def _check_labels(block: Block, diagnostics: Diagnostics) -> bool:
         diagnostics.error(
             "Unsupported block type",
             f"keyplan has no `{block.type}` block.{did_you_mean(block.type, _BLOCK_LABELS)} The top level holds "
-            "keyplan, variable, locals, source, provider and key blocks.",
+            "keyplan, variable, locals, source, provider, key and policy blocks.",
             range=block.range,
         )
         return False
@@ -220,6 +224,8 @@ def _file_block(found: _Declarations, block: Block, diagnostics: Diagnostics) ->
         found.providers[".".join(block.labels)] = block
     elif block.type == "key":
         found.keys[block.labels[0]] = block
+    elif block.type == "policy":
+        found.policy.append(block)
     elif block.type == "locals":
         for nested in block.body.blocks:
             diagnostics.error(
@@ -299,6 +305,13 @@ def _dependency_order(dependencies: dict[str, list[str]]) -> tuple[list[str], li
                 path.append(name)
                 pending.append(list(dependencies[name]))
     return order, cycles
+
+
+def _policy(blocks: list[Block], scope: Scope, keys: dict[str, KeyConfig], diagnostics: Diagnostics) -> Policy:
+    # Imported here: the policy package reads blocks with this package's evaluator.
+    from keyplan.policy.block import read_policy
+
+    return read_policy(blocks, scope, keys, diagnostics)
 
 
 def _report(exc: EvaluationError, diagnostics: Diagnostics) -> None:

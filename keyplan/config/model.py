@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from keyplan.diagnostics import SourceRange
+from keyplan.policy.model import Policy
 
 
 class _Model(BaseModel):
@@ -77,3 +78,4 @@ class Config(_Model):
     providers: dict[str, PluginBlock]
     keys: dict[str, KeyConfig]
     variables: dict[str, VariableValue] = {}
+    policy: Policy = Policy()  # the `policy` block; keyplan.policy runs it

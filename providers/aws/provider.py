@@ -42,6 +42,7 @@ from keyplan.provider import (
     ImportPurpose,
     Inventory,
     InventoryRequest,
+    KeyLifecycleSupport,
     KeySpec,
     KeyState,
     PrerequisiteRecord,
@@ -274,6 +275,10 @@ class AwsKmsPlugin(ProviderPlugin):
                 )
         if len(set(key.aliases)) != len(key.aliases):
             error("An alias is listed twice", "List each alias once.")
+
+    def lifecycle_support(self, settings: ProviderSettings, key: KeySpec) -> KeyLifecycleSupport:
+        # Only symmetric imported keys take new material (RotateKeyOnDemand); every import takes a ValidTo.
+        return KeyLifecycleSupport(rotation=key.algorithm.kind is MaterialKind.SYMMETRIC, expiry=True)
 
     def deletion_note(self, settings: ProviderSettings) -> str:
         assert isinstance(settings, AwsSettings)

@@ -39,6 +39,7 @@ from keyplan.provider import (
     ImportPurpose,
     Inventory,
     InventoryRequest,
+    KeyLifecycleSupport,
     KeySpec,
     KeyState,
     PrerequisiteRecord,
@@ -258,6 +259,10 @@ class GcpPlugin(ProviderPlugin):
                 attributes={"key_ring": ring, "import_method": method, "protection_level": gcp.protection_level},
             ),
         ]
+
+    def lifecycle_support(self, settings: ProviderSettings, key: KeySpec) -> KeyLifecycleSupport:
+        # Cloud KMS keeps imported versions until they are destroyed: no expiry time exists.
+        return KeyLifecycleSupport(rotation=True, expiry=False)
 
     def deletion_note(self, settings: ProviderSettings) -> str:
         return (

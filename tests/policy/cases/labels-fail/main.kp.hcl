@@ -1,0 +1,21 @@
+source "software" "main" { keystore = ".keyplan/keystore.json" }
+provider "aws" "main" {
+  region   = "us-east-1"
+  endpoint = "embedded"
+}
+key "orders" {
+  algorithm = "AES_256"
+  source    = source.software.main
+  targets   = [provider.aws.main]
+}
+key "half" {
+  algorithm = "AES_256"
+  source    = source.software.main
+  targets   = [provider.aws.main]
+  labels = { app = "orders" }
+}
+policy {
+  builtin = "listed"
+  rule "labels" {
+  }
+}

@@ -1,0 +1,15 @@
+source "software" "main" { keystore = ".keyplan/keystore.json" }
+provider "aws" "main" {
+  region   = "us-east-1"
+  endpoint = "embedded"
+}
+key "orders" {
+  algorithm = "AES_256"
+  source    = source.software.main
+  targets   = [provider.aws.main]
+}
+policy {
+  builtin = "listed"
+  rule "lingering-deletion" {
+  }
+}

@@ -1,0 +1,25 @@
+source "software" "main" { keystore = ".keyplan/keystore.json" }
+provider "aws" "main" {
+  region   = "us-east-1"
+  endpoint = "embedded"
+}
+key "orders" {
+  algorithm = "AES_256"
+  source    = source.software.main
+  targets   = [provider.aws.main]
+  labels = { app = "orders", env = "prod" }
+  lifecycle {
+    prevent_destroy = true
+  }
+}
+key "scratch" {
+  algorithm = "AES_256"
+  source    = source.software.main
+  targets   = [provider.aws.main]
+  labels    = { app = "billing", env = "dev" }
+}
+policy {
+  builtin = "listed"
+  rule "prevent-destroy" {
+  }
+}

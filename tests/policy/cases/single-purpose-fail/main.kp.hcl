@@ -1,0 +1,22 @@
+source "software" "main" { keystore = ".keyplan/keystore.json" }
+provider "aws" "main" {
+  region   = "us-east-1"
+  endpoint = "embedded"
+}
+key "orders" {
+  algorithm = "AES_256"
+  source    = source.software.main
+  targets   = [provider.aws.main]
+  labels = { app = "orders", env = "prod,staging" }
+}
+key "all" {
+  algorithm = "AES_256"
+  source    = source.software.main
+  targets   = [provider.aws.main]
+  labels = { app = "shared", env = "dev" }
+}
+policy {
+  builtin = "listed"
+  rule "single-purpose" {
+  }
+}
