@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keyplan import __version__
 from keyplan.plan.model import Drift, DriftKind, Plan
+from keyplan.policy.model import Finding
 
 DRIFT_REPORT_FORMAT_VERSION = 1
 SCHEMA_FILE = "drift.schema.json"
@@ -54,6 +55,9 @@ class DriftReport(_Model):
     total: int = Field(ge=0, description="How many drift items there are.")
     counts: dict[DriftKind, int] = Field(description="Drift items by kind; every kind is present, zero when absent.")
     drift: list[DriftItem] = Field(description="Every drift item, ordered by address, target and kind.")
+    findings: list[Finding] = Field(
+        default=[], description="Findings of the policy's live rules (with a policy block); an error exits 2."
+    )
 
 
 def drift_report(plan: Plan) -> DriftReport:
@@ -71,6 +75,7 @@ def drift_report(plan: Plan) -> DriftReport:
         total=len(items),
         counts=counts,
         drift=items,
+        findings=plan.findings,
     )
 
 

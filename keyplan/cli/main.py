@@ -30,6 +30,7 @@ from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.escaping import for_terminal
 from keyplan.plan.diff import PlanOptions
 from keyplan.plan.model import Plan
+from keyplan.policy.model import Finding
 from keyplan.state.local import LocalBackend
 from keyplan.state.model import State
 
@@ -155,6 +156,26 @@ def validate_all(config: Config) -> Diagnostics:
     return validate_config(config)
 
 
+def policy_findings(config: Config, state: State | None = None) -> list[Finding]:
+    """The findings of the configuration's policy block (none without one): configuration
+    rules, and state rules when a state is given."""
+    from keyplan.cli.check import offline_findings
+
+    report = offline_findings(config, state)
+    return report.findings if report else []
+
+
+def policy_gate(findings: list[Finding], command: str, *, no_color: bool, show: bool = True) -> None:
+    """Stop the command on error-level findings (exit 1); print the others as warnings unless
+    the command shows them itself (a plan carries its findings)."""
+    from keyplan.cli.check import as_diagnostics, refusal
+
+    if any(f.severity == "error" for f in findings):
+        raise DiagnosticsError([*as_diagnostics(findings), refusal(findings, command)])
+    if show:
+        ui.print_diagnostics(as_diagnostics(findings), no_color=no_color)
+
+
 def backend_for(config: Config) -> LocalBackend:
     if config.state.kind != "local":
         raise DiagnosticsError.single(
@@ -240,23 +261,26 @@ def validate(
     )
     if config is not None:
         diagnostics.extend(validate_all(config))
+    findings = policy_findings(config) if config is not None and not diagnostics.has_errors() else []
     if json_output:
         emit(
             json.dumps(
                 {
-                    "valid": not diagnostics.has_errors(),
+                    "valid": not diagnostics.has_errors() and not any(f.severity == "error" for f in findings),
                     "error_count": len(diagnostics.errors),
                     "warning_count": len(diagnostics.warnings),
                     "diagnostics": [d.model_dump(mode="json") for d in diagnostics],
+                    "findings": [f.model_dump(mode="json") for f in findings],
                 },
                 indent=2,
             )
             + "\n"
         )
-        raise Exit(1 if diagnostics.has_errors() else 0)
+        raise Exit(1 if diagnostics.has_errors() or any(f.severity == "error" for f in findings) else 0)
     if diagnostics.has_errors():
         raise DiagnosticsError(diagnostics)
     ui.print_diagnostics(diagnostics.warnings, no_color=no_color)
+    policy_gate(findings, "validate", no_color=no_color)
     emit(f"Success! The configuration is valid ({len(config.keys) if config else 0} keys).\n")
 
 
@@ -291,7 +315,9 @@ def plan(
     options = plan_options(target, replace, refresh, refresh_only, expiry_horizon)
     with state_lock(backend, "plan", lock, lock_timeout):
         state, exists = read_state(backend)
-        result = run_plan(config, state, exists, options, parallelism)
+        findings = policy_findings(config, state if exists else None)
+        policy_gate(findings, "plan", no_color=no_color, show=False)
+        result = run_plan(config, state, exists, options, parallelism).model_copy(update={"findings": findings})
     from keyplan.plan.planfile import plan_json, save_plan
     from keyplan.plan.render import render_json, render_text
 
@@ -330,11 +356,14 @@ def drift(
     with state_lock(backend, "drift", lock, lock_timeout):
         state, exists = read_state(backend)
         result = run_plan(config, state, exists, options, 10)
+    from keyplan.cli.check import live_findings
     from keyplan.drift_report import render_drift_report
     from keyplan.plan.render import render_text
 
+    report = live_findings(config, state, result.live)
+    result = result.model_copy(update={"findings": report.findings if report else []})
     emit(render_drift_report(result) if json_output else render_text(result, colour=ui.use_colour(sys.stdout, no_color)))
-    if result.drift:
+    if result.drift or (report and report.errors):
         raise Exit(2)
 
 
@@ -394,7 +423,9 @@ def apply(
     options = plan_options(target, replace, refresh, refresh_only, None)
     with state_lock(backend, "apply", lock, lock_timeout):
         state, exists = read_state(backend)
-        result = run_plan(config, state, exists, options, parallelism)
+        findings = policy_findings(config, state if exists else None)
+        policy_gate(findings, "apply", no_color=no_color, show=False)
+        result = run_plan(config, state, exists, options, parallelism).model_copy(update={"findings": findings})
         emit(render_text(result, colour=colour))
         if not result.has_changes:
             raise Exit(0)
@@ -587,9 +618,9 @@ def emulator(
 def _register_command_groups() -> None:
     # Command groups kept in their own modules: HSM set-up, BYOK transfer files, review and
     # adoption workflows. Each adds its commands to the app (and to `keyplan state`).
-    from keyplan.cli import byok, hsm, review
+    from keyplan.cli import byok, check, hsm, review
 
-    for module in (hsm, byok, review):
+    for module in (hsm, byok, review, check):
         module.register(app, state_app)
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from keyplan.crypto.wrap import WrapMethod
 from keyplan.diagnostics import Diagnostic
+from keyplan.policy.model import Finding
 from keyplan.provider import KeySpec
 
 PLAN_FORMAT_VERSION = 1
@@ -184,6 +185,7 @@ class Plan(_Model):
     drift: list[Drift] = []
     actions: list[Action] = []
     warnings: list[Diagnostic] = []
+    findings: list[Finding] = []  # policy findings below error level, shown with the plan
     live: dict[str, dict[str, Any]] = {}  # refresh-only: target -> remote_id -> live values
     digest: str = ""
 

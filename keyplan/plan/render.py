@@ -15,6 +15,7 @@ from collections import Counter
 
 from keyplan.escaping import for_markdown, for_terminal, markdown_code, markdown_fence
 from keyplan.plan.model import ChangeAction, Drift, Plan, PlannedChange
+from keyplan.policy.report import plan_section_markdown, plan_section_text
 
 _COLOURS = {"+": "32", "-": "31", "~": "33", "±": "35", "!": "35"}
 
@@ -136,7 +137,7 @@ def _drift_text(drift: Drift, colour: bool) -> str:
 
 
 def render_text(plan: Plan, *, colour: bool = False) -> str:
-    out: list[str] = []
+    out: list[str] = [section] if (section := plan_section_text(plan.findings, colour=colour)) else []
     if plan.drift:
         out.append(_bold("Changed outside keyplan (drift):", colour))
         out.extend(_drift_text(d, colour) for d in plan.drift)
@@ -176,6 +177,7 @@ def render_markdown(plan: Plan) -> str:
         f"State lineage {markdown_code(plan.prior.lineage[:12])} serial {plan.prior.serial} · plan digest "
         f"{markdown_code(plan.digest[:19] or 'unsaved')} · made {plan.created_at.isoformat(timespec='seconds')}"
     )
+    lines += plan_section_markdown(plan.findings)
     if plan.drift:
         lines += ["", "#### Changed outside keyplan", "", "| key | target | drift |", "|---|---|---|"]
         lines += [f"| {markdown_code(d.address)} | {markdown_code(d.target)} | {for_markdown(d.summary)} |" for d in plan.drift]

@@ -94,8 +94,9 @@ def evaluate(
     today = inputs.now.date()
     for facts, finding in found:
         exceptions = [e for e in policy.exceptions if e.rule == finding.rule and matches(e.scope, facts)]
-        if any(e.expires >= today for e in exceptions):
-            report.waived.append(finding)
+        current = [e for e in exceptions if e.expires >= today]
+        if current:
+            report.waived.append(finding.model_copy(update={"note": _waived(current)}))
         elif exceptions:
             report.findings.append(finding.model_copy(update={"note": _expired(exceptions)}))
         else:
@@ -175,6 +176,11 @@ def _run_custom(custom: CustomRule, inputs: PolicyInputs) -> list[tuple[KeyFacts
         )
         found.append((inputs.facts(key), finding))
     return found
+
+
+def _waived(exceptions: list[PolicyException]) -> str:
+    latest = max(exceptions, key=lambda e: e.expires)
+    return f"Waived through {latest.expires.isoformat()} by the exception at {latest.range}: {latest.reason}"
 
 
 def _expired(exceptions: list[PolicyException]) -> str:

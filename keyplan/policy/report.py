@@ -1,0 +1,257 @@
+"""Findings rendered for people and tools: terminal text, the JSON report
+(`schemas/policy.schema.json`), SARIF 2.1.0 for code-review annotations, and the text and
+Markdown sections plans carry. Renderers return strings; only the CLI prints.
+
+Every value from the configuration or a cloud (addresses, labels in messages, reasons) is
+escaped for its medium: control characters never reach a terminal, Markdown metacharacters
+never format a pull-request comment, and JSON is written by the json module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keyplan import __version__
+from keyplan.policy.engine import PolicyReport
+from keyplan.policy.model import Finding, FindingSeverity
+from keyplan.policy.rules import RULES
+
+POLICY_REPORT_FORMAT_VERSION = 1
+SCHEMA_FILE = "policy.schema.json"
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+INFORMATION_URI = "https://keyplan.dev/docs/policy"
+_SARIF_LEVELS = {FindingSeverity.ERROR: "error", FindingSeverity.WARNING: "warning", FindingSeverity.INFO: "note"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~])")
+
+
+def terminal(text: str) -> str:
+    """Text safe for a terminal: control characters (escape sequences included) shown as \\xNN."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def markdown(text: str) -> str:
+    """Text shown literally in Markdown: metacharacters backslash-escaped, no line breaks."""
+    return _MARKDOWN.sub(r"\\\1", terminal(text).replace("\n", " ").replace("\r", " "))
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+_COLOURS = {FindingSeverity.ERROR: "1;31", FindingSeverity.WARNING: "1;33", FindingSeverity.INFO: "1;36"}
+
+
+def finding_lines(finding: Finding, *, colour: bool = False) -> list[str]:
+    tag = f"{finding.severity.value.capitalize()}[{finding.rule}]:"
+    if colour:
+        tag = f"\x1b[{_COLOURS[finding.severity]}m{tag}\x1b[0m"
+    lines = [f"{tag} {terminal(finding.message)}"]
+    subject = terminal(finding.address or "") + (f" @ {terminal(finding.target)}" if finding.target else "")
+    if finding.range is not None:
+        lines.append(f"  on {terminal(str(finding.range))}" + (f", {subject}" if subject else ""))
+    elif subject:
+        lines.append(f"  with {subject}")
+    lines.append(f"  Fix: {terminal(finding.fix)}")
+    if finding.note:
+        lines.append(f"  Note: {terminal(finding.note)}")
+    return lines
+
+
+def summary_line(report: PolicyReport) -> str:
+    counts = report.counts()
+    waived = f", {len(report.waived)} waived by exceptions" if report.waived else ""
+    return (
+        f"Policy: {counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info "
+        f"from {len(report.rules)} rule(s){waived}."
+    )
+
+
+def render_text(report: PolicyReport, *, colour: bool = False) -> str:
+    out: list[str] = []
+    for finding in report.findings:
+        out.extend(finding_lines(finding, colour=colour))
+        out.append("")
+    out.append(summary_line(report) if report.findings else f"No findings. {summary_line(report)}")
+    return "\n".join(out) + "\n"
+
+
+def plan_section_text(findings: list[Finding], *, colour: bool = False) -> str:
+    """The findings a plan carries, shown above it."""
+    if not findings:
+        return ""
+    out = ["Policy findings:", ""]
+    for finding in findings:
+        out.extend("  " + line for line in finding_lines(finding, colour=colour))
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def plan_section_markdown(findings: list[Finding]) -> list[str]:
+    if not findings:
+        return []
+    lines = ["", "#### Policy findings", "", "| severity | rule | key | where | finding |", "|---|---|---|---|---|"]
+    for f in findings:
+        subject = (f.address or "") + (f" @ {f.target}" if f.target else "")
+        lines.append(
+            f"| {f.severity.value} | {markdown(f.rule)} | {markdown(subject)} | "
+            f"{markdown(str(f.range)) if f.range else ''} | {markdown(f.message)} Fix: {markdown(f.fix)} |"
+        )
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON
+# ---------------------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RuleInfo(_Model):
+    id: str
+    title: str
+    rationale: str
+    fix: str
+    default_severity: FindingSeverity
+
+
+class PolicyReportDocument(_Model):
+    """What `keyplan check -format=json` prints."""
+
+    format_version: int = Field(
+        default=POLICY_REPORT_FORMAT_VERSION, description="Changes only on incompatible changes to this document."
+    )
+    keyplan_version: str
+    clean: bool = Field(description="True when there is no finding at all.")
+    counts: dict[FindingSeverity, int] = Field(description="Findings by severity; every severity is present.")
+    findings: list[Finding] = Field(description="Every finding, ordered by file, line, column, key and rule.")
+    waived: list[Finding] = Field(description="Findings an unexpired exception covers; `note` names it.")
+    rules: list[str] = Field(description="The ids of the rules that ran.")
+    catalogue: list[RuleInfo] = Field(description="Every built-in rule with its rationale and fix.")
+
+
+def report_document(report: PolicyReport) -> PolicyReportDocument:
+    return PolicyReportDocument(
+        keyplan_version=__version__,
+        clean=not report.findings,
+        counts={FindingSeverity(k): v for k, v in report.counts().items()},
+        findings=report.findings,
+        waived=report.waived,
+        rules=report.rules,
+        catalogue=[
+            RuleInfo(id=r.id, title=r.title, rationale=r.rationale, fix=r.fix, default_severity=r.severity)
+            for r in RULES.values()
+        ],
+    )
+
+
+def render_json(report: PolicyReport) -> str:
+    return json.dumps(report_document(report).model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def policy_schema() -> dict[str, Any]:
+    schema = PolicyReportDocument.model_json_schema(mode="serialization")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://keyplan.dev/schemas/{SCHEMA_FILE}",
+        "title": "keyplan policy report",
+        "description": "What `keyplan check -format=json` prints: the findings of the policy rules. `keyplan check` "
+        "exits 0 when nothing reaches -fail-on, 2 when a finding does, 1 on errors. `format_version` changes only "
+        "on incompatible changes.",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# SARIF
+# ---------------------------------------------------------------------------------------------
+
+
+def render_sarif(report: PolicyReport, *, config_dir: Path, base: Path) -> str:
+    """SARIF 2.1.0: one run of keyplan, its rules, and one result per finding (waived findings
+    as suppressed results). File locations are relative to `base` (the directory a code-review
+    tool calls the repository root) when the configuration is inside it."""
+    rule_ids = [r.id for r in RULES.values()] + sorted({f.rule for f in report.findings + report.waived} - set(RULES))
+    rules = [_sarif_rule(rule_id) for rule_id in rule_ids]
+    results = [_sarif_result(f, rule_ids, config_dir, base, suppressed=False) for f in report.findings]
+    results += [_sarif_result(f, rule_ids, config_dir, base, suppressed=True) for f in report.waived]
+    document = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "keyplan",
+                        "version": __version__,
+                        "semanticVersion": __version__,
+                        "informationUri": INFORMATION_URI,
+                        "rules": rules,
+                    }
+                },
+                "columnKind": "unicodeCodePoints",
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _sarif_rule(rule_id: str) -> dict[str, Any]:
+    rule = RULES.get(rule_id)
+    if rule is None:  # a custom rule
+        return {"id": rule_id, "name": rule_id, "shortDescription": {"text": f"Custom rule {rule_id}"}}
+    return {
+        "id": rule.id,
+        "name": "".join(part.capitalize() for part in rule.id.split("-")),
+        "shortDescription": {"text": rule.title},
+        "fullDescription": {"text": rule.rationale},
+        "help": {"text": rule.fix},
+        "defaultConfiguration": {"level": _SARIF_LEVELS[rule.severity]},
+    }
+
+
+def _sarif_result(
+    finding: Finding, rule_ids: list[str], config_dir: Path, base: Path, *, suppressed: bool
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "ruleId": finding.rule,
+        "ruleIndex": rule_ids.index(finding.rule),
+        "level": _SARIF_LEVELS[finding.severity],
+        "message": {"text": f"{finding.message} Fix: {finding.fix}"},
+    }
+    location: dict[str, Any] = {}
+    if finding.range is not None:
+        region = {"startLine": finding.range.line, "startColumn": finding.range.column}
+        if finding.range.end_line is not None:
+            region["endLine"] = finding.range.end_line
+        if finding.range.end_column is not None:
+            region["endColumn"] = finding.range.end_column
+        location["physicalLocation"] = {
+            "artifactLocation": {"uri": _uri(config_dir / finding.range.filename, base)},
+            "region": region,
+        }
+    if finding.address:
+        location["logicalLocations"] = [{"fullyQualifiedName": finding.address, "kind": "resource"}]
+    if location:
+        result["locations"] = [location]
+    if finding.target:
+        result["properties"] = {"target": finding.target}
+    if suppressed:
+        result["suppressions"] = [{"kind": "inSource", "justification": finding.note or "policy exception"}]
+    return result
+
+
+def _uri(path: Path, base: Path) -> str:
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return resolved.as_uri()
