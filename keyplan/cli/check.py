@@ -24,7 +24,7 @@ from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostic, Severity
 from keyplan.policy.engine import PolicyReport, default_policy, evaluate, live_keys
 from keyplan.policy.model import Finding, FindingSeverity, Phase
-from keyplan.policy.report import render_json, render_sarif, render_text, terminal
+from keyplan.policy.report import render_json, render_sarif, render_text
 from keyplan.state.model import State
 
 
@@ -105,8 +105,8 @@ def as_diagnostics(findings: Iterable[Finding]) -> list[Diagnostic]:
     return [
         Diagnostic(
             severity=Severity.ERROR if f.severity is FindingSeverity.ERROR else Severity.WARNING,
-            summary=terminal(f"Policy {f.rule}: {f.message}"),
-            detail=terminal(f.fix + (f"\n{f.note}" if f.note else "")),
+            summary=f"Policy {f.rule}: {f.message}",
+            detail=f.fix + (f"\n{f.note}" if f.note else ""),
             range=f.range,
             address=f.address,
         )

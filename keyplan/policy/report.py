@@ -3,20 +3,19 @@
 Markdown sections plans carry. Renderers return strings; only the CLI prints.
 
 Every value from the configuration or a cloud (addresses, labels in messages, reasons) is
-escaped for its medium: control characters never reach a terminal, Markdown metacharacters
-never format a pull-request comment, and JSON is written by the json module.
+escaped for its medium with `keyplan.escaping`; JSON and SARIF are written by the json module.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyplan import __version__
+from keyplan.escaping import for_markdown, for_terminal, markdown_code
 from keyplan.policy.engine import PolicyReport
 from keyplan.policy.model import Finding, FindingSeverity
 from keyplan.policy.rules import RULES
@@ -26,18 +25,6 @@ SCHEMA_FILE = "policy.schema.json"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://keyplan.dev/docs/policy"
 _SARIF_LEVELS = {FindingSeverity.ERROR: "error", FindingSeverity.WARNING: "warning", FindingSeverity.INFO: "note"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~])")
-
-
-def terminal(text: str) -> str:
-    """Text safe for a terminal: control characters (escape sequences included) shown as \\xNN."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-def markdown(text: str) -> str:
-    """Text shown literally in Markdown: metacharacters backslash-escaped, no line breaks."""
-    return _MARKDOWN.sub(r"\\\1", terminal(text).replace("\n", " ").replace("\r", " "))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,15 +38,15 @@ def finding_lines(finding: Finding, *, colour: bool = False) -> list[str]:
     tag = f"{finding.severity.value.capitalize()}[{finding.rule}]:"
     if colour:
         tag = f"\x1b[{_COLOURS[finding.severity]}m{tag}\x1b[0m"
-    lines = [f"{tag} {terminal(finding.message)}"]
-    subject = terminal(finding.address or "") + (f" @ {terminal(finding.target)}" if finding.target else "")
+    lines = [f"{tag} {for_terminal(finding.message)}"]
+    subject = for_terminal(finding.address or "") + (f" @ {for_terminal(finding.target)}" if finding.target else "")
     if finding.range is not None:
-        lines.append(f"  on {terminal(str(finding.range))}" + (f", {subject}" if subject else ""))
+        lines.append(f"  on {for_terminal(str(finding.range))}" + (f", {subject}" if subject else ""))
     elif subject:
         lines.append(f"  with {subject}")
-    lines.append(f"  Fix: {terminal(finding.fix)}")
+    lines.append(f"  Fix: {for_terminal(finding.fix)}")
     if finding.note:
-        lines.append(f"  Note: {terminal(finding.note)}")
+        lines.append(f"  Note: {for_terminal(finding.note)}")
     return lines
 
 
@@ -99,8 +86,8 @@ def plan_section_markdown(findings: list[Finding]) -> list[str]:
     for f in findings:
         subject = (f.address or "") + (f" @ {f.target}" if f.target else "")
         lines.append(
-            f"| {f.severity.value} | {markdown(f.rule)} | {markdown(subject)} | "
-            f"{markdown(str(f.range)) if f.range else ''} | {markdown(f.message)} Fix: {markdown(f.fix)} |"
+            f"| {f.severity.value} | {for_markdown(f.rule)} | {markdown_code(subject) if subject else ''} | "
+            f"{for_markdown(f.range) if f.range else ''} | {for_markdown(f.message)} Fix: {for_markdown(f.fix)} |"
         )
     return lines
 

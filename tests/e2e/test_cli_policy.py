@@ -191,7 +191,7 @@ def test_validate_and_plan_refuse_on_errors_and_carry_warnings(workspace: Worksp
         ("prevent-destroy", "info"),
     ]
     markdown = workspace.keyplan("show", "review.kpplan", "-markdown")
-    assert "#### Policy findings" in markdown.stdout and "| warning | hardware\\-source | key\\.orders |" in markdown.stdout
+    assert "#### Policy findings" in markdown.stdout and "| warning | hardware-source | <code>key.orders</code> |" in markdown.stdout
 
 
 def test_drift_runs_the_live_rules_against_the_clouds(workspace: Workspace) -> None:

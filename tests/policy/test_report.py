@@ -1,0 +1,55 @@
+"""Findings rendered for terminals, Markdown and SARIF: values from the configuration are data,
+never markup or escape sequences."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+
+from keyplan.diagnostics import SourceRange
+from keyplan.policy.engine import PolicyReport
+from keyplan.policy.model import Finding, FindingSeverity
+from keyplan.policy.report import plan_section_markdown, render_sarif, render_text
+
+SARIF_SCHEMA = json.loads((Path(__file__).parent / "sarif-schema-2.1.0.json").read_text())
+HOSTILE = 'key.k["\x1b[2J| **x** <img src=y>\n"]'
+
+
+def _report() -> PolicyReport:
+    finding = Finding(
+        rule="labels",
+        severity=FindingSeverity.WARNING,
+        message=f"The {HOSTILE} label is odd.",
+        fix="Fix it.",
+        address=HOSTILE,
+        target="aws.main",
+        range=SourceRange(filename="main.kp.hcl", line=3, column=5),
+    )
+    waived = finding.model_copy(update={"rule": "rotation", "note": "Waived through 2026-12-31 by the exception at x: y"})
+    return PolicyReport(findings=[finding], waived=[waived], rules=["labels", "rotation"])
+
+
+def test_terminal_text_shows_control_characters_escaped() -> None:
+    text = render_text(_report())
+    assert "\x1b" not in text and "\\x1b[2J" in text
+    assert all(not line.startswith("**") for line in text.splitlines())
+
+
+def test_markdown_cells_hold_literal_text() -> None:
+    lines = plan_section_markdown(_report().findings)
+    row = lines[-1]
+    assert "\x1b" not in row and "<img" not in row and "**x**" not in row and "\n" not in row
+    assert row.count("|") == 6  # the value's pipe cannot open a cell
+
+
+def test_sarif_validates_and_marks_waived_findings_suppressed(tmp_path: Path) -> None:
+    log = json.loads(render_sarif(_report(), config_dir=tmp_path / "keys", base=tmp_path))
+    jsonschema.validate(log, SARIF_SCHEMA)
+    results = log["runs"][0]["results"]
+    assert [r["ruleId"] for r in results] == ["labels", "rotation"]
+    assert "suppressions" not in results[0]
+    assert results[1]["suppressions"][0]["justification"].startswith("Waived through 2026-12-31")
+    location = results[0]["locations"][0]["physicalLocation"]
+    assert location == {"artifactLocation": {"uri": "keys/main.kp.hcl"}, "region": {"startLine": 3, "startColumn": 5}}
