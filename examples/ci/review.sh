@@ -3,6 +3,8 @@
 # exactly the reviewed plan once the change is approved. Works in any CI system: it needs only
 # bash, keyplan, the configuration directory and a place to keep one file between the stages.
 #
+#   review.sh check   runs the policy rules and writes $SARIF_FILE (SARIF 2.1.0) for code-review annotations;
+#                     exit 0 when no finding reaches $POLICY_FAIL_ON, 2 when one does, 1 on errors
 #   review.sh plan    saves the plan to $PLAN_FILE and writes $COMMENT_FILE (Markdown) for reviewers;
 #                     exit 0 with no changes, 2 with changes (so a pipeline can skip the apply stage), 1 on errors
 #   review.sh apply   applies $PLAN_FILE as saved; keyplan refuses it if it was altered, if the state or
@@ -15,6 +17,8 @@
 #   COMMENT_FILE  the Markdown for the review comment       (default: keyplan-plan.md)
 #   MAX_PLAN_AGE  the oldest plan apply accepts            (default: 24h)
 #   LOCK_TIMEOUT  how long to wait for another run's lock  (default: 5m)
+#   SARIF_FILE    the policy findings for code review       (default: keyplan.sarif)
+#   POLICY_FAIL_ON  the least severe finding that fails the check stage: error, warning or info (default: error)
 set -uo pipefail
 
 KEYPLAN=${KEYPLAN:-keyplan}
@@ -23,8 +27,21 @@ PLAN_FILE=${PLAN_FILE:-keyplan.kpplan}
 COMMENT_FILE=${COMMENT_FILE:-keyplan-plan.md}
 MAX_PLAN_AGE=${MAX_PLAN_AGE:-24h}
 LOCK_TIMEOUT=${LOCK_TIMEOUT:-5m}
+SARIF_FILE=${SARIF_FILE:-keyplan.sarif}
+POLICY_FAIL_ON=${POLICY_FAIL_ON:-error}
 
 kp() { "$KEYPLAN" -chdir "$KEYPLAN_DIR" "$@"; }
+
+stage_check() {
+  kp check -no-color -format=sarif -fail-on="$POLICY_FAIL_ON" >"$SARIF_FILE"
+  local code=$?
+  case "$code" in
+    0) echo "Policy: no finding at or above $POLICY_FAIL_ON. Upload $SARIF_FILE to annotate the change." ;;
+    2) echo "Policy: findings at or above $POLICY_FAIL_ON. Upload $SARIF_FILE: the review shows each one on its line." >&2 ;;
+    *) echo "keyplan check failed; see the diagnostics above." >&2 ;;
+  esac
+  return "$code"
+}
 
 stage_plan() {
   kp plan -no-color -detailed-exitcode -lock-timeout="$LOCK_TIMEOUT" -out="$PLAN_FILE"
@@ -51,10 +68,11 @@ stage_apply() {
 }
 
 case "${1:-}" in
+  check) stage_check ;;
   plan) stage_plan ;;
   apply) stage_apply ;;
   *)
-    echo "usage: $0 plan|apply" >&2
+    echo "usage: $0 check|plan|apply" >&2
     exit 64
     ;;
 esac

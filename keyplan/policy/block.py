@@ -25,6 +25,7 @@ diagnostic with file:line:column; the loader goes on with the rest.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from datetime import date
@@ -372,10 +373,22 @@ class _Reader:
             return None
         value = self.value(attribute)
         if isinstance(value, str) and value.strip():
+            if self.holds_sensitive(value):
+                self.diagnostics.error(
+                    "Sensitive value in a policy text",
+                    f"`{name}` is shown with every finding, in plans and reports, and this one contains the value of "
+                    "a sensitive variable. Write the text without it.",
+                    range=attribute.expr.range,
+                )
+                return None
             return value
         if value is not None:
             self.wrong_type(attribute, "a non-empty string", value)
         return None
+
+    def holds_sensitive(self, text: str) -> bool:
+        secrets = (json.loads(leaf) for leaf in self.scope.sensitive)
+        return any(isinstance(secret, str) and len(secret) >= 3 and secret in text for secret in secrets)
 
     def strings(self, value: Any) -> tuple[str, ...] | None:
         if isinstance(value, str):

@@ -7,12 +7,15 @@ changes made through boto3."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import REPO, Workspace
+from conftest import KEYPLAN_BIN, REPO, Workspace
 
 SARIF_SCHEMA = json.loads((REPO / "tests" / "policy" / "sarif-schema-2.1.0.json").read_text())
 POLICY_SCHEMA = json.loads((REPO / "schemas" / "policy.schema.json").read_text())
@@ -225,3 +228,43 @@ def test_drift_runs_the_live_rules_against_the_clouds(workspace: Workspace) -> N
     assert lingering.code == 2
     assert "Policy findings:" in lingering.stdout and "Warning[lingering-deletion]" in lingering.stdout
     assert "pending deletion at aws.main until" in lingering.stdout
+
+
+def test_the_regulated_example_is_clean_and_a_broken_rule_stops_plan(workspace: Workspace) -> None:
+    shutil.copy(REPO / "examples" / "regulated" / "main.kp.hcl", workspace.path)
+    clean = workspace.keyplan("check", "-format=json", "-fail-on=info")
+    assert clean.code == 0, clean.output
+    document = json.loads(clean.stdout)
+    assert document["findings"] == []
+    assert [(f["rule"], f["address"]) for f in document["waived"]] == [("expiry", "key.receipts")]
+
+    config = workspace.path / "main.kp.hcl"
+    config.write_text(config.read_text().replace('every = "90d"', 'every = "180d"'))
+    broken = workspace.keyplan("check", "-format=json")
+    assert broken.code == 2
+    assert sorted({(f["rule"], f["severity"]) for f in json.loads(broken.stdout)["findings"]}) == [("rotation", "error")]
+    refused = workspace.keyplan("plan", "-no-color")
+    assert refused.code == 1 and "keyplan plan stops on error-level policy findings" in refused.stderr
+
+
+def test_the_review_script_writes_sarif_for_code_review(workspace: Workspace) -> None:
+    env = dict(os.environ, KEYPLAN=str(KEYPLAN_BIN), KEYPLAN_DIR=str(workspace.path))
+
+    def check() -> subprocess.CompletedProcess[str]:
+        script = REPO / "examples" / "ci" / "review.sh"
+        return subprocess.run(
+            ["bash", str(script), "check"], cwd=workspace.path, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    _write(workspace)
+    passed = check()
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    jsonschema.validate(json.loads((workspace.path / "keyplan.sarif").read_text()), SARIF_SCHEMA)
+    _write(workspace, env="prod")
+    failed = check()
+    assert failed.returncode == 2 and "Policy: findings at or above error" in failed.stderr
+    results = json.loads((workspace.path / "keyplan.sarif").read_text())["runs"][0]["results"]
+    assert {(r["ruleId"], r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]) for r in results} == {
+        ("hardware-source", "main.kp.hcl"),
+        ("prevent-destroy", "main.kp.hcl"),
+    }

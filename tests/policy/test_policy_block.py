@@ -147,3 +147,24 @@ def test_no_policy_block(tmp_path: Path) -> None:
     (tmp_path / "main.kp.hcl").write_text(HEAD)
     config, _ = load_config(tmp_path, environ={})
     assert config is not None and not config.policy.declared
+
+
+def test_a_sensitive_value_cannot_reach_a_finding(tmp_path: Path) -> None:
+    (tmp_path / "main.kp.hcl").write_text(
+        HEAD
+        + """
+variable "token" {
+  sensitive = true
+}
+policy {
+  custom "owner" {
+    condition = true
+    message   = "owner ${var.token}"
+  }
+}
+"""
+    )
+    config, diagnostics = load_config(tmp_path, environ={"KEYPLAN_VAR_token": "hunter2-secret"})
+    assert config is None
+    assert [(str(d.range), d.summary) for d in diagnostics.errors] == [("main.kp.hcl:20:17", "Sensitive value in a policy text")]
+    assert "hunter2" not in "".join(str(d) for d in diagnostics)
