@@ -1,5 +1,6 @@
 """The settings reference (docs/reference.md), generated from every registered plugin's
-settings model so the documentation cannot drift from the code. A test checks the committed
+settings model and the policy rules' parameter models, so the documentation cannot drift from
+the code. A test checks the committed
 file matches.
 
 Regenerate with: python -m keyplan.reference
@@ -7,6 +8,7 @@ Regenerate with: python -m keyplan.reference
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,8 @@ def _default(value: Any) -> str:
         return "—"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
+    if isinstance(value, (tuple, list)):
+        return f"`{json.dumps(list(value))}`"
     if isinstance(value, (str, Path)):
         return f'`"{value}"`'
     return f"`{value}`"
@@ -63,10 +67,36 @@ def render() -> str:
         if provider is None:
             continue
         out += ["", f"### `{kind}`", "", *_table(provider.settings_model)]
+    out += _policy_rules()
     out += ["", "## Algorithms", "", "| algorithm | kind | usages (first is the default) |", "|---|---|---|"]
     for name, algorithm in ALGORITHMS.items():
         out.append(f"| `{name}` | {algorithm.kind.value} | {', '.join(u.value for u in algorithm.usages)} |")
     return "\n".join(out) + "\n"
+
+
+def _policy_rules() -> list[str]:
+    from keyplan.policy.model import Phase
+    from keyplan.policy.rules import RULES
+
+    reads = {
+        Phase.CONFIG: "the configuration (validate, plan, check)",
+        Phase.STATE: "the configuration and the state (plan, check)",
+        Phase.LIVE: "the state and the clouds' live inventory (drift)",
+    }
+    out = ["", "## Policy rules (`policy { rule \"ID\" { ... } }`)", ""]
+    out.append("Every rule also takes `enabled`, `severity` (error, warning, info) and a `scope` block.")
+    for rule in RULES.values():
+        scope = ", ".join(f"{k} = {' or '.join(v)}" for k, v in rule.scope.labels.items()) if rule.scope else "every key"
+        out += [
+            "",
+            f"### `{rule.id}`",
+            "",
+            f"{rule.title}: {rule.rationale} Default severity {rule.severity.value}; reads {reads[rule.phase]}; "
+            f"default scope: {scope}. Fix: {rule.fix}",
+        ]
+        if rule.params.model_fields:
+            out += ["", *_table(rule.params)]
+    return out
 
 
 if __name__ == "__main__":
