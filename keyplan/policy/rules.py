@@ -175,11 +175,15 @@ def _single_purpose(inputs: PolicyInputs, key: KeyConfig, params: SinglePurposeP
 def _hardware_source(inputs: PolicyInputs, key: KeyConfig, params: RuleParams) -> Iterator[Violation]:
     capabilities = inputs.sources.get(key.source)
     if capabilities is not None and not capabilities.wraps_in_hardware:
+        hardware = sorted(address for address, c in inputs.sources.items() if c.wraps_in_hardware)
         yield Violation(
             key.address,
             f"The key's material comes from {key.source}, which is not a hardware source: the material "
             "exists in software outside an HSM.",
             key.range_of("source"),
+            fix=f"Set the key's source to the hardware source {' or '.join('source.' + h for h in hardware)}."
+            if hardware
+            else None,
         )
 
 
@@ -464,7 +468,7 @@ RULES: dict[str, Rule] = {
             id="hardware-source",
             title="Production material comes from an HSM",
             rationale="Material generated and wrapped inside an HSM never exists in software memory or files.",
-            fix="Set the key's source to a hardware source (a PKCS#11 token), e.g. source = source.pkcs11.hsm.",
+            fix="Declare a source whose plugin generates and wraps in hardware (a PKCS#11 token) and set the key's source to it.",
             severity=FindingSeverity.ERROR,
             phase=Phase.CONFIG,
             scope=PRODUCTION,

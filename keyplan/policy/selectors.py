@@ -26,7 +26,7 @@ class KeyFacts:
 
 
 def kind_of(plugin_address: str) -> str:
-    """`aws.main` -> `aws`: the plugin name of a source or provider address."""
+    """`KIND.NAME` -> `KIND`: the plugin name of a source or provider address."""
     return plugin_address.split(".", 1)[0]
 
 
