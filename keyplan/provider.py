@@ -113,6 +113,46 @@ class MaterialInfo(_Model):
     present: bool = True
 
 
+class PublicKeyRequest(_Model):
+    """The public half of an RSA or EC material version, read or derived where the material lives."""
+
+    handle: str
+    algorithm: Algorithm
+
+
+class PublicKeyResponse(_Model):
+    spki: bytes  # DER SubjectPublicKeyInfo
+
+
+class MacRequest(_Model):
+    """An HMAC, with the algorithm's hash, of a message under an HMAC material version."""
+
+    handle: str
+    algorithm: Algorithm
+    message: bytes
+
+
+class MacResponse(_Model):
+    mac: bytes
+
+
+class AesGcmRequest(_Model):
+    """AES-GCM encryption of `plaintext` under an AES material version with a given IV. The
+    source only ever encrypts: comparing ciphertexts under the same IV proves what decrypting
+    would, and needs no decrypt permission on a token's key."""
+
+    handle: str
+    algorithm: Algorithm
+    iv: bytes
+    plaintext: bytes
+    aad: bytes = b""
+
+
+class AesGcmResponse(_Model):
+    ciphertext: bytes
+    tag: bytes  # 16 bytes
+
+
 class SourceError(Exception):
     """A key source could not do what was asked (wrong PIN, missing token, missing handle …)."""
 
@@ -139,6 +179,18 @@ class KeySource(ABC):
 
     @abstractmethod
     def describe(self, handle: str) -> MaterialInfo: ...
+
+    # Proofs of possession (`keyplan verify`): computed where the material lives, never
+    # returning it. A source that cannot compute one raises SourceError saying why.
+
+    def public_key(self, request: PublicKeyRequest) -> PublicKeyResponse:
+        raise SourceError(f"{self.address} cannot show the public key of its material", "This key source offers no proofs.")
+
+    def mac(self, request: MacRequest) -> MacResponse:
+        raise SourceError(f"{self.address} cannot compute a MAC with its material", "This key source offers no proofs.")
+
+    def aes_gcm_encrypt(self, request: AesGcmRequest) -> AesGcmResponse:
+        raise SourceError(f"{self.address} cannot encrypt with its material", "This key source offers no proofs.")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions and files."""
@@ -401,6 +453,46 @@ class CancelDeletionRequest(_Model):
     remote_id: str
 
 
+class ProofMethod(StrEnum):
+    """How a target showed (or would show) which material it holds."""
+
+    PUBLIC_KEY = "public_key"  # the cloud's public key equals the source's
+    SIGNATURE = "signature"  # ... and the cloud's signature of a fresh challenge verifies under the source's
+    MAC = "mac"  # the cloud's MAC of a fresh challenge equals the source's
+    ENCRYPTION = "encryption"  # AES-GCM: the cloud's ciphertext equals the source's under the same IV, and back
+    REIMPORT = "reimport"  # the cloud accepted the same material again as this key's (it refuses any other)
+    NONE = "none"  # no proof was possible
+
+
+class Verdict(StrEnum):
+    PROVEN = "proven"
+    MISMATCH = "mismatch"
+    CANNOT_PROVE = "cannot_prove"
+
+
+class MaterialProofRequest(_Model):
+    """Prove that one imported version of a remote key holds one material version of the source."""
+
+    remote_id: str
+    address: str
+    managed_by: str
+    key: KeySpec
+    material_version: int
+    fingerprint: str
+    remote_version_id: str | None = None  # the version to prove; None: the key's current material
+    challenge: bytes  # random, fresh for every run: what the cloud and the source both sign, MAC or encrypt
+    offer: WrapOffer | None = None  # how the source can send this material here (for re-import proofs)
+    valid_to: datetime | None = None  # re-import proofs: the expiry to keep (or set) on the material
+
+
+class MaterialProof(_Model):
+    verdict: Verdict
+    method: ProofMethod
+    detail: str  # what was compared, or why it could not be; never anything derived from material
+    remote_version_id: str | None = None  # the version the cloud proved (re-import proofs name it)
+    expires_at: datetime | None = None
+
+
 class ErrorKind(StrEnum):
     RETRYABLE = "retryable"  # throttling, 5xx, timeouts: retry with backoff
     CONFLICT = "conflict"  # name held, concurrent change, invalid state
@@ -480,5 +572,48 @@ class Provider(ABC):
         """Every imported (BYOK) key visible to this provider, managed by keyplan or not."""
         return []
 
+    def prove_material(self, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
+        """The strongest proof this cloud allows that the remote version holds the witness's
+        material, computed on the source side through `witness` (the material never leaves its
+        source). A cloud refusing an operation the proof needs (key disabled, usage) is a
+        CANNOT_PROVE verdict with the reason, never an exception, and never a changed key."""
+        return MaterialProof(
+            verdict=Verdict.CANNOT_PROVE, method=ProofMethod.NONE, detail=f"{self.address} offers no proof of material"
+        )
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop embedded emulators, close clients."""
+
+
+class MaterialWitness:
+    """The source side of a proof: one material version, reachable only through operations that
+    keep it inside its source. Providers call it while proving; it raises SourceError."""
+
+    def __init__(self, source: KeySource, handle: str, algorithm: Algorithm, fingerprint: str) -> None:
+        self._source = source
+        self._handle = handle
+        self.algorithm = algorithm
+        self.fingerprint = fingerprint
+
+    def __repr__(self) -> str:
+        return f"MaterialWitness({self._source.address}, {self.fingerprint})"
+
+    def public_key(self) -> bytes:
+        """DER SubjectPublicKeyInfo of the material's public half."""
+        return self._source.public_key(PublicKeyRequest(handle=self._handle, algorithm=self.algorithm)).spki
+
+    def mac(self, message: bytes) -> bytes:
+        return self._source.mac(MacRequest(handle=self._handle, algorithm=self.algorithm, message=message)).mac
+
+    def aes_gcm_encrypt(self, iv: bytes, plaintext: bytes, aad: bytes = b"") -> tuple[bytes, bytes]:
+        """(ciphertext, 16-byte tag)."""
+        response = self._source.aes_gcm_encrypt(
+            AesGcmRequest(handle=self._handle, algorithm=self.algorithm, iv=iv, plaintext=plaintext, aad=aad)
+        )
+        return response.ciphertext, response.tag
+
+    def wrap(self, method: WrapMethod, wrapping_public_key: bytes) -> bytes:
+        """The material wrapped for a cloud, as for an import (re-import proofs)."""
+        return self._source.wrap(
+            WrapRequest(handle=self._handle, algorithm=self.algorithm, method=method, wrapping_public_key=wrapping_public_key)
+        ).blob

@@ -1,6 +1,7 @@
 """The JSON Schemas of keyplan's documents (plan and `-json` plan output, state, drift report,
-policy report), generated from the models so they cannot drift from the code.
-`schemas/*.schema.json` are these, committed for readers and other tools; a test checks the committed files match.
+policy report, verification report), generated from the models so they cannot drift from the
+code. `schemas/*.schema.json` are these, committed for readers and other tools; a test checks
+the committed files match.
 
 Regenerate with: python -m keyplan.schemas
 """
@@ -55,12 +56,14 @@ def state_schema() -> dict[str, Any]:
 def documents() -> dict[str, dict[str, Any]]:
     from keyplan.drift_report import drift_schema
     from keyplan.policy.report import policy_schema
+    from keyplan.verification import verify_schema
 
     return {
         "plan.schema.json": plan_schema(),
         "state.schema.json": state_schema(),
         "drift.schema.json": drift_schema(),
         "policy.schema.json": policy_schema(),
+        "verify.schema.json": verify_schema(),
     }
 
 

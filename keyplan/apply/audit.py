@@ -48,6 +48,10 @@ class AuditLog:
             finally:
                 os.close(fd)
 
+    def record(self, entry: dict[str, Any]) -> None:
+        """Append one entry made outside an apply's actions (`keyplan verify`'s proofs)."""
+        self._append(entry)
+
     def mutated(self, action: Action, outcome: str, remote_id: str | None) -> None:
         if not action.kind.remote:
             return

@@ -618,9 +618,9 @@ def emulator(
 def _register_command_groups() -> None:
     # Command groups kept in their own modules: HSM set-up, BYOK transfer files, review and
     # adoption workflows. Each adds its commands to the app (and to `keyplan state`).
-    from keyplan.cli import byok, check, hsm, review
+    from keyplan.cli import byok, check, hsm, review, verify
 
-    for module in (hsm, byok, review, check):
+    for module in (hsm, byok, review, check, verify):
         module.register(app, state_app)
 
 

@@ -256,6 +256,28 @@ class KmsEmulator(EmulatorApp):
                     )
         return result
 
+    def swap_material(self, key: str, version: str | None) -> str | None:
+        key_id = key.rsplit("/", 1)[-1]
+        with self.store.transaction():
+            stored = self.store.get("keys", key_id)
+            if stored is None:
+                return None
+            wanted = version or stored.get("current_material_id")
+            record = next((m for m in stored["materials"] if m["id"] == wanted and m["secret"]), None)
+            if record is None:
+                return None
+            spec = KEY_SPECS[stored["spec"]]
+            material = _generate_material(spec)
+            try:
+                record.update(
+                    secret=base64.b64encode(material.reveal()).decode(),
+                    fingerprint=fingerprint_material(spec.kind, material),
+                )
+            finally:
+                material.wipe()
+            self.store.put("keys", key_id, stored)
+            return str(record["fingerprint"])
+
     # -- request context --------------------------------------------------------------------------
 
     def _region(self, request: Request) -> str:
@@ -722,7 +744,7 @@ class KmsEmulator(EmulatorApp):
                 "UnsupportedOperationException", "You cannot import new key material into asymmetric or HMAC KMS keys."
             )
         if import_type == "EXISTING_KEY_MATERIAL":
-            return self._reimport(key, material_id, body.get("KeyMaterialId"))
+            return self._reimport(key, material_id, material, body.get("KeyMaterialId"))
         if body.get("KeyMaterialId"):
             raise _validation("KeyMaterialId can only be specified for EXISTING_KEY_MATERIAL imports")
         if any(m["id"] == material_id for m in materials):
@@ -742,7 +764,7 @@ class KmsEmulator(EmulatorApp):
         return record
 
     @staticmethod
-    def _reimport(key: dict[str, Any], material_id: str, requested_id: Any) -> dict[str, Any]:
+    def _reimport(key: dict[str, Any], material_id: str, material: SecretBytes, requested_id: Any) -> dict[str, Any]:
         materials: list[dict[str, Any]] = key["materials"]
         if not materials:
             raise _validation("There is no key material to reimport; import with ImportType NEW_KEY_MATERIAL first")
@@ -752,7 +774,14 @@ class KmsEmulator(EmulatorApp):
                 raise KmsError("NotFoundException", f"Key material {requested_id} does not exist for {key['arn']}")
         else:
             target = next((m for m in materials if m["id"] == material_id), None)
-        if target is None or target["id"] != material_id:
+        # KMS compares the bytes with the material the key holds (or held, once expired or deleted).
+        if target is None:
+            same = False
+        elif target["secret"]:
+            same = hmac.compare_digest(base64.b64decode(target["secret"]), material.reveal())
+        else:
+            same = target["id"] == material_id
+        if target is None or not same:
             raise KmsError(
                 "IncorrectKeyMaterialException",
                 "The key material in the request is not the same key material that was previously imported into this KMS key.",
@@ -996,6 +1025,8 @@ class KmsEmulator(EmulatorApp):
 
     def _op_Decrypt(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         blob = _blob(body, "CiphertextBlob")
+        if body.get("EncryptionAlgorithm", "SYMMETRIC_DEFAULT") != "SYMMETRIC_DEFAULT":
+            return self._decrypt_asymmetric(region, body, blob)
         invalid = KmsError("InvalidCiphertextException", "The ciphertext is invalid or was not produced by this KMS.")
         prefix = len(CIPHERTEXT_MAGIC)
         if len(blob) < prefix + 16 + 32 + 12 + 16 or not blob.startswith(CIPHERTEXT_MAGIC):
@@ -1029,6 +1060,22 @@ class KmsEmulator(EmulatorApp):
             "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
             "KeyMaterialId": material_id,
         }
+
+    def _decrypt_asymmetric(self, region: str, body: dict[str, Any], blob: bytes) -> dict[str, Any]:
+        """RSAES_OAEP_SHA_1/_256 with an RSA ENCRYPT_DECRYPT key, which the request must name."""
+        algorithm = body["EncryptionAlgorithm"]
+        if algorithm not in ("RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"):
+            raise _validation(f"EncryptionAlgorithm {algorithm} is not valid")
+        if not body.get("KeyId"):
+            raise _validation("KeyId is required to decrypt with an asymmetric KMS key")
+        key, private_key = self._private_key(region, body)
+        self._require_usage(key, "ENCRYPT_DECRYPT", MaterialKind.RSA)
+        digest = _HASHES[algorithm.removeprefix("RSAES_OAEP_")]()
+        try:
+            plaintext = private_key.decrypt(blob, padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None))
+        except ValueError:
+            raise KmsError("InvalidCiphertextException", "The ciphertext is invalid for this KMS key.") from None
+        return {"Plaintext": base64.b64encode(plaintext).decode(), "KeyId": key["arn"], "EncryptionAlgorithm": algorithm}
 
     def _require_usage(self, key: dict[str, Any], usage: str, kind: MaterialKind | None = None) -> None:
         spec = KEY_SPECS[key["spec"]]

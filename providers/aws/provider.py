@@ -45,6 +45,9 @@ from keyplan.provider import (
     KeyLifecycleSupport,
     KeySpec,
     KeyState,
+    MaterialProof,
+    MaterialProofRequest,
+    MaterialWitness,
     PrerequisiteRecord,
     PromoteVersionRequest,
     Provider,
@@ -780,6 +783,11 @@ class AwsKmsProvider(Provider):
             metadata = self._call("DescribeKey", request.remote_id, KeyId=request.remote_id)["KeyMetadata"]
             if metadata.get("KeyState") == "PendingDeletion":
                 raise
+
+    def prove_material(self, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
+        from providers.aws.proof import prove
+
+        return prove(self, request, witness)
 
     def close(self) -> None:
         client = getattr(self, "_client", None)

@@ -70,3 +70,9 @@ class EmulatorApp(ABC):
     def material_fingerprints(self) -> list[dict[str, Any]]:
         """Every imported material the emulator holds: `{"key": …, "version": …, "fingerprint": …}`."""
         return []
+
+    def swap_material(self, key: str, version: str | None) -> str | None:
+        """Test-only: replace the material of `key` (one of its versions, or the current one)
+        with fresh material of the same type, as if changed behind keyplan's back, keeping every
+        id. Returns the new material's fingerprint, or None when there is no such material."""
+        return None

@@ -177,6 +177,12 @@ class EmulatorServer:
             )
         if path == "/_emulator/materials" and request.method == "GET":
             return Response.json({"materials": self.app.material_fingerprints()})
+        if path == "/_emulator/swap-material" and request.method == "POST":
+            body = request.json()
+            swapped = self.app.swap_material(str(body.get("key", "")), body.get("version"))
+            if swapped is None:
+                return Response.json({"error": "no such imported material"}, status=404)
+            return Response.json({"fingerprint": swapped})
         return Response.json({"error": f"no control endpoint {request.method} {path}"}, status=404)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:

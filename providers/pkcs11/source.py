@@ -8,19 +8,40 @@ shared logged-in session serves all of the apply walker's threads.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar, cast
 
-from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass, PrivateKey, PublicKey, SecretKey, Session, Token
+from pkcs11 import (
+    Attribute,
+    KeyType,
+    Mechanism,
+    MechanismFlag,
+    ObjectClass,
+    PrivateKey,
+    PublicKey,
+    SecretKey,
+    Session,
+    Token,
+)
 from pkcs11 import exceptions as p11
+from pkcs11.mechanisms import GCMParams
+from pkcs11.types import EncryptMixin, SignMixin
 
 from keyplan.algorithms import Algorithm, MaterialKind
 from keyplan.crypto.fingerprint import spki_fingerprint
 from keyplan.crypto.wrap import direct_oaep_limit, load_wrapping_key
 from keyplan.provider import (
+    AesGcmRequest,
+    AesGcmResponse,
     GeneratedMaterial,
     GenerateRequest,
     KeySource,
+    MacRequest,
+    MacResponse,
     MaterialInfo,
+    PublicKeyRequest,
+    PublicKeyResponse,
     SourceCapabilities,
     SourceError,
     WrappedMaterial,
@@ -34,6 +55,7 @@ from providers.pkcs11.objects import (
     find_object,
     find_target,
     public_fingerprint,
+    public_key_spki,
     secret_fingerprint,
 )
 from providers.pkcs11.probe import TokenFeatures, probe_token
@@ -42,6 +64,15 @@ from providers.pkcs11.wrapping import find_trusted_wrapping_key, import_wrapping
 
 # Debug lines name handles, fingerprints, mechanisms and sizes: never material, never a PIN.
 log = logging.getLogger("keyplan.pkcs11")
+
+T = TypeVar("T")
+
+_HMAC_MECHANISMS = {
+    "HMAC_SHA224": Mechanism.SHA224_HMAC,
+    "HMAC_SHA256": Mechanism.SHA256_HMAC,
+    "HMAC_SHA384": Mechanism.SHA384_HMAC,
+    "HMAC_SHA512": Mechanism.SHA512_HMAC,
+}
 
 
 class Pkcs11Source(KeySource):
@@ -259,6 +290,65 @@ class Pkcs11Source(KeySource):
                 "token disagree; generate new material for this key.",
             )
         return target
+
+    # ---- proofs: computed inside the token; the key never leaves it --------------------------
+
+    def public_key(self, request: PublicKeyRequest) -> PublicKeyResponse:
+        """SubjectPublicKeyInfo built from the public key object's CKA_MODULUS / CKA_EC_POINT."""
+        handle = self._parse(request.handle)
+
+        def read(session: Session) -> bytes:
+            self._target(session, handle, request.algorithm)  # the private half is still there
+            public = find_object(session, handle, ObjectClass.PUBLIC_KEY)
+            if not isinstance(public, PublicKey):
+                raise SourceError(
+                    "The public key object is missing from the PKCS#11 token",
+                    f"{handle.label!r} has a private key but no public key object, so the token cannot show "
+                    "its public half. Restore the token from its backup.",
+                )
+            try:
+                return public_key_spki(public)
+            except ValueError as exc:
+                raise SourceError("Cannot read the public key in the PKCS#11 token", str(exc)) from None
+
+        return PublicKeyResponse(spki=self._in_token(handle, "reading the public key of", read))
+
+    def mac(self, request: MacRequest) -> MacResponse:
+        """C_Sign with the HMAC mechanism of the algorithm (keyplan creates HMAC keys with CKA_SIGN)."""
+        handle = self._parse(request.handle)
+        mechanism = _HMAC_MECHANISMS.get(request.algorithm.name)
+        if mechanism is None:
+            raise SourceError(f"No MAC proof for {request.algorithm.name} material", "MAC proofs apply to HMAC keys.")
+
+        def sign(session: Session) -> bytes:
+            key = self._target(session, handle, request.algorithm)
+            return bytes(cast(SignMixin, key).sign(request.message, mechanism=mechanism))
+
+        return MacResponse(mac=self._in_token(handle, "computing a MAC with", sign))
+
+    def aes_gcm_encrypt(self, request: AesGcmRequest) -> AesGcmResponse:
+        """C_Encrypt with CKM_AES_GCM and the given IV (keyplan creates AES keys with CKA_ENCRYPT)."""
+        handle = self._parse(request.handle)
+        if request.algorithm.kind is not MaterialKind.SYMMETRIC:
+            raise SourceError(f"No encryption proof for {request.algorithm.name} material", "It applies to AES keys.")
+
+        def encrypt(session: Session) -> bytes:
+            key = self._target(session, handle, request.algorithm)
+            parameters = GCMParams(request.iv, request.aad or None, 128)
+            sealed = cast(EncryptMixin, key).encrypt(request.plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=parameters)
+            assert isinstance(sealed, bytes)
+            return sealed
+
+        sealed = self._in_token(handle, "encrypting with", encrypt)
+        return AesGcmResponse(ciphertext=sealed[:-16], tag=sealed[-16:])
+
+    def _in_token(self, handle: TokenHandle, doing: str, work: Callable[[Session], T]) -> T:
+        with self._library.lock:
+            session = self._open_session()
+            try:
+                return work(session)
+            except p11.PKCS11Error as exc:
+                raise token_error(f"{doing} {handle.label}", exc, token=self._settings.token_label) from None
 
     # ---- describe and close -------------------------------------------------------------------
 

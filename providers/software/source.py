@@ -4,17 +4,31 @@ wraps it for a cloud with keyplan's own wrap formats. The material is decrypted 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from keyplan.algorithms import ALGORITHMS
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from keyplan.algorithms import ALGORITHMS, Algorithm, MaterialKind
 from keyplan.crypto.fingerprint import fingerprint_material
+from keyplan.crypto.secret import SecretBytes
 from keyplan.crypto.wrap import WrapMethod, wrap
 from keyplan.provider import (
+    AesGcmRequest,
+    AesGcmResponse,
     GeneratedMaterial,
     GenerateRequest,
     KeySource,
+    MacRequest,
+    MacResponse,
     MaterialInfo,
+    PublicKeyRequest,
+    PublicKeyResponse,
     SourceCapabilities,
     SourceError,
     WrappedMaterial,
@@ -22,6 +36,8 @@ from keyplan.provider import (
 )
 from providers.software.keystore import Keystore, KeystoreEntry, MasterKey
 from providers.software.material import generate_material
+
+T = TypeVar("T")
 
 CAPABILITIES = SourceCapabilities(
     algorithms=frozenset(ALGORITHMS),
@@ -58,32 +74,78 @@ class SoftwareSource(KeySource):
         return GeneratedMaterial(handle=handle, fingerprint=fingerprint, created_at=created_at)
 
     def wrap(self, request: WrapRequest) -> WrappedMaterial:
-        found = self._entry(request.handle)
+        def wrap_material(material: SecretBytes) -> bytes:
+            try:
+                return wrap(request.method, request.wrapping_public_key, material)
+            except ValueError as exc:
+                raise SourceError(
+                    f"Cannot wrap {request.algorithm.name} material with {request.method.value}",
+                    f"{exc}. Choose a method the target accepts that can carry this material "
+                    "(an RSA_AES_KEY_WRAP method carries any size).",
+                ) from None
+
+        return WrappedMaterial(method=request.method, blob=self._with_material(request.handle, request.algorithm, wrap_material))
+
+    # ---- proofs: computed in memory, the material wiped afterwards ----------------------------
+
+    def public_key(self, request: PublicKeyRequest) -> PublicKeyResponse:
+        self._require(request.algorithm, MaterialKind.RSA, MaterialKind.EC)
+
+        def spki(material: SecretBytes) -> bytes:
+            private_key = serialization.load_der_private_key(material.reveal(), password=None)
+            return private_key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+
+        return PublicKeyResponse(spki=self._with_material(request.handle, request.algorithm, spki))
+
+    def mac(self, request: MacRequest) -> MacResponse:
+        self._require(request.algorithm, MaterialKind.HMAC)
+        digest = getattr(hashlib, request.algorithm.name.removeprefix("HMAC_").lower())
+
+        def compute(material: SecretBytes) -> bytes:
+            return hmac.new(material.reveal(), request.message, digest).digest()
+
+        return MacResponse(mac=self._with_material(request.handle, request.algorithm, compute))
+
+    def aes_gcm_encrypt(self, request: AesGcmRequest) -> AesGcmResponse:
+        self._require(request.algorithm, MaterialKind.SYMMETRIC)
+
+        def encrypt(material: SecretBytes) -> bytes:
+            return AESGCM(material.reveal()).encrypt(request.iv, request.plaintext, request.aad or None)
+
+        sealed = self._with_material(request.handle, request.algorithm, encrypt)
+        return AesGcmResponse(ciphertext=sealed[:-16], tag=sealed[-16:])
+
+    @staticmethod
+    def _require(algorithm: Algorithm, *kinds: MaterialKind) -> None:
+        if algorithm.kind not in kinds:
+            raise SourceError(
+                f"No such proof for {algorithm.name} material",
+                f"This proof applies to {' or '.join(k.value for k in kinds)} keys.",
+            )
+
+    def _with_material(self, handle: str, algorithm: Algorithm, work: Callable[[SecretBytes], T]) -> T:
+        """`work` over the decrypted material of `handle`, wiped afterwards."""
+        found = self._entry(handle)
         if found is None:
             raise SourceError(
                 "Key material not found in the software keystore",
-                f"The handle {request.handle!r} is not in {self._keystore.path}. The keystore was "
+                f"The handle {handle!r} is not in {self._keystore.path}. The keystore was "
                 "replaced or the entry removed; generate new material for this key.",
             )
         entry, master = found
-        if entry.algorithm != request.algorithm.name:
+        if entry.algorithm != algorithm.name:
             raise SourceError(
                 "Key material has a different algorithm",
-                f"The handle {request.handle!r} holds {entry.algorithm} material, not "
-                f"{request.algorithm.name}. The state and the keystore disagree; generate new material.",
+                f"The handle {handle!r} holds {entry.algorithm} material, not "
+                f"{algorithm.name}. The state and the keystore disagree; generate new material.",
             )
-        material = self._keystore.open_entry(request.handle, entry, master)
+        material = self._keystore.open_entry(handle, entry, master)
         try:
-            blob = wrap(request.method, request.wrapping_public_key, material)
-        except ValueError as exc:
-            raise SourceError(
-                f"Cannot wrap {request.algorithm.name} material with {request.method.value}",
-                f"{exc}. Choose a method the target accepts that can carry this material "
-                "(an RSA_AES_KEY_WRAP method carries any size).",
-            ) from None
+            return work(material)
         finally:
             material.wipe()
-        return WrappedMaterial(method=request.method, blob=blob)
 
     def describe(self, handle: str) -> MaterialInfo:
         found = self._entry(handle)

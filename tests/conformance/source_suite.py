@@ -18,6 +18,9 @@ too, and the source must refuse it with a `SourceError` (never a crash, never a 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,11 +28,22 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyplan.algorithms import ALGORITHMS, Algorithm, MaterialKind
 from keyplan.crypto import SecretBytes, fingerprint_material
+from keyplan.crypto.fingerprint import spki_fingerprint
 from keyplan.crypto.wrap import WrapMethod, direct_oaep_limit, unwrap
-from keyplan.provider import GeneratedMaterial, GenerateRequest, KeySource, SourceError, WrapRequest
+from keyplan.provider import (
+    AesGcmRequest,
+    GeneratedMaterial,
+    GenerateRequest,
+    KeySource,
+    MacRequest,
+    PublicKeyRequest,
+    SourceError,
+    WrapRequest,
+)
 
 WRAPPING_KEY_BITS = 2048
 _FINGERPRINT_PREFIX = {
@@ -242,6 +256,62 @@ class KeySourceConformance:
         method = sorted(source.capabilities().wrap_methods)[0]
         with pytest.raises(SourceError):
             source.wrap(WrapRequest(handle=material.handle, algorithm=algorithm, method=method, wrapping_public_key=ec_spki))
+
+    # ---- proofs of possession (keyplan verify) ------------------------------------------------
+    # What the source computes is checked against the same computation over the material it
+    # wraps out (unwrapped here, as a cloud would), so a source answering for other material fails.
+
+    def unwrapped(
+        self, source: KeySource, algorithm: Algorithm, material: GeneratedMaterial, wrapping_key: tuple[rsa.RSAPrivateKey, bytes]
+    ) -> SecretBytes:
+        private_key, spki = wrapping_key
+        method = next(m for m in sorted(source.capabilities().wrap_methods, key=lambda m: -m.strength) if m.hybrid)
+        blob = source.wrap(WrapRequest(handle=material.handle, algorithm=algorithm, method=method, wrapping_public_key=spki)).blob
+        raw = unwrap(method, private_key, blob)
+        return raw if not algorithm.kind.asymmetric or source.capabilities().exact_pkcs8 else strip_pkcs8_padding(raw)
+
+    @pytest.mark.parametrize("name", sorted(ALGORITHMS))
+    def test_proof_operations_compute_with_the_material_the_source_holds(
+        self, source: KeySource, generated: GeneratedCache, wrapping_key: tuple[rsa.RSAPrivateKey, bytes], name: str
+    ) -> None:
+        algorithm = self.supported(source, name)
+        if algorithm is None:
+            return
+        material = generated.get(algorithm)
+        held = self.unwrapped(source, algorithm, material, wrapping_key)
+        message = os.urandom(32)
+        if algorithm.kind.asymmetric:
+            spki = source.public_key(PublicKeyRequest(handle=material.handle, algorithm=algorithm)).spki
+            assert spki_fingerprint(spki) == material.fingerprint
+            expected = serialization.load_der_private_key(held.reveal(), password=None).public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            assert spki == expected
+        elif algorithm.kind is MaterialKind.HMAC:
+            mac = source.mac(MacRequest(handle=material.handle, algorithm=algorithm, message=message)).mac
+            digest = algorithm.name.removeprefix("HMAC_").lower()
+            assert mac == hmac.new(held.reveal(), message, getattr(hashlib, digest)).digest()
+        else:
+            iv = os.urandom(12)
+            sealed = source.aes_gcm_encrypt(
+                AesGcmRequest(handle=material.handle, algorithm=algorithm, iv=iv, plaintext=message, aad=b"context")
+            )
+            assert len(sealed.tag) == 16
+            assert sealed.ciphertext + sealed.tag == AESGCM(held.reveal()).encrypt(iv, message, b"context")
+
+    def test_proof_operations_refuse_other_kinds_and_missing_handles(
+        self, source: KeySource, generated: GeneratedCache
+    ) -> None:
+        algorithm = self.aes(source)
+        material = generated.get(algorithm)
+        with pytest.raises(SourceError):
+            source.public_key(PublicKeyRequest(handle=material.handle, algorithm=algorithm))
+        with pytest.raises(SourceError):
+            source.mac(MacRequest(handle=material.handle, algorithm=algorithm, message=b"x"))
+        with pytest.raises(SourceError):
+            source.aes_gcm_encrypt(
+                AesGcmRequest(handle="key.never-generated/v1/000000000000", algorithm=algorithm, iv=bytes(12), plaintext=b"x")
+            )
 
     # ---- missing handles ----------------------------------------------------------------------
 

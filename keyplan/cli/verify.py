@@ -1,0 +1,63 @@
+"""`keyplan verify`: prove that each target holds exactly the material its key source holds
+(registered by keyplan.cli.main). Exit 0 when nothing mismatched, 2 when any target holds other
+material, 1 when a proof could not be tried (credentials, an unreachable endpoint)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from keyplan.cli import ui
+from keyplan.cli.main import (
+    Exit,
+    LockOpt,
+    LockTimeoutOpt,
+    NoColorOpt,
+    VarFileOpt,
+    VarOpt,
+    backend_for,
+    emit,
+    load,
+    read_state,
+    state_lock,
+)
+
+
+def register(app: typer.Typer, state_app: typer.Typer) -> None:
+    """Add this group's commands to the app."""
+    app.command("verify")(verify)
+
+
+def verify(
+    addresses: Annotated[
+        list[str] | None, typer.Argument(metavar="[ADDR]...", help="Key addresses to verify; all keys in state without.")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("-json", "--json", help="Print the results as JSON (schemas/verify.schema.json).")
+    ] = False,
+    parallelism: Annotated[int, typer.Option("-parallelism", "--parallelism", min=1, max=256)] = 10,
+    var: VarOpt = [],  # noqa: B006 - typer reads defaults
+    var_file: VarFileOpt = [],  # noqa: B006
+    lock: LockOpt = "true",
+    lock_timeout: LockTimeoutOpt = "0s",
+    no_color: NoColorOpt = False,
+) -> None:
+    """Prove, per key, target and imported version, that the cloud holds the source's material."""
+    from keyplan.verification import render_json, render_text, run_verify, warnings_for
+
+    config = load(var, var_file, no_color=no_color)
+    backend = backend_for(config)
+    with state_lock(backend, "verify", lock, lock_timeout):
+        state, _ = read_state(backend)
+        report = run_verify(config, state, addresses or [], parallelism=parallelism)
+    if json_output:
+        emit(render_json(report))
+    else:
+        ui.print_diagnostics([*warnings_for(report), *report.errors], no_color=no_color)
+        emit(render_text(report, colour=ui.use_colour(sys.stdout, no_color)))
+    if report.mismatches:
+        raise Exit(2)
+    if report.errors:
+        raise Exit(1)

@@ -1,0 +1,197 @@
+"""Proofs that an AWS KMS key holds keyplan's material (`keyplan verify`).
+
+- RSA and EC keys: GetPublicKey equals the source's public key; then, for SIGN_VERIFY keys, a
+  Sign of the run's fresh challenge verifies under the source's public key, and for
+  ENCRYPT_DECRYPT keys, KMS decrypts the challenge encrypted to the source's public key.
+- HMAC keys: GenerateMac of the challenge equals the source's HMAC of it.
+- Symmetric keys: KMS ciphertext blobs are an undocumented format, so the proof is the one AWS
+  documents for imported material: ImportKeyMaterial with ImportType EXISTING_KEY_MATERIAL
+  (for the version's KeyMaterialId) succeeds only when the bytes are the ones the key already
+  holds, and fails with IncorrectKeyMaterialException otherwise. The re-import keeps the
+  material's expiry, so the key is left as it was; material the key no longer holds (expired,
+  deleted) is not re-imported, since that would restore it.
+
+Disabled keys, keys pending deletion and operations the key usage forbids are answered by KMS
+with an error, which becomes a "cannot prove" verdict with KMS's reason.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from keyplan.algorithms import KeyUsage, MaterialKind
+from keyplan.crypto.proofs import SignatureScheme, oaep_encrypt, same_public_key, signature_verifies
+from keyplan.provider import (
+    ErrorKind,
+    ImportMaterialRequest,
+    ImportParametersRequest,
+    ImportPurpose,
+    MaterialProof,
+    MaterialProofRequest,
+    MaterialWitness,
+    ProofMethod,
+    ProviderError,
+    Verdict,
+    VersionState,
+)
+
+if TYPE_CHECKING:
+    from providers.aws.provider import AwsKmsProvider
+
+INCORRECT_MATERIAL = "IncorrectKeyMaterialException"
+_MATERIAL_ID = re.compile(r"[0-9a-f]{64}")
+_EC_SIGNING = {
+    "P-256": ("ECDSA_SHA_256", SignatureScheme.ECDSA_SHA256),
+    "P-384": ("ECDSA_SHA_384", SignatureScheme.ECDSA_SHA384),
+}
+
+
+def _verdict(verdict: Verdict, method: ProofMethod, detail: str, version: str | None = None) -> MaterialProof:
+    return MaterialProof(verdict=verdict, method=method, detail=detail, remote_version_id=version)
+
+
+def prove(provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
+    kind = request.key.algorithm.kind
+    if kind in (MaterialKind.RSA, MaterialKind.EC):
+        return _prove_asymmetric(provider, request, witness)
+    if kind is MaterialKind.HMAC:
+        return _prove_mac(provider, request, witness)
+    return _prove_by_reimport(provider, request, witness)
+
+
+def _prove_asymmetric(provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
+    remote_id = request.remote_id
+    answer = provider._call("GetPublicKey", remote_id, KeyId=remote_id)
+    source_spki = witness.public_key()
+    try:
+        same = same_public_key(bytes(answer["PublicKey"]), source_spki)
+    except ValueError:
+        return _verdict(Verdict.CANNOT_PROVE, ProofMethod.PUBLIC_KEY, "GetPublicKey answered no readable public key")
+    if not same:
+        return _verdict(
+            Verdict.MISMATCH, ProofMethod.PUBLIC_KEY, "the key's public key (GetPublicKey) differs from the source's"
+        )
+    try:
+        return _prove_use(provider, request, str(answer.get("KeyUsage")), source_spki)
+    except ProviderError as error:
+        if error.retryable or error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE):
+            raise
+        return _verdict(
+            Verdict.PROVEN,
+            ProofMethod.PUBLIC_KEY,
+            f"GetPublicKey equals the source's public key (a use of the key was refused: {error.summary})",
+        )
+
+
+def _prove_use(provider: AwsKmsProvider, request: MaterialProofRequest, usage: str, source_spki: bytes) -> MaterialProof:
+    """Beyond equal public keys: the key signs, or decrypts, as the source's private key would."""
+    remote_id = request.remote_id
+    if usage == "SIGN_VERIFY":
+        curve = request.key.algorithm.curve
+        signing, scheme = _EC_SIGNING[curve] if curve else ("RSASSA_PSS_SHA_256", SignatureScheme.RSA_PSS_SHA256)
+        signed = provider._call(
+            "Sign", remote_id, KeyId=remote_id, Message=request.challenge, MessageType="RAW", SigningAlgorithm=signing
+        )
+        if not signature_verifies(source_spki, scheme, request.challenge, bytes(signed["Signature"])):
+            return _verdict(
+                Verdict.MISMATCH,
+                ProofMethod.SIGNATURE,
+                f"the public keys match but the key's {signing} signature of a fresh challenge does not verify under it",
+            )
+        return _verdict(
+            Verdict.PROVEN,
+            ProofMethod.SIGNATURE,
+            f"GetPublicKey equals the source's public key, and a {signing} signature of a fresh challenge verifies "
+            "under it",
+        )
+    if usage == "ENCRYPT_DECRYPT" and request.key.usage is KeyUsage.DECRYPT:
+        sealed = oaep_encrypt(source_spki, request.challenge, "SHA-256")
+        opened = provider._call(
+            "Decrypt", remote_id, KeyId=remote_id, CiphertextBlob=sealed, EncryptionAlgorithm="RSAES_OAEP_SHA_256"
+        )
+        if bytes(opened["Plaintext"]) != request.challenge:
+            return _verdict(
+                Verdict.MISMATCH,
+                ProofMethod.ENCRYPTION,
+                "the public keys match but the key did not decrypt a challenge encrypted to the source's public key",
+            )
+        return _verdict(
+            Verdict.PROVEN,
+            ProofMethod.ENCRYPTION,
+            "GetPublicKey equals the source's public key, and the key decrypted a fresh challenge encrypted to it "
+            "(RSAES_OAEP_SHA_256)",
+        )
+    return _verdict(Verdict.PROVEN, ProofMethod.PUBLIC_KEY, "GetPublicKey equals the source's public key")
+
+
+def _prove_mac(provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
+    algorithm = "HMAC_SHA_" + request.key.algorithm.name.removeprefix("HMAC_SHA")
+    answer = provider._call(
+        "GenerateMac", request.remote_id, KeyId=request.remote_id, Message=request.challenge, MacAlgorithm=algorithm
+    )
+    if bytes(answer["Mac"]) != witness.mac(request.challenge):
+        return _verdict(
+            Verdict.MISMATCH, ProofMethod.MAC, f"the key's {algorithm} of a fresh challenge differs from the source's"
+        )
+    return _verdict(Verdict.PROVEN, ProofMethod.MAC, f"the key's {algorithm} of a fresh challenge equals the source's")
+
+
+def _prove_by_reimport(provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
+    remote_id = request.remote_id
+    live = provider._read_key(remote_id, (), {}, with_versions=True)
+    version_id = request.remote_version_id if _MATERIAL_ID.fullmatch(request.remote_version_id or "") else None
+    version_id = version_id or live.current_version
+    version = next((v for v in live.versions or () if v.version_id == version_id), None)
+    if version is None or version.state not in (VersionState.ENABLED, VersionState.PENDING_ROTATION):
+        held = version.state.value.replace("_", " ") if version else "not listed"
+        return _verdict(
+            Verdict.CANNOT_PROVE,
+            ProofMethod.REIMPORT,
+            f"the key does not hold this material now ({held}); re-importing it would restore it, which verify does "
+            "not do (keyplan apply does)",
+        )
+    if request.offer is None:
+        return _verdict(
+            Verdict.CANNOT_PROVE, ProofMethod.REIMPORT, "the key source cannot send this material to AWS KMS"
+        )
+    parameters = provider.get_import_parameters(
+        ImportParametersRequest(remote_id=remote_id, key=request.key, offer=request.offer)
+    )
+    wrapped = witness.wrap(parameters.method, parameters.wrapping_public_key)
+    try:
+        provider.import_material(
+            ImportMaterialRequest(
+                remote_id=remote_id,
+                address=request.address,
+                managed_by=request.managed_by,
+                key=request.key,
+                parameters=parameters,
+                wrapped=wrapped,
+                purpose=ImportPurpose.REIMPORT,
+                reimport_version_id=version.version_id,
+                valid_to=version.expires_at,  # the expiry it has: the key is left as it was
+            )
+        )
+    except ProviderError as error:
+        if error.code == INCORRECT_MATERIAL:
+            return _verdict(
+                Verdict.MISMATCH,
+                ProofMethod.REIMPORT,
+                f"AWS KMS refused this material as the key's material {_short(version.version_id)} "
+                f"({INCORRECT_MATERIAL}): the key holds other material",
+                version.version_id,
+            )
+        raise
+    return _verdict(
+        Verdict.PROVEN,
+        ProofMethod.REIMPORT,
+        f"AWS KMS accepted this material again as the key's material {_short(version.version_id)} "
+        "(EXISTING_KEY_MATERIAL); it accepts only the identical bytes",
+        version.version_id,
+    )
+
+
+def _short(version_id: str) -> str:
+    return version_id[:12] + "…" if len(version_id) > 16 else version_id
+
