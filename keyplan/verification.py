@@ -30,6 +30,7 @@ from keyplan.apply.audit import AUDIT_FILE, AuditLog
 from keyplan.config import key_spec
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostic, DiagnosticsError, Severity
+from keyplan.escaping import for_terminal
 from keyplan.plan.negotiate import negotiate
 from keyplan.provider import (
     ErrorKind,
@@ -336,7 +337,7 @@ def _mark(verdict: Verdict) -> str:
 
 def _printable(text: str) -> str:
     """Values from the configuration or a cloud, with control characters escaped for a terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return for_terminal(text)
 
 
 def verify_schema() -> dict[str, Any]:
