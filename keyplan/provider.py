@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -196,16 +196,22 @@ class KeySource(ABC):
         """Release sessions and files."""
 
 
-class SourcePlugin(ABC):
+SourceSettingsT = TypeVar("SourceSettingsT", bound=PluginSettings)
+
+
+class SourcePlugin(ABC, Generic[SourceSettingsT]):
+    """The static half of a key source, generic over its settings model: the core validates a
+    `source` block with `settings_model` and hands the plugin that very type."""
+
     kind: ClassVar[str]
-    settings_model: ClassVar[type[PluginSettings]]
+    settings_model: type[SourceSettingsT]
 
     @abstractmethod
-    def declared_capabilities(self, settings: PluginSettings) -> SourceCapabilities:
+    def declared_capabilities(self, settings: SourceSettingsT) -> SourceCapabilities:
         """What the source can do, known without opening it (used by `validate`)."""
 
     @abstractmethod
-    def open(self, settings: PluginSettings, context: RuntimeContext) -> KeySource: ...
+    def open(self, settings: SourceSettingsT, context: RuntimeContext) -> KeySource: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,40 +269,46 @@ class KeyLifecycleSupport(_Model):
     expiry: bool = True  # imported material can be given an expiry time
 
 
-class ProviderPlugin(ABC):
+ProviderSettingsT = TypeVar("ProviderSettingsT", bound=ProviderSettings)
+
+
+class ProviderPlugin(ABC, Generic[ProviderSettingsT]):
+    """The static half of a provider, generic over its settings model: the core validates a
+    `provider` block with `settings_model` and hands every method that very type."""
+
     kind: ClassVar[str]
-    settings_model: ClassVar[type[ProviderSettings]]
+    settings_model: type[ProviderSettingsT]
 
     @abstractmethod
-    def check_key(self, settings: ProviderSettings, address: str, key: KeySpec) -> Diagnostics:
+    def check_key(self, settings: ProviderSettingsT, address: str, key: KeySpec) -> Diagnostics:
         """Static checks for one key at this target: algorithm and usage importable, labels legal
         (reserved tags included), rotation and expiry supported. `address` is the target's
         provider address. Diagnostics carry `key.range`."""
 
     @abstractmethod
-    def wrap_offers(self, settings: ProviderSettings, algorithm: Algorithm) -> list[WrapOffer]:
+    def wrap_offers(self, settings: ProviderSettingsT, algorithm: Algorithm) -> list[WrapOffer]:
         """Every accepted method for this algorithm, most preferred first; [] if not importable."""
 
-    def prerequisites(self, settings: ProviderSettings, key: KeySpec, offer: WrapOffer) -> list[PrerequisiteSpec]:
+    def prerequisites(self, settings: ProviderSettingsT, key: KeySpec, offer: WrapOffer) -> list[PrerequisiteSpec]:
         """Shared objects an import of `key` with `offer` needs. Default: none (AWS)."""
         return []
 
-    def metadata_fields(self, settings: ProviderSettings) -> frozenset[str]:
+    def metadata_fields(self, settings: ProviderSettingsT) -> frozenset[str]:
         """Which of labels, aliases, description, enabled this cloud keeps; the planner compares
         only these, so a cloud without aliases never shows a perpetual diff."""
         return frozenset({"labels", "aliases", "description", "enabled"})
 
-    def lifecycle_support(self, settings: ProviderSettings, key: KeySpec) -> KeyLifecycleSupport:
+    def lifecycle_support(self, settings: ProviderSettingsT, key: KeySpec) -> KeyLifecycleSupport:
         """Whether this cloud can rotate the imported material of `key` and let it expire.
         Default: both."""
         return KeyLifecycleSupport()
 
-    def deletion_note(self, settings: ProviderSettings) -> str:
+    def deletion_note(self, settings: ProviderSettingsT) -> str:
         """What 'schedule deletion' means at this cloud, shown in plans."""
         return "scheduled for deletion"
 
     @abstractmethod
-    def open(self, settings: ProviderSettings, context: RuntimeContext) -> Provider: ...
+    def open(self, settings: ProviderSettingsT, context: RuntimeContext) -> Provider: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,6 +538,30 @@ class ProviderError(Exception):
     @property
     def retryable(self) -> bool:
         return self.kind is ErrorKind.RETRYABLE
+
+
+class PluginAnswerError(Exception):
+    """A plugin answered something the contract does not allow (the wrong response model, a
+    prerequisite other than the one asked for, material wrapped with another method). This is a
+    fault in the plugin, not in keyplan nor in the user's configuration; keyplan reports it as
+    a diagnostic naming the plugin."""
+
+    def __init__(self, plugin: str, problem: str) -> None:
+        super().__init__(f"{plugin}: {problem}")
+        self.plugin = plugin  # the plugin's address, e.g. the provider block it was opened for
+        self.problem = problem
+
+    @property
+    def summary(self) -> str:
+        return f"{self.plugin} gave an answer keyplan cannot use"
+
+    @property
+    def detail(self) -> str:
+        return (
+            f"{self.problem}. This is a fault in the plugin behind {self.plugin}, not in the configuration: "
+            "report it to the plugin's authors with this message. Nothing was recorded for this step; "
+            "run `keyplan plan` to see what is left."
+        )
 
 
 class Provider(ABC):

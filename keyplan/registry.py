@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 from importlib.metadata import entry_points
+from typing import Any
 
 from keyplan.provider import ProviderPlugin, SourcePlugin
 
@@ -38,7 +39,7 @@ def source_kinds() -> tuple[str, ...]:
 
 
 @cache
-def provider_plugin(kind: str) -> ProviderPlugin | None:
+def provider_plugin(kind: str) -> ProviderPlugin[Any] | None:
     spec = _table("keyplan.providers", _BUILTIN_PROVIDERS).get(kind)
     if spec is None:
         return None
@@ -48,7 +49,7 @@ def provider_plugin(kind: str) -> ProviderPlugin | None:
 
 
 @cache
-def source_plugin(kind: str) -> SourcePlugin | None:
+def source_plugin(kind: str) -> SourcePlugin[Any] | None:
     spec = _table("keyplan.sources", _BUILTIN_SOURCES).get(kind)
     if spec is None:
         return None

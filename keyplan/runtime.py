@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -27,8 +28,10 @@ from keyplan.provider import (
 )
 from keyplan.registry import provider_plugin, source_plugin
 
+SettingsT = TypeVar("SettingsT", bound=PluginSettings)
 
-def _settings(block: PluginBlock, model: type[PluginSettings]) -> PluginSettings:
+
+def _settings(block: PluginBlock, model: type[SettingsT]) -> SettingsT:
     try:
         return model.model_validate(block.attributes)
     except ValidationError as exc:
@@ -55,16 +58,14 @@ class Session:
     def context(self, address: str) -> RuntimeContext:
         return RuntimeContext(address=address, working_dir=self.working_dir, data_dir=self.data_dir, log=self.log)
 
-    def provider_plugin(self, address: str) -> tuple[ProviderPlugin, ProviderSettings]:
+    def provider_plugin(self, address: str) -> tuple[ProviderPlugin[Any], ProviderSettings]:
         block = self.config.providers[address]
         plugin = provider_plugin(block.kind)
         if plugin is None:
             raise DiagnosticsError.single(f"Unknown provider kind {block.kind!r}", range=block.range)
-        settings = _settings(block, plugin.settings_model)
-        assert isinstance(settings, ProviderSettings)
-        return plugin, settings
+        return plugin, _settings(block, plugin.settings_model)
 
-    def source_plugin(self, address: str) -> tuple[SourcePlugin, PluginSettings]:
+    def source_plugin(self, address: str) -> tuple[SourcePlugin[Any], PluginSettings]:
         block = self.config.sources[address]
         plugin = source_plugin(block.kind)
         if plugin is None:

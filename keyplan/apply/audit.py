@@ -74,7 +74,7 @@ class AuditLog:
                 "action": action.kind.value,
                 "address": action.address,
                 "target": action.target,
-                "remote_id": action.args.get("remote_id"),
+                "remote_id": action.remote_id,
                 "outcome": "failed",
                 "detail": diagnostic.summary,
             }

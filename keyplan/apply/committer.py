@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 from keyplan.state.local import JournalEntry, LocalBackend
 from keyplan.state.model import State
+
+T = TypeVar("T")
 
 
 class StateCommitter:
@@ -89,6 +92,7 @@ class StateCommitter:
         self._written = self._dirty
         self.writes += 1
 
-    def read(self, view: Callable[[State], object]) -> object:
+    def read(self, view: Callable[[State], T]) -> T:
+        """A consistent look at the state as it is now (between mutations)."""
         with self._cond:
             return view(self.state)

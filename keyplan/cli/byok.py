@@ -17,7 +17,7 @@ import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 from urllib.parse import urlsplit
 
 import typer
@@ -225,7 +225,7 @@ def _range(config: Config, address: str) -> SourceRange | None:
 
 
 def _offer(
-    plugin: ProviderPlugin, settings: ProviderSettings, spec: KeySpec, source: KeySource, vault: str
+    plugin: ProviderPlugin[Any], settings: ProviderSettings, spec: KeySpec, source: KeySource, vault: str
 ) -> WrapOffer:
     """The wrap method, negotiated as plan does: the source must be able to wrap this key with
     the one method Azure accepts."""

@@ -239,7 +239,7 @@ def _planned_imports(plan: Plan, addresses: list[str], targets: list[str]) -> li
         if targets and action.target not in targets:
             continue
         found[(action.address, action.target)] = _Import(
-            action.address, action.target, WrapOffer.model_validate(action.args["offer"])
+            action.address, action.target, action.args.offer
         )
     return [found[k] for k in sorted(found)]
 

@@ -70,7 +70,7 @@ def validate_config(config: Config) -> Diagnostics:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_source(block: PluginBlock, diagnostics: Diagnostics) -> tuple[SourcePlugin, SourceCapabilities] | None:
+def _check_source(block: PluginBlock, diagnostics: Diagnostics) -> tuple[SourcePlugin[Any], SourceCapabilities] | None:
     plugin = _load_plugin(block, "source", diagnostics)
     if not isinstance(plugin, SourcePlugin):
         return None
@@ -82,7 +82,7 @@ def _check_source(block: PluginBlock, diagnostics: Diagnostics) -> tuple[SourceP
 
 def _check_provider(
     block: PluginBlock, diagnostics: Diagnostics
-) -> tuple[ProviderPlugin, ProviderSettings] | None:
+) -> tuple[ProviderPlugin[Any], ProviderSettings] | None:
     plugin = _load_plugin(block, "provider", diagnostics)
     if not isinstance(plugin, ProviderPlugin):
         return None
@@ -92,7 +92,7 @@ def _check_provider(
     return plugin, settings
 
 
-def _load_plugin(block: PluginBlock, role: str, diagnostics: Diagnostics) -> SourcePlugin | ProviderPlugin | None:
+def _load_plugin(block: PluginBlock, role: str, diagnostics: Diagnostics) -> SourcePlugin[Any] | ProviderPlugin[Any] | None:
     kinds = registry.source_kinds() if role == "source" else registry.provider_kinds()
     if block.kind not in kinds:
         diagnostics.error(
@@ -166,8 +166,8 @@ def _settings_error(block: PluginBlock, error: Any, fields: list[str], role: str
 def _check_key(
     key: KeyConfig,
     config: Config,
-    sources: dict[str, tuple[SourcePlugin, SourceCapabilities]],
-    providers: dict[str, tuple[ProviderPlugin, ProviderSettings]],
+    sources: dict[str, tuple[SourcePlugin[Any], SourceCapabilities]],
+    providers: dict[str, tuple[ProviderPlugin[Any], ProviderSettings]],
     diagnostics: Diagnostics,
 ) -> None:
     algorithm = get_algorithm(key.algorithm)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from keyplan.diagnostics import Diagnostics, SourceRange
 from keyplan.plan.model import (
@@ -49,7 +50,7 @@ class DesiredKey:
 @dataclass(frozen=True)
 class TargetInfo:
     address: str
-    plugin: ProviderPlugin
+    plugin: ProviderPlugin[Any]
     settings: ProviderSettings
 
 
@@ -83,7 +84,7 @@ class TargetWork:
     reimport_version_id: str | None = None
     promote: bool = False
     update: bool = False
-    delete: bool = False
+    delete: str | None = None  # the remote id to schedule for deletion
     offer: WrapOffer | None = None
     prerequisites: list[PrerequisiteSpec] = field(default_factory=list)
     live: RemoteKey | None = None
@@ -481,7 +482,7 @@ class _Differ:
             change.actions = [ChangeAction.FORGET]
             change.reason += "; already deleted or never created remotely, only removed from state"
         else:
-            tw.delete = True
+            tw.delete = target_record.remote_id
         self.changes.append(change)
         work.targets.append(tw)
 

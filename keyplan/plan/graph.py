@@ -12,7 +12,33 @@ from __future__ import annotations
 import networkx as nx
 
 from keyplan.plan.diff import KeyWork, TargetWork
-from keyplan.plan.model import Action, ActionKind
+from keyplan.plan.model import (
+    Action,
+    ActionKind,
+    AdoptKey,
+    AdoptKeyArgs,
+    CancelDeletion,
+    CreateKey,
+    CreateKeyArgs,
+    EnsurePrerequisite,
+    EnsurePrerequisiteArgs,
+    ForgetKey,
+    ForgetKeyArgs,
+    GenerateMaterial,
+    GenerateMaterialArgs,
+    GetImportParameters,
+    GetImportParametersArgs,
+    ImportMaterial,
+    ImportMaterialArgs,
+    PromoteVersion,
+    PromoteVersionArgs,
+    RemoteKeyArgs,
+    ScheduleDeletion,
+    ScheduleDeletionArgs,
+    UpdateKey,
+    WrapMaterial,
+    WrapMaterialArgs,
+)
 
 
 class ActionGraph:
@@ -52,111 +78,146 @@ class _Builder:
         self.actions: list[Action] = []
         self._ids: set[str] = set()
 
-    def add(self, kind: ActionKind, ident: str, depends_on: list[str | None], **fields: object) -> str:
-        action_id = f"{kind.value} {ident}"
-        if action_id in self._ids:
-            return action_id
-        self._ids.add(action_id)
-        deps = sorted({d for d in depends_on if d})
-        self.actions.append(Action(id=action_id, kind=kind, depends_on=deps, **fields))
-        return action_id
+    def add(self, action: Action) -> str:
+        """Add an action unless one with its id is there already (shared prerequisites)."""
+        if action.id not in self._ids:
+            self._ids.add(action.id)
+            self.actions.append(action)
+        return action.id
 
     def key(self, work: KeyWork) -> None:
         generate = None
         if work.generate_version is not None:
             generate = self.add(
-                ActionKind.GENERATE_MATERIAL,
-                f"{work.address} v{work.generate_version}",
-                [],
-                address=work.address,
-                source=work.source,
-                args={"version": work.generate_version},
+                GenerateMaterial(
+                    id=_id(ActionKind.GENERATE_MATERIAL, f"{work.address} v{work.generate_version}"),
+                    address=work.address,
+                    source=work.source,
+                    args=GenerateMaterialArgs(version=work.generate_version),
+                )
             )
         finals: list[str | None] = []
         for tw in work.targets:
             finals.append(self.target(work, tw, generate))
         if work.forget:
-            self.add(ActionKind.FORGET_KEY, work.address, finals, address=work.address, args={})
+            self.add(
+                ForgetKey(id=_id(ActionKind.FORGET_KEY, work.address), address=work.address, depends_on=_deps(finals))
+            )
 
     def target(self, work: KeyWork, tw: TargetWork, generate: str | None) -> str | None:
         where = f"{tw.address} @ {tw.target}"
-        common = {"address": tw.address, "target": tw.target}
-        if tw.delete:
+        at = {"address": tw.address, "target": tw.target}
+        if tw.delete is not None:
             return self.add(
-                ActionKind.SCHEDULE_DELETION, where, [], **common, args={"remote_id": tw.change.remote_id}
+                ScheduleDeletion(
+                    id=_id(ActionKind.SCHEDULE_DELETION, where),
+                    **at,
+                    args=ScheduleDeletionArgs(remote_id=tw.delete),
+                )
             )
         if not any((tw.create, tw.adopt, tw.cancel_deletion, tw.import_purpose, tw.update, tw.promote)):
             # state-only removal of a target that is already gone
-            return self.add(ActionKind.FORGET_KEY, where, [], **common, args={"target_only": True})
+            return self.add(
+                ForgetKey(id=_id(ActionKind.FORGET_KEY, where), **at, args=ForgetKeyArgs(target_only=True))
+            )
         previous: str | None = None
         for spec in tw.prerequisites:
             previous = self.add(
-                ActionKind.ENSURE_PREREQUISITE,
-                f"{tw.target} {spec.id}",
-                [previous],
-                target=tw.target,
-                args={"spec": spec.model_dump(mode="json")},
+                EnsurePrerequisite(
+                    id=_id(ActionKind.ENSURE_PREREQUISITE, f"{tw.target} {spec.id}"),
+                    target=tw.target,
+                    args=EnsurePrerequisiteArgs(spec=spec),
+                    depends_on=_deps([previous]),
+                )
             )
         last_prerequisite = previous
         head: str | None = last_prerequisite
         if tw.adopt is not None:
             head = self.add(
-                ActionKind.ADOPT_KEY,
-                where,
-                [head],
-                **common,
-                args={
-                    "remote_id": tw.adopt.remote_id,
-                    "live": tw.adopt.model_dump(mode="json"),
-                    "material_version": tw.adopt_material_version,
-                },
+                AdoptKey(
+                    id=_id(ActionKind.ADOPT_KEY, where),
+                    **at,
+                    args=AdoptKeyArgs(
+                        remote_id=tw.adopt.remote_id, live=tw.adopt, material_version=tw.adopt_material_version
+                    ),
+                    depends_on=_deps([head]),
+                )
             )
         if tw.cancel_deletion:
             head = self.add(
-                ActionKind.CANCEL_DELETION, where, [head], **common, args={"remote_id": tw.change.remote_id}
+                CancelDeletion(
+                    id=_id(ActionKind.CANCEL_DELETION, where),
+                    **at,
+                    args=RemoteKeyArgs(remote_id=tw.change.remote_id),
+                    depends_on=_deps([head]),
+                )
             )
         if tw.create:
             # Material first, remote key second: a key that exists in a cloud always has its
             # material in state, so a crash right after CreateKey can be healed by adoption.
             head = self.add(
-                ActionKind.CREATE_KEY, where, [head, generate], **common, args={"replaces": tw.change.remote_id}
+                CreateKey(
+                    id=_id(ActionKind.CREATE_KEY, where),
+                    **at,
+                    args=CreateKeyArgs(replaces=tw.change.remote_id),
+                    depends_on=_deps([head, generate]),
+                )
             )
         if tw.import_purpose is not None and tw.import_version is not None and tw.offer is not None:
             version = tw.import_version
+            step = f"{where} v{version}"
             params = self.add(
-                ActionKind.GET_IMPORT_PARAMETERS,
-                f"{where} v{version}",
-                [head, last_prerequisite],
-                **common,
-                args={"offer": tw.offer.model_dump(mode="json")},
+                GetImportParameters(
+                    id=_id(ActionKind.GET_IMPORT_PARAMETERS, step),
+                    **at,
+                    args=GetImportParametersArgs(offer=tw.offer),
+                    depends_on=_deps([head, last_prerequisite]),
+                )
             )
             wrapped = self.add(
-                ActionKind.WRAP_MATERIAL,
-                f"{where} v{version}",
-                [params, generate],
-                **common,
-                source=work.source,
-                args={"version": version, "parameters_action": params},
+                WrapMaterial(
+                    id=_id(ActionKind.WRAP_MATERIAL, step),
+                    **at,
+                    source=work.source,
+                    args=WrapMaterialArgs(version=version, parameters_action=params),
+                    depends_on=_deps([params, generate]),
+                )
             )
             head = self.add(
-                ActionKind.IMPORT_MATERIAL,
-                f"{where} v{version}",
-                [wrapped],
-                **common,
-                args={
-                    "version": version,
-                    "purpose": tw.import_purpose.value,
-                    "reimport_version_id": tw.reimport_version_id,
-                    "parameters_action": params,
-                    "wrap_action": wrapped,
-                    "offer": tw.offer.model_dump(mode="json"),
-                },
+                ImportMaterial(
+                    id=_id(ActionKind.IMPORT_MATERIAL, step),
+                    **at,
+                    args=ImportMaterialArgs(
+                        version=version,
+                        purpose=tw.import_purpose,
+                        reimport_version_id=tw.reimport_version_id,
+                        parameters_action=params,
+                        wrap_action=wrapped,
+                        offer=tw.offer,
+                    ),
+                    depends_on=_deps([wrapped]),
+                )
             )
             if tw.promote:
-                head = self.add(ActionKind.PROMOTE_VERSION, f"{where} v{version}", [head], **common, args={"version": version})
+                head = self.add(
+                    PromoteVersion(
+                        id=_id(ActionKind.PROMOTE_VERSION, step),
+                        **at,
+                        args=PromoteVersionArgs(version=version),
+                        depends_on=_deps([head]),
+                    )
+                )
         if tw.update:
-            head = self.add(ActionKind.UPDATE_KEY, where, [head], **common, args={})
+            head = self.add(UpdateKey(id=_id(ActionKind.UPDATE_KEY, where), **at, depends_on=_deps([head])))
         return head
+
+
+def _id(kind: ActionKind, ident: str) -> str:
+    return f"{kind.value} {ident}"
+
+
+def _deps(depends_on: list[str | None]) -> list[str]:
+    return sorted({d for d in depends_on if d})
 
 
 def build_actions(work: list[KeyWork]) -> list[Action]:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from keyplan.crypto.wrap import WrapMethod
 from keyplan.diagnostics import Diagnostic
 from keyplan.policy.model import Finding
-from keyplan.provider import KeySpec
+from keyplan.provider import ImportPurpose, KeySpec, PrerequisiteSpec, RemoteKey, WrapOffer
 
 PLAN_FORMAT_VERSION = 1
 
@@ -126,7 +126,6 @@ class ActionKind(StrEnum):
     CANCEL_DELETION = "cancel_deletion"
     SCHEDULE_DELETION = "schedule_deletion"
     FORGET_KEY = "forget_key"
-    ACCEPT_LIVE = "accept_live"  # refresh-only: write the cloud's values into state
 
     @property
     def remote(self) -> bool:
@@ -136,17 +135,27 @@ class ActionKind(StrEnum):
             ActionKind.WRAP_MATERIAL,
             ActionKind.FORGET_KEY,
             ActionKind.ADOPT_KEY,
-            ActionKind.ACCEPT_LIVE,
         )
 
 
-class Action(_Model):
+# -- actions: one model per kind, told apart by `kind` -------------------------------------------
+#
+# Every action is `{id, kind, address, target, source, args, depends_on}`; `args` is a model of
+# its own per kind. Actions that need an address, target or source declare it required, so the
+# apply handlers never check for it.
+
+
+class NoArgs(_Model):
+    pass
+
+
+class BaseAction(_Model):
     id: str
     kind: ActionKind
     address: str | None = None
     target: str | None = None
     source: str | None = None
-    args: dict[str, Any] = {}
+    args: _Model  # each kind narrows this to its own model
     depends_on: list[str] = []
 
     @property
@@ -154,6 +163,208 @@ class Action(_Model):
         where = f" {self.address}" if self.address else ""
         at = f" @ {self.target}" if self.target else ""
         return f"{self.kind.value}{where}{at}"
+
+    @property
+    def remote_id(self) -> str | None:
+        """The remote key the action names at plan time, if any (audit entries of failures)."""
+        return None
+
+
+class MaterialVersionArgs(_Model):
+    version: int
+
+
+class GenerateMaterialArgs(MaterialVersionArgs):
+    pass
+
+
+class GenerateMaterial(BaseAction):
+    """Generate a new material version in the key's source (the material stays there)."""
+
+    kind: Literal[ActionKind.GENERATE_MATERIAL] = ActionKind.GENERATE_MATERIAL
+    address: str
+    source: str
+    args: GenerateMaterialArgs
+
+
+class EnsurePrerequisiteArgs(_Model):
+    spec: PrerequisiteSpec
+
+
+class EnsurePrerequisite(BaseAction):
+    """Find, reuse, create or replace a shared remote object (key ring, import job, KEK)."""
+
+    kind: Literal[ActionKind.ENSURE_PREREQUISITE] = ActionKind.ENSURE_PREREQUISITE
+    target: str
+    args: EnsurePrerequisiteArgs
+
+
+class CreateKeyArgs(_Model):
+    replaces: str | None = None  # the remote key a re-created key replaces, for the record
+
+
+class CreateKey(BaseAction):
+    kind: Literal[ActionKind.CREATE_KEY] = ActionKind.CREATE_KEY
+    address: str
+    target: str
+    args: CreateKeyArgs
+
+
+class AdoptKeyArgs(_Model):
+    remote_id: str
+    live: RemoteKey  # the key as the inventory showed it at plan time
+    material_version: int | None = None  # the material it was created for, if state holds it
+
+
+class AdoptKey(BaseAction):
+    """Record in state a remote key tagged with this address (created by an interrupted apply)."""
+
+    kind: Literal[ActionKind.ADOPT_KEY] = ActionKind.ADOPT_KEY
+    address: str
+    target: str
+    args: AdoptKeyArgs
+
+    @property
+    def remote_id(self) -> str | None:
+        return self.args.remote_id
+
+
+class GetImportParametersArgs(_Model):
+    offer: WrapOffer
+
+
+class GetImportParameters(BaseAction):
+    kind: Literal[ActionKind.GET_IMPORT_PARAMETERS] = ActionKind.GET_IMPORT_PARAMETERS
+    address: str
+    target: str
+    args: GetImportParametersArgs
+
+
+class WrapMaterialArgs(MaterialVersionArgs):
+    parameters_action: str  # the get_import_parameters action whose answer this wraps for
+
+
+class WrapMaterial(BaseAction):
+    kind: Literal[ActionKind.WRAP_MATERIAL] = ActionKind.WRAP_MATERIAL
+    address: str
+    target: str
+    source: str
+    args: WrapMaterialArgs
+
+
+class ImportMaterialArgs(MaterialVersionArgs):
+    purpose: ImportPurpose
+    reimport_version_id: str | None = None
+    parameters_action: str
+    wrap_action: str
+    offer: WrapOffer  # to fetch fresh parameters when the cloud says they expired
+
+
+class ImportMaterial(BaseAction):
+    kind: Literal[ActionKind.IMPORT_MATERIAL] = ActionKind.IMPORT_MATERIAL
+    address: str
+    target: str
+    args: ImportMaterialArgs
+
+
+class PromoteVersionArgs(MaterialVersionArgs):
+    pass
+
+
+class PromoteVersion(BaseAction):
+    kind: Literal[ActionKind.PROMOTE_VERSION] = ActionKind.PROMOTE_VERSION
+    address: str
+    target: str
+    args: PromoteVersionArgs
+
+
+class UpdateKey(BaseAction):
+    """Set labels, aliases, description and enabled to what the key spec says."""
+
+    kind: Literal[ActionKind.UPDATE_KEY] = ActionKind.UPDATE_KEY
+    address: str
+    target: str
+    args: NoArgs = NoArgs()
+
+
+class RemoteKeyArgs(_Model):
+    remote_id: str | None = None
+
+
+class CancelDeletion(BaseAction):
+    kind: Literal[ActionKind.CANCEL_DELETION] = ActionKind.CANCEL_DELETION
+    address: str
+    target: str
+    args: RemoteKeyArgs
+
+    @property
+    def remote_id(self) -> str | None:
+        return self.args.remote_id
+
+
+class ScheduleDeletionArgs(_Model):
+    remote_id: str
+
+
+class ScheduleDeletion(BaseAction):
+    kind: Literal[ActionKind.SCHEDULE_DELETION] = ActionKind.SCHEDULE_DELETION
+    address: str
+    target: str
+    args: ScheduleDeletionArgs
+
+    @property
+    def remote_id(self) -> str | None:
+        return self.args.remote_id
+
+
+class ForgetKeyArgs(_Model):
+    target_only: bool = False  # drop one target's record, not the whole key
+
+    @model_serializer(mode="wrap")
+    def _omit_default(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        body: dict[str, Any] = handler(self)
+        return body if self.target_only else {}
+
+
+class ForgetKey(BaseAction):
+    """Drop a key (or one of its targets) from state; calls nothing."""
+
+    kind: Literal[ActionKind.FORGET_KEY] = ActionKind.FORGET_KEY
+    address: str
+    args: ForgetKeyArgs = ForgetKeyArgs()
+
+
+Action = Annotated[
+    GenerateMaterial
+    | EnsurePrerequisite
+    | CreateKey
+    | AdoptKey
+    | GetImportParameters
+    | WrapMaterial
+    | ImportMaterial
+    | PromoteVersion
+    | UpdateKey
+    | CancelDeletion
+    | ScheduleDeletion
+    | ForgetKey,
+    Field(discriminator="kind"),
+]
+"""Any action of a plan; `kind` says which model it is."""
+
+ACTION_MODELS: dict[ActionKind, type[BaseAction]] = {
+    ActionKind.GENERATE_MATERIAL: GenerateMaterial,
+    ActionKind.ENSURE_PREREQUISITE: EnsurePrerequisite,
+    ActionKind.CREATE_KEY: CreateKey,
+    ActionKind.ADOPT_KEY: AdoptKey,
+    ActionKind.GET_IMPORT_PARAMETERS: GetImportParameters,
+    ActionKind.WRAP_MATERIAL: WrapMaterial,
+    ActionKind.IMPORT_MATERIAL: ImportMaterial,
+    ActionKind.PROMOTE_VERSION: PromoteVersion,
+    ActionKind.UPDATE_KEY: UpdateKey,
+    ActionKind.CANCEL_DELETION: CancelDeletion,
+    ActionKind.SCHEDULE_DELETION: ScheduleDeletion,
+    ActionKind.FORGET_KEY: ForgetKey,
+}
 
 
 class PlannedKey(_Model):

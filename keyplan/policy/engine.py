@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -215,8 +215,8 @@ def _source_capabilities(config: Config) -> dict[str, SourceCapabilities]:
     return capabilities
 
 
-def _target_plugins(config: Config) -> dict[str, tuple[ProviderPlugin, ProviderSettings]]:
-    targets: dict[str, tuple[ProviderPlugin, ProviderSettings]] = {}
+def _target_plugins(config: Config) -> dict[str, tuple[ProviderPlugin[Any], ProviderSettings]]:
+    targets: dict[str, tuple[ProviderPlugin[Any], ProviderSettings]] = {}
     for address, block in config.providers.items():
         try:
             plugin = registry.provider_plugin(block.kind)

@@ -50,7 +50,7 @@ class PolicyInputs:
 
     config: Config
     sources: dict[str, SourceCapabilities]  # source address -> declared capabilities
-    targets: dict[str, tuple[ProviderPlugin, ProviderSettings]]  # provider address -> plugin, settings
+    targets: dict[str, tuple[ProviderPlugin[Any], ProviderSettings]]  # provider address -> plugin, settings
     now: datetime
     state: State | None = None
     live: dict[str, dict[str, RemoteKey]] | None = None  # provider address -> remote id -> key

@@ -176,14 +176,13 @@ def _wrapping_bits(settings: AwsSettings) -> int:
     return int(settings.wrapping_key_spec.removeprefix("RSA_"))
 
 
-class AwsKmsPlugin(ProviderPlugin):
+class AwsKmsPlugin(ProviderPlugin[AwsSettings]):
     """The static half: what AWS KMS can import, checked without a network call."""
 
     kind = "aws"
     settings_model = AwsSettings
 
-    def wrap_offers(self, settings: ProviderSettings, algorithm: Algorithm) -> list[WrapOffer]:
-        assert isinstance(settings, AwsSettings)
+    def wrap_offers(self, settings: AwsSettings, algorithm: Algorithm) -> list[WrapOffer]:
         if algorithm.name not in KEY_SPECS:
             return []
         bits = _wrapping_bits(settings)
@@ -198,8 +197,7 @@ class AwsKmsPlugin(ProviderPlugin):
                     methods.add(method)
         return [WrapOffer(method=m, wrapping_key_bits=bits) for m in strongest_first(methods)]
 
-    def check_key(self, settings: ProviderSettings, address: str, key: KeySpec) -> Diagnostics:
-        assert isinstance(settings, AwsSettings)
+    def check_key(self, settings: AwsSettings, address: str, key: KeySpec) -> Diagnostics:
         diags = Diagnostics()
 
         def error(summary: str, detail: str) -> None:
@@ -279,19 +277,17 @@ class AwsKmsPlugin(ProviderPlugin):
         if len(set(key.aliases)) != len(key.aliases):
             error("An alias is listed twice", "List each alias once.")
 
-    def lifecycle_support(self, settings: ProviderSettings, key: KeySpec) -> KeyLifecycleSupport:
+    def lifecycle_support(self, settings: AwsSettings, key: KeySpec) -> KeyLifecycleSupport:
         # Only symmetric imported keys take new material (RotateKeyOnDemand); every import takes a ValidTo.
         return KeyLifecycleSupport(rotation=key.algorithm.kind is MaterialKind.SYMMETRIC, expiry=True)
 
-    def deletion_note(self, settings: ProviderSettings) -> str:
-        assert isinstance(settings, AwsSettings)
+    def deletion_note(self, settings: AwsSettings) -> str:
         return (
             f"scheduled for deletion after a {settings.deletion_window_days}-day waiting period "
             "(cancelling restores it disabled)"
         )
 
-    def open(self, settings: ProviderSettings, context: RuntimeContext) -> Provider:
-        assert isinstance(settings, AwsSettings)
+    def open(self, settings: AwsSettings, context: RuntimeContext) -> Provider:
         return AwsKmsProvider(settings, context)
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
@@ -251,14 +251,13 @@ def _algorithm_from_jwk(kty: str | None, n: bytes | None, crv: str | None) -> st
 # ---------------------------------------------------------------------------------------------
 
 
-class AzurePlugin(ProviderPlugin):
+class AzurePlugin(ProviderPlugin[AzureSettings]):
     kind = "azure"
     settings_model = AzureSettings
 
-    def check_key(self, settings: ProviderSettings, address: str, key: KeySpec) -> Diagnostics:
-        azure = cast(AzureSettings, settings)
+    def check_key(self, settings: AzureSettings, address: str, key: KeySpec) -> Diagnostics:
         diagnostics = Diagnostics()
-        self._check_algorithm(azure, address, key, diagnostics)
+        self._check_algorithm(settings, address, key, diagnostics)
         self._check_tags(key, diagnostics)
         if key.aliases:
             diagnostics.error(
@@ -354,40 +353,37 @@ class AzurePlugin(ProviderPlugin):
                 address=key.address,
             )
 
-    def wrap_offers(self, settings: ProviderSettings, algorithm: Algorithm) -> list[WrapOffer]:
-        azure = cast(AzureSettings, settings)
+    def wrap_offers(self, settings: AzureSettings, algorithm: Algorithm) -> list[WrapOffer]:
         key_type = azure_key_type(algorithm)
-        if key_type is None or (key_type.managed_hsm_only and azure.vault_kind != "managedhsm"):
+        if key_type is None or (key_type.managed_hsm_only and settings.vault_kind != "managedhsm"):
             return []
-        return [WrapOffer(method=WRAP_METHOD, wrapping_key_bits=azure.kek_size)]
+        return [WrapOffer(method=WRAP_METHOD, wrapping_key_bits=settings.kek_size)]
 
-    def prerequisites(self, settings: ProviderSettings, key: KeySpec, offer: WrapOffer) -> list[PrerequisiteSpec]:
-        azure = cast(AzureSettings, settings)
+    def prerequisites(self, settings: AzureSettings, key: KeySpec, offer: WrapOffer) -> list[PrerequisiteSpec]:
         return [
             PrerequisiteSpec(
-                id=kek_prerequisite_id(azure.vault_url),
+                id=kek_prerequisite_id(settings.vault_url),
                 kind=KEK_KIND,
                 description=(
-                    f"key-exchange key {azure.kek_name} (RSA-HSM {azure.kek_size}, import only) in {azure.vault_url}"
+                    f"key-exchange key {settings.kek_name} (RSA-HSM {settings.kek_size}, import only) in {settings.vault_url}"
                 ),
-                attributes={"name": azure.kek_name, "bits": str(azure.kek_size)},
+                attributes={"name": settings.kek_name, "bits": str(settings.kek_size)},
             )
         ]
 
-    def metadata_fields(self, settings: ProviderSettings) -> frozenset[str]:
+    def metadata_fields(self, settings: AzureSettings) -> frozenset[str]:
         """Azure keeps tags (keyplan's labels) and the enabled attribute; it has no aliases and no
         description, so the planner must not compare those."""
         return frozenset({"labels", "enabled"})
 
-    def deletion_note(self, settings: ProviderSettings) -> str:
-        azure = cast(AzureSettings, settings)
-        note = f"soft-deleted: recoverable for {azure.retention_days} days, then purged by Azure"
-        if azure.purge_protection:
+    def deletion_note(self, settings: AzureSettings) -> str:
+        note = f"soft-deleted: recoverable for {settings.retention_days} days, then purged by Azure"
+        if settings.purge_protection:
             note += " (purge protection: it cannot be purged earlier)"
         return note
 
-    def open(self, settings: ProviderSettings, context: RuntimeContext) -> Provider:
-        return AzureProvider(cast(AzureSettings, settings), context)
+    def open(self, settings: AzureSettings, context: RuntimeContext) -> Provider:
+        return AzureProvider(settings, context)
 
 
 # ---------------------------------------------------------------------------------------------

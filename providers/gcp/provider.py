@@ -135,21 +135,16 @@ class GcpSettings(ProviderSettings):
         return f"projects/{self.project}/locations/{self.location}/keyRings/{self.key_ring}"
 
 
-def _settings(settings: ProviderSettings) -> GcpSettings:
-    return settings if isinstance(settings, GcpSettings) else GcpSettings.model_validate(settings.model_dump())
-
-
 # ---------------------------------------------------------------------------------------------
 # Static half
 # ---------------------------------------------------------------------------------------------
 
 
-class GcpPlugin(ProviderPlugin):
+class GcpPlugin(ProviderPlugin[GcpSettings]):
     kind = "gcp"
     settings_model = GcpSettings
 
-    def check_key(self, settings: ProviderSettings, address: str, key: KeySpec) -> Diagnostics:
-        gcp = _settings(settings)
+    def check_key(self, settings: GcpSettings, address: str, key: KeySpec) -> Diagnostics:
         diags = Diagnostics()
         key_type = gcp_key_type(key.algorithm, key.usage)
         if key_type is None:
@@ -161,9 +156,9 @@ class GcpPlugin(ProviderPlugin):
                 range=key.range,
                 address=key.address,
             )
-        elif not self.wrap_offers(gcp, key.algorithm):
+        elif not self.wrap_offers(settings, key.algorithm):
             diags.error(
-                f"import method {gcp.import_method} cannot carry {key.algorithm.name} keys",
+                f"import method {settings.import_method} cannot carry {key.algorithm.name} keys",
                 f"Direct RSA-OAEP import methods cannot wrap RSA private keys. Set import_method on {address} to an "
                 "RSA_OAEP_*_AES_256 method, or remove it to let keyplan choose.",
                 range=key.range,
@@ -224,26 +219,24 @@ class GcpPlugin(ProviderPlugin):
             )
         return diags
 
-    def metadata_fields(self, settings: ProviderSettings) -> frozenset[str]:
+    def metadata_fields(self, settings: GcpSettings) -> frozenset[str]:
         """Cloud KMS keeps labels and (per version) enabled; it has no aliases or description."""
         return frozenset({"labels", "enabled"})
 
-    def wrap_offers(self, settings: ProviderSettings, algorithm: Algorithm) -> list[WrapOffer]:
-        gcp = _settings(settings)
+    def wrap_offers(self, settings: GcpSettings, algorithm: Algorithm) -> list[WrapOffer]:
         if not any(gcp_key_type(algorithm, usage) for usage in algorithm.usages):
             return []
         offers = []
         for (method, bits), name in IMPORT_METHODS.items():  # already strongest first, 4096 before 3072
             if not method.hybrid and algorithm.kind is MaterialKind.RSA:
                 continue
-            if gcp.import_method is not None and name != gcp.import_method:
+            if settings.import_method is not None and name != settings.import_method:
                 continue
             offers.append(WrapOffer(method=method, wrapping_key_bits=bits))
         return offers
 
-    def prerequisites(self, settings: ProviderSettings, key: KeySpec, offer: WrapOffer) -> list[PrerequisiteSpec]:
-        gcp = _settings(settings)
-        ring = gcp.key_ring_name
+    def prerequisites(self, settings: GcpSettings, key: KeySpec, offer: WrapOffer) -> list[PrerequisiteSpec]:
+        ring = settings.key_ring_name
         method = import_method_name(offer.method, offer.wrapping_key_bits)
         return [
             PrerequisiteSpec(
@@ -253,27 +246,26 @@ class GcpPlugin(ProviderPlugin):
                 attributes={"name": ring},
             ),
             PrerequisiteSpec(
-                id=import_job_prerequisite_id(ring, method, gcp.protection_level),
+                id=import_job_prerequisite_id(ring, method, settings.protection_level),
                 kind=KIND_IMPORT_JOB,
-                description=f"{method} import job ({gcp.protection_level}) in key ring {ring}",
-                attributes={"key_ring": ring, "import_method": method, "protection_level": gcp.protection_level},
+                description=f"{method} import job ({settings.protection_level}) in key ring {ring}",
+                attributes={"key_ring": ring, "import_method": method, "protection_level": settings.protection_level},
             ),
         ]
 
-    def lifecycle_support(self, settings: ProviderSettings, key: KeySpec) -> KeyLifecycleSupport:
+    def lifecycle_support(self, settings: GcpSettings, key: KeySpec) -> KeyLifecycleSupport:
         # Cloud KMS keeps imported versions until they are destroyed: no expiry time exists.
         return KeyLifecycleSupport(rotation=True, expiry=False)
 
-    def deletion_note(self, settings: ProviderSettings) -> str:
+    def deletion_note(self, settings: GcpSettings) -> str:
         return (
             "every version scheduled for destruction (Cloud KMS cannot delete a key holding imported versions; "
             "the key and its name remain, empty, after the destroy window)"
         )
 
-    def open(self, settings: ProviderSettings, context: RuntimeContext) -> Provider:
-        gcp = _settings(settings)
+    def open(self, settings: GcpSettings, context: RuntimeContext) -> Provider:
         server: EmulatorServer | None = None
-        endpoint, local = gcp.endpoint, gcp.credentials == "local"
+        endpoint, local = settings.endpoint, settings.credentials == "local"
         if endpoint == "embedded":
             from providers.emulation import start_embedded
             from providers.gcp.emulator import GcpKmsEmulator
@@ -286,7 +278,7 @@ class GcpPlugin(ProviderPlugin):
             if server is not None:
                 server.stop()
             raise classify(exc, "connect to Google Cloud KMS") from exc
-        return GcpProvider(gcp, context, client, server)
+        return GcpProvider(settings, context, client, server)
 
 
 def _client(endpoint: str | None, local: bool) -> KeyManagementServiceClient:

@@ -8,16 +8,10 @@ from pathlib import Path
 
 from keyplan.algorithms import ALGORITHMS
 from keyplan.crypto.wrap import WrapMethod
-from keyplan.provider import KeySource, PluginSettings, RuntimeContext, SourceCapabilities, SourceError, SourcePlugin
+from keyplan.provider import KeySource, RuntimeContext, SourceCapabilities, SourceError, SourcePlugin
 from providers.pkcs11.library import attach, detach, find_token, login
 from providers.pkcs11.settings import Pkcs11SourceSettings
 from providers.pkcs11.source import Pkcs11Source
-
-
-def _settings(settings: PluginSettings) -> Pkcs11SourceSettings:
-    if isinstance(settings, Pkcs11SourceSettings):
-        return settings
-    return Pkcs11SourceSettings.model_validate(settings.model_dump())
 
 
 def read_pin(pin_env: str) -> str:
@@ -31,14 +25,14 @@ def read_pin(pin_env: str) -> str:
     return pin
 
 
-class Pkcs11SourcePlugin(SourcePlugin):
+class Pkcs11SourcePlugin(SourcePlugin[Pkcs11SourceSettings]):
     kind = "pkcs11"
     settings_model = Pkcs11SourceSettings
 
-    def declared_capabilities(self, settings: PluginSettings) -> SourceCapabilities:
+    def declared_capabilities(self, settings: Pkcs11SourceSettings) -> SourceCapabilities:
         """What any PKCS#11 v2.40 token with RSA-OAEP and AES key wrap can do; the open source
         probes the token for more (SHA-256 OAEP, a native CKM_RSA_AES_KEY_WRAP, exact PKCS#8)."""
-        trusted = _settings(settings).wrap_with_trusted
+        trusted = settings.wrap_with_trusted
         methods = {WrapMethod.RSAES_OAEP_SHA_1} if trusted else {WrapMethod.RSAES_OAEP_SHA_1, WrapMethod.RSA_AES_KEY_WRAP_SHA_1}
         return SourceCapabilities(
             # HMAC_SHA224 is left out: its fingerprint (HMAC-SHA256 inside the token) needs a key
@@ -50,8 +44,8 @@ class Pkcs11SourcePlugin(SourcePlugin):
             notes=("declared without opening the token; the token is probed when the source opens",),
         )
 
-    def open(self, settings: PluginSettings, context: RuntimeContext) -> KeySource:
-        return open_source(_settings(settings), context.address, context.working_dir)
+    def open(self, settings: Pkcs11SourceSettings, context: RuntimeContext) -> KeySource:
+        return open_source(settings, context.address, context.working_dir)
 
 
 def open_source(settings: Pkcs11SourceSettings, address: str, working_dir: Path | None = None) -> Pkcs11Source:

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from keyplan.provider import KeySource, PluginSettings, RuntimeContext, SourceCapabilities, SourcePlugin
+from keyplan.provider import KeySource, RuntimeContext, SourceCapabilities, SourcePlugin
 from providers.software.keystore import Keystore, WarnOnce
 from providers.software.settings import SoftwareSourceSettings
 from providers.software.source import CAPABILITIES, SoftwareSource
 
 
-class SoftwareSourcePlugin(SourcePlugin):
+class SoftwareSourcePlugin(SourcePlugin[SoftwareSourceSettings]):
     kind = "software"
     settings_model = SoftwareSourceSettings
 
-    def declared_capabilities(self, settings: PluginSettings) -> SourceCapabilities:
+    def declared_capabilities(self, settings: SoftwareSourceSettings) -> SourceCapabilities:
         return CAPABILITIES
 
-    def open(self, settings: PluginSettings, context: RuntimeContext) -> KeySource:
-        if not isinstance(settings, SoftwareSourceSettings):
-            settings = SoftwareSourceSettings.model_validate(settings.model_dump())
+    def open(self, settings: SoftwareSourceSettings, context: RuntimeContext) -> KeySource:
         keystore = Keystore(
             settings.keystore_path(context.working_dir),
             settings.passphrase_env,

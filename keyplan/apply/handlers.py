@@ -1,0 +1,480 @@
+"""One handler per action kind, found in a table by the action's `kind`.
+
+A handler reads what it needs from the plan and the state, makes its one plugin call through
+`ApplyContext.calls` (the single door for provider and key-source calls), and records what it
+did in state through the committer before it returns. Handlers of actions that hand something
+to a later action (import parameters, wrapped material) leave it in `ApplyContext.outputs`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from keyplan.apply.calls import PluginCalls
+from keyplan.apply.committer import StateCommitter
+from keyplan.apply.hooks import ApplyHooks
+from keyplan.plan.model import (
+    Action,
+    ActionKind,
+    AdoptKey,
+    BaseAction,
+    CancelDeletion,
+    CreateKey,
+    EnsurePrerequisite,
+    ForgetKey,
+    GenerateMaterial,
+    GetImportParameters,
+    ImportMaterial,
+    Plan,
+    PlannedKey,
+    PromoteVersion,
+    ScheduleDeletion,
+    UpdateKey,
+    WrapMaterial,
+)
+from keyplan.provider import (
+    CancelDeletionRequest,
+    CreateKeyRequest,
+    EnsurePrerequisiteRequest,
+    ErrorKind,
+    GenerateRequest,
+    ImportMaterialRequest,
+    ImportParameters,
+    ImportParametersRequest,
+    ImportPurpose,
+    KeySource,
+    KeySpec,
+    KeyState,
+    PluginAnswerError,
+    PrerequisiteRecord,
+    PromoteVersionRequest,
+    Provider,
+    ProviderError,
+    ScheduleDeletionRequest,
+    UpdateKeyRequest,
+    WrapOffer,
+    WrappedMaterial,
+    WrapRequest,
+)
+from keyplan.state.model import ImportedVersion, KeyRecord, MaterialVersion, State, TargetRecord
+
+
+class ActionFailed(Exception):
+    """A step cannot go on for a reason keyplan itself found (the state moved under the plan)."""
+
+    def __init__(self, summary: str, detail: str) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.detail = detail
+
+
+@dataclass
+class ApplyContext:
+    """What handlers share during one apply."""
+
+    plan: Plan
+    committer: StateCommitter
+    calls: PluginCalls
+    hooks: ApplyHooks
+    now: Callable[[], datetime]
+    _outputs: dict[str, Any] = field(default_factory=dict)
+    _outputs_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def output(self, action_id: str) -> Any:
+        with self._outputs_lock:
+            return self._outputs[action_id]
+
+    def set_output(self, action_id: str, value: object) -> None:
+        with self._outputs_lock:
+            self._outputs[action_id] = value
+
+    def planned(self, address: str) -> PlannedKey:
+        planned = self.plan.keys.get(address)
+        if planned is None:
+            raise ActionFailed(
+                "the plan has no key spec for this key",
+                f"The plan's actions name {address}, but its keys do not. The plan is damaged; make a new one.",
+            )
+        return planned
+
+    def spec(self, address: str) -> KeySpec:
+        return self.planned(address).spec
+
+    def managed_by(self) -> str:
+        return self.committer.read(lambda state: state.managed_by)
+
+    def record(self, address: str) -> KeyRecord:
+        record = self.committer.read(lambda state: state.keys.get(address))
+        if record is None:
+            raise ActionFailed(
+                "the key is not in state",
+                f"{address} is missing from state, so this step has nothing to act on. Run `keyplan plan` again.",
+            )
+        return record
+
+    def target_record(self, address: str, target: str) -> TargetRecord:
+        target_record = self.record(address).targets.get(target)
+        if target_record is None:
+            raise ActionFailed(
+                "the key has no record at this target",
+                f"{address} has no remote key at {target} in state. Run `keyplan plan` again.",
+            )
+        return target_record
+
+    def prerequisites(self, target: str) -> dict[str, PrerequisiteRecord]:
+        return self.committer.read(lambda state: dict(state.prerequisites.get(target, {})))
+
+    def key_record_in(self, state: State, address: str) -> KeyRecord:
+        """The key's record in `state`, created from the plan's key spec if it is not there yet."""
+        key = state.keys.get(address)
+        if key is None:
+            planned = self.planned(address)
+            key = KeyRecord(
+                address=address,
+                algorithm=planned.spec.algorithm.name,
+                usage=planned.spec.usage.value,
+                source=planned.source,
+                prevent_destroy=planned.prevent_destroy,
+            )
+            state.keys[address] = key
+        return key
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+A = TypeVar("A", bound=BaseAction)
+Handler = Callable[[ApplyContext, A], None]
+HANDLERS: dict[ActionKind, Handler[Any]] = {}
+
+
+def handles(model: type[A]) -> Callable[[Handler[A]], Handler[A]]:
+    """Register the decorated function as the handler of `model`'s kind."""
+    kind = model.model_fields["kind"].default
+    if not isinstance(kind, ActionKind):
+        raise TypeError(f"{model.__name__} has no fixed kind")
+
+    def register(handler: Handler[A]) -> Handler[A]:
+        HANDLERS[kind] = handler
+        return handler
+
+    return register
+
+
+def run_action(context: ApplyContext, action: Action) -> None:
+    HANDLERS[action.kind](context, action)
+
+
+# -- material -----------------------------------------------------------------------------------
+
+
+@handles(GenerateMaterial)
+def generate_material(context: ApplyContext, action: GenerateMaterial) -> None:
+    planned = context.planned(action.address)
+    version = action.args.version
+    generated = context.calls.source(
+        action,
+        action.source,
+        KeySource.generate,
+        GenerateRequest(address=action.address, version=version, algorithm=planned.spec.algorithm),
+    )
+
+    def record(state: State) -> None:
+        key = context.key_record_in(state, action.address)
+        key.prevent_destroy = planned.prevent_destroy
+        key.materials = [m for m in key.materials if m.version != version]
+        key.materials.append(
+            MaterialVersion(
+                version=version,
+                handle=generated.handle,
+                fingerprint=generated.fingerprint,
+                created_at=generated.created_at,
+            )
+        )
+
+    context.committer.commit(record, key=action.address)
+    context.hooks.mutated(action, "generated", None)
+
+
+def fetch_parameters(context: ApplyContext, action: Action, address: str, target: str, offer: WrapOffer) -> ImportParameters:
+    return context.calls.provider(
+        action,
+        target,
+        Provider.get_import_parameters,
+        ImportParametersRequest(
+            remote_id=context.target_record(address, target).remote_id,
+            key=context.spec(address),
+            offer=offer,
+            prerequisites=context.prerequisites(target),
+        ),
+    )
+
+
+def wrap_for(
+    context: ApplyContext, action: Action, address: str, source: str, version: int, parameters: ImportParameters
+) -> WrappedMaterial:
+    material = context.record(address).material(version)
+    if material is None:
+        raise ActionFailed(
+            f"material version {version} is not in state",
+            f"{address} has no material version {version}, so there is nothing to wrap. Run `keyplan plan` again.",
+        )
+    wrapped = context.calls.source(
+        action,
+        source,
+        KeySource.wrap,
+        WrapRequest(
+            handle=material.handle,
+            algorithm=context.spec(address).algorithm,
+            method=parameters.method,
+            wrapping_public_key=parameters.wrapping_public_key,
+        ),
+    )
+    if wrapped.method is not parameters.method:
+        raise PluginAnswerError(source, f"wrap answered material wrapped with {wrapped.method}, asked for {parameters.method}")
+    return wrapped
+
+
+@handles(GetImportParameters)
+def get_import_parameters(context: ApplyContext, action: GetImportParameters) -> None:
+    context.set_output(action.id, fetch_parameters(context, action, action.address, action.target, action.args.offer))
+
+
+@handles(WrapMaterial)
+def wrap_material(context: ApplyContext, action: WrapMaterial) -> None:
+    parameters: ImportParameters = context.output(action.args.parameters_action)
+    context.set_output(
+        action.id, wrap_for(context, action, action.address, action.source, action.args.version, parameters)
+    )
+
+
+@handles(ImportMaterial)
+def import_material(context: ApplyContext, action: ImportMaterial) -> None:
+    address, target, args = action.address, action.target, action.args
+    spec = context.spec(address)
+    parameters: ImportParameters = context.output(args.parameters_action)
+    wrapped: WrappedMaterial = context.output(args.wrap_action)
+    managed_by = context.managed_by()
+    for refreshed in (False, True):
+        valid_to = context.now() + spec.expiry if spec.expiry is not None else None
+        try:
+            response = context.calls.provider(
+                action,
+                target,
+                Provider.import_material,
+                ImportMaterialRequest(
+                    remote_id=context.target_record(address, target).remote_id,
+                    address=address,
+                    managed_by=managed_by,
+                    key=spec,
+                    parameters=parameters,
+                    wrapped=wrapped.blob,
+                    purpose=args.purpose,
+                    reimport_version_id=args.reimport_version_id,
+                    valid_to=valid_to,
+                ),
+            )
+            break
+        except ProviderError as exc:
+            if exc.kind is not ErrorKind.PARAMETERS_EXPIRED or refreshed:
+                raise
+            # The import token or job expired since it was fetched: fetch fresh ones and wrap again.
+            parameters = fetch_parameters(context, action, address, target, args.offer)
+            wrapped = wrap_for(context, action, address, context.planned(address).source, args.version, parameters)
+            context.hooks.retrying(action, 1, 0.0, "import parameters expired; fetched fresh ones")
+
+    def imported(state: State) -> None:
+        record = state.keys[address].targets[target]
+        record.exists_remotely = True
+        record.imports.append(
+            ImportedVersion(
+                material_version=args.version,
+                remote_version_id=response.version_id,
+                imported_at=context.now(),
+                expires_at=response.expires_at,
+            )
+        )
+        if args.purpose is not ImportPurpose.NEW_VERSION:
+            record.current_material_version = args.version
+        if args.purpose is ImportPurpose.INITIAL:
+            record.labels = dict(spec.labels)
+            record.description = spec.description
+            record.enabled = True
+
+    context.committer.commit(imported, key=address)
+    context.hooks.mutated(action, f"imported material v{args.version} ({args.purpose.value})", response.remote_id)
+
+
+# -- remote keys --------------------------------------------------------------------------------
+
+
+@handles(EnsurePrerequisite)
+def ensure_prerequisite(context: ApplyContext, action: EnsurePrerequisite) -> None:
+    spec, target = action.args.spec, action.target
+    known = context.prerequisites(target).get(spec.id)
+    record = context.calls.provider(
+        action, target, Provider.ensure_prerequisite, EnsurePrerequisiteRequest(spec=spec, known=known)
+    )
+    if record.id != spec.id:
+        raise PluginAnswerError(target, f"ensure_prerequisite answered prerequisite {record.id!r} for {spec.id!r}")
+    context.committer.commit(lambda state: state.record_prerequisite(target, record), prerequisites_of=target)
+    if known is None or known.remote_id != record.remote_id:
+        context.hooks.mutated(action, "ensured", record.remote_id)
+
+
+@handles(AdoptKey)
+def adopt_key(context: ApplyContext, action: AdoptKey) -> None:
+    address, target = action.address, action.target
+    live, version = action.args.live, action.args.material_version
+
+    def adopt(state: State) -> None:
+        # The key was created for the material state held at plan time; if the cloud shows it
+        # holds material, that import finished before the interruption.
+        key = context.key_record_in(state, address)
+        imports: list[ImportedVersion] = []
+        if version is not None and live.state is not KeyState.PENDING_IMPORT and live.current_version:
+            imports.append(
+                ImportedVersion(
+                    material_version=version,
+                    remote_version_id=live.current_version,
+                    imported_at=context.now(),
+                    expires_at=live.expires_at,
+                )
+            )
+        key.targets[target] = TargetRecord(
+            remote_id=live.remote_id,
+            imports=imports,
+            current_material_version=version if imports else None,
+            labels=dict(live.labels),
+            aliases=list(live.aliases),
+            description=live.description,
+            enabled=live.enabled,
+        )
+
+    context.committer.commit(adopt, key=address)
+
+
+@handles(CancelDeletion)
+def cancel_deletion(context: ApplyContext, action: CancelDeletion) -> None:
+    address, target = action.address, action.target
+    remote_id = context.target_record(address, target).remote_id
+    context.calls.provider(action, target, Provider.cancel_deletion, CancelDeletionRequest(remote_id=remote_id))
+
+    def restored(state: State) -> None:
+        record = state.keys[address].targets[target]
+        record.deletion_date = None
+        record.enabled = False
+
+    context.committer.commit(restored, key=address)
+    context.hooks.mutated(action, "deletion cancelled", remote_id)
+
+
+@handles(CreateKey)
+def create_key(context: ApplyContext, action: CreateKey) -> None:
+    address, target = action.address, action.target
+    spec = context.spec(address)
+    response = context.calls.provider(
+        action,
+        target,
+        Provider.create_key,
+        CreateKeyRequest(
+            address=address, managed_by=context.managed_by(), key=spec, prerequisites=context.prerequisites(target)
+        ),
+    )
+
+    def created(state: State) -> None:
+        key = context.key_record_in(state, address)
+        key.targets[target] = TargetRecord(
+            remote_id=response.remote_id,
+            exists_remotely=response.exists_remotely,
+            labels=dict(spec.labels),
+            description=spec.description,
+            enabled=response.state is KeyState.ENABLED,
+        )
+
+    context.committer.commit(created, key=address)
+    if response.exists_remotely:
+        context.hooks.mutated(action, "created", response.remote_id)
+
+
+@handles(PromoteVersion)
+def promote_version(context: ApplyContext, action: PromoteVersion) -> None:
+    address, target, version = action.address, action.target, action.args.version
+    target_record = context.target_record(address, target)
+    imported = target_record.imported(version)
+    if imported is None:
+        raise ActionFailed(
+            f"material version {version} was not imported here",
+            "The import step did not record a version to promote. Run `keyplan plan` again.",
+        )
+    context.calls.provider(
+        action,
+        target,
+        Provider.promote_version,
+        PromoteVersionRequest(remote_id=target_record.remote_id, version_id=imported.remote_version_id),
+    )
+
+    def promoted(state: State) -> None:
+        state.keys[address].targets[target].current_material_version = version
+
+    context.committer.commit(promoted, key=address)
+    context.hooks.mutated(action, f"made material v{version} current", target_record.remote_id)
+
+
+@handles(UpdateKey)
+def update_key(context: ApplyContext, action: UpdateKey) -> None:
+    address, target = action.address, action.target
+    spec = context.spec(address)
+    target_record = context.target_record(address, target)
+    context.calls.provider(
+        action,
+        target,
+        Provider.update_key,
+        UpdateKeyRequest(
+            remote_id=target_record.remote_id, address=address, managed_by=context.managed_by(), key=spec
+        ),
+    )
+
+    def updated(state: State) -> None:
+        record = state.keys[address].targets[target]
+        record.labels = dict(spec.labels)
+        record.aliases = sorted(spec.aliases)
+        record.description = spec.description
+        record.enabled = spec.enabled
+
+    context.committer.commit(updated, key=address)
+    context.hooks.mutated(action, "updated", target_record.remote_id)
+
+
+@handles(ScheduleDeletion)
+def schedule_deletion(context: ApplyContext, action: ScheduleDeletion) -> None:
+    address, target, remote_id = action.address, action.target, action.args.remote_id
+    response = context.calls.provider(
+        action, target, Provider.schedule_deletion, ScheduleDeletionRequest(remote_id=remote_id)
+    )
+
+    def scheduled(state: State) -> None:
+        key = state.keys.get(address)
+        if key and target in key.targets:
+            key.targets[target].deletion_date = response.deletion_date or context.now()
+
+    context.committer.commit(scheduled, key=address)
+    context.hooks.mutated(action, "deletion scheduled", remote_id)
+
+
+@handles(ForgetKey)
+def forget_key(context: ApplyContext, action: ForgetKey) -> None:
+    address, target = action.address, action.target
+
+    def forget(state: State) -> None:
+        if action.args.target_only:
+            key = state.keys.get(address)
+            if key is not None and target is not None:
+                key.targets.pop(target, None)
+        else:
+            state.keys.pop(address, None)
+
+    context.committer.commit(forget, key=address)

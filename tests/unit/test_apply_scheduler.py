@@ -1,0 +1,118 @@
+"""The generic scheduler and the handler table, without any cloud."""
+
+from __future__ import annotations
+
+import threading
+
+import networkx as nx
+import pytest
+
+from keyplan.apply.handlers import HANDLERS
+from keyplan.apply.scheduler import Scheduler
+from keyplan.plan.model import ACTION_MODELS, ActionKind
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.failures: list[tuple[str, str]] = []
+        self.skips: list[tuple[str, str]] = []
+
+    def failed(self, node: str, error: BaseException) -> None:
+        self.failures.append((node, str(error)))
+
+    def skipped(self, node: str, because: str) -> None:
+        self.skips.append((node, because))
+
+
+def diamond_with_tail() -> nx.DiGraph:
+    graph = nx.DiGraph()
+    graph.add_edges_from([("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("d", "e"), ("x", "y")])
+    return graph
+
+
+def test_every_node_runs_after_all_it_depends_on() -> None:
+    graph = diamond_with_tail()
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def work(node: str) -> None:
+        with lock:
+            order.append(node)
+
+    outcome = Scheduler(graph, parallelism=3).run(work, Recorder())
+    assert sorted(outcome.succeeded) == sorted(graph.nodes)
+    assert sorted(order) == sorted(graph.nodes)
+    for a, b in graph.edges:
+        assert order.index(a) < order.index(b), (a, b)
+
+
+def test_a_failure_skips_only_its_descendants() -> None:
+    graph = diamond_with_tail()
+    ran: list[str] = []
+
+    def work(node: str) -> None:
+        ran.append(node)
+        if node == "b":
+            raise RuntimeError("b broke")
+
+    recorder = Recorder()
+    outcome = Scheduler(graph, parallelism=1).run(work, recorder)
+    assert outcome.failed == ["b"]
+    assert recorder.failures == [("b", "b broke")]
+    assert sorted(outcome.skipped) == ["d", "e"]
+    assert sorted(recorder.skips) == [("d", "b"), ("e", "b")]
+    assert "d" not in ran and "e" not in ran
+    assert sorted(outcome.succeeded) == ["a", "c", "x", "y"]
+
+
+def test_no_more_than_parallelism_nodes_run_at_once() -> None:
+    graph = nx.DiGraph()
+    graph.add_nodes_from(f"n{i}" for i in range(20))
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    gate = threading.Event()
+
+    def work(node: str) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        gate.wait(0.01)
+        with lock:
+            running -= 1
+
+    outcome = Scheduler(graph, parallelism=4).run(work, Recorder())
+    assert len(outcome.succeeded) == 20
+    assert 1 <= peak <= 4
+
+
+def test_a_cycle_is_refused() -> None:
+    graph = nx.DiGraph([("a", "b"), ("b", "a")])
+    with pytest.raises(ValueError, match="cycle"):
+        Scheduler(graph, parallelism=2)
+
+
+def test_every_action_kind_has_a_model_and_a_handler() -> None:
+    assert set(ACTION_MODELS) == set(ActionKind)
+    assert set(HANDLERS) == set(ActionKind)
+
+
+def test_a_malformed_plugin_answer_is_a_diagnostic_naming_the_plugin() -> None:
+    from keyplan.apply.calls import checked_answer
+    from keyplan.apply.walker import _diagnostic
+    from keyplan.plan.model import CreateKey, CreateKeyArgs
+    from keyplan.provider import CreateKeyResponse, PluginAnswerError, Provider
+
+    good = CreateKeyResponse(remote_id="k-1")
+    assert checked_answer("cloud.main", Provider.create_key, good) is good
+    assert checked_answer("cloud.main", Provider.promote_version, None) is None
+    with pytest.raises(PluginAnswerError) as caught:
+        checked_answer("cloud.main", Provider.create_key, {"remote_id": "k-1"})
+    with pytest.raises(PluginAnswerError):
+        checked_answer("cloud.main", Provider.promote_version, good)
+    action = CreateKey(id="create_key k @ cloud.main", address="key.k", target="cloud.main", args=CreateKeyArgs())
+    diagnostic = _diagnostic(action, caught.value)
+    assert "cloud.main" in diagnostic.summary
+    assert "create_key answered dict, expected CreateKeyResponse" in diagnostic.detail
+    assert "plugin" in diagnostic.detail
