@@ -8,12 +8,26 @@ from pathlib import Path
 import pytest
 
 from keyplan.provider import RuntimeContext
+from keyplan.testing.providers import ProviderConformance, ProviderHarness
 from providers.aws import PLUGIN, AwsSettings, KmsEmulator
 from providers.emulation import Clock, DocumentStore, EmulatorServer
-from tests.conformance.provider_suite import ProviderConformance, ProviderHarness
 
 
 class TestAwsConformance(ProviderConformance):
+    algorithms = (
+        "AES_256",
+        "HMAC_SHA224",
+        "HMAC_SHA256",
+        "HMAC_SHA384",
+        "HMAC_SHA512",
+        "RSA_2048",
+        "RSA_3072",
+        "RSA_4096",
+        "EC_P256",
+        "EC_P384",
+    )
+    rotates = ("AES_256",)
+
     @pytest.fixture
     def harness(self, tmp_path: Path) -> Iterator[ProviderHarness]:
         store = DocumentStore(tmp_path / "x.sqlite")
@@ -26,24 +40,7 @@ class TestAwsConformance(ProviderConformance):
         provider = PLUGIN.open(settings, context)
         try:
             yield ProviderHarness(
-                plugin=PLUGIN,
-                settings=settings,
-                provider=provider,
-                control_url=server.url,
-                ca_cert=None,
-                algorithms=(
-                    "AES_256",
-                    "HMAC_SHA224",
-                    "HMAC_SHA256",
-                    "HMAC_SHA384",
-                    "HMAC_SHA512",
-                    "RSA_2048",
-                    "RSA_3072",
-                    "RSA_4096",
-                    "EC_P256",
-                    "EC_P384",
-                ),
-                rotates=("AES_256",),
+                plugin=PLUGIN, settings=settings, provider=provider, control_url=server.url, ca_cert=None
             )
         finally:
             provider.close()

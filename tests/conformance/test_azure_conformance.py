@@ -9,17 +9,15 @@ from pathlib import Path
 import pytest
 
 from keyplan.provider import RuntimeContext
+from keyplan.testing.providers import ProviderConformance, ProviderHarness
 from providers.azure import PLUGIN, AzureSettings
 from providers.azure.emulator import AzureKeyVaultEmulator, ManagedHsmEmulator
 from providers.emulation import Clock, DocumentStore, EmulatorServer
-from tests.conformance.provider_suite import ProviderConformance, ProviderHarness
 
 ASYMMETRIC = ("EC_P256", "EC_P384", "RSA_2048", "RSA_3072", "RSA_4096")
 
 
-def open_harness(
-    tmp_path: Path, app_class: type[AzureKeyVaultEmulator], vault_url: str, algorithms: tuple[str, ...]
-) -> Iterator[ProviderHarness]:
+def open_harness(tmp_path: Path, app_class: type[AzureKeyVaultEmulator], vault_url: str) -> Iterator[ProviderHarness]:
     store = DocumentStore(tmp_path / "x.sqlite")
     server = EmulatorServer(app_class(store, Clock()), cert_dir=tmp_path).start()
     settings = AzureSettings(
@@ -29,13 +27,7 @@ def open_harness(
     provider = PLUGIN.open(settings, context)
     try:
         yield ProviderHarness(
-            plugin=PLUGIN,
-            settings=settings,
-            provider=provider,
-            control_url=server.url,
-            ca_cert=server.ca_cert,
-            algorithms=algorithms,
-            rotates=algorithms,
+            plugin=PLUGIN, settings=settings, provider=provider, control_url=server.url, ca_cert=server.ca_cert
         )
     finally:
         provider.close()
@@ -44,14 +36,18 @@ def open_harness(
 
 
 class TestAzureKeyVaultConformance(ProviderConformance):
+    algorithms = ASYMMETRIC
+    rotates = ASYMMETRIC
+
     @pytest.fixture
     def harness(self, tmp_path: Path) -> Iterator[ProviderHarness]:
-        yield from open_harness(tmp_path, AzureKeyVaultEmulator, "https://conformance.vault.azure.net", ASYMMETRIC)
+        yield from open_harness(tmp_path, AzureKeyVaultEmulator, "https://conformance.vault.azure.net")
 
 
 class TestAzureManagedHsmConformance(ProviderConformance):
+    algorithms = ("AES_256", *ASYMMETRIC)
+    rotates = ("AES_256", *ASYMMETRIC)
+
     @pytest.fixture
     def harness(self, tmp_path: Path) -> Iterator[ProviderHarness]:
-        yield from open_harness(
-            tmp_path, ManagedHsmEmulator, "https://conformance.managedhsm.azure.net", ("AES_256", *ASYMMETRIC)
-        )
+        yield from open_harness(tmp_path, ManagedHsmEmulator, "https://conformance.managedhsm.azure.net")

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from keyplan.provider import RuntimeContext
+from keyplan.testing.providers import ProviderConformance, ProviderHarness
 from providers.emulation import Clock, DocumentStore, EmulatorServer
 from providers.gcp import PLUGIN, GcpSettings
 from providers.gcp.emulator import GcpKmsEmulator
-from tests.conformance.provider_suite import ProviderConformance, ProviderHarness
 
 GCP_ALGORITHMS = (
     "AES_256",
@@ -29,6 +29,9 @@ GCP_ALGORITHMS = (
 
 
 class TestGcpConformance(ProviderConformance):
+    algorithms = GCP_ALGORITHMS
+    rotates = GCP_ALGORITHMS
+
     @pytest.fixture
     def harness(self, tmp_path: Path) -> Iterator[ProviderHarness]:
         server = EmulatorServer(GcpKmsEmulator(DocumentStore(tmp_path / "x.sqlite"), Clock()), cert_dir=tmp_path)
@@ -41,13 +44,7 @@ class TestGcpConformance(ProviderConformance):
         )
         try:
             yield ProviderHarness(
-                plugin=PLUGIN,
-                settings=settings,
-                provider=provider,
-                control_url=server.url,
-                ca_cert=None,
-                algorithms=GCP_ALGORITHMS,
-                rotates=GCP_ALGORITHMS,
+                plugin=PLUGIN, settings=settings, provider=provider, control_url=server.url, ca_cert=None
             )
         finally:
             provider.close()

@@ -8,10 +8,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from source_suite import KeySourceConformance
 
 from keyplan.crypto.wrap import WrapMethod
 from keyplan.provider import KeySource
+from keyplan.testing.sources import KeySourceConformance
 from providers.pkcs11 import init_dev_token, open_source
 
 pytestmark = pytest.mark.hsm

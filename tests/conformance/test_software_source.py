@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from source_suite import KeySourceConformance, wrapping_key_pair
 
 from keyplan.algorithms import ALGORITHMS
 from keyplan.crypto.wrap import WrapMethod, unwrap
 from keyplan.provider import GenerateRequest, KeySource, RuntimeContext, SourceError, WrapRequest
 from keyplan.registry import source_plugin
+from keyplan.testing.sources import KeySourceConformance, wrapping_key_pair
 from providers.software import PLUGIN, SoftwareSourceSettings
 
 AES = ALGORITHMS["AES_256"]

@@ -1,19 +1,31 @@
-"""The provider conformance suite: every cloud provider passes these same tests against its
-emulator, through its real SDK. A cloud's test module subclasses `ProviderConformance` and
+"""The provider conformance suite: every provider passes these same tests against an emulator
+of its cloud, through the cloud's real SDK. A provider's test module subclasses
+`ProviderConformance` (the class name starts with `Test`), sets `algorithms` (what the target
+imports as configured) and `rotates` (what takes a new version and `promote_version`), and
 overrides the `harness` fixture.
 
 The suite proves what the emulator received: after an import, the emulator's own record of the
-material it unwrapped carries the fingerprint of the material keyplan wrapped.
+material it unwrapped carries the fingerprint of the material keyplan wrapped. The emulator is
+driven through keyplan's emulator control protocol at `control_url`: `GET /_emulator/materials`
+(fingerprints of what it unwrapped), `GET /_emulator/stats` (calls per operation),
+`POST /_emulator/clock` (`{"advance_seconds": n}`) and `POST /_emulator/faults` (`{"errors":
+[{"operation": "*", "status": 503, "count": n}]}`); `keyplan`'s own emulators serve it
+(`providers.emulation`), and a plugin's emulator must too.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import ssl
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -30,6 +42,7 @@ from keyplan.provider import (
     ImportParameters,
     ImportParametersRequest,
     ImportPurpose,
+    Inventory,
     InventoryRequest,
     KeySpec,
     KeyState,
@@ -39,21 +52,28 @@ from keyplan.provider import (
     ProviderError,
     ProviderPlugin,
     ProviderSettings,
+    RemoteKey,
     ScheduleDeletionRequest,
     UpdateKeyRequest,
 )
-from providers.emulation.server import fetch_json
+
+
+def fetch_json(url: str, method: str = "GET", payload: dict[str, Any] | None = None, ca: Path | None = None) -> Any:
+    """One call on the emulator control protocol."""
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    with urllib.request.urlopen(request, context=context, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
 
 
 @dataclass
 class ProviderHarness:
-    plugin: ProviderPlugin
+    plugin: ProviderPlugin[Any]
     settings: ProviderSettings
     provider: Provider  # opened against a running EmulatorServer
     control_url: str  # that emulator's base URL (for /_emulator/*)
-    ca_cert: Path | None  # TLS CA for the control URL (Azure), else None
-    algorithms: tuple[str, ...]  # keyplan algorithm names this target imports as configured
-    rotates: tuple[str, ...]  # algorithms for which NEW_VERSION import + promote_version works
+    ca_cert: Path | None  # the CA of the control URL's TLS certificate, when it serves HTTPS
 
     def control(self, path: str, payload: dict[str, object] | None = None) -> dict[str, object]:
         method = "POST" if payload is not None else "GET"
@@ -72,12 +92,20 @@ class ProviderHarness:
         return {str(k): int(v) for k, v in calls.items()}
 
 
-def make_material(algorithm: Algorithm) -> SecretBytes:
+@cache
+def rsa_private_key(bits: int, index: int = 0) -> rsa.RSAPrivateKey:
+    """RSA keys are slow to make (seconds for 4096 bits); each process makes each one once."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def make_material(algorithm: Algorithm, index: int = 0) -> SecretBytes:
+    """Material for `algorithm`: fresh for symmetric and EC keys; RSA keys are made once per
+    process and `index` (ask for another index where two distinct RSA materials are needed)."""
     if algorithm.kind in (MaterialKind.SYMMETRIC, MaterialKind.HMAC):
         return SecretBytes(os.urandom(algorithm.bits // 8))
     private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     if algorithm.kind is MaterialKind.RSA:
-        private_key = rsa.generate_private_key(public_exponent=65537, key_size=algorithm.bits)
+        private_key = rsa_private_key(algorithm.bits, index)
     else:
         curve = ec.SECP256R1() if algorithm.curve == "P-256" else ec.SECP384R1()
         private_key = ec.generate_private_key(curve)
@@ -153,7 +181,7 @@ class ImportedKey:
         self.versions.append(response.version_id)
         return response.version_id
 
-    def inventory_entry(self):  # type: ignore[no-untyped-def]
+    def inventory_entry(self) -> tuple[RemoteKey | None, Inventory]:
         inventory = self.harness.provider.inventory(
             InventoryRequest(
                 managed_by=self.managed_by, known={self.remote_id: self.address}, addresses=(self.address,)
@@ -164,23 +192,30 @@ class ImportedKey:
 
 
 class ProviderConformance:
+    algorithms: ClassVar[tuple[str, ...]] = ()  # keyplan algorithm names this target imports as configured
+    rotates: ClassVar[tuple[str, ...]] = ()  # algorithms for which NEW_VERSION import + promote_version works
+
     @pytest.fixture
     def harness(self, tmp_path: Path) -> Iterator[ProviderHarness]:
-        raise NotImplementedError("each cloud's test module provides the harness")
+        raise NotImplementedError("each provider's test module provides the harness")
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """One test per supported algorithm (so parallel workers can share them out)."""
+        if "algorithm_name" in metafunc.fixturenames:
+            metafunc.parametrize("algorithm_name", type(self).algorithms)
 
     # -- import ------------------------------------------------------------------------------
 
     def test_every_supported_algorithm_imports_and_the_emulator_holds_the_same_material(
-        self, harness: ProviderHarness
+        self, harness: ProviderHarness, algorithm_name: str
     ) -> None:
-        for name in harness.algorithms:
-            key = ImportedKey(harness, name)
-            material = make_material(key.algorithm)
-            key.import_material(material)
-            assert fingerprint_material(key.algorithm.kind, material) in harness.emulator_fingerprints(), name
+        key = ImportedKey(harness, algorithm_name)
+        material = make_material(key.algorithm)
+        key.import_material(material)
+        assert fingerprint_material(key.algorithm.kind, material) in harness.emulator_fingerprints()
 
     def test_wrap_offers_are_strongest_first_and_every_offer_imports(self, harness: ProviderHarness) -> None:
-        algorithm = ALGORITHMS[harness.algorithms[0]]
+        algorithm = ALGORITHMS[self.algorithms[0]]
         offers = harness.plugin.wrap_offers(harness.settings, algorithm)
         assert offers, "a supported algorithm must have at least one wrap offer"
         assert [o.method.strength for o in offers] == sorted((o.method.strength for o in offers), reverse=True)
@@ -196,11 +231,11 @@ class ProviderConformance:
 
     def test_unsupported_algorithms_have_no_offers(self, harness: ProviderHarness) -> None:
         for name, algorithm in ALGORITHMS.items():
-            if name not in harness.algorithms:
+            if name not in self.algorithms:
                 assert harness.plugin.wrap_offers(harness.settings, algorithm) == [], name
 
     def test_material_wrapped_for_another_key_is_refused(self, harness: ProviderHarness) -> None:
-        name = harness.algorithms[0]
+        name = self.algorithms[0]
         key = ImportedKey(harness, name)
         other = rsa.generate_private_key(public_exponent=65537, key_size=key.offer.wrapping_key_bits)
         spki = other.public_key().public_bytes(
@@ -218,7 +253,7 @@ class ProviderConformance:
     # -- inventory ---------------------------------------------------------------------------
 
     def test_inventory_shows_address_labels_and_state(self, harness: ProviderHarness) -> None:
-        key = ImportedKey(harness, harness.algorithms[0], labels={"team": "payments"})
+        key = ImportedKey(harness, self.algorithms[0], labels={"team": "payments"})
         key.import_material(make_material(key.algorithm))
         entry, inventory = key.inventory_entry()
         assert entry is not None, inventory
@@ -229,7 +264,7 @@ class ProviderConformance:
         assert entry.algorithm == key.algorithm.name
 
     def test_scan_finds_managed_keys_state_does_not_know(self, harness: ProviderHarness) -> None:
-        key = ImportedKey(harness, harness.algorithms[0])
+        key = ImportedKey(harness, self.algorithms[0])
         key.import_material(make_material(key.algorithm))
         inventory = harness.provider.inventory(
             InventoryRequest(managed_by=key.managed_by, known={}, addresses=(key.address,), scan=True)
@@ -238,7 +273,7 @@ class ProviderConformance:
         assert found and found[0].address == key.address
 
     def test_inventory_reports_known_ids_the_cloud_does_not_have(self, harness: ProviderHarness) -> None:
-        key = ImportedKey(harness, harness.algorithms[0])
+        key = ImportedKey(harness, self.algorithms[0])
         key.import_material(make_material(key.algorithm))
         missing_id = key.remote_id[: -len(key.remote_id.split("/")[-1])] + "keyplan-missing-" + uuid.uuid4().hex[:8]
         inventory = harness.provider.inventory(
@@ -252,7 +287,7 @@ class ProviderConformance:
         assert key.remote_id in {k.remote_id for k in inventory.keys}
 
     def test_describe_of_a_missing_key_is_none(self, harness: ProviderHarness) -> None:
-        key = ImportedKey(harness, harness.algorithms[0])
+        key = ImportedKey(harness, self.algorithms[0])
         key.import_material(make_material(key.algorithm))
         missing_id = key.remote_id[: -len(key.remote_id.split("/")[-1])] + "keyplan-missing-" + uuid.uuid4().hex[:8]
         assert harness.provider.describe(missing_id) is None
@@ -262,7 +297,7 @@ class ProviderConformance:
     # -- metadata ----------------------------------------------------------------------------
 
     def test_update_labels_and_disable_then_enable(self, harness: ProviderHarness) -> None:
-        key = ImportedKey(harness, harness.algorithms[0], labels={"team": "payments", "tier": "1"})
+        key = ImportedKey(harness, self.algorithms[0], labels={"team": "payments", "tier": "1"})
         key.import_material(make_material(key.algorithm))
         current, _ = key.inventory_entry()
         desired = key.spec.model_copy(update={"labels": {"team": "ledger"}, "enabled": False})
@@ -291,10 +326,10 @@ class ProviderConformance:
     # -- rotation ----------------------------------------------------------------------------
 
     def test_rotation_imports_a_new_version_and_makes_it_current(self, harness: ProviderHarness) -> None:
-        if not harness.rotates:
+        if not self.rotates:
             pytest.skip("this target rotates no algorithm")
-        key = ImportedKey(harness, harness.rotates[0])
-        first, second = make_material(key.algorithm), make_material(key.algorithm)
+        key = ImportedKey(harness, self.rotates[0])
+        first, second = make_material(key.algorithm), make_material(key.algorithm, index=1)
         v1 = key.import_material(first)
         v2 = key.import_material(second, ImportPurpose.NEW_VERSION)
         assert v1 != v2
@@ -308,7 +343,7 @@ class ProviderConformance:
     # -- deletion ----------------------------------------------------------------------------
 
     def test_schedule_and_cancel_deletion(self, harness: ProviderHarness) -> None:
-        key = ImportedKey(harness, harness.algorithms[0])
+        key = ImportedKey(harness, self.algorithms[0])
         key.import_material(make_material(key.algorithm))
         harness.provider.schedule_deletion(ScheduleDeletionRequest(remote_id=key.remote_id, window_days=7))
         entry, inventory = key.inventory_entry()
@@ -322,7 +357,7 @@ class ProviderConformance:
     # -- errors ------------------------------------------------------------------------------
 
     def test_import_parameters_for_a_missing_key_are_not_found(self, harness: ProviderHarness) -> None:
-        key = ImportedKey(harness, harness.algorithms[0])
+        key = ImportedKey(harness, self.algorithms[0])
         key.import_material(make_material(key.algorithm))
         missing_id = key.remote_id[: -len(key.remote_id.split("/")[-1])] + "keyplan-missing-" + uuid.uuid4().hex[:8]
         with pytest.raises(ProviderError) as caught:
@@ -332,7 +367,7 @@ class ProviderConformance:
         assert caught.value.kind is ErrorKind.NOT_FOUND
 
     def test_expired_import_parameters_are_classified(self, harness: ProviderHarness) -> None:
-        key = ImportedKey(harness, harness.algorithms[0])
+        key = ImportedKey(harness, self.algorithms[0])
         params = key.parameters()
         if params.expires_at is None:
             pytest.skip("this cloud's import parameters do not expire")
@@ -345,7 +380,7 @@ class ProviderConformance:
         key.import_material(make_material(key.algorithm), parameters=fresh)
 
     def test_throttling_and_server_errors_are_retryable(self, harness: ProviderHarness) -> None:
-        key = ImportedKey(harness, harness.algorithms[0])
+        key = ImportedKey(harness, self.algorithms[0])
         key.import_material(make_material(key.algorithm))
         harness.control("/_emulator/faults", {"errors": [{"operation": "*", "status": 503, "count": 50}]})
         try:
@@ -384,7 +419,7 @@ class ProviderConformance:
             provider.close()
 
     def test_errors_never_carry_material(self, harness: ProviderHarness) -> None:
-        key = ImportedKey(harness, harness.algorithms[0])
+        key = ImportedKey(harness, self.algorithms[0])
         material = make_material(key.algorithm)
         raw = material.reveal()
         params = key.parameters()
