@@ -1,7 +1,9 @@
 """Planner cases as data: each folder under cases/ holds a configuration, a prior state, the
 live inventory the providers would report, and the expected changes, drift kinds and action
-graph. The diff runs with the real AWS plugin's rules and the software source's capabilities,
-at a fixed time."""
+graph. The diff runs with the real rules of the plugins each case configures (AWS, Google
+Cloud and Azure providers: what each imports, its prerequisites such as key rings, import jobs
+and key-exchange keys, the metadata it keeps) and the software source's capabilities, at a
+fixed time."""
 
 from __future__ import annotations
 

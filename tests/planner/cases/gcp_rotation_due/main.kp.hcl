@@ -1,0 +1,18 @@
+source "software" "local" {}
+
+provider "gcp" "main" {
+  project  = "acme"
+  location = "europe-west1"
+  key_ring = "payments"
+}
+
+key "app" {
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.gcp.main]
+  labels    = { team = "core" }
+  rotation {
+    every = "90d"
+  }
+}
+
