@@ -27,8 +27,8 @@ from typing import TypeVar
 
 from keyplan.config import key_spec
 from keyplan.config.model import Config
-from keyplan.escaping import for_terminal
 from keyplan.diagnostics import Diagnostic, DiagnosticsError, Severity
+from keyplan.escaping import for_terminal
 from keyplan.plan.negotiate import negotiate
 from keyplan.provider import (
     ImportMaterialRequest,

@@ -263,10 +263,14 @@ class PrerequisiteRecord(_Model):
 
 
 class KeyLifecycleSupport(_Model):
-    """What a cloud can do over an imported key's life; policy rules ask before requiring it."""
+    """What a cloud can do over an imported key's life. Policy rules ask before requiring it; the
+    planner refuses a rotation (`rotation {}`, `-replace`) where `rotation` is false, saying
+    `rotation_instead`, and names `rotation_mechanism` in the plan where it is true."""
 
     rotation: bool = True  # new material versions can be imported and made current
     expiry: bool = True  # imported material can be given an expiry time
+    rotation_mechanism: str = "new key version made current"  # what a rotation does at this cloud
+    rotation_instead: str = ""  # when it cannot rotate: what to do instead
 
 
 ProviderSettingsT = TypeVar("ProviderSettingsT", bound=ProviderSettings)

@@ -203,7 +203,7 @@ class _Differ:
             material_version = latest.version
             rotation_due = desired.spec.rotation is not None and latest.created_at + desired.spec.rotation <= self.now
             if rotation_due or address in self.options.replace or _base(address) in self.options.replace:
-                if not self.options.refresh_only:
+                if not self.options.refresh_only and self._can_rotate(address, desired):
                     work.generate_version = latest.version + 1
                     material_version = latest.version + 1
         for target in desired.targets:
@@ -218,6 +218,29 @@ class _Differ:
                 self._delete_target(address, record, target, target_record, desired.prevent_destroy, work)  # type: ignore[arg-type]
         if work.targets or work.generate_version or work.forget:
             self.work.append(work)
+
+    def _can_rotate(self, address: str, desired: DesiredKey) -> bool:
+        """Whether every target of the key can take new material; a refusal for each one that cannot.
+        A rotation is all or nothing: no material version is generated unless every target takes it."""
+        able = True
+        for target in desired.targets:
+            info = self.targets.get(target)
+            if info is None:
+                continue
+            support = info.plugin.lifecycle_support(info.settings, desired.spec)
+            if not support.rotation:
+                able = False
+                self.diagnostics.error(
+                    f"{target} cannot rotate {address}",
+                    f"A rotation of {address} ({'-replace' if self._replaced(address) else 'rotation period'}) needs "
+                    f"new material at {target}, which cannot take it. {support.rotation_instead}",
+                    range=desired.range,
+                    address=address,
+                )
+        return able
+
+    def _replaced(self, address: str) -> bool:
+        return address in self.options.replace or _base(address) in self.options.replace
 
     def _desired_target(
         self,
@@ -283,6 +306,9 @@ class _Differ:
                 tw.promote = True
                 actions.append(ChangeAction.ROTATE)
                 reasons.append(self._rotation_reason(address, work, material_version))
+                support = info.plugin.lifecycle_support(info.settings, spec)
+                if support.rotation:
+                    change.notes.append(f"rotation: {support.rotation_mechanism}")
             renew_at = self._renewal_due(spec, live)
             if renew_at is not None and tw.import_purpose is None:
                 current = target_record.imported(recorded_version)

@@ -279,7 +279,16 @@ class AwsKmsPlugin(ProviderPlugin[AwsSettings]):
 
     def lifecycle_support(self, settings: AwsSettings, key: KeySpec) -> KeyLifecycleSupport:
         # Only symmetric imported keys take new material (RotateKeyOnDemand); every import takes a ValidTo.
-        return KeyLifecycleSupport(rotation=key.algorithm.kind is MaterialKind.SYMMETRIC, expiry=True)
+        return KeyLifecycleSupport(
+            rotation=key.algorithm.kind is MaterialKind.SYMMETRIC,
+            expiry=True,
+            rotation_mechanism="AWS: new key material + RotateKeyOnDemand",
+            rotation_instead=(
+                f"AWS KMS keeps the one material of an imported {key.algorithm.name} key for its whole life. To "
+                "change the material, declare a new key under another name, move aliases and applications to it, "
+                "then remove the old key."
+            ),
+        )
 
     def deletion_note(self, settings: AwsSettings) -> str:
         return (

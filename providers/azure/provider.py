@@ -50,6 +50,7 @@ from keyplan.provider import (
     ImportParametersRequest,
     Inventory,
     InventoryRequest,
+    KeyLifecycleSupport,
     KeySpec,
     KeyState,
     PrerequisiteRecord,
@@ -375,6 +376,9 @@ class AzurePlugin(ProviderPlugin[AzureSettings]):
         """Azure keeps tags (keyplan's labels) and the enabled attribute; it has no aliases and no
         description, so the planner must not compare those."""
         return frozenset({"labels", "enabled"})
+
+    def lifecycle_support(self, settings: AzureSettings, key: KeySpec) -> KeyLifecycleSupport:
+        return KeyLifecycleSupport(rotation_mechanism="Azure: new key version (the latest version is the current one)")
 
     def deletion_note(self, settings: AzureSettings) -> str:
         note = f"soft-deleted: recoverable for {settings.retention_days} days, then purged by Azure"

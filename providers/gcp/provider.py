@@ -255,7 +255,9 @@ class GcpPlugin(ProviderPlugin[GcpSettings]):
 
     def lifecycle_support(self, settings: GcpSettings, key: KeySpec) -> KeyLifecycleSupport:
         # Cloud KMS keeps imported versions until they are destroyed: no expiry time exists.
-        return KeyLifecycleSupport(rotation=True, expiry=False)
+        return KeyLifecycleSupport(
+            rotation=True, expiry=False, rotation_mechanism="Google: new key version imported, then made primary"
+        )
 
     def deletion_note(self, settings: GcpSettings) -> str:
         return (
