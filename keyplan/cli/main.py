@@ -390,6 +390,7 @@ def apply(
     no_color: NoColorOpt = False,
 ) -> None:
     """Make the clouds match the configuration (or apply a saved plan exactly)."""
+    from keyplan.plan.agreement import specs_from_configuration
     from keyplan.plan.planfile import check_applicable, load_plan
     from keyplan.plan.render import render_text
 
@@ -413,6 +414,7 @@ def apply(
                 config_digest=config.digest,
                 max_age=_duration("max-plan-age", max_plan_age) if max_plan_age not in ("0", "0s") else None,
             )
+            problems.extend(specs_from_configuration(saved, config))
             if problems.has_errors():
                 raise DiagnosticsError(problems)
             code = execute(saved, config, backend, state, parallelism, colour)

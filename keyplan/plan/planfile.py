@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from keyplan import __version__
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.plan.agreement import refuse_disagreement
 from keyplan.plan.model import PLAN_FORMAT_VERSION, Plan
 from keyplan.state.local import write_atomically
 from keyplan.state.model import State
@@ -71,6 +72,7 @@ def load_plan(path: Path) -> Plan:
             f"The content digest of {path} does not match its content, so the plan was edited after it was saved "
             "(and after it may have been reviewed). Do not apply it; make a new plan and have it reviewed again.",
         )
+    refuse_disagreement(plan, str(path))
     return plan
 
 
