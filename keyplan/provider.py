@@ -311,6 +311,11 @@ class ProviderPlugin(ABC, Generic[ProviderSettingsT]):
         """What 'schedule deletion' means at this cloud, shown in plans."""
         return "scheduled for deletion"
 
+    def protection_note(self, settings: ProviderSettingsT) -> str | None:
+        """The cloud's own guard against deleting a key, if it has one, shown in plans beside
+        keyplan's `prevent_destroy` (which guards only what keyplan does). Default: none."""
+        return None
+
     @abstractmethod
     def open(self, settings: ProviderSettingsT, context: RuntimeContext) -> Provider: ...
 

@@ -32,6 +32,7 @@ from keyplan.plan.model import (
     Plan,
     PlannedKey,
     PromoteVersion,
+    RecordProtection,
     ScheduleDeletion,
     UpdateKey,
     WrapMaterial,
@@ -478,3 +479,15 @@ def forget_key(context: ApplyContext, action: ForgetKey) -> None:
             state.keys.pop(address, None)
 
     context.committer.commit(forget, key=address)
+
+
+@handles(RecordProtection)
+def record_protection(context: ApplyContext, action: RecordProtection) -> None:
+    address, protect = action.address, action.args.prevent_destroy
+
+    def record(state: State) -> None:
+        key = state.keys.get(address)
+        if key is not None:
+            key.prevent_destroy = protect
+
+    context.committer.commit(record, key=address)

@@ -34,6 +34,7 @@ from keyplan.plan.model import (
     ImportMaterial,
     Plan,
     PlannedChange,
+    RecordProtection,
     ScheduleDeletion,
     WrapMaterial,
 )
@@ -94,7 +95,7 @@ def disagreements(plan: Plan) -> list[str]:
     for (address, target), change in changes.items():
         kinds = {a.kind for a in by_place.get((address, target), [])}
         for verb in change.actions:
-            needed = _REQUIRES.get(verb)
+            needed = ActionKind.RECORD_PROTECTION if target is None and verb is ChangeAction.UPDATE else _REQUIRES.get(verb)
             if needed is not None and needed not in kinds:
                 problems.append(f"the change {verb.value} of {_where(address, target)} has no {needed.value} action")
         if ChangeAction.FORGET in change.actions and not _forgotten(plan.actions, address, target):
@@ -127,6 +128,14 @@ def _unexplained(action: Action, changes: dict[tuple[str, str | None], PlannedCh
         return None if imports else "prepares an import no change shows"
     if isinstance(action, ForgetKey):
         return None if _forget_explained(action, changes, plan) else "forgets a key no change removes"
+    if isinstance(action, RecordProtection):
+        change = changes.get((action.address, None))
+        planned = plan.keys.get(action.address)
+        if change is None or ChangeAction.UPDATE not in change.actions:
+            return f"is not shown by any change of {action.address}"
+        if planned is None or planned.prevent_destroy != action.args.prevent_destroy:
+            return f"records prevent_destroy = {str(action.args.prevent_destroy).lower()}, which the key's plan does not say"
+        return None
     change = changes.get((action.address or "", action.target))
     allowed = _ALLOWED_BY[action.kind]
     if change is None or not (allowed & set(change.actions)):

@@ -96,6 +96,7 @@ class KeyWork:
     source: str
     generate_version: int | None = None  # new material version to generate first
     forget: bool = False
+    protect: bool | None = None  # lifecycle.prevent_destroy to write into state
     targets: list[TargetWork] = field(default_factory=list)
 
 
@@ -215,9 +216,34 @@ class _Differ:
                 work.targets.append(tw)
         for target, target_record in sorted((record.targets if record else {}).items()):
             if target not in desired.targets:
-                self._delete_target(address, record, target, target_record, desired.prevent_destroy, work)  # type: ignore[arg-type]
-        if work.targets or work.generate_version or work.forget:
+                protected = desired.prevent_destroy or (record is not None and record.prevent_destroy)
+                self._delete_target(address, record, target, target_record, protected, work)  # type: ignore[arg-type]
+        if record is not None and record.prevent_destroy != desired.prevent_destroy and not self.options.refresh_only:
+            self._record_protection(address, desired, work)
+        if work.targets or work.generate_version or work.forget or work.protect is not None:
             self.work.append(work)
+
+    def _record_protection(self, address: str, desired: DesiredKey, work: KeyWork) -> None:
+        """State keeps what `lifecycle.prevent_destroy` says (it guards deletion even after the
+        block is removed), so a change of it is a change of its own, reviewed like any other."""
+        work.protect = desired.prevent_destroy
+        change = PlannedChange(
+            address=address,
+            actions=[ChangeAction.UPDATE],
+            reason=(
+                "lifecycle.prevent_destroy = true is recorded in state: the key cannot be deleted until an apply "
+                "records false"
+                if desired.prevent_destroy
+                else "lifecycle.prevent_destroy = false is recorded in state: the key may be deleted by a later apply"
+            ),
+        )
+        if desired.prevent_destroy:
+            for target in desired.targets:
+                info = self.targets.get(target)
+                note = info.plugin.protection_note(info.settings) if info is not None else None
+                if note:
+                    change.notes.append(f"{target}: {note}")
+        self.changes.append(change)
 
     def _can_rotate(self, address: str, desired: DesiredKey) -> bool:
         """Whether every target of the key can take new material; a refusal for each one that cannot.

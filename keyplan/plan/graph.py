@@ -32,6 +32,8 @@ from keyplan.plan.model import (
     ImportMaterialArgs,
     PromoteVersion,
     PromoteVersionArgs,
+    RecordProtection,
+    RecordProtectionArgs,
     RemoteKeyArgs,
     ScheduleDeletion,
     ScheduleDeletionArgs,
@@ -99,6 +101,14 @@ class _Builder:
         finals: list[str | None] = []
         for tw in work.targets:
             finals.append(self.target(work, tw, generate))
+        if work.protect is not None:
+            self.add(
+                RecordProtection(
+                    id=_id(ActionKind.RECORD_PROTECTION, work.address),
+                    address=work.address,
+                    args=RecordProtectionArgs(prevent_destroy=work.protect),
+                )
+            )
         if work.forget:
             self.add(
                 ForgetKey(id=_id(ActionKind.FORGET_KEY, work.address), address=work.address, depends_on=_deps(finals))

@@ -126,6 +126,7 @@ class ActionKind(StrEnum):
     CANCEL_DELETION = "cancel_deletion"
     SCHEDULE_DELETION = "schedule_deletion"
     FORGET_KEY = "forget_key"
+    RECORD_PROTECTION = "record_protection"
 
     @property
     def remote(self) -> bool:
@@ -135,6 +136,7 @@ class ActionKind(StrEnum):
             ActionKind.WRAP_MATERIAL,
             ActionKind.FORGET_KEY,
             ActionKind.ADOPT_KEY,
+            ActionKind.RECORD_PROTECTION,
         )
 
 
@@ -334,6 +336,18 @@ class ForgetKey(BaseAction):
     args: ForgetKeyArgs = ForgetKeyArgs()
 
 
+class RecordProtectionArgs(_Model):
+    prevent_destroy: bool
+
+
+class RecordProtection(BaseAction):
+    """Write the key's `lifecycle.prevent_destroy` into state (which guards deletion); calls nothing."""
+
+    kind: Literal[ActionKind.RECORD_PROTECTION] = ActionKind.RECORD_PROTECTION
+    address: str
+    args: RecordProtectionArgs
+
+
 Action = Annotated[
     GenerateMaterial
     | EnsurePrerequisite
@@ -346,7 +360,8 @@ Action = Annotated[
     | UpdateKey
     | CancelDeletion
     | ScheduleDeletion
-    | ForgetKey,
+    | ForgetKey
+    | RecordProtection,
     Field(discriminator="kind"),
 ]
 """Any action of a plan; `kind` says which model it is."""
@@ -364,6 +379,7 @@ ACTION_MODELS: dict[ActionKind, type[BaseAction]] = {
     ActionKind.CANCEL_DELETION: CancelDeletion,
     ActionKind.SCHEDULE_DELETION: ScheduleDeletion,
     ActionKind.FORGET_KEY: ForgetKey,
+    ActionKind.RECORD_PROTECTION: RecordProtection,
 }
 
 

@@ -44,6 +44,14 @@ def remove(state: State, addresses: list[str]) -> list[KeyRecord]:
         if not found:
             raise _unknown(address, state)
         names.extend(a for a in found if a not in names)
+    protected = [name for name in names if state.keys[name].prevent_destroy]
+    if protected:
+        raise DiagnosticsError.single(
+            "Key has lifecycle.prevent_destroy set",
+            f"{', '.join(protected)} {'is' if len(protected) == 1 else 'are'} protected in state "
+            "(lifecycle { prevent_destroy = true }). Removing a protected key from state would let it be deleted "
+            "without keyplan noticing. Set prevent_destroy = false and apply first; then remove it.",
+        )
     return [state.keys.pop(name) for name in names]
 
 

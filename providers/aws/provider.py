@@ -290,6 +290,12 @@ class AwsKmsPlugin(ProviderPlugin[AwsSettings]):
             ),
         )
 
+    def protection_note(self, settings: AwsSettings) -> str | None:
+        return (
+            "AWS KMS can guard the key itself: a key policy statement denying kms:ScheduleKeyDeletion "
+            "(keyplan does not manage key policies)"
+        )
+
     def deletion_note(self, settings: AwsSettings) -> str:
         return (
             f"scheduled for deletion after a {settings.deletion_window_days}-day waiting period "

@@ -380,6 +380,14 @@ class AzurePlugin(ProviderPlugin[AzureSettings]):
     def lifecycle_support(self, settings: AzureSettings, key: KeySpec) -> KeyLifecycleSupport:
         return KeyLifecycleSupport(rotation_mechanism="Azure: new key version (the latest version is the current one)")
 
+    def protection_note(self, settings: AzureSettings) -> str | None:
+        if settings.purge_protection:
+            return (
+                f"Azure purge protection is on for this vault: a deleted key stays recoverable for "
+                f"{settings.retention_days} days and cannot be purged earlier"
+            )
+        return "Azure purge protection is off for this vault: turn it on so a deleted key cannot be purged early"
+
     def deletion_note(self, settings: AzureSettings) -> str:
         note = f"soft-deleted: recoverable for {settings.retention_days} days, then purged by Azure"
         if settings.purge_protection:

@@ -259,6 +259,12 @@ class GcpPlugin(ProviderPlugin[GcpSettings]):
             rotation=True, expiry=False, rotation_mechanism="Google: new key version imported, then made primary"
         )
 
+    def protection_note(self, settings: GcpSettings) -> str | None:
+        return (
+            "Google Cloud KMS destroys versions only after the scheduled-destruction period; an IAM deny policy "
+            "on cloudkms.cryptoKeyVersions.destroy guards the key itself"
+        )
+
     def deletion_note(self, settings: GcpSettings) -> str:
         return (
             "every version scheduled for destruction (Cloud KMS cannot delete a key holding imported versions; "
