@@ -40,7 +40,7 @@ from urllib.parse import quote, urlsplit
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -59,6 +59,9 @@ MAX_TAG_LENGTH = 256
 MAX_PAGE = 25
 RSA_SIZES = (2048, 3072, 4096)
 AES_SIZES = (16, 24, 32)
+# JWA signature algorithms: the digest each takes, and the curve of the ES ones (RFC 7518 §3.1)
+_SIGN_HASHES: dict[str, hashes.HashAlgorithm] = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
+_ES_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 CURVES: dict[str, ec.EllipticCurve] = {
     "P-256": ec.SECP256R1(),
     "P-384": ec.SECP384R1(),
@@ -324,7 +327,7 @@ class AzureKeyVaultEmulator(EmulatorApp):
         if len(parts) == 3:
             return {"GET": "GetKey", "PATCH": "UpdateKey"}.get(method, "Unknown")
         if len(parts) == 4 and method == "POST":
-            return {"encrypt": "Encrypt", "decrypt": "Decrypt"}.get(parts[3], "Unknown")
+            return {"encrypt": "Encrypt", "decrypt": "Decrypt", "sign": "Sign"}.get(parts[3], "Unknown")
         return "Unknown"
 
     def handle(self, request: Request) -> Response:
@@ -409,6 +412,7 @@ class AzureKeyVaultEmulator(EmulatorApp):
             "RecoverDeletedKey": lambda: self.recover_deleted_key(name, base),
             "Encrypt": lambda: self.encrypt(name, parts[2], self._body(request, KeyOperationBody), base),
             "Decrypt": lambda: self.decrypt(name, parts[2], self._body(request, KeyOperationBody), base),
+            "Sign": lambda: self.sign(name, parts[2], self._body(request, KeyOperationBody), base),
         }
         return handlers[operation]()
 
@@ -898,6 +902,74 @@ class AzureKeyVaultEmulator(EmulatorApp):
                 raise bad_parameter("The ciphertext could not be decrypted with this key.") from None
             return Response.json({"kid": kid, "value": b64url(plaintext)})
         raise bad_parameter(f"The algorithm {body.alg} is not supported for a {stored.kty} key.")
+
+    def sign(self, name: str, version: str, body: KeyOperationBody, base: str) -> Response:
+        """JWA RS*/PS* with RSA keys, ES256/ES384 with EC keys of the matching curve; the
+        request carries the digest, and ES signatures are r || s."""
+        stored = self._operation_key(name, version, "sign")
+        digest = decode_b64_any(body.value)
+        kid = f"{base}/keys/{stored.name}/{stored.version}"
+        alg = body.alg
+        chosen = _SIGN_HASHES.get(alg[2:])
+        private = serialization.load_der_private_key(base64.b64decode(stored.private), password=None)
+        if chosen is None:
+            raise bad_parameter(f"The algorithm {alg} is not supported for a {stored.kty} key.")
+        if len(digest) != chosen.digest_size:
+            raise bad_parameter(f"The digest is not a {chosen.name} digest, as {alg} needs.")
+        prehashed = utils.Prehashed(chosen)
+        if alg[:2] in ("RS", "PS") and isinstance(private, rsa.RSAPrivateKey):
+            pad: padding.AsymmetricPadding = (
+                padding.PSS(mgf=padding.MGF1(chosen), salt_length=chosen.digest_size) if alg[:2] == "PS" else padding.PKCS1v15()
+            )
+            signature = private.sign(digest, pad, prehashed)
+        elif alg[:2] == "ES" and isinstance(private, ec.EllipticCurvePrivateKey) and _ES_CURVES.get(alg) == _curve_name(private.curve):
+            r, s = utils.decode_dss_signature(private.sign(digest, ec.ECDSA(prehashed)))
+            size = (private.curve.key_size + 7) // 8
+            signature = r.to_bytes(size, "big") + s.to_bytes(size, "big")
+        else:
+            raise bad_parameter(f"The algorithm {alg} is not supported for a {stored.kty} key.")
+        return Response.json({"kid": kid, "value": b64url(signature)})
+
+    def swap_material(self, key: str, version: str | None) -> str | None:
+        parts = urlsplit(key).path.strip("/").split("/")
+        name = parts[1] if len(parts) >= 2 and parts[0] == "keys" else key
+        with self.store.transaction():
+            stored_key = self._key(name)
+            if stored_key is None or not stored_key.versions:
+                return None
+            try:
+                stored = self._version(stored_key, version or "")
+            except KeyVaultError:
+                return None
+            if not stored.imported:
+                return None
+            old = base64.b64decode(stored.private)
+            fresh: SecretBytes
+            if stored.kty.startswith("oct"):
+                fresh, public, kind = SecretBytes(os.urandom(len(old))), {}, MaterialKind.SYMMETRIC
+            else:
+                current = serialization.load_der_private_key(old, password=None)
+                private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+                if isinstance(current, rsa.RSAPrivateKey):
+                    private, kind = rsa.generate_private_key(65537, current.key_size), MaterialKind.RSA
+                else:
+                    assert isinstance(current, ec.EllipticCurvePrivateKey)
+                    private, kind = ec.generate_private_key(current.curve), MaterialKind.EC
+                fresh = SecretBytes(
+                    private.private_bytes(
+                        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                    )
+                )
+                public = public_members(private, stored.public.get("crv"))
+            swapped = stored.model_copy(
+                update={
+                    "private": base64.b64encode(fresh.reveal()).decode(),
+                    "public": public,
+                    "fingerprint": fingerprint_material(kind, fresh),
+                }
+            )
+            self._save_version(swapped)
+            return swapped.fingerprint
 
     @staticmethod
     def _check_gcm_size(alg: str, secret: bytes) -> None:

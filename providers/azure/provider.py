@@ -53,6 +53,9 @@ from keyplan.provider import (
     KeyLifecycleSupport,
     KeySpec,
     KeyState,
+    MaterialProof,
+    MaterialProofRequest,
+    MaterialWitness,
     PrerequisiteRecord,
     PrerequisiteSpec,
     PromoteVersionRequest,
@@ -1136,6 +1139,11 @@ class AzureProvider(Provider):
             )
             if error.kind is not ErrorKind.NOT_FOUND or live is None:
                 raise
+
+    def prove_material(self, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
+        from providers.azure.proof import prove
+
+        return prove(self, request, witness)
 
     def close(self) -> None:
         if self._closed.is_set():

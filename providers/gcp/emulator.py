@@ -496,6 +496,28 @@ class GcpKmsEmulator(EmulatorApp):
                 held.append({"key": key, "version": version, "fingerprint": doc["_fingerprint"]})
         return held
 
+    def swap_material(self, key: str, version: str | None) -> str | None:
+        with self.store.transaction():
+            stored_key = self.store.get(KEYS, key)
+            if stored_key is None:
+                return None
+            held = [
+                (name, doc)
+                for name, doc in self.store.list(VERSIONS)
+                if name.startswith(key + "/cryptoKeyVersions/") and doc.get("_material")
+            ]
+            wanted = version or stored_key.get("_primary")
+            chosen = [(n, d) for n, d in held if wanted is None or n.endswith("/" + str(wanted))]
+            if not chosen:
+                return None
+            name, doc = max(chosen, key=lambda item: int(item[0].rsplit("/", 1)[-1]))
+            rule = ALGORITHM_RULES[doc["algorithm"]]
+            material = _fresh_material(rule)
+            doc["_material"] = _b64(material)
+            doc["_fingerprint"] = fingerprint_material(rule.kind, SecretBytes(material))
+            self.store.put(VERSIONS, name, doc)
+            return str(doc["_fingerprint"])
+
     # -- rendering --------------------------------------------------------------------------------
 
     @staticmethod
@@ -710,21 +732,7 @@ class GcpKmsEmulator(EmulatorApp):
         """A service-generated version 1 (keys created without skip_initial_version_creation)."""
         algorithm = key["versionTemplate"]["algorithm"]
         rule = ALGORITHM_RULES[algorithm]
-        material: bytes
-        if rule.raw_length is not None:
-            material = os.urandom(rule.raw_length)
-        else:
-            private: Any
-            if rule.rsa_bits:
-                private = rsa.generate_private_key(public_exponent=65537, key_size=rule.rsa_bits)
-            elif rule.ed25519:
-                private = ed25519.Ed25519PrivateKey.generate()
-            else:
-                assert rule.curve is not None
-                private = ec.generate_private_key(rule.curve())
-            material = private.private_bytes(
-                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
+        material = _fresh_material(rule)
         version_id = str(key["_nextVersion"])
         key["_nextVersion"] += 1
         name = f"{key['name']}/cryptoKeyVersions/{version_id}"
@@ -1152,6 +1160,23 @@ class GcpKmsEmulator(EmulatorApp):
                 "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], ints),
             },
         )
+
+
+def _fresh_material(rule: AlgorithmRule) -> bytes:
+    """New material of an algorithm: raw bytes, or a PKCS#8 private key."""
+    if rule.raw_length is not None:
+        return os.urandom(rule.raw_length)
+    private: Any
+    if rule.rsa_bits:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=rule.rsa_bits)
+    elif rule.ed25519:
+        private = ed25519.Ed25519PrivateKey.generate()
+    else:
+        assert rule.curve is not None
+        private = ec.generate_private_key(rule.curve())
+    return bytes(
+        private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
 
 
 def _format_problem(rule: AlgorithmRule, algorithm: str, material: SecretBytes) -> str | None:

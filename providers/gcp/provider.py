@@ -42,6 +42,9 @@ from keyplan.provider import (
     KeyLifecycleSupport,
     KeySpec,
     KeyState,
+    MaterialProof,
+    MaterialProofRequest,
+    MaterialWitness,
     PrerequisiteRecord,
     PrerequisiteSpec,
     PromoteVersionRequest,
@@ -988,6 +991,11 @@ class GcpProvider(Provider):
         imported = [key for key in listed if key.import_only]
         versions = self._fan_out(self._versions, [k.name for k in imported if not self._primary_settles(k)])
         return [self._remote_key(k, versions.get(k.name), {}, None, with_versions=False) for k in imported]
+
+    def prove_material(self, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
+        from providers.gcp.proof import prove
+
+        return prove(self, request, witness)
 
     def close(self) -> None:
         try:

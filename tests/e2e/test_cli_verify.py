@@ -1,6 +1,7 @@
-"""`keyplan verify` end to end: keys applied to the embedded emulators, proven through the
-clouds' own operations, and a key whose material was swapped at the emulator (out of band,
-through its test-only route) reported as a mismatch with exit 2."""
+"""`keyplan verify` end to end: keys applied to the embedded emulators (from the software
+keystore and from a SoftHSM2 token), proven through the clouds' own operations, and a key whose
+material was swapped at the emulator (out of band, through its test-only route) reported as a
+mismatch with exit 2."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import json
 from pathlib import Path
 
 import jsonschema
+import pytest
+from azure_support import azure_vault
 from conftest import Workspace
+from gcp_support import gcp_cloud
+from test_cli_hsm import EMULATORS, EVERY_TARGET, PINS, config, init_token
 
+from providers.emulation import start_embedded
 from providers.emulation.server import fetch_json
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -144,3 +150,176 @@ def test_a_disabled_key_cannot_be_proven_and_is_not_changed(workspace: Workspace
     assert "DisabledException" in result["detail"]
     with workspace.aws() as (client, _):
         assert client.describe_key(KeyId=remote_id)["KeyMetadata"]["KeyState"] == "Disabled"
+
+
+GCP_CONFIG = """
+source "software" "local" {}
+
+provider "gcp" "main" {
+  project  = "p"
+  location = "global"
+  key_ring = "ring"
+  endpoint = "embedded"
+}
+
+key "data" {
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.gcp.main]
+}
+key "mac" {
+  algorithm = "HMAC_SHA256"
+  source    = source.software.local
+  targets   = [provider.gcp.main]
+}
+key "signer" {
+  algorithm = "EC_P256"
+  source    = source.software.local
+  targets   = [provider.gcp.main]
+}
+key "rsa_signer" {
+  algorithm = "RSA_2048"
+  source    = source.software.local
+  targets   = [provider.gcp.main]
+}
+"""
+
+
+def test_every_imported_gcp_version_is_proven_and_a_swapped_one_is_a_mismatch(workspace: Workspace) -> None:
+    workspace.write(GCP_CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    assert workspace.keyplan("apply", "-auto-approve", "-replace", "key.mac").code == 0  # a second version
+    code, report = verify_json(workspace)
+    assert code == 0
+    results = report["results"]
+    assert isinstance(results, list)
+    verdicts = sorted((r["address"], r["material_version"], r["verdict"], r["method"]) for r in results)
+    assert verdicts == [
+        ("key.data", 1, "cannot_prove", "none"),
+        ("key.mac", 1, "proven", "mac"),
+        ("key.mac", 2, "proven", "mac"),
+        ("key.rsa_signer", 1, "proven", "signature"),
+        ("key.signer", 1, "proven", "signature"),
+    ]
+    data = next(r for r in results if r["address"] == "key.data")
+    assert "GOOGLE_SYMMETRIC_ENCRYPTION" in data["detail"]
+    mac_versions = {r["remote_version_id"] for r in results if r["address"] == "key.mac"}
+    assert len(mac_versions) == 2
+
+    state = workspace.state()
+    mac_key = state["keys"]["key.mac"]["targets"]["gcp.main"]["remote_id"]
+    first_version = state["keys"]["key.mac"]["targets"]["gcp.main"]["imports"][0]["remote_version_id"]
+    signer_key = state["keys"]["key.signer"]["targets"]["gcp.main"]["remote_id"]
+    with gcp_cloud(workspace.path) as cloud:
+        fetch_json(cloud.server.url + "/_emulator/swap-material", "POST", {"key": mac_key, "version": first_version})
+        fetch_json(cloud.server.url + "/_emulator/swap-material", "POST", {"key": signer_key})
+    code, report = verify_json(workspace)
+    assert code == 2
+    outcome = {(r["address"], r["material_version"]): (r["verdict"], r["method"]) for r in report["results"]}
+    assert outcome[("key.mac", 1)] == ("mismatch", "mac")
+    assert outcome[("key.mac", 2)] == ("proven", "mac")  # only the swapped version
+    assert outcome[("key.signer", 1)] == ("mismatch", "public_key")
+
+
+AZURE_CONFIG = """
+source "software" "local" {}
+
+provider "azure" "vault" {
+  endpoint  = "embedded"
+  vault_url = "https://payments.vault.azure.net"
+}
+
+provider "azure" "hsm" {
+  endpoint  = "embedded"
+  vault_url = "https://payments.managedhsm.azure.net"
+}
+
+key "data" {
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.azure.hsm]
+}
+key "signer" {
+  algorithm = "EC_P384"
+  source    = source.software.local
+  targets   = [provider.azure.vault]
+}
+key "rsa_signer" {
+  algorithm = "RSA_2048"
+  source    = source.software.local
+  targets   = [provider.azure.vault]
+}
+key "decrypter" {
+  algorithm = "RSA_3072"
+  usage     = "decrypt"
+  source    = source.software.local
+  targets   = [provider.azure.hsm]
+}
+"""
+
+
+def test_every_azure_proof_succeeds_and_a_swapped_version_is_a_mismatch(workspace: Workspace) -> None:
+    workspace.write(AZURE_CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    code, report = verify_json(workspace)
+    assert code == 0
+    assert {a: (r["verdict"], r["method"]) for a, r in by_address(report).items()} == {
+        "key.data": ("proven", "encryption"),
+        "key.signer": ("proven", "signature"),
+        "key.rsa_signer": ("proven", "signature"),
+        "key.decrypter": ("proven", "encryption"),
+    }
+    state = workspace.state()
+    with azure_vault(workspace.path, "azure.hsm", "https://payments.managedhsm.azure.net") as hsm:
+        fetch_json(
+            hsm.server.url + "/_emulator/swap-material",
+            "POST",
+            {"key": state["keys"]["key.data"]["targets"]["azure.hsm"]["remote_id"]},
+            ca=hsm.server.ca_cert,
+        )
+    with azure_vault(workspace.path, "azure.vault", "https://payments.vault.azure.net") as vault:
+        fetch_json(
+            vault.server.url + "/_emulator/swap-material",
+            "POST",
+            {"key": state["keys"]["key.rsa_signer"]["targets"]["azure.vault"]["remote_id"]},
+            ca=vault.server.ca_cert,
+        )
+    code, report = verify_json(workspace)
+    assert code == 2
+    assert {a: r["verdict"] for a, r in by_address(report).items()} == {
+        "key.data": "mismatch",
+        "key.signer": "proven",
+        "key.rsa_signer": "mismatch",
+        "key.decrypter": "proven",
+    }
+
+
+@pytest.mark.hsm
+def test_material_in_a_softhsm_token_is_proven_at_every_cloud_without_leaving_it(workspace: Workspace) -> None:
+    init_token(workspace)
+    workspace.write(
+        config(keys=(("data", "AES_256", EVERY_TARGET), ("mac", "HMAC_SHA256", "provider.aws.main, provider.gcp.main")))
+    )
+    assert workspace.keyplan("apply", "-auto-approve", env=PINS).code == 0
+    result = workspace.keyplan("verify", "-json", env=PINS)
+    assert result.code == 0, result.output
+    verdicts = {(r["address"], r["target"]): (r["verdict"], r["method"]) for r in json.loads(result.stdout)["results"]}
+    assert verdicts == {
+        ("key.data", "aws.main"): ("proven", "reimport"),
+        ("key.data", "azure.hsm"): ("proven", "encryption"),
+        ("key.data", "gcp.main"): ("cannot_prove", "none"),
+        ("key.mac", "aws.main"): ("proven", "mac"),
+        ("key.mac", "gcp.main"): ("proven", "mac"),
+    }
+    # swapped at the Managed HSM behind keyplan's back: the token's encryption no longer matches
+    name, app = EMULATORS["azure.hsm"]
+    server = start_embedded(app, workspace.path / ".keyplan", name)
+    try:
+        remote_id = workspace.state()["keys"]["key.data"]["targets"]["azure.hsm"]["remote_id"]
+        fetch_json(server.url + "/_emulator/swap-material", "POST", {"key": remote_id}, ca=server.ca_cert)
+    finally:
+        server.stop()
+        server.app.store.close()
+    result = workspace.keyplan("verify", "key.data", env=PINS)
+    assert result.code == 2, result.output
+    assert "MISMATCH" in result.stdout

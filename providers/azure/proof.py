@@ -1,0 +1,208 @@
+"""Proofs that a Key Vault or Managed HSM key version holds keyplan's material (`keyplan
+verify`). Every import makes a version, and versions are addressable, so each version keyplan
+imported is proven on its own.
+
+- RSA and EC versions: the public members of the version's JSON Web Key (n, e / crv, x, y)
+  equal the source's public key; then, for keys with `sign`, a PS256 / ES256 / ES384 signature
+  of the digest of the run's fresh challenge verifies under the source's public key, and for
+  keys with `decrypt`, the version decrypts (RSA-OAEP-256) the challenge encrypted to it.
+- AES (oct-HSM, Managed HSM): AES-GCM is documented (JWA A256GCM: the HSM picks the IV and
+  returns IV and tag), so the version encrypts the challenge and the source encrypts it under
+  the same IV: the ciphertexts and tags are equal only for the same key. Then the reverse: the
+  version decrypts what the source encrypted under a fresh IV.
+
+Disabled or expired versions and operations outside the key's `key_ops` are refused with 403,
+which becomes a "cannot prove" verdict with the vault's reason.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from keyplan.algorithms import MaterialKind
+from keyplan.crypto.proofs import SignatureScheme, oaep_encrypt, same_public_key, signature_verifies
+from keyplan.provider import (
+    ErrorKind,
+    MaterialProof,
+    MaterialProofRequest,
+    MaterialWitness,
+    ProofMethod,
+    ProviderError,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    from providers.azure.provider import AzureProvider
+
+AAD = b"keyplan verify"
+_CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1()}
+
+
+def _verdict(verdict: Verdict, method: ProofMethod, detail: str) -> MaterialProof:
+    return MaterialProof(verdict=verdict, method=method, detail=detail)
+
+
+def prove(provider: AzureProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
+    name = provider._name_of(request.remote_id)
+    version = request.remote_version_id or None
+    key = provider._call(
+        f"reading key {name}", lambda: provider._client.get_key(name, version), remote_id=request.remote_id
+    )
+    crypto = provider._client.get_cryptography_client(name, key_version=key.properties.version)
+    operations = set(key.key_operations or ())
+    if request.key.algorithm.kind is MaterialKind.SYMMETRIC:
+        proof = _prove_aes(provider, request, witness, crypto, operations)
+    else:
+        proof = _prove_asymmetric(provider, request, witness, key.key, crypto, operations)
+    return proof.model_copy(update={"remote_version_id": key.properties.version})
+
+
+def jwk_spki(jwk: Any) -> bytes:
+    """DER SubjectPublicKeyInfo of the public members of an RSA or EC JSON Web Key."""
+    public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+    if jwk.n:
+        public = rsa.RSAPublicNumbers(int.from_bytes(jwk.e, "big"), int.from_bytes(jwk.n, "big")).public_key()
+    else:
+        curve = _CURVES.get(str(getattr(jwk.crv, "value", jwk.crv)))
+        if curve is None or not jwk.x or not jwk.y:
+            raise ValueError("not an RSA or P-256/P-384 key")
+        public = ec.EllipticCurvePublicNumbers(int.from_bytes(jwk.x, "big"), int.from_bytes(jwk.y, "big"), curve).public_key()
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _refused(error: ProviderError) -> bool:
+    return not error.retryable and error.kind not in (ErrorKind.AUTH, ErrorKind.UNREACHABLE)
+
+
+def _prove_asymmetric(
+    provider: AzureProvider,
+    request: MaterialProofRequest,
+    witness: MaterialWitness,
+    jwk: Any,
+    crypto: Any,
+    operations: set[str],
+) -> MaterialProof:
+    from azure.keyvault.keys.crypto import EncryptionAlgorithm, SignatureAlgorithm
+
+    source_spki = witness.public_key()
+    try:
+        same = same_public_key(jwk_spki(jwk), source_spki)
+    except ValueError:
+        return _verdict(Verdict.CANNOT_PROVE, ProofMethod.PUBLIC_KEY, "the key's JSON Web Key holds no readable public key")
+    if not same:
+        return _verdict(Verdict.MISMATCH, ProofMethod.PUBLIC_KEY, "the version's public key (its JWK) differs from the source's")
+    remote_id = request.remote_id
+    try:
+        if "sign" in operations:
+            curve = request.key.algorithm.curve
+            scheme, algorithm, digest_algorithm = (
+                (SignatureScheme.ECDSA_SHA384, SignatureAlgorithm.es384, hashes.SHA384())
+                if curve == "P-384"
+                else (SignatureScheme.ECDSA_SHA256, SignatureAlgorithm.es256, hashes.SHA256())
+                if curve
+                else (SignatureScheme.RSA_PSS_SHA256, SignatureAlgorithm.ps256, hashes.SHA256())
+            )
+            hasher = hashes.Hash(digest_algorithm)
+            hasher.update(request.challenge)
+            digest = hasher.finalize()
+            signed = provider._call("signing", lambda: crypto.sign(algorithm, digest), remote_id=remote_id)
+            if not _ecdsa_or_pss_verifies(source_spki, scheme, digest, bytes(signed.signature)):
+                return _verdict(
+                    Verdict.MISMATCH,
+                    ProofMethod.SIGNATURE,
+                    f"the public keys match but the version's {algorithm.value} signature of a fresh challenge does "
+                    "not verify under it",
+                )
+            return _verdict(
+                Verdict.PROVEN,
+                ProofMethod.SIGNATURE,
+                f"the version's JWK equals the source's public key, and its {algorithm.value} signature of a fresh "
+                "challenge verifies under it",
+            )
+        if "decrypt" in operations and request.key.algorithm.kind is MaterialKind.RSA:
+            sealed = oaep_encrypt(source_spki, request.challenge, "SHA-256")
+            opened = provider._call(
+                "decrypting", lambda: crypto.decrypt(EncryptionAlgorithm.rsa_oaep_256, sealed), remote_id=remote_id
+            )
+            if bytes(opened.plaintext) != request.challenge:
+                return _verdict(
+                    Verdict.MISMATCH,
+                    ProofMethod.ENCRYPTION,
+                    "the public keys match but the version did not decrypt a challenge encrypted to the source's key",
+                )
+            return _verdict(
+                Verdict.PROVEN,
+                ProofMethod.ENCRYPTION,
+                "the version's JWK equals the source's public key, and it decrypted a fresh challenge encrypted to "
+                "it (RSA-OAEP-256)",
+            )
+    except ProviderError as error:
+        if not _refused(error):
+            raise
+        return _verdict(
+            Verdict.PROVEN, ProofMethod.PUBLIC_KEY, f"the version's JWK equals the source's public key (a use was refused: {error.summary})"
+        )
+    return _verdict(Verdict.PROVEN, ProofMethod.PUBLIC_KEY, "the version's JWK equals the source's public key")
+
+
+def _ecdsa_or_pss_verifies(spki: bytes, scheme: SignatureScheme, digest: bytes, signature: bytes) -> bool:
+    """JWA ES256/ES384 signatures are r || s (fixed length), not DER."""
+    if scheme.value.startswith("ecdsa"):
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+        half = len(signature) // 2
+        signature = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
+    return signature_verifies(spki, scheme, digest, signature, prehashed=True)
+
+
+def _prove_aes(
+    provider: AzureProvider, request: MaterialProofRequest, witness: MaterialWitness, crypto: Any, operations: set[str]
+) -> MaterialProof:
+    from azure.keyvault.keys.crypto import EncryptionAlgorithm
+
+    if not {"encrypt", "decrypt"} <= operations:
+        return _verdict(
+            Verdict.CANNOT_PROVE, ProofMethod.ENCRYPTION, "the key's key_ops do not allow encrypt and decrypt"
+        )
+    remote_id = request.remote_id
+    algorithm = EncryptionAlgorithm.a256_gcm
+    sealed = provider._call(
+        "encrypting",
+        lambda: crypto.encrypt(algorithm, request.challenge, additional_authenticated_data=AAD),
+        remote_id=remote_id,
+    )
+    ciphertext, tag = witness.aes_gcm_encrypt(bytes(sealed.iv or b""), request.challenge, AAD)
+    if ciphertext != bytes(sealed.ciphertext) or tag != bytes(sealed.tag or b""):
+        return _verdict(
+            Verdict.MISMATCH,
+            ProofMethod.ENCRYPTION,
+            "the version's A256GCM encryption of a fresh challenge differs from the source's under the same IV",
+        )
+    iv = os.urandom(12)
+    ours, our_tag = witness.aes_gcm_encrypt(iv, request.challenge[::-1], AAD)
+    try:
+        opened = provider._call(
+            "decrypting",
+            lambda: crypto.decrypt(algorithm, ours, iv=iv, authentication_tag=our_tag, additional_authenticated_data=AAD),
+            remote_id=remote_id,
+        )
+    except ProviderError as error:
+        if not _refused(error):
+            raise
+        return _verdict(
+            Verdict.MISMATCH,
+            ProofMethod.ENCRYPTION,
+            f"the version's ciphertext matched, but it refused what the source encrypted ({error.summary})",
+        )
+    if bytes(opened.plaintext) != request.challenge[::-1]:
+        return _verdict(Verdict.MISMATCH, ProofMethod.ENCRYPTION, "the version decrypted the source's ciphertext to other bytes")
+    return _verdict(
+        Verdict.PROVEN,
+        ProofMethod.ENCRYPTION,
+        "the version's A256GCM encryption of a fresh challenge equals the source's under the same IV, and it "
+        "decrypted the source's encryption of another",
+    )

@@ -1,0 +1,126 @@
+"""Proofs that a Cloud KMS key version holds keyplan's material (`keyplan verify`). Versions are
+addressable, so every version keyplan imported is proven on its own.
+
+- RSA and EC versions: GetPublicKey equals the source's public key; for ASYMMETRIC_SIGN keys,
+  AsymmetricSign of the digest of the run's fresh challenge then verifies under the source's
+  public key.
+- HMAC versions: MacSign of the challenge equals the source's HMAC of it.
+- AES: keyplan's AES keys are GOOGLE_SYMMETRIC_ENCRYPTION, whose ciphertext format Google does
+  not document, and Cloud KMS imports material into a version only once (re-import is only for
+  destroyed versions), so there is no proof for them: "cannot prove", with that reason.
+
+A version that is disabled or destroyed is answered with FAILED_PRECONDITION, which becomes a
+"cannot prove" verdict with Cloud KMS's reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from keyplan.algorithms import MaterialKind
+from keyplan.crypto.proofs import SignatureScheme, same_public_key, signature_verifies
+from keyplan.provider import (
+    ErrorKind,
+    MaterialProof,
+    MaterialProofRequest,
+    MaterialWitness,
+    ProofMethod,
+    ProviderError,
+    Verdict,
+)
+from providers.gcp.mapping import gcp_key_type
+
+if TYPE_CHECKING:
+    from providers.gcp.provider import GcpProvider
+
+
+def _verdict(verdict: Verdict, method: ProofMethod, detail: str, version: str | None = None) -> MaterialProof:
+    return MaterialProof(verdict=verdict, method=method, detail=detail, remote_version_id=version)
+
+
+def prove(provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
+    version_id = request.remote_version_id or _current_version(provider, request.remote_id)
+    if version_id is None:
+        return _verdict(Verdict.CANNOT_PROVE, ProofMethod.NONE, "the key has no version holding material")
+    name = f"{request.remote_id}/cryptoKeyVersions/{version_id}"
+    kind = request.key.algorithm.kind
+    if kind in (MaterialKind.RSA, MaterialKind.EC):
+        proof = _prove_asymmetric(provider, request, witness, name)
+    elif kind is MaterialKind.HMAC:
+        proof = _prove_mac(provider, request, witness, name)
+    else:
+        proof = _verdict(
+            Verdict.CANNOT_PROVE,
+            ProofMethod.NONE,
+            "Cloud KMS does not document the ciphertext format of GOOGLE_SYMMETRIC_ENCRYPTION keys and takes material "
+            "into a version only once, so no operation shows which AES material a version holds",
+        )
+    return proof.model_copy(update={"remote_version_id": version_id})
+
+
+def _current_version(provider: GcpProvider, remote_id: str) -> str | None:
+    live = provider.describe(remote_id)
+    return live.current_version if live is not None else None
+
+
+def _prove_asymmetric(
+    provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness, name: str
+) -> MaterialProof:
+    client = provider._client
+    answer = provider._call("read the public key", client.get_public_key, request.remote_id, request={"name": name})
+    source_spki = witness.public_key()
+    try:
+        same = same_public_key(answer.pem.encode(), source_spki)
+    except ValueError:
+        return _verdict(Verdict.CANNOT_PROVE, ProofMethod.PUBLIC_KEY, "GetPublicKey answered no readable public key")
+    if not same:
+        return _verdict(Verdict.MISMATCH, ProofMethod.PUBLIC_KEY, "the version's public key (GetPublicKey) differs from the source's")
+    key_type = gcp_key_type(request.key.algorithm, request.key.usage)
+    if key_type is None or key_type.purpose != "ASYMMETRIC_SIGN":
+        return _verdict(Verdict.PROVEN, ProofMethod.PUBLIC_KEY, "GetPublicKey equals the source's public key")
+    scheme, digest_name = _signing(request)
+    digest = hashlib.new(digest_name, request.challenge).digest()
+    try:
+        signed = provider._call(
+            "sign", client.asymmetric_sign, request.remote_id, request={"name": name, "digest": {digest_name: digest}}
+        )
+    except ProviderError as error:
+        if error.retryable or error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE):
+            raise
+        return _verdict(
+            Verdict.PROVEN,
+            ProofMethod.PUBLIC_KEY,
+            f"GetPublicKey equals the source's public key (signing was refused: {error.summary})",
+        )
+    if not signature_verifies(source_spki, scheme, digest, bytes(signed.signature), prehashed=True):
+        return _verdict(
+            Verdict.MISMATCH,
+            ProofMethod.SIGNATURE,
+            f"the public keys match but the version's {key_type.algorithm} signature of a fresh challenge does not "
+            "verify under it",
+        )
+    return _verdict(
+        Verdict.PROVEN,
+        ProofMethod.SIGNATURE,
+        f"GetPublicKey equals the source's public key, and an AsymmetricSign ({key_type.algorithm}) of a fresh "
+        "challenge verifies under it",
+    )
+
+
+def _signing(request: MaterialProofRequest) -> tuple[SignatureScheme, str]:
+    if request.key.algorithm.curve == "P-384":
+        return SignatureScheme.ECDSA_SHA384, "sha384"
+    if request.key.algorithm.kind is MaterialKind.EC:
+        return SignatureScheme.ECDSA_SHA256, "sha256"
+    return SignatureScheme.RSA_PSS_SHA256, "sha256"
+
+
+def _prove_mac(provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness, name: str) -> MaterialProof:
+    answer = provider._call(
+        "compute a MAC", provider._client.mac_sign, request.remote_id, request={"name": name, "data": request.challenge}
+    )
+    algorithm = request.key.algorithm.name
+    if bytes(answer.mac) != witness.mac(request.challenge):
+        return _verdict(Verdict.MISMATCH, ProofMethod.MAC, f"the version's {algorithm} (MacSign) of a fresh challenge differs from the source's")
+    return _verdict(Verdict.PROVEN, ProofMethod.MAC, f"the version's {algorithm} (MacSign) of a fresh challenge equals the source's")
