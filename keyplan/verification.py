@@ -31,6 +31,7 @@ from keyplan.config import key_spec
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostic, DiagnosticsError, Severity
 from keyplan.escaping import for_terminal
+from keyplan.plan.model import Drift, DriftKind
 from keyplan.plan.negotiate import negotiate
 from keyplan.provider import (
     ErrorKind,
@@ -380,6 +381,22 @@ def warnings_for(report: VerificationReport) -> list[Diagnostic]:
             detail=f"{r.detail}. The key at {r.target} ({r.remote_id}) holds other material than {r.fingerprint}: "
             "it was replaced outside keyplan or state is wrong. Do not rely on it; find out how it changed.",
             address=r.address,
+        )
+        for r in report.mismatches
+    ]
+
+
+def material_drift(report: VerificationReport) -> list[Drift]:
+    """`keyplan drift -verify`: each mismatch as drift of its own kind (the deeper check)."""
+    return [
+        Drift(
+            address=r.address,
+            target=r.target,
+            kind=DriftKind.MATERIAL_MISMATCH,
+            summary=f"holds other material than v{r.material_version}: {r.detail}",
+            remote_id=r.remote_id,
+            recorded={"material_version": r.material_version, "fingerprint": r.fingerprint},
+            live={"proof": r.method.value, "version": r.remote_version_id},
         )
         for r in report.mismatches
     ]

@@ -343,6 +343,14 @@ def drift(
     expiry_horizon: Annotated[
         str, typer.Option("-expiry-horizon", "--expiry-horizon", help="Report material expiring within this.")
     ] = "30d",
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "-verify",
+            "--verify",
+            help="Also prove each key's material at each target (as keyplan verify); a mismatch is drift.",
+        ),
+    ] = False,
     var: VarOpt = [],  # noqa: B006
     var_file: VarFileOpt = [],  # noqa: B006
     lock: LockOpt = "true",
@@ -356,6 +364,14 @@ def drift(
     with state_lock(backend, "drift", lock, lock_timeout):
         state, exists = read_state(backend)
         result = run_plan(config, state, exists, options, 10)
+        if verify:
+            from keyplan.verification import material_drift, run_verify
+
+            proofs = run_verify(config, state)
+            ui.print_diagnostics(proofs.errors, no_color=no_color)
+            result = result.model_copy(update={"drift": [*result.drift, *material_drift(proofs)]})
+            if proofs.errors and not result.drift:
+                raise Exit(1)
     from keyplan.cli.check import live_findings
     from keyplan.drift_report import render_drift_report
     from keyplan.plan.render import render_text

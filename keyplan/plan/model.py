@@ -101,6 +101,7 @@ class DriftKind(StrEnum):
     UNEXPECTED_VERSION = "unexpected_version"  # a version or material keyplan did not import is current
     ORPHAN = "orphan"  # tagged as managed by this state's lineage but unknown to state
     EXPIRING = "expiring"  # material expires within the configured horizon
+    MATERIAL_MISMATCH = "material_mismatch"  # drift -verify: the target holds other material than state says
 
 
 class Drift(_Model):

@@ -122,6 +122,16 @@ def test_material_swapped_at_aws_is_a_mismatch_with_exit_2(workspace: Workspace)
         "key.signer": ("mismatch", "public_key"),
         "key.decrypter": ("proven", "encryption"),
     }
+    # the nightly job: plain drift cannot see it, drift -verify reports it as drift of its own kind
+    assert workspace.keyplan("drift").code == 0
+    deeper = workspace.keyplan("drift", "-verify", "-json")
+    assert deeper.code == 2, deeper.output
+    drift = json.loads(deeper.stdout)
+    jsonschema.validate(drift, json.loads((SCHEMAS / "drift.schema.json").read_text()))
+    mismatched = sorted(item["address"] for item in drift["drift"] if item["kind"] == "material_mismatch")
+    assert mismatched == ["key.data", "key.mac", "key.signer"]
+    assert drift["counts"]["material_mismatch"] == 3
+    assert "material_mismatch" not in {i["kind"] for i in json.loads(workspace.keyplan("drift", "-json").stdout)["drift"]}
     text = workspace.keyplan("verify", "key.mac")
     assert text.code == 2
     assert "MISMATCH" in text.stdout and "does not hold material v1" in text.stderr
