@@ -268,3 +268,53 @@ def test_the_review_script_writes_sarif_for_code_review(workspace: Workspace) ->
         ("hardware-source", "main.kp.hcl"),
         ("prevent-destroy", "main.kp.hcl"),
     }
+
+
+GCP_KEYS = """
+source "software" "local" {}
+
+provider "gcp" "main" {
+  project  = "p"
+  location = "global"
+  key_ring = "ring"
+  endpoint = "embedded"
+}
+
+key "ledger" {
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.gcp.main]
+  labels    = { app = "ledger", env = "dev" }
+  rotation {
+    every = "30d"
+  }
+}
+
+policy {
+  builtin = "listed"
+  rule "lingering-deletion" {
+    max_days = 7
+  }
+}
+"""
+
+
+def test_drift_finds_a_key_left_pending_deletion_at_the_second_cloud(workspace: Workspace) -> None:
+    from gcp_support import gcp_cloud
+
+    workspace.write(GCP_KEYS)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    assert workspace.keyplan("drift", "-json").code == 0
+    target = workspace.state()["keys"]["key.ledger"]["targets"]["gcp.main"]
+    with gcp_cloud(workspace.path) as cloud:
+        [version] = cloud.client.list_crypto_key_versions(request={"parent": target["remote_id"]})
+        cloud.client.destroy_crypto_key_version(name=version.name)  # destroyed after the scheduled window
+
+    drifted = workspace.keyplan("drift", "-json")
+    assert drifted.code == 2, drifted.output
+    report = json.loads(drifted.stdout)
+    jsonschema.validate(report, DRIFT_SCHEMA)
+    assert [(f["rule"], f["address"], f["target"]) for f in report["findings"]] == [
+        ("lingering-deletion", "key.ledger", "gcp.main")
+    ]
+    assert "more than 7 days from now" in report["findings"][0]["message"]
