@@ -139,7 +139,7 @@ class SinglePurposeParams(RuleParams):
     )
 
 
-_SEPARATORS = (",", ";", "|", "+", " ", "/")
+_SEPARATORS = (",", ";", "|", "+", "&")  # "prod,staging", "a|b": several values in one
 
 
 def _single_purpose(inputs: PolicyInputs, key: KeyConfig, params: SinglePurposeParams) -> Iterator[Violation]:
