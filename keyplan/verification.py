@@ -183,10 +183,18 @@ class Verifier:
             return self.prove(task)
         except DiagnosticsError as error:
             return error.diagnostics.errors[0]
+        except ProviderError as error:
+            return Diagnostic(
+                severity=Severity.ERROR,
+                summary=f"Cannot verify {task.address} at {task.target}: {error.summary}",
+                detail=error.detail,
+                address=task.address,
+            )
 
     def prove(self, task: ProofTask, *, valid_to: datetime | None = None) -> VerificationResult:
-        """One proof. Raises DiagnosticsError when it could not be tried (no credentials,
-        unreachable); anything the cloud or source refuses is a CANNOT_PROVE result."""
+        """One proof. Raises ProviderError when it could not be tried (no credentials,
+        unreachable, still throttled after retries); anything the cloud or source refuses is a
+        CANNOT_PROVE result."""
         record = self.state.keys[task.address]
         material = record.material(task.material_version)
         if material is None:
@@ -227,9 +235,7 @@ class Verifier:
                     time.sleep(min(2.0, 0.1 * 2**attempt) * secrets.SystemRandom().random())
                     continue
                 if error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE, ErrorKind.RETRYABLE):
-                    raise DiagnosticsError.single(
-                        f"Cannot verify {task.address} at {task.target}: {error.summary}", error.detail, address=task.address
-                    ) from None
+                    raise
                 return _cannot(f"{task.target} refused: {error.summary}")
             except SourceError as error:
                 if error.retryable and attempt + 1 < _ATTEMPTS:

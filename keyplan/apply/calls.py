@@ -64,6 +64,11 @@ class PluginCalls:
         opened = self.session.source(source)
         return checked_answer(source, operation, self._with_retries(action, lambda: _bound(opened, operation)(request)))
 
+    def admitted(self, target: str) -> threading.Semaphore:
+        """The admission of `target`'s provider, for calls made outside `provider` (proofs, which
+        hand the provider a witness besides the request): hold it while calling."""
+        return self._admission_for(target)
+
     def _admission_for(self, target: str) -> threading.Semaphore:
         with self._lock:
             if target not in self._admission:

@@ -35,6 +35,7 @@ from keyplan.plan.model import (
     RecordProtection,
     ScheduleDeletion,
     UpdateKey,
+    VerifyMaterial,
     WrapMaterial,
 )
 from keyplan.provider import (
@@ -57,6 +58,7 @@ from keyplan.provider import (
     ProviderError,
     ScheduleDeletionRequest,
     UpdateKeyRequest,
+    Verdict,
     WrapOffer,
     WrappedMaterial,
     WrapRequest,
@@ -307,6 +309,42 @@ def import_material(context: ApplyContext, action: ImportMaterial) -> None:
 
     context.committer.commit(imported, key=address)
     context.hooks.mutated(action, f"imported material v{args.version} ({args.purpose.value})", response.remote_id)
+
+
+@handles(VerifyMaterial)
+def verify_material(context: ApplyContext, action: VerifyMaterial) -> None:
+    """`apply -verify`: prove the version just imported holds the material (as `keyplan verify`
+    does), under the target's admission like any call. A mismatch fails the action; a proof the
+    cloud cannot give is reported and the apply goes on."""
+    from keyplan.verification import ProofTask, Verifier
+
+    address, target, version = action.address, action.target, action.args.version
+    target_record = context.target_record(address, target)
+    imported = target_record.imported(version)
+    if imported is None:
+        raise ActionFailed(
+            f"material v{version} was not imported at {target}",
+            "The import this proof follows left no record in state. Run `keyplan plan` again.",
+        )
+    task = ProofTask(
+        address=address,
+        target=target,
+        remote_id=target_record.remote_id,
+        material_version=version,
+        remote_version_id=imported.remote_version_id or None,
+        expires_at=imported.expires_at,
+    )
+    state = context.committer.read(lambda state: state.model_copy(deep=True))
+    with context.calls.admitted(target):
+        result = Verifier(context.calls.session, state, now=context.now()).prove(task)
+    outcome = f"{result.verdict.value} by {result.method.value}: {result.detail}"
+    if result.verdict is Verdict.MISMATCH:
+        raise ActionFailed(
+            f"{target} does not hold the material v{version} just imported",
+            f"{result.detail}. The key {result.remote_id} holds other material than {result.fingerprint}; do not "
+            "rely on it, and find out how it changed before applying again.",
+        )
+    context.hooks.mutated(action, outcome, target_record.remote_id)
 
 
 # -- remote keys --------------------------------------------------------------------------------

@@ -202,7 +202,12 @@ def read_state(backend: LocalBackend) -> tuple[State, bool]:
 
 
 def plan_options(
-    target: list[str], replace: list[str], refresh: str, refresh_only: bool, expiry_horizon: str | None
+    target: list[str],
+    replace: list[str],
+    refresh: str,
+    refresh_only: bool,
+    expiry_horizon: str | None,
+    verify: bool = False,
 ) -> PlanOptions:
     return PlanOptions(
         targets=tuple(target),
@@ -210,7 +215,18 @@ def plan_options(
         refresh=_bool("refresh", refresh),
         refresh_only=refresh_only,
         expiry_horizon=_duration("expiry-horizon", expiry_horizon) if expiry_horizon else None,
+        verify=verify,
     )
+
+
+VerifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "-verify",
+        "--verify",
+        help="Prove each import right after it (as keyplan verify): a verify_material action after each import_material.",
+    ),
+]
 
 
 def run_plan(config: Config, state: State, prior_exists: bool, options: PlanOptions, parallelism: int) -> Plan:
@@ -303,6 +319,7 @@ def plan(
         str | None, typer.Option("-expiry-horizon", "--expiry-horizon", help="Report material expiring within this, e.g. 30d.")
     ] = None,
     parallelism: Annotated[int, typer.Option("-parallelism", "--parallelism", min=1, max=256)] = 10,
+    verify: VerifyOpt = False,
     var: VarOpt = [],  # noqa: B006
     var_file: VarFileOpt = [],  # noqa: B006
     lock: LockOpt = "true",
@@ -312,7 +329,7 @@ def plan(
     """Show what apply would change: configuration against state and the live clouds."""
     config = load(var, var_file, no_color=no_color)
     backend = backend_for(config)
-    options = plan_options(target, replace, refresh, refresh_only, expiry_horizon)
+    options = plan_options(target, replace, refresh, refresh_only, expiry_horizon, verify)
     with state_lock(backend, "plan", lock, lock_timeout):
         state, exists = read_state(backend)
         findings = policy_findings(config, state if exists else None)
@@ -399,6 +416,7 @@ def apply(
     max_plan_age: Annotated[
         str, typer.Option("-max-plan-age", "--max-plan-age", help="Refuse saved plans older than this.")
     ] = "24h",
+    verify: VerifyOpt = False,
     var: VarOpt = [],  # noqa: B006
     var_file: VarFileOpt = [],  # noqa: B006
     lock: LockOpt = "true",
@@ -412,6 +430,12 @@ def apply(
 
     colour = ui.use_colour(sys.stdout, no_color)
     if planfile is not None:
+        if verify:
+            raise DiagnosticsError.single(
+                "-verify does not change a saved plan",
+                "A saved plan applies exactly as it was reviewed. Make it with `keyplan plan -verify -out=FILE` to "
+                "prove each import as it is applied.",
+            )
         saved = load_plan(from_working_dir(planfile))
         with tempfile.TemporaryDirectory() as scratch:
             # The plan records the (non-sensitive) variable values it was made with.
@@ -438,7 +462,7 @@ def apply(
 
     config = load(var, var_file, no_color=no_color)
     backend = backend_for(config)
-    options = plan_options(target, replace, refresh, refresh_only, None)
+    options = plan_options(target, replace, refresh, refresh_only, None, verify)
     with state_lock(backend, "apply", lock, lock_timeout):
         state, exists = read_state(backend)
         findings = policy_findings(config, state if exists else None)

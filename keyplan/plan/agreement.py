@@ -53,6 +53,9 @@ _ALLOWED_BY: dict[ActionKind, frozenset[ChangeAction]] = {
         {ChangeAction.CREATE, ChangeAction.IMPORT, ChangeAction.REIMPORT, ChangeAction.ROTATE}
     ),
     ActionKind.PROMOTE_VERSION: frozenset({ChangeAction.ROTATE}),
+    ActionKind.VERIFY_MATERIAL: frozenset(
+        {ChangeAction.CREATE, ChangeAction.IMPORT, ChangeAction.REIMPORT, ChangeAction.ROTATE}
+    ),
     ActionKind.UPDATE_KEY: frozenset({ChangeAction.UPDATE, ChangeAction.CREATE}),
     ActionKind.CANCEL_DELETION: frozenset({ChangeAction.RESTORE}),
     ActionKind.SCHEDULE_DELETION: frozenset({ChangeAction.DELETE}),

@@ -61,6 +61,7 @@ class PlanOptions:
     refresh: bool = True
     refresh_only: bool = False
     expiry_horizon: timedelta | None = None
+    verify: bool = False  # -verify: prove each import right after it (a verify_material action)
 
     def selects(self, address: str) -> bool:
         if not self.targets:

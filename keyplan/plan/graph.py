@@ -38,6 +38,8 @@ from keyplan.plan.model import (
     ScheduleDeletion,
     ScheduleDeletionArgs,
     UpdateKey,
+    VerifyMaterial,
+    VerifyMaterialArgs,
     WrapMaterial,
     WrapMaterialArgs,
 )
@@ -76,9 +78,10 @@ def _dot(text: str) -> str:
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, verify: bool = False) -> None:
         self.actions: list[Action] = []
         self._ids: set[str] = set()
+        self.verify = verify
 
     def add(self, action: Action) -> str:
         """Add an action unless one with its id is there already (shared prerequisites)."""
@@ -217,6 +220,15 @@ class _Builder:
                         depends_on=_deps([head]),
                     )
                 )
+            if self.verify:
+                head = self.add(
+                    VerifyMaterial(
+                        id=_id(ActionKind.VERIFY_MATERIAL, step),
+                        **at,
+                        args=VerifyMaterialArgs(version=version),
+                        depends_on=_deps([head]),
+                    )
+                )
         if tw.update:
             head = self.add(UpdateKey(id=_id(ActionKind.UPDATE_KEY, where), **at, depends_on=_deps([head])))
         return head
@@ -230,8 +242,9 @@ def _deps(depends_on: list[str | None]) -> list[str]:
     return sorted({d for d in depends_on if d})
 
 
-def build_actions(work: list[KeyWork]) -> list[Action]:
-    builder = _Builder()
+def build_actions(work: list[KeyWork], *, verify: bool = False) -> list[Action]:
+    """The action graph of the plan's work; with `verify`, each import is followed by its proof."""
+    builder = _Builder(verify)
     for item in work:
         builder.key(item)
     ActionGraph(builder.actions)  # checks it is acyclic

@@ -128,6 +128,7 @@ class ActionKind(StrEnum):
     SCHEDULE_DELETION = "schedule_deletion"
     FORGET_KEY = "forget_key"
     RECORD_PROTECTION = "record_protection"
+    VERIFY_MATERIAL = "verify_material"  # apply -verify: prove the material just imported
 
     @property
     def remote(self) -> bool:
@@ -349,6 +350,19 @@ class RecordProtection(BaseAction):
     args: RecordProtectionArgs
 
 
+class VerifyMaterialArgs(MaterialVersionArgs):
+    pass
+
+
+class VerifyMaterial(BaseAction):
+    """Prove that the target holds the material version just imported (`apply -verify`)."""
+
+    kind: Literal[ActionKind.VERIFY_MATERIAL] = ActionKind.VERIFY_MATERIAL
+    address: str
+    target: str
+    args: VerifyMaterialArgs
+
+
 Action = Annotated[
     GenerateMaterial
     | EnsurePrerequisite
@@ -362,7 +376,8 @@ Action = Annotated[
     | CancelDeletion
     | ScheduleDeletion
     | ForgetKey
-    | RecordProtection,
+    | RecordProtection
+    | VerifyMaterial,
     Field(discriminator="kind"),
 ]
 """Any action of a plan; `kind` says which model it is."""
@@ -381,6 +396,7 @@ ACTION_MODELS: dict[ActionKind, type[BaseAction]] = {
     ActionKind.SCHEDULE_DELETION: ScheduleDeletion,
     ActionKind.FORGET_KEY: ForgetKey,
     ActionKind.RECORD_PROTECTION: RecordProtection,
+    ActionKind.VERIFY_MATERIAL: VerifyMaterial,
 }
 
 

@@ -201,7 +201,7 @@ def make_plan(
     check_material_present(session, state, result.work, diagnostics)
     if diagnostics.has_errors():
         return None, diagnostics
-    actions = build_actions(result.work)
+    actions = build_actions(result.work, verify=options.verify)
     plan = Plan(
         keyplan_version=__version__,
         created_at=now(),

@@ -333,3 +333,33 @@ def test_material_in_a_softhsm_token_is_proven_at_every_cloud_without_leaving_it
     result = workspace.keyplan("verify", "key.data", env=PINS)
     assert result.code == 2, result.output
     assert "MISMATCH" in result.stdout
+
+
+def test_apply_verify_proves_each_import_as_an_action_of_the_graph(workspace: Workspace) -> None:
+    workspace.write(AWS_CONFIG)
+    planned = workspace.keyplan("plan", "-verify", "-json")
+    assert planned.code == 0, planned.output
+    actions = json.loads(planned.stdout)["actions"]
+    verifies = [a for a in actions if a["kind"] == "verify_material"]
+    assert sorted(a["address"] for a in verifies) == ["key.data", "key.decrypter", "key.mac", "key.signer"]
+    for action in verifies:
+        (imported,) = action["depends_on"]
+        assert imported.startswith("import_material ")
+        updates = [a for a in actions if a["kind"] == "update_key" and a["address"] == action["address"]]
+        assert all(action["id"] in u["depends_on"] for u in updates)
+    applied = workspace.keyplan("apply", "-auto-approve", "-verify")
+    assert applied.code == 0, applied.output
+    audit = [json.loads(line) for line in (workspace.path / ".keyplan" / "audit.jsonl").read_text().splitlines()]
+    proofs = {e["address"]: e["detail"] for e in audit if e["action"] == "verify_material"}
+    assert sorted(proofs) == ["key.data", "key.decrypter", "key.mac", "key.signer"]
+    assert proofs["key.data"].startswith("proven by reimport")
+    assert proofs["key.mac"].startswith("proven by mac")
+    # a rotation imports again: the saved plan made with -verify proves the new version too
+    saved = workspace.path / "rotate.kpplan"
+    assert workspace.keyplan("plan", "-verify", "-replace", "key.data", f"-out={saved}").code == 0
+    refused = workspace.keyplan("apply", "-verify", str(saved))
+    assert refused.code == 1 and "-verify does not change a saved plan" in refused.stderr
+    assert workspace.keyplan("apply", str(saved)).code == 0
+    audit = [json.loads(line) for line in (workspace.path / ".keyplan" / "audit.jsonl").read_text().splitlines()]
+    rotated = [e for e in audit if e["action"] == "verify_material" and e["address"] == "key.data"]
+    assert len(rotated) == 2 and rotated[-1]["detail"].startswith("proven by reimport")
