@@ -120,7 +120,7 @@ def secret_forms(secret: bytes) -> list[bytes]:
 
 def lifecycle_commands(planfile: Path, rotate: str, show: str) -> list[tuple[str, ...]]:
     """The commands a leak scan runs: validate, plans in every format, a saved plan applied, a
-    rotation, state views, drift and the graph."""
+    rotation, state views, drift, the proofs of possession and the graph."""
     return [
         ("validate",),
         ("plan", "-json"),
@@ -134,5 +134,8 @@ def lifecycle_commands(planfile: Path, rotate: str, show: str) -> list[tuple[str
         ("show", "-json"),
         ("state", "show", show),
         ("drift", "-json"),
+        ("verify",),
+        ("verify", "-json"),
+        ("drift", "-verify", "-json"),
         ("graph",),
     ]
