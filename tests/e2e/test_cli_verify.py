@@ -363,3 +363,9 @@ def test_apply_verify_proves_each_import_as_an_action_of_the_graph(workspace: Wo
     audit = [json.loads(line) for line in (workspace.path / ".keyplan" / "audit.jsonl").read_text().splitlines()]
     rotated = [e for e in audit if e["action"] == "verify_material" and e["address"] == "key.data"]
     assert len(rotated) == 2 and rotated[-1]["detail"].startswith("proven by reimport")
+    # both materials the key has held since are proven, each under its own KeyMaterialId
+    code, report = verify_json(workspace, "key.data")
+    assert code == 0
+    versions = {(r["material_version"], r["verdict"], r["remote_version_id"]) for r in report["results"]}
+    assert {(v, verdict) for v, verdict, _ in versions} == {(1, "proven"), (2, "proven")}
+    assert len({remote for _, _, remote in versions}) == 2
