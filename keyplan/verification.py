@@ -207,6 +207,9 @@ class Verifier:
                     detail=f"state has no material v{task.material_version} for this key",
                 ),
             )
+        missing = _unconfigured(self.session, record.source, task.target)
+        if missing:
+            return self._result(task, material.fingerprint, _cannot(missing))
         spec = self._spec(record)
         source = self.session.source(record.source)
         witness = MaterialWitness(source, material.handle, spec.algorithm, material.fingerprint)
@@ -278,6 +281,15 @@ class Verifier:
             verdict=proof.verdict,
             detail=proof.detail,
         )
+
+
+def _unconfigured(session: Session, source: str, target: str) -> str | None:
+    """Why a proof needs a block the configuration no longer has, or None."""
+    if target not in session.config.providers:
+        return f"the configuration has no provider block {target} any more"
+    if source not in session.config.sources:
+        return f"the configuration has no source block {source} any more"
+    return None
 
 
 def _cannot(reason: str) -> MaterialProof:

@@ -147,6 +147,18 @@ def test_verify_of_an_unknown_address_is_a_diagnostic(workspace: Workspace) -> N
     assert "Traceback" not in result.output
 
 
+def test_a_target_removed_from_the_configuration_cannot_be_proven(workspace: Workspace) -> None:
+    workspace.write(AWS_CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    workspace.write(AWS_CONFIG.replace("provider \"aws\" \"main\"", "provider \"aws\" \"other\"").replace(
+        "provider.aws.main", "provider.aws.other"
+    ))
+    code, report = verify_json(workspace, "key.mac")
+    assert code == 0
+    (result,) = report["results"]
+    assert result["verdict"] == "cannot_prove" and "no provider block aws.main" in result["detail"]
+
+
 def test_a_disabled_key_cannot_be_proven_and_is_not_changed(workspace: Workspace) -> None:
     workspace.write(AWS_CONFIG)
     assert workspace.keyplan("apply", "-auto-approve").code == 0
