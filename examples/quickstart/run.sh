@@ -25,5 +25,8 @@ if [ "$code" -ne 0 ]; then
   exit 1
 fi
 echo
+echo "==> keyplan verify   (prove the cloud holds exactly the keystore's material, per key)"
+"$keyplan" verify
+echo
 echo "Done. The state is in $here/keyplan.kpstate.json; the emulator's data and the keystore are in $here/.keyplan/."
 echo "Run 'make quickstart' again any time: it converges to the same keys."
