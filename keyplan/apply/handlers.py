@@ -360,8 +360,8 @@ def ensure_prerequisite(context: ApplyContext, action: EnsurePrerequisite) -> No
     if record.id != spec.id:
         raise PluginAnswerError(target, f"ensure_prerequisite answered prerequisite {record.id!r} for {spec.id!r}")
     context.committer.commit(lambda state: state.record_prerequisite(target, record), prerequisites_of=target)
-    if known is None or known.remote_id != record.remote_id:
-        context.hooks.mutated(action, "ensured", record.remote_id)
+    changed = known is None or known.remote_id != record.remote_id
+    context.hooks.mutated(action, "ensured" if changed else "reused", record.remote_id)
 
 
 @handles(AdoptKey)

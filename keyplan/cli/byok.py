@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import typer
 
 from keyplan.algorithms import ALGORITHMS, Algorithm, KeyUsage
+from keyplan.apply.audit import AUDIT_FILE, AuditLog
 from keyplan.config.model import Config
 from keyplan.config.suggestions import did_you_mean
 from keyplan.diagnostics import DiagnosticsError, SourceRange
@@ -97,10 +98,8 @@ def register(app: typer.Typer, state_app: typer.Typer) -> None:
 
 
 def export(config: Config, state: State, request: ExportRequest) -> ExportResult:
-    """Find the KEK, wrap the material for it in the source, write the transfer file."""
-    from keyplan.runtime import Session
-    from providers.azure.provider import AzureProvider, AzureSettings, key_name_for
-
+    """Find the KEK, wrap the material for it in the source, write the transfer file; the audit
+    trail records the export before anything is asked of the vault, and its outcome."""
     record = _record(config, state, request.address)
     material = record.latest_material
     assert material is not None  # _record refuses keys without material
@@ -112,6 +111,22 @@ def export(config: Config, state: State, request: ExportRequest) -> ExportResult
             f"declares. Declare source {record.source} again to export this key.",
             address=request.address,
         )
+    audit = AuditLog(Path(config.directory) / ".keyplan" / AUDIT_FILE, plan_digest="")
+    entry = {"action": "export_byok", "address": request.address, "target": request.vault, "remote_id": None}
+    audit.record({**entry, "outcome": "started", "detail": f"export to {request.output}"})
+    try:
+        return _export(config, state, request, record, material, audit)
+    except DiagnosticsError as error:
+        audit.record({**entry, "outcome": "failed", "detail": next(iter(error.diagnostics)).summary})
+        raise
+
+
+def _export(
+    config: Config, state: State, request: ExportRequest, record: KeyRecord, material: MaterialVersion, audit: AuditLog
+) -> ExportResult:
+    from keyplan.runtime import Session
+    from providers.azure.provider import AzureProvider, AzureSettings, key_name_for
+
     with Session(config) as session:
         plugin, settings = session.provider_plugin(request.vault)
         azure = cast(AzureSettings, settings)
@@ -151,6 +166,16 @@ def export(config: Config, state: State, request: ExportRequest) -> ExportResult
     # like every path keyplan reads or writes, a relative one is taken from the -chdir directory
     _write(request.output if request.output.is_absolute() else Path(config.directory) / request.output, blob)
     kek_kid = str(json.loads(blob)["header"]["kid"])
+    audit.record(
+        {
+            "action": "export_byok",
+            "address": request.address,
+            "target": request.vault,
+            "remote_id": kek_kid,
+            "outcome": "ok",
+            "detail": f"material v{material.version} wrapped for the key-exchange key, written to {request.output}",
+        }
+    )
     return ExportResult(
         kek_kid=kek_kid,
         material=material,

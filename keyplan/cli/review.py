@@ -54,12 +54,27 @@ def register(app: typer.Typer, state_app: typer.Typer) -> None:
 def log(
     json_output: Annotated[bool, typer.Option("-json", "--json", help="Print the entries as a JSON array.")] = False,
     count: Annotated[int | None, typer.Option("-n", "--n", min=1, help="Show only the last N entries.")] = None,
+    verify: Annotated[
+        bool,
+        typer.Option("-verify", "--verify", help="Check the hash chain: find edited, removed, reordered or cut-off entries."),
+    ] = False,
 ) -> None:
-    """Show the audit trail: every remote change an apply made, oldest first."""
-    from keyplan.apply.audit import AUDIT_FILE, read_audit
+    """Show the audit trail: every remote change keyplan made, oldest first."""
+    from keyplan.apply.audit import AUDIT_FILE, read_audit, verify_chain
 
     config = load([], [], no_color=True, validate=False)
     path = Path(config.directory) / ".keyplan" / AUDIT_FILE
+    if verify:
+        read, problems = verify_chain(path)
+        if problems:
+            raise DiagnosticsError.single(
+                "The audit trail was tampered with",
+                f"{path} fails its hash-chain check:"
+                + "".join(f"\n  - {f'line {p.line}: ' if p.line else ''}{p.problem}" for p in problems)
+                + "\nKeep the file as evidence and compare it with a copy kept elsewhere.",
+            )
+        emit(f"The audit trail is intact: {read} entries, each chained to the one before.\n")
+        return
     try:
         entries = read_audit(path)
     except json.JSONDecodeError as exc:

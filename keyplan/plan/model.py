@@ -141,6 +141,11 @@ class ActionKind(StrEnum):
             ActionKind.RECORD_PROTECTION,
         )
 
+    @property
+    def mutates(self) -> bool:
+        """Whether the action may change something in a cloud (every remote action but a read)."""
+        return self.remote and self is not ActionKind.GET_IMPORT_PARAMETERS
+
 
 # -- actions: one model per kind, told apart by `kind` -------------------------------------------
 #

@@ -360,6 +360,14 @@ def test_export_byok_and_no_artifact_or_output_contains_material(workspace: Work
     assert header["kid"].startswith(kek) and header["enc"] == "CKM_RSA_AES_KEY_WRAP"
     signing = run("export-byok", "key.signing", "--vault", "provider.azure.manual", "--out", "signing.byok")
     assert "--kty EC-HSM --curve P-256 --ops sign verify" in signing
+    # every export is in the audit trail: announced before the vault is asked, then its outcome
+    audit = [json.loads(line) for line in (workspace.path / ".keyplan" / "audit.jsonl").read_text().splitlines()]
+    exports = [(e["address"], e["outcome"]) for e in audit if e["action"] == "export_byok"]
+    assert exports == [  # the first attempt (no material yet) was refused before anything was asked
+        ("key.data", "started"), ("key.data", "ok"),
+        ("key.signing", "started"), ("key.signing", "ok"),
+    ]
+    assert "intact" in run("log", "-verify")
 
     # refusals are diagnostics
     assert "No key key.nope" in run("export-byok", "key.nope", "-vault", "azure.manual", "-o", "x.byok", code=1)

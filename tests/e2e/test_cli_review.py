@@ -408,6 +408,12 @@ def test_audit_log_holds_every_mutation_and_no_material(workspace: Workspace) ->
         calls = fetch_json(server.url + "/_emulator/stats")["calls"]
 
     entries = json.loads(workspace.keyplan("log", "-json").stdout)
+    # each remote mutation is announced before the call, then its outcome follows
+    started = [e for e in entries if e["outcome"] == "started"]
+    entries = [e for e in entries if e["outcome"] != "started"]
+    assert sorted((e["action"], e["address"], e["target"]) for e in started) == sorted(
+        (e["action"], e["address"], e["target"]) for e in entries
+    )
     remote = [e for e in entries if e["action"] not in ("generate_material",)]
     assert all(e["outcome"] == "ok" for e in entries)
     by_action: dict[str, int] = {}
@@ -427,9 +433,16 @@ def test_audit_log_holds_every_mutation_and_no_material(workspace: Workspace) ->
 
     table = workspace.keyplan("log")
     assert table.code == 0 and table.stdout.splitlines()[0].split()[:4] == ["TIME", "WHO", "ACTION", "KEY"]
-    assert len(table.stdout.splitlines()) == len(entries) + 1
+    assert len(table.stdout.splitlines()) == len(entries) + len(started) + 1
     last = workspace.keyplan("log", "-n", "1", "-json")
     assert json.loads(last.stdout) == entries[-1:]
+    intact = workspace.keyplan("log", "-verify")
+    assert intact.code == 0 and f"{len(entries) + len(started)} entries" in intact.stdout
+    trail = workspace.path / ".keyplan" / "audit.jsonl"
+    lines = trail.read_text().splitlines()
+    trail.write_text("\n".join(lines[:3] + lines[4:]) + "\n")
+    tampered = workspace.keyplan("log", "-verify")
+    assert tampered.code == 1 and "tampered" in tampered.stderr and "line 4" in tampered.stderr, tampered.output
     audit = (workspace.path / ".keyplan" / "audit.jsonl").read_bytes()
     outputs = table.stdout.encode()
     for material in materials_held_by_emulator(workspace):
