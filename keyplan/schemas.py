@@ -35,6 +35,11 @@ def plan_schema() -> dict[str, Any]:
         "description": "Only in `-json` output: how many changes of each kind (create, import, update, rotate, delete, forget).",
         "additionalProperties": {"type": "integer", "minimum": 0},
     }
+    schema["properties"]["approvals"] = {
+        "type": "array",
+        "description": "Only in `keyplan show -json PLANFILE`: the signed approvals kept beside the plan file.",
+        "items": {"type": "object"},
+    }
     return _with_meta(
         schema,
         "plan.schema.json",

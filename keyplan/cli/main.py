@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -424,6 +424,7 @@ def apply(
     no_color: NoColorOpt = False,
 ) -> None:
     """Make the clouds match the configuration (or apply a saved plan exactly)."""
+    from keyplan.approvals import check_approvals, read_approvals, valid_approvers
     from keyplan.plan.agreement import specs_from_configuration
     from keyplan.plan.planfile import check_applicable, load_plan
     from keyplan.plan.render import render_text
@@ -455,12 +456,26 @@ def apply(
                 max_age=_duration("max-plan-age", max_plan_age) if max_plan_age not in ("0", "0s") else None,
             )
             problems.extend(specs_from_configuration(saved, config))
+            approvals = read_approvals(from_working_dir(planfile))
+            problems.extend(check_approvals(saved, config.approvals, approvals, datetime.now(UTC)))
             if problems.has_errors():
                 raise DiagnosticsError(problems)
-            code = execute(saved, config, backend, state, parallelism, colour)
+            approvers = (
+                [s.name for s in valid_approvers(saved, config.approvals, approvals, datetime.now(UTC))[0]]
+                if config.approvals
+                else []
+            )
+            code = execute(saved, config, backend, state, parallelism, colour, approvers)
         raise Exit(code)
 
     config = load(var, var_file, no_color=no_color)
+    if config.approvals is not None and not refresh_only:
+        raise DiagnosticsError.single(
+            "This configuration requires approved plans",
+            "The keyplan block has an approvals block, so changes are applied only from a saved plan its signers "
+            "approved: run `keyplan plan -out=FILE`, have it approved with `keyplan approve FILE`, then "
+            "`keyplan apply FILE`.",
+        )
     backend = backend_for(config)
     options = plan_options(target, replace, refresh, refresh_only, None, verify)
     with state_lock(backend, "apply", lock, lock_timeout):
@@ -484,7 +499,15 @@ def apply(
         raise Exit(execute(result, config, backend, state, parallelism, colour))
 
 
-def execute(plan_: Plan, config: Config, backend: LocalBackend, state: State, parallelism: int, colour: bool) -> int:
+def execute(
+    plan_: Plan,
+    config: Config,
+    backend: LocalBackend,
+    state: State,
+    parallelism: int,
+    colour: bool,
+    approvers: list[str] | None = None,
+) -> int:
     from keyplan.apply.committer import StateCommitter
     from keyplan.apply.walker import Walker, accept_live
     from keyplan.runtime import Session
@@ -502,7 +525,7 @@ def execute(plan_: Plan, config: Config, backend: LocalBackend, state: State, pa
     from keyplan.plan.planfile import plan_digest
 
     progress = ui.ProgressHooks(sys.stdout, colour=colour, total=len(plan_.actions))
-    audit = AuditLog(Path(config.directory) / ".keyplan" / AUDIT_FILE, plan_.digest or plan_digest(plan_))
+    audit = AuditLog(Path(config.directory) / ".keyplan" / AUDIT_FILE, plan_.digest or plan_digest(plan_), approvers)
     hooks = CompositeHooks(progress, audit)
     emit("\n")
     with Session(config) as session:
@@ -530,17 +553,21 @@ def show(
     no_color: NoColorOpt = False,
 ) -> None:
     """Show a saved plan (text, JSON or Markdown) or the current state."""
+    from keyplan.approvals import approvals_text, read_approvals
     from keyplan.plan.planfile import load_plan
     from keyplan.plan.render import render_json, render_markdown, render_text
 
     if planfile is not None:
         saved = load_plan(from_working_dir(planfile))
+        approvals = read_approvals(from_working_dir(planfile))
         if json_output:
-            emit(render_json(saved))
+            document = json.loads(render_json(saved))
+            document["approvals"] = [a.model_dump(mode="json") for a in approvals]
+            emit(json.dumps(document, indent=2, sort_keys=True) + "\n")
         elif markdown:
-            emit(render_markdown(saved))
+            emit(render_markdown(saved) + approvals_text(approvals, markdown=True))
         else:
-            emit(render_text(saved, colour=ui.use_colour(sys.stdout, no_color)))
+            emit(render_text(saved, colour=ui.use_colour(sys.stdout, no_color)) + approvals_text(approvals))
         return
     config = load([], [], no_color=no_color, validate=False)
     state = backend_for(config).read()
@@ -660,9 +687,9 @@ def emulator(
 def _register_command_groups() -> None:
     # Command groups kept in their own modules: HSM set-up, BYOK transfer files, review and
     # adoption workflows. Each adds its commands to the app (and to `keyplan state`).
-    from keyplan.cli import byok, check, hsm, review, verify
+    from keyplan.cli import approve, byok, check, hsm, review, verify
 
-    for module in (hsm, byok, review, check, verify):
+    for module in (hsm, byok, review, check, verify, approve):
         module.register(app, state_app)
 
 

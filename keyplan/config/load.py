@@ -19,6 +19,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from keyplan.approvals import CHANGE_KINDS, ApprovalPolicy
 from keyplan.config.durations import DurationError, parse_duration
 from keyplan.config.expressions import FAILED, EvaluationError, Evaluator, Scope, references, show
 from keyplan.config.model import Config, KeyConfig, PluginBlock, StateBackendConfig, VariableValue
@@ -100,6 +103,7 @@ def load_config(
     scope = replace(scope, locals=_evaluate_locals(declarations.locals, scope, diagnostics))
 
     state = _state_backend(declarations.keyplan, scope, diagnostics)
+    approvals = _approvals(declarations.keyplan, scope, diagnostics)
     sources = {address: _plugin_block(block, scope, diagnostics) for address, block in declarations.sources.items()}
     providers = {address: _plugin_block(block, scope, diagnostics) for address, block in declarations.providers.items()}
     keys: dict[str, KeyConfig] = {}
@@ -125,6 +129,7 @@ def load_config(
         keys=keys,
         variables=variables,
         policy=policy,
+        approvals=approvals,
     )
     return config, final
 
@@ -331,16 +336,16 @@ def _state_backend(blocks: list[Block], scope: Scope, diagnostics: Diagnostics) 
     for attribute in block.body.attributes.values():
         diagnostics.error(
             "Unsupported argument",
-            f"The keyplan block holds only a `state` block, not `{attribute.name}`. Remove it.",
+            f"The keyplan block holds `state` and `approvals` blocks, not `{attribute.name}`. Remove it.",
             range=attribute.name_range,
         )
     states = [b for b in block.body.blocks if b.type == "state"]
     for nested in block.body.blocks:
-        if nested.type != "state":
+        if nested.type not in ("state", "approvals"):
             diagnostics.error(
                 "Unsupported block type",
-                f"The keyplan block holds only a `state` block, not `{nested.type}`."
-                f"{did_you_mean(nested.type, ['state'])} Remove or rename it.",
+                f"The keyplan block holds `state` and `approvals` blocks, not `{nested.type}`."
+                f"{did_you_mean(nested.type, ['state', 'approvals'])} Remove or rename it.",
                 range=nested.range,
             )
     if not states:
@@ -363,6 +368,57 @@ def _state_backend(blocks: list[Block], scope: Scope, diagnostics: Diagnostics) 
     if state.labels[0] == "local":
         attributes.setdefault("path", DEFAULT_STATE_PATH)
     return StateBackendConfig(kind=state.labels[0], attributes=attributes, range=state.label_ranges[0])
+
+
+def _approvals(blocks: list[Block], scope: Scope, diagnostics: Diagnostics) -> ApprovalPolicy | None:
+    """The `approvals` block inside the keyplan block: who may approve plans, and how many must."""
+    found = [nested for block in blocks[:1] for nested in block.body.blocks if nested.type == "approvals"]
+    if not found:
+        return None
+    block = found[0]
+    if len(found) > 1:
+        diagnostics.error(
+            "Duplicate approvals block", f"Approvals are already configured at {found[0].range}. Keep one block.",
+            range=found[1].range,
+        )
+    values, ranges = _evaluate_attributes(block.body, replace(scope, where="in the approvals block"), diagnostics)
+    try:
+        if "valid_for" in values:
+            values["valid_for"] = _approval_validity(str(values["valid_for"]))
+        policy = ApprovalPolicy.model_validate(values)
+        for signer in policy.signers:
+            signer.key()
+    except (ValidationError, ValueError) as exc:
+        detail = exc.errors()[0] if isinstance(exc, ValidationError) else None
+        where = ".".join(str(p) for p in detail["loc"]) if detail else "public_key"
+        diagnostics.error(
+            "Invalid approvals block",
+            f"{where}: {detail['msg'] if detail else exc}. The block takes signers = [{{ name = \"...\", "
+            'public_key = "ed25519:..." }, ...], required = N, required_for = { delete = N, ... } and valid_for.',
+            range=ranges.get(where.split(".")[0], block.range),
+        )
+        return None
+    names = [s.name for s in policy.signers]
+    problems = []
+    if len(set(names)) != len(names) or len({s.public_key for s in policy.signers}) != len(names):
+        problems.append("each signer is listed once, with a key of its own")
+    if not 1 <= policy.required <= len(names):
+        problems.append(f"required must be between 1 and the number of signers ({len(names)})")
+    for kind, count in policy.required_for.items():
+        if kind not in CHANGE_KINDS:
+            problems.append(f"required_for names {kind!r}; the kinds are {', '.join(CHANGE_KINDS)}")
+        elif not 1 <= count <= len(names):
+            problems.append(f"required_for.{kind} must be between 1 and the number of signers ({len(names)})")
+    for problem in problems:
+        diagnostics.error("Invalid approvals block", problem[0].upper() + problem[1:] + ".", range=block.range)
+    return None if problems else policy
+
+
+def _approval_validity(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except DurationError as exc:
+        raise ValueError(f"valid_for: {exc}") from None
 
 
 def _plugin_block(block: Block, scope: Scope, diagnostics: Diagnostics) -> PluginBlock:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from keyplan.approvals import ApprovalPolicy
 from keyplan.diagnostics import SourceRange
 from keyplan.policy.model import Policy
 
@@ -79,3 +80,4 @@ class Config(_Model):
     keys: dict[str, KeyConfig]
     variables: dict[str, VariableValue] = {}
     policy: Policy = Policy()  # the `policy` block; keyplan.policy runs it
+    approvals: ApprovalPolicy | None = None  # keyplan { approvals { ... } }: who must sign saved plans
