@@ -7,8 +7,12 @@
 #                     exit 0 when no finding reaches $POLICY_FAIL_ON, 2 when one does, 1 on errors
 #   review.sh plan    saves the plan to $PLAN_FILE and writes $COMMENT_FILE (Markdown) for reviewers;
 #                     exit 0 with no changes, 2 with changes (so a pipeline can skip the apply stage), 1 on errors
+#   review.sh approve signs $PLAN_FILE as one reviewer ($SIGNER, key $SIGNING_KEY, passphrase in
+#                     $KEYPLAN_SIGNING_PASSPHRASE); run once per reviewer; the signatures are kept in
+#                     $PLAN_FILE.approvals.json, which travels with the plan file
 #   review.sh apply   applies $PLAN_FILE as saved; keyplan refuses it if it was altered, if the state or
-#                     the configuration moved since, or if it is older than $MAX_PLAN_AGE
+#                     the configuration moved since, if it is older than $MAX_PLAN_AGE, or (with an
+#                     approvals block) if it lacks the signatures the configuration requires
 #
 # Settings (environment):
 #   KEYPLAN       the keyplan command                      (default: keyplan)
@@ -19,6 +23,8 @@
 #   LOCK_TIMEOUT  how long to wait for another run's lock  (default: 5m)
 #   SARIF_FILE    the policy findings for code review       (default: keyplan.sarif)
 #   POLICY_FAIL_ON  the least severe finding that fails the check stage: error, warning or info (default: error)
+#   SIGNER        the approving reviewer's name in the approvals block (approve stage)
+#   SIGNING_KEY   that reviewer's Ed25519 signing key file (approve stage; make one with keyplan approve -new-key)
 set -uo pipefail
 
 KEYPLAN=${KEYPLAN:-keyplan}
@@ -59,6 +65,18 @@ stage_plan() {
   return "$code"
 }
 
+stage_approve() {
+  if [ ! -f "$PLAN_FILE" ]; then
+    echo "No saved plan at $PLAN_FILE: run '$0 plan' first and keep its file for this stage." >&2
+    return 1
+  fi
+  if [ -z "${SIGNER:-}" ] || [ -z "${SIGNING_KEY:-}" ]; then
+    echo "Set SIGNER and SIGNING_KEY (and KEYPLAN_SIGNING_PASSPHRASE) to approve as a reviewer." >&2
+    return 1
+  fi
+  kp approve "$PLAN_FILE" -key "$SIGNING_KEY" -name "$SIGNER"
+}
+
 stage_apply() {
   if [ ! -f "$PLAN_FILE" ]; then
     echo "No saved plan at $PLAN_FILE: run '$0 plan' first and keep its file for this stage." >&2
@@ -70,9 +88,10 @@ stage_apply() {
 case "${1:-}" in
   check) stage_check ;;
   plan) stage_plan ;;
+  approve) stage_approve ;;
   apply) stage_apply ;;
   *)
-    echo "usage: $0 check|plan|apply" >&2
+    echo "usage: $0 check|plan|approve|apply" >&2
     exit 64
     ;;
 esac
