@@ -140,3 +140,28 @@ def test_unknown_replayed_and_altered_signatures_are_refused(team: Workspace) ->
 
     # the untouched plan with alice's fresh approval applies
     assert team.keyplan("apply", str(first)).code == 0
+
+
+def test_the_ci_review_script_runs_the_two_reviewer_flow(team: Workspace) -> None:
+    import os
+    import subprocess
+
+    from conftest import KEYPLAN_BIN, REPO
+
+    team.write((team.path / "main.kp.hcl").read_text().replace("required     = 1", "required     = 2"))
+
+    def stage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        environment = dict(os.environ, KEYPLAN=str(KEYPLAN_BIN), KEYPLAN_DIR=str(team.path), **PASSPHRASE, **env)
+        return subprocess.run(
+            ["bash", str(REPO / "examples" / "ci" / "review.sh"), *args],
+            cwd=team.path, env=environment, capture_output=True, text=True, timeout=120,
+        )
+
+    assert stage("plan").returncode == 2
+    early = stage("apply")
+    assert early.returncode == 1 and "needs 2 approvals" in early.stderr, early.stdout + early.stderr
+    assert stage("approve", SIGNER="alice", SIGNING_KEY="alice.pem").returncode == 0
+    assert stage("approve", SIGNER="bob", SIGNING_KEY="bob.pem").returncode == 0
+    applied = stage("apply")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert sorted(team.state()["keys"]) == ['key.app["ledger"]', 'key.app["payments"]']
