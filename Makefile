@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	@# python-hcl2 builds its LALR parser on first use and caches it beside itself in the venv;
+	@# build it once here, not once per test worker (or per keyplan process) racing to write it.
+	$(BIN)/python -c "import hcl2; hcl2.parses_to_tree('a = 1\n')"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
