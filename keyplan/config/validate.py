@@ -9,7 +9,7 @@ by each target; and each target plugin's own `check_key`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -86,8 +86,8 @@ def _check_provider(
     plugin = _load_plugin(block, "provider", diagnostics)
     if not isinstance(plugin, ProviderPlugin):
         return None
-    settings = _settings(block, plugin.settings_model, "provider", diagnostics)
-    if not isinstance(settings, ProviderSettings):
+    settings: ProviderSettings | None = _settings(block, plugin.settings_model, "provider", diagnostics)
+    if settings is None:
         return None
     return plugin, settings
 
@@ -116,9 +116,10 @@ def _load_plugin(block: PluginBlock, role: str, diagnostics: Diagnostics) -> Sou
         return None
 
 
-def _settings(
-    block: PluginBlock, model: type[PluginSettings], role: str, diagnostics: Diagnostics
-) -> PluginSettings | None:
+SettingsT = TypeVar("SettingsT", bound=PluginSettings)
+
+
+def _settings(block: PluginBlock, model: type[SettingsT], role: str, diagnostics: Diagnostics) -> SettingsT | None:
     try:
         return model.model_validate(block.attributes)
     except ValidationError as exc:
