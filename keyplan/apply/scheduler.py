@@ -58,9 +58,9 @@ class Scheduler:
                 in_flight -= 1
                 if error is None:
                     outcome.succeeded.append(node)
-                    dependents = list(remaining.successors(node))
+                    dependents = list(remaining.succ[node])
                     remaining.remove_node(node)
-                    ready.extend(d for d in dependents if remaining.in_degree(d) == 0)
+                    ready.extend(d for d in dependents if not remaining.pred[d])  # in-degree now 0
                     continue
                 outcome.failed.append(node)
                 listener.failed(node, error)
