@@ -18,12 +18,15 @@ contain key material.
 from __future__ import annotations
 
 import logging
+import typing
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -662,3 +665,28 @@ class MaterialWitness:
         return self._source.wrap(
             WrapRequest(handle=self._handle, algorithm=self.algorithm, method=method, wrapping_public_key=wrapping_public_key)
         ).blob
+
+
+AnswerT = TypeVar("AnswerT")
+
+
+def checked_answer(plugin: str, operation: Callable[..., Any], answer: AnswerT) -> AnswerT:
+    """`answer` if it is the response model `operation` declares, else a `PluginAnswerError`."""
+    expected = _answer_type(operation)
+    if expected is type(None):
+        if answer is not None:
+            raise PluginAnswerError(plugin, f"{operation.__name__} answered {type(answer).__name__}, expected nothing")
+    elif not isinstance(answer, expected):
+        raise PluginAnswerError(
+            plugin, f"{operation.__name__} answered {type(answer).__name__}, expected {expected.__name__}"
+        )
+    return answer
+
+
+@cache
+def _answer_type(operation: Callable[..., Any]) -> type:
+    """The response model the contract declares for an operation (`Provider.create_key` -> CreateKeyResponse)."""
+    answer = typing.get_type_hints(operation)["return"]
+    if not isinstance(answer, type):
+        raise TypeError(f"{operation.__qualname__} does not declare one response model")
+    return answer

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import threading
 import time
-import typing
 from collections.abc import Callable
-from functools import cache
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from keyplan.apply.hooks import ApplyHooks
 from keyplan.apply.retry import RetryPolicy
 from keyplan.plan.model import Action
-from keyplan.provider import KeySource, PluginAnswerError, Provider, ProviderError, SourceError
+from keyplan.provider import KeySource, Provider, ProviderError, SourceError, checked_answer
 from keyplan.runtime import Session
 
 Request = TypeVar("Request")
@@ -94,25 +92,3 @@ def _bound(plugin: P, operation: Callable[[P, Request], Response]) -> Callable[[
     """The plugin's own implementation of a contract operation (the contract's method is abstract)."""
     method: Callable[[Request], Response] = getattr(plugin, operation.__name__)
     return method
-
-
-def checked_answer(plugin: str, operation: Callable[..., Any], answer: Response) -> Response:
-    """`answer` if it is the response model `operation` declares, else a `PluginAnswerError`."""
-    expected = _answer_type(operation)
-    if expected is type(None):
-        if answer is not None:
-            raise PluginAnswerError(plugin, f"{operation.__name__} answered {type(answer).__name__}, expected nothing")
-    elif not isinstance(answer, expected):
-        raise PluginAnswerError(
-            plugin, f"{operation.__name__} answered {type(answer).__name__}, expected {expected.__name__}"
-        )
-    return answer
-
-
-@cache
-def _answer_type(operation: Callable[..., Any]) -> type:
-    """The response model the contract declares for an operation (`Provider.create_key` -> CreateKeyResponse)."""
-    answer = typing.get_type_hints(operation)["return"]
-    if not isinstance(answer, type):
-        raise TypeError(f"{operation.__qualname__} does not declare one response model")
-    return answer

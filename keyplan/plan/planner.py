@@ -17,7 +17,17 @@ from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.plan.diff import DesiredKey, KeyWork, PlanOptions, TargetInfo, diff
 from keyplan.plan.graph import build_actions
 from keyplan.plan.model import Plan, PlannedKey, PriorState
-from keyplan.provider import Inventory, InventoryRequest, ProviderError, SourceCapabilities, SourceError
+from keyplan.provider import (
+    Inventory,
+    InventoryRequest,
+    KeySource,
+    PluginAnswerError,
+    Provider,
+    ProviderError,
+    SourceCapabilities,
+    SourceError,
+    checked_answer,
+)
 from keyplan.runtime import Session
 from keyplan.state.model import State
 
@@ -86,7 +96,9 @@ def refresh(
         request = request_for(target)
         started = time.monotonic()
         try:
-            inventory = session.provider(target).inventory(request)
+            inventory = checked_answer(target, Provider.inventory, session.provider(target).inventory(request))
+        except PluginAnswerError as exc:
+            return target, None, DiagnosticsError.single(exc.summary, exc.detail, address=target)
         except (ProviderError, DiagnosticsError) as exc:
             log.debug("inventory of %s failed after %.2fs: %s", target, time.monotonic() - started, exc)
             return target, None, exc
@@ -123,7 +135,9 @@ def source_capabilities(
         if source not in session.config.sources:
             continue
         try:
-            capabilities[source] = session.source(source).capabilities()
+            capabilities[source] = checked_answer(source, KeySource.capabilities, session.source(source).capabilities())
+        except PluginAnswerError as exc:
+            diagnostics.error(exc.summary, exc.detail, address=source)
         except DiagnosticsError as exc:
             diagnostics.extend(exc.diagnostics)
         except SourceError as exc:
@@ -145,7 +159,12 @@ def check_material_present(session: Session, state: State, work: list[KeyWork], 
             if material is None:
                 continue
             try:
-                info = session.source(record.source).describe(material.handle)
+                info = checked_answer(
+                    record.source, KeySource.describe, session.source(record.source).describe(material.handle)
+                )
+            except PluginAnswerError as exc:
+                diagnostics.error(exc.summary, exc.detail, address=item.address)
+                continue
             except SourceError as exc:
                 diagnostics.error(f"Source {record.source}: {exc.summary}", exc.detail, address=item.address)
                 continue

@@ -99,10 +99,9 @@ def test_every_action_kind_has_a_model_and_a_handler() -> None:
 
 
 def test_a_malformed_plugin_answer_is_a_diagnostic_naming_the_plugin() -> None:
-    from keyplan.apply.calls import checked_answer
     from keyplan.apply.walker import _diagnostic
     from keyplan.plan.model import CreateKey, CreateKeyArgs
-    from keyplan.provider import CreateKeyResponse, PluginAnswerError, Provider
+    from keyplan.provider import CreateKeyResponse, PluginAnswerError, Provider, checked_answer
 
     good = CreateKeyResponse(remote_id="k-1")
     assert checked_answer("cloud.main", Provider.create_key, good) is good
