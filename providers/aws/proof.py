@@ -183,13 +183,14 @@ def _prove_by_reimport(provider: AwsKmsProvider, request: MaterialProofRequest, 
                 version.version_id,
             )
         raise
-    return _verdict(
+    proven = _verdict(
         Verdict.PROVEN,
         ProofMethod.REIMPORT,
         f"AWS KMS accepted this material again as the key's material {_short(version.version_id)} "
         "(EXISTING_KEY_MATERIAL); it accepts only the identical bytes",
         version.version_id,
     )
+    return proven.model_copy(update={"expires_at": version.expires_at})  # the re-import kept it
 
 
 def _short(version_id: str) -> str:
