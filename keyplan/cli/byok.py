@@ -12,9 +12,7 @@ again by name on every run.
 # No `from __future__ import annotations`: typer reads the command's annotations when the app is
 # built, and they name option types that exist only inside `register`.
 import json
-import os
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -27,6 +25,7 @@ from keyplan.apply.audit import AUDIT_FILE, AuditLog
 from keyplan.config.model import Config
 from keyplan.config.suggestions import did_you_mean
 from keyplan.diagnostics import DiagnosticsError, SourceRange
+from keyplan.files import write_atomically
 from keyplan.plan.negotiate import negotiate
 from keyplan.provider import (
     EnsurePrerequisiteRequest,
@@ -266,18 +265,7 @@ def _offer(
 
 def _write(path: Path, blob: bytes) -> None:
     """Write atomically: a half-written file must never be uploaded."""
-    target = path.absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(blob)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, blob, mode=0o600)
 
 
 def describe(request: ExportRequest, result: ExportResult, state: State) -> str:

@@ -31,7 +31,8 @@ from keyplan.cli.main import (
 )
 from keyplan.config.model import Config
 from keyplan.diagnostics import DiagnosticsError
-from keyplan.state.local import parse_state, serialize_state, write_atomically
+from keyplan.files import write_atomically
+from keyplan.state.local import parse_state, serialize_state
 from keyplan.state.model import KeyRecord, State
 
 
@@ -183,7 +184,7 @@ def discover(
     if out is None:
         emit(text)
         return
-    write_atomically(out, text.encode(), keep_backup=False)  # private: it lists the key inventory
+    write_atomically(out, text.encode())  # private: it lists the key inventory
     counts = {status: sum(1 for f in found if f.status == status) for status in ("managed", "tagged", "other", "unmanaged")}
     emit(
         f"Found {len(found)} imported key(s) at {target}: {counts['managed']} managed by this state, "

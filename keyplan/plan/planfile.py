@@ -17,9 +17,9 @@ from pydantic import ValidationError
 
 from keyplan import __version__
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.files import write_atomically
 from keyplan.plan.agreement import refuse_disagreement
 from keyplan.plan.model import PLAN_FORMAT_VERSION, Plan
-from keyplan.state.local import write_atomically
 from keyplan.state.model import State
 
 
@@ -36,7 +36,7 @@ def plan_json(plan: Plan) -> bytes:
 
 def save_plan(plan: Plan, path: Path) -> Plan:
     data = plan_json(plan)
-    write_atomically(path, data, keep_backup=False, mode=0o600)  # it lists the key inventory
+    write_atomically(path, data, mode=0o600)  # it lists the key inventory
     return Plan.model_validate_json(data)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import shutil
 import socket
 import threading
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from keyplan.diagnostics import DiagnosticsError
+from keyplan.files import write_atomically
 from keyplan.provider import PrerequisiteRecord
 from keyplan.state.model import KeyRecord, State
 from keyplan.state.upgrade import upgrade_state
@@ -46,41 +46,6 @@ class LockInfo(BaseModel):
             f"Who:       {self.who}@{self.host} (pid {self.pid})\n"
             f"Since:     {self.created.isoformat(timespec='seconds')}"
         )
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes, *, keep_backup: bool = True, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # the exact mode, whatever the umask
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if keep_backup and path.exists():
-            # The previous copy becomes the backup through a second name, so `path` itself is
-            # never missing: the only change to it is the atomic rename below.
-            backup = path.with_name(path.name + ".backup")
-            backup_tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.backup.tmp")
-            try:
-                os.link(path, backup_tmp)
-            except OSError:
-                shutil.copy2(path, backup_tmp)
-            os.replace(backup_tmp, backup)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def serialize_state(state: State) -> bytes:
@@ -154,7 +119,7 @@ class LocalBackend:
 
     def write_current(self, state: State) -> None:
         """Write `state` as it is (serial included) and fold the journal into it."""
-        write_atomically(self.path, serialize_state(state))
+        write_atomically(self.path, serialize_state(state), keep_backup=True)
         self.journal_path.unlink(missing_ok=True)
 
     def append_journal(self, entries: list[JournalEntry]) -> None:

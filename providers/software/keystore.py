@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keyplan.crypto.secret import SecretBytes
+from keyplan.files import write_atomically
 from keyplan.provider import SourceError
 
 FORMAT = "keyplan-keystore"
@@ -235,26 +236,8 @@ class Keystore:
         return KeystoreDocument(protection=protection, verifier=verifier)
 
     def _write(self, document: KeystoreDocument) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        payload = document.model_dump_json(indent=2).encode("utf-8")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, document.model_dump_json(indent=2).encode("utf-8"), mode=0o600)
         self._cached = (_identity(self.path), document)
-        # The rename is durable only once the directory entry is on disk too.
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
