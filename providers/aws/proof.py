@@ -62,7 +62,7 @@ def prove(provider: AwsKmsProvider, request: MaterialProofRequest, witness: Mate
 
 def _prove_asymmetric(provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
     remote_id = request.remote_id
-    answer = provider._call("GetPublicKey", remote_id, KeyId=remote_id)
+    answer = provider._kms.call("GetPublicKey", remote_id, KeyId=remote_id)
     source_spki = witness.public_key()
     try:
         same = same_public_key(bytes(answer["PublicKey"]), source_spki)
@@ -90,7 +90,7 @@ def _prove_use(provider: AwsKmsProvider, request: MaterialProofRequest, usage: s
     if usage == "SIGN_VERIFY":
         curve = request.key.algorithm.curve
         signing, scheme = _EC_SIGNING[curve] if curve else ("RSASSA_PSS_SHA_256", SignatureScheme.RSA_PSS_SHA256)
-        signed = provider._call(
+        signed = provider._kms.call(
             "Sign", remote_id, KeyId=remote_id, Message=request.challenge, MessageType="RAW", SigningAlgorithm=signing
         )
         if not signature_verifies(source_spki, scheme, request.challenge, bytes(signed["Signature"])):
@@ -107,7 +107,7 @@ def _prove_use(provider: AwsKmsProvider, request: MaterialProofRequest, usage: s
         )
     if usage == "ENCRYPT_DECRYPT" and request.key.usage is KeyUsage.DECRYPT:
         sealed = oaep_encrypt(source_spki, request.challenge, "SHA-256")
-        opened = provider._call(
+        opened = provider._kms.call(
             "Decrypt", remote_id, KeyId=remote_id, CiphertextBlob=sealed, EncryptionAlgorithm="RSAES_OAEP_SHA_256"
         )
         if bytes(opened["Plaintext"]) != request.challenge:
@@ -127,7 +127,7 @@ def _prove_use(provider: AwsKmsProvider, request: MaterialProofRequest, usage: s
 
 def _prove_mac(provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
     algorithm = "HMAC_SHA_" + request.key.algorithm.name.removeprefix("HMAC_SHA")
-    answer = provider._call(
+    answer = provider._kms.call(
         "GenerateMac", request.remote_id, KeyId=request.remote_id, Message=request.challenge, MacAlgorithm=algorithm
     )
     if bytes(answer["Mac"]) != witness.mac(request.challenge):

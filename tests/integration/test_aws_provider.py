@@ -36,7 +36,8 @@ from keyplan.provider import (
     VersionState,
 )
 from providers.aws import PLUGIN, AwsKmsProvider, AwsSettings, KmsEmulator
-from providers.aws.provider import classify, decode_address, encode_address
+from providers.aws.errors import classify
+from providers.aws.mapping import decode_address, encode_address
 from providers.emulation import Clock, DocumentStore, EmulatorServer
 from providers.emulation.server import fetch_json
 

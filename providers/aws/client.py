@@ -1,0 +1,77 @@
+"""The boto3 KMS client keyplan drives: one per provider, shared by all threads, its own retries
+off, every failure classified; and KMS's Marker/NextMarker paging."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from providers.aws.errors import classify
+from providers.aws.settings import LOCAL_ACCESS_KEY, AwsSettings
+
+
+class KmsClient:
+    """`call("DescribeKey", remote_id, KeyId=...)` on one region's KMS endpoint."""
+
+    def __init__(self, settings: AwsSettings, endpoint: str | None, *, local: bool) -> None:
+        self.settings = settings
+        try:
+            self._client = self._make_client(endpoint, local)
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
+            raise classify(exc, "client setup", None, settings) from None
+
+    def _make_client(self, endpoint: str | None, local: bool) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            region_name=self.settings.region,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+            max_pool_connections=max(10, self.settings.max_concurrency * 2),
+        )
+        if local:
+            session = boto3.session.Session(
+                aws_access_key_id=LOCAL_ACCESS_KEY,
+                aws_secret_access_key=LOCAL_ACCESS_KEY,
+                region_name=self.settings.region,
+            )
+        else:
+            session = boto3.session.Session(profile_name=self.settings.profile, region_name=self.settings.region)
+            if self.settings.assume_role_arn:
+                session = self._assumed_session(session)
+        return session.client("kms", endpoint_url=endpoint, config=config)
+
+    def _assumed_session(self, session: Any) -> Any:
+        import boto3
+
+        role = session.client("sts").assume_role(RoleArn=self.settings.assume_role_arn, RoleSessionName="keyplan")
+        creds = role["Credentials"]
+        return boto3.session.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            region_name=self.settings.region,
+        )
+
+    def call(self, operation: str, remote_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        method = getattr(self._client, re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower())
+        try:
+            result: dict[str, Any] = method(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
+            raise classify(exc, operation, remote_id, self.settings) from None
+        return result
+
+    def pages(self, operation: str, field: str, remote_id: str | None = None, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        marker: str | None = None
+        while True:
+            page = self.call(operation, remote_id, **kwargs, **({"Marker": marker} if marker else {}))
+            yield from page.get(field, [])
+            marker = page.get("NextMarker")
+            if not page.get("Truncated") or not marker:
+                return
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,41 @@
+"""The attributes of a `provider "aws"` block, and the limits of AWS KMS they are checked against."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from keyplan.provider import ProviderSettings
+
+MAX_TAGS = 50
+MAX_EXPIRY_DAYS = 365
+LOCAL_ACCESS_KEY = "keyplan-local"  # any key pair signs requests a local endpoint accepts
+
+
+class AwsSettings(ProviderSettings):
+    """The attributes of a `provider "aws" "NAME"` block."""
+
+    region: str = Field(description="The AWS region whose KMS holds the keys, e.g. eu-west-1.")
+    profile: str | None = Field(
+        default=None, description="A named profile from the AWS config files; default: the standard credential chain."
+    )
+    assume_role_arn: str | None = Field(
+        default=None, description="An IAM role to assume (STS AssumeRole) before calling KMS."
+    )
+    credentials: Literal["default", "local"] = Field(
+        default="default",
+        description='"default" uses the AWS SDK credential chain; "local" signs with fixed dummy keys and calls no '
+        'identity service, for emulators and other local KMS peers (implied by endpoint = "embedded").',
+    )
+    deletion_window_days: int = Field(
+        default=30, ge=7, le=30, description="Waiting period of ScheduleKeyDeletion, 7 to 30 days."
+    )
+    wrapping_key_spec: Literal["RSA_2048", "RSA_3072", "RSA_4096"] = Field(
+        default="RSA_4096", description="Size of the RSA wrapping key KMS hands out for each import."
+    )
+
+
+    @property
+    def wrapping_bits(self) -> int:
+        return int(self.wrapping_key_spec.removeprefix("RSA_"))

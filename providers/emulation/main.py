@@ -1,0 +1,50 @@
+"""`serve_main`: the command line every emulator's `python -m providers.<cloud>.emulator` runs."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+from providers.emulation.app import EmulatorApp
+from providers.emulation.clock import Clock
+from providers.emulation.server import EmulatorServer
+from providers.emulation.store import DocumentStore
+
+AppFactory = Callable[[argparse.Namespace], type[EmulatorApp]]
+
+
+def serve_main(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str,
+    database: str,
+    app: AppFactory,
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """Serve one emulator until interrupted. The first line of stdout is its URL; an emulator
+    on TLS prints the path of its CA certificate as `ca-cert: PATH` on the second."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 picks a free one)")
+    parser.add_argument("--data-dir", type=Path, required=True, help="directory for the emulator's database")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every API call")
+    if arguments is not None:
+        arguments(parser)
+    args = parser.parse_args(argv)
+    store = DocumentStore(args.data_dir / database)
+    clock = Clock(float(store.get_meta("clock_offset") or 0.0))
+    server = EmulatorServer(app(args)(store, clock), port=args.port, cert_dir=args.data_dir)
+    if args.latency_ms:
+        server.faults.configure({"latency_ms": args.latency_ms})
+    print(server.url, flush=True)
+    if server.ca_cert is not None:
+        print(f"ca-cert: {server.ca_cert}", flush=True)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+    finally:
+        server.stop()
+        store.close()
+    return 0
