@@ -1,6 +1,10 @@
 """Google Cloud KMS: the keyplan provider (`PLUGIN`, on the official `google-cloud-kms` client)
 and a local emulator of the Cloud KMS REST API (`GcpKmsEmulator`).
 
+Modules: `settings`, `plugin` (static checks, wrap offers, prerequisites), `mapping` (keyplan's
+vocabulary <-> Cloud KMS's), `errors`, `client` (the SDK client and how it is called),
+`importjobs`, `views` (SDK objects as RemoteKeys), `provider`, `emulator`.
+
 Importing this package loads neither the Google SDK nor the emulator; both load on first use.
 """
 
@@ -8,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from providers.gcp.provider import GcpPlugin, GcpSettings
+from providers.gcp.plugin import GcpPlugin
+from providers.gcp.settings import GcpSettings
 
 if TYPE_CHECKING:
     from providers.gcp.emulator import GcpKmsEmulator

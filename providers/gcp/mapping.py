@@ -15,6 +15,9 @@ from keyplan.algorithms import Algorithm, KeyUsage, MaterialKind
 from keyplan.crypto.wrap import WrapMethod
 from keyplan.provider import KeyState, VersionState
 
+KIND_KEY_RING = "gcp_key_ring"
+KIND_IMPORT_JOB = "gcp_import_job"
+
 # ---------------------------------------------------------------------------------------------
 # Algorithms
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""Attributes of a `provider "gcp"` block: one key ring of one project."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from keyplan.provider import ProviderSettings
+
+ImportMethodName = Literal[
+    "RSA_OAEP_4096_SHA256_AES_256",
+    "RSA_OAEP_3072_SHA256_AES_256",
+    "RSA_OAEP_4096_SHA256",
+    "RSA_OAEP_3072_SHA256",
+    "RSA_OAEP_4096_SHA1_AES_256",
+    "RSA_OAEP_3072_SHA1_AES_256",
+]
+
+MAX_LABELS = 64
+
+
+class GcpSettings(ProviderSettings):
+    """Attributes of a `provider "gcp"` block."""
+
+    project: str = Field(min_length=1, description="Google Cloud project id that holds the key ring.")
+    location: str = Field(
+        default="global", description='Cloud KMS location of the key ring, e.g. "global" or "europe-west1".'
+    )
+    key_ring: str = Field(
+        pattern=r"^[a-zA-Z0-9_-]{1,63}$",
+        description="Key ring holding keyplan's keys; created when missing (key rings cannot be deleted).",
+    )
+    protection_level: Literal["HSM", "SOFTWARE"] = Field(
+        default="HSM", description="Protection level of the keys and of the import jobs that wrap their material."
+    )
+    credentials: Literal["default", "local"] = Field(
+        default="default",
+        description='"default": Application Default Credentials (gcloud auth, GOOGLE_APPLICATION_CREDENTIALS, '
+        'metadata server). "local": anonymous credentials and no call to an identity service, for a local '
+        'endpoint such as the emulator (implied by endpoint = "embedded").',
+    )
+    import_method: ImportMethodName | None = Field(
+        default=None,
+        description="Use only this import method instead of negotiating the strongest one both sides support.",
+    )
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="Deadline of each Cloud KMS call.")
+    import_wait_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="How long to wait for an import job to become ACTIVE or an imported version to settle.",
+    )
+
+    @property
+    def key_ring_name(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}/keyRings/{self.key_ring}"
