@@ -60,7 +60,7 @@ key "k" {{
 def naive_refresh(emulator: Emulator, workdir: Path) -> float:
     from azure.keyvault.keys import KeyClient
 
-    from providers.azure.provider import LocalTokenCredential
+    from providers.azure.client import LocalTokenCredential
 
     state = json.loads((workdir / "keyplan.kpstate.json").read_text())
     client = KeyClient(

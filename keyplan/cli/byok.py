@@ -124,7 +124,9 @@ def _export(
     config: Config, state: State, request: ExportRequest, record: KeyRecord, material: MaterialVersion, audit: AuditLog
 ) -> ExportResult:
     from keyplan.runtime import Session
-    from providers.azure.provider import AzureProvider, AzureSettings, key_name_for
+    from providers.azure.mapping import key_name_for
+    from providers.azure.provider import AzureProvider
+    from providers.azure.settings import AzureSettings
 
     with Session(config) as session:
         plugin, settings = session.provider_plugin(request.vault)
@@ -270,7 +272,7 @@ def _write(path: Path, blob: bytes) -> None:
 
 def describe(request: ExportRequest, result: ExportResult, state: State) -> str:
     """What was written and what to run next; never the material."""
-    from providers.azure.provider import az_cli_vault_arguments, azure_key_type, key_operations
+    from providers.azure.mapping import az_cli_vault_arguments, azure_key_type, key_operations
 
     key_type = azure_key_type(result.algorithm)
     assert key_type is not None

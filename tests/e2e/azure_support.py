@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient
 
+from providers.azure.client import LocalTokenCredential
 from providers.azure.emulator import emulator_class
-from providers.azure.provider import MANAGED_HSM_SUFFIXES, LocalTokenCredential
+from providers.azure.settings import MANAGED_HSM_SUFFIXES
 from providers.emulation import EmulatorApp, EmulatorServer, start_embedded
 from providers.emulation.server import fetch_json
 

@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyplan.algorithms import MaterialKind
 from keyplan.crypto import SecretBytes, WrapMethod, fingerprint_material, wrap
+from providers.azure.client import LocalTokenCredential
 from providers.azure.emulator import AzureKeyVaultEmulator, ManagedHsmEmulator, emulator_class
-from providers.azure.provider import LocalTokenCredential, build_transfer_blob, jwk_member
+from providers.azure.mapping import build_transfer_blob, jwk_member
 from providers.emulation import Clock, DocumentStore, EmulatorServer
 from providers.emulation.server import fetch_json
 

@@ -40,8 +40,10 @@ from keyplan.provider import (
     UpdateKeyRequest,
 )
 from providers.azure import PLUGIN, AzureSettings, build_transfer_blob, key_name_for
+from providers.azure.client import LocalTokenCredential
 from providers.azure.emulator import AzureKeyVaultEmulator, ManagedHsmEmulator
-from providers.azure.provider import AzureProvider, ErrorContext, LocalTokenCredential, classify
+from providers.azure.errors import ErrorContext, classify
+from providers.azure.provider import AzureProvider
 from providers.emulation import Clock, DocumentStore, EmulatorServer
 from providers.emulation.server import fetch_json
 
