@@ -68,7 +68,7 @@ def _prove_asymmetric(
     provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness, name: str
 ) -> MaterialProof:
     client = provider._client
-    answer = provider._call("read the public key", client.get_public_key, request.remote_id, request={"name": name})
+    answer = provider._kms.call("read the public key", client.get_public_key, request.remote_id, request={"name": name})
     source_spki = witness.public_key()
     try:
         same = same_public_key(answer.pem.encode(), source_spki)
@@ -82,7 +82,7 @@ def _prove_asymmetric(
     scheme, digest_name = _signing(request)
     digest = hashlib.new(digest_name, request.challenge).digest()
     try:
-        signed = provider._call(
+        signed = provider._kms.call(
             "sign", client.asymmetric_sign, request.remote_id, request={"name": name, "digest": {digest_name: digest}}
         )
     except ProviderError as error:
@@ -117,7 +117,7 @@ def _signing(request: MaterialProofRequest) -> tuple[SignatureScheme, str]:
 
 
 def _prove_mac(provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness, name: str) -> MaterialProof:
-    answer = provider._call(
+    answer = provider._kms.call(
         "compute a MAC", provider._client.mac_sign, request.remote_id, request={"name": name, "data": request.challenge}
     )
     algorithm = request.key.algorithm.name
