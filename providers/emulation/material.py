@@ -49,7 +49,12 @@ class PrivateMaterial:
         """The JOSE curve name (P-256, …) of an EC key."""
         if not isinstance(self.key, ec.EllipticCurvePrivateKey):
             return None
-        return next((name for curve, name in CURVE_NAMES.items() if isinstance(self.key.curve, curve)), None)
+        return curve_name(self.key.curve)
+
+
+def curve_name(curve: ec.EllipticCurve) -> str | None:
+    """The JOSE name (P-256, P-384, P-521, P-256K) of a curve."""
+    return next((name for known, name in CURVE_NAMES.items() if isinstance(curve, known)), None)
 
 
 def private_material(material: SecretBytes) -> PrivateMaterial:
