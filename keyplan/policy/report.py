@@ -8,6 +8,7 @@ escaped for its medium with `keyplan.escaping`; JSON and SARIF are written by th
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -208,11 +209,14 @@ def _sarif_rule(rule_id: str) -> dict[str, Any]:
 def _sarif_result(
     finding: Finding, rule_ids: list[str], config_dir: Path, base: Path, *, suppressed: bool
 ) -> dict[str, Any]:
+    # The same finding keeps its identity when lines move, so review tools track it across commits.
+    identity = "\0".join((finding.rule, finding.address or "", finding.target or "", finding.message))
     result: dict[str, Any] = {
         "ruleId": finding.rule,
         "ruleIndex": rule_ids.index(finding.rule),
         "level": _SARIF_LEVELS[finding.severity],
         "message": {"text": f"{finding.message} Fix: {finding.fix}"},
+        "partialFingerprints": {"keyplanFinding/v1": hashlib.sha256(identity.encode()).hexdigest()},
     }
     location: dict[str, Any] = {}
     if finding.range is not None:

@@ -53,3 +53,18 @@ def test_sarif_validates_and_marks_waived_findings_suppressed(tmp_path: Path) ->
     assert results[1]["suppressions"][0]["justification"].startswith("Waived through 2026-12-31")
     location = results[0]["locations"][0]["physicalLocation"]
     assert location == {"artifactLocation": {"uri": "keys/main.kp.hcl"}, "region": {"startLine": 3, "startColumn": 5}}
+
+
+def test_sarif_fingerprints_follow_the_finding_not_its_line(tmp_path: Path) -> None:
+    report = _report()
+    moved = PolicyReport(
+        findings=[f.model_copy(update={"range": SourceRange(filename="main.kp.hcl", line=30, column=5)}) for f in report.findings]
+    )
+
+    def fingerprints(r: PolicyReport) -> list[str]:
+        log = json.loads(render_sarif(r, config_dir=tmp_path, base=tmp_path))
+        return [res["partialFingerprints"]["keyplanFinding/v1"] for res in log["runs"][0]["results"]]
+
+    assert fingerprints(moved) == fingerprints(PolicyReport(findings=report.findings))
+    other = PolicyReport(findings=[report.findings[0].model_copy(update={"address": "key.other"})])
+    assert fingerprints(other) != fingerprints(moved)
