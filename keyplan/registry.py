@@ -1,58 +1,79 @@
-"""Finds provider and key-source plugins through the `keyplan.providers` and `keyplan.sources`
-entry-point groups; built-in plugins are found the same way as third-party ones, with a
-fallback to the built-in table when running from a source tree that was never installed.
+"""Finds plugins the way keyring finds backends: through entry points, and only through them.
+keyplan ships its own providers and key sources as ordinary plugins of the same groups, so an
+installed third-party plugin is found exactly like a built-in one.
+
+Entry-point groups:
+
+- `keyplan.providers`: NAME = a `ProviderPlugin` instance (the `provider "NAME"` block kind);
+- `keyplan.sources`: NAME = a `SourcePlugin` instance (the `source "NAME"` block kind);
+- `keyplan.commands`: NAME = a `CommandContribution`, a callable that adds a plugin's own
+  commands to the `keyplan` command line (e.g. a key source's set-up commands).
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from keyplan.provider import ProviderPlugin, SourcePlugin
 
-_BUILTIN_PROVIDERS = {"aws": "providers.aws:PLUGIN", "gcp": "providers.gcp:PLUGIN", "azure": "providers.azure:PLUGIN"}
-_BUILTIN_SOURCES = {"software": "providers.software:PLUGIN", "pkcs11": "providers.pkcs11:PLUGIN"}
+PROVIDERS = "keyplan.providers"
+SOURCES = "keyplan.sources"
+COMMANDS = "keyplan.commands"
+
+# What a `keyplan.commands` entry point names: called once with the `keyplan` typer app.
+CommandContribution = Callable[[Any], None]
 
 
-def _load(spec: str) -> object:
-    module_name, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+class PluginLoadError(Exception):
+    """An entry point names something that is not the plugin its group promises."""
 
 
-def _table(group: str, builtin: dict[str, str]) -> dict[str, str]:
-    table = dict(builtin)
-    for ep in entry_points(group=group):
-        table[ep.name] = ep.value
-    return table
+@cache
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)}
+
+
+def _load(group: str, name: str, expected: type[object]) -> Any:
+    entry = _entry_points(group).get(name)
+    if entry is None:
+        return None
+    plugin = entry.load()
+    if not isinstance(plugin, expected):
+        raise PluginLoadError(f"the entry point {group}:{name} = {entry.value} is not a {expected.__name__}")
+    return plugin
 
 
 @cache
 def provider_kinds() -> tuple[str, ...]:
-    return tuple(sorted(_table("keyplan.providers", _BUILTIN_PROVIDERS)))
+    return tuple(_entry_points(PROVIDERS))
 
 
 @cache
 def source_kinds() -> tuple[str, ...]:
-    return tuple(sorted(_table("keyplan.sources", _BUILTIN_SOURCES)))
+    return tuple(_entry_points(SOURCES))
 
 
 @cache
 def provider_plugin(kind: str) -> ProviderPlugin[Any] | None:
-    spec = _table("keyplan.providers", _BUILTIN_PROVIDERS).get(kind)
-    if spec is None:
-        return None
-    plugin = _load(spec)
-    assert isinstance(plugin, ProviderPlugin), f"{spec} is not a ProviderPlugin"
+    plugin: ProviderPlugin[Any] | None = _load(PROVIDERS, kind, ProviderPlugin)
     return plugin
 
 
 @cache
 def source_plugin(kind: str) -> SourcePlugin[Any] | None:
-    spec = _table("keyplan.sources", _BUILTIN_SOURCES).get(kind)
-    if spec is None:
-        return None
-    plugin = _load(spec)
-    assert isinstance(plugin, SourcePlugin), f"{spec} is not a SourcePlugin"
+    plugin: SourcePlugin[Any] | None = _load(SOURCES, kind, SourcePlugin)
     return plugin
+
+
+def command_contributions() -> list[tuple[str, CommandContribution]]:
+    """Every plugin's command contribution, by entry-point name."""
+    found: list[tuple[str, CommandContribution]] = []
+    for name, entry in _entry_points(COMMANDS).items():
+        contribution = entry.load()
+        if not callable(contribution):
+            raise PluginLoadError(f"the entry point {COMMANDS}:{name} = {entry.value} is not callable")
+        found.append((name, contribution))
+    return found
