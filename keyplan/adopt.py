@@ -9,17 +9,17 @@ address: the key already exists at another target, or a previous apply generated
 remote key made from material keyplan never saw cannot be re-imported after loss, rotated
 in step with the other targets, or proven to match, so it is refused.
 
-Where the cloud can prove that a key holds given material, the import proves it before
-recording anything: AWS KMS accepts a re-import of existing key material only when the bytes
-are identical (and the re-import also sets the expiry from the configuration, as any keyplan
-import does). Cloud KMS and Key Vault cannot prove it without changing the key, so there the
-import records the key and says so.
+Where the target can show that a key holds given material, the import shows it before
+recording anything, through the provider's `prove_material` operation (for example a cloud that
+accepts a re-import of existing material only when the bytes are identical). Where it cannot
+without changing the key, the import records the key and says so.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,34 +31,21 @@ from keyplan.diagnostics import Diagnostic, DiagnosticsError, Severity
 from keyplan.escaping import for_terminal
 from keyplan.plan.negotiate import negotiate
 from keyplan.provider import (
-    ImportMaterialRequest,
-    ImportMaterialResponse,
-    ImportParametersRequest,
-    ImportPurpose,
     KeySpec,
     KeyState,
+    MaterialProofRequest,
+    MaterialWitness,
     ProviderError,
     RemoteKey,
     SourceError,
     UpdateKeyRequest,
-    WrapRequest,
+    Verdict,
+    WrapOffer,
 )
 from keyplan.runtime import Session
 from keyplan.state.model import ImportedVersion, KeyRecord, MaterialVersion, State, TargetRecord
 
 T = TypeVar("T")
-
-# Provider kinds whose cloud proves material by accepting a re-import of identical bytes only,
-# mapped to the error code it answers when the bytes differ.
-REIMPORT_PROOF = {"aws": "IncorrectKeyMaterialException"}
-
-# Why the other clouds cannot prove which material a key holds, shown when importing there.
-PROOF_LIMITS = {
-    "gcp": "Cloud KMS takes material into a version only once (re-import is for destroyed versions) and shows no "
-    "fingerprint of it",
-    "azure": "Key Vault and Managed HSM create a new key version on every import and show no fingerprint of the "
-    "material",
-}
 
 _NO_MATERIAL = (
     "keyplan manages bring-your-own-key keys: it generates each key's material in a key source and imports it, "
@@ -140,7 +127,6 @@ def import_remote_key(
     record to put in state. The caller holds the state lock and writes the state."""
     address = record.address
     spec = key_spec(session.config.keys[address])
-    plugin, _ = session.provider_plugin(target)
     provider = session.provider(target)
     live = _call(lambda: provider.describe(remote_id), f"Cannot read {remote_id} at {target}", address)
     if live is None:
@@ -157,44 +143,8 @@ def import_remote_key(
         outcome.notes.append(
             f"The key holds no material yet; the next `keyplan apply` imports material v{_latest(record).version}."
         )
-    elif plugin.kind in REIMPORT_PROOF:
-        material, version_id, expires_at = _prove_by_reimport(session, state.managed_by, record, spec, target, live, now)
-        outcome.proven = True
-        outcome.material_version = material.version
-        outcome.record.imports = [
-            ImportedVersion(
-                material_version=material.version, remote_version_id=version_id, imported_at=now, expires_at=expires_at
-            )
-        ]
-        outcome.record.current_material_version = material.version
-        outcome.notes.append(
-            f"{target} accepted material v{material.version} ({material.fingerprint}) again as the key's existing "
-            "material, which it does only for identical bytes: the key holds keyplan's material."
-        )
     else:
-        latest = _latest(record)
-        outcome.material_version = latest.version
-        outcome.record.imports = [
-            ImportedVersion(
-                material_version=latest.version,
-                remote_version_id=live.current_version or "",
-                imported_at=now,
-                expires_at=live.expires_at,
-            )
-        ]
-        outcome.record.current_material_version = latest.version
-        limit = PROOF_LIMITS.get(plugin.kind, f"{plugin.kind} offers no way to compare material")
-        outcome.warnings.append(
-            Diagnostic(
-                severity=Severity.WARNING,
-                summary=f"{target} cannot prove which material {remote_id} holds",
-                detail=f"{limit}, so keyplan recorded it as holding material v{latest.version} "
-                f"({latest.fingerprint}) without proof. Check that it was made from that material (for example by "
-                "decrypting at this target something encrypted at another target of the key); if it was not, "
-                f"remove it from state with `keyplan state rm '{address}'` before relying on it.",
-                address=address,
-            )
-        )
+        _prove(session, state.managed_by, record, spec, target, live, now, outcome)
     tagged = _call(
         lambda: provider.update_key(
             UpdateKeyRequest(
@@ -260,66 +210,150 @@ def as_is(spec: KeySpec, live: RemoteKey) -> KeySpec:
     )
 
 
-def _prove_by_reimport(
-    session: Session, managed_by: str, record: KeyRecord, spec: KeySpec, target: str, live: RemoteKey, now: datetime
-) -> tuple[MaterialVersion, str, datetime | None]:
-    """Re-import each material version keyplan holds, newest first, as the key's existing
-    material; the cloud accepts only the one it already holds."""
+def _prove(
+    session: Session,
+    managed_by: str,
+    record: KeyRecord,
+    spec: KeySpec,
+    target: str,
+    live: RemoteKey,
+    now: datetime,
+    outcome: ImportOutcome,
+) -> None:
+    """Ask the target's provider which material version the key holds (`Provider.prove_material`,
+    newest version first), and record what it showed."""
     address = record.address
-    plugin, settings = session.provider_plugin(target)
     source = session.source(record.source)
-    capabilities = _call(source.capabilities, f"Cannot open source {record.source}", address)
-    chosen = negotiate(spec.algorithm, plugin.wrap_offers(settings, spec.algorithm), capabilities, source=record.source, target=target)
-    if chosen.offer is None:
-        raise _error("No way to send this key's material to its target", chosen.problem, address)
-    offer = chosen.offer
     provider = session.provider(target)
-    valid_to = now + spec.expiry if spec.expiry is not None else None
-
-    def reimport(material: MaterialVersion) -> ImportMaterialResponse:
-        parameters = provider.get_import_parameters(
-            ImportParametersRequest(remote_id=live.remote_id, key=spec, offer=offer)
-        )
-        wrapped = source.wrap(
-            WrapRequest(
-                handle=material.handle,
-                algorithm=spec.algorithm,
-                method=parameters.method,
-                wrapping_public_key=parameters.wrapping_public_key,
-            )
-        )
-        return provider.import_material(
-            ImportMaterialRequest(
-                remote_id=live.remote_id,
-                address=address,
-                managed_by=managed_by,
-                key=spec,
-                parameters=parameters,
-                wrapped=wrapped.blob,
-                purpose=ImportPurpose.REIMPORT,
-                reimport_version_id=live.current_version,
-                valid_to=valid_to,
-            )
-        )
-
-    mismatch = REIMPORT_PROOF[plugin.kind]
+    offer = _offer(session, record, spec, target)
+    challenge = secrets.token_bytes(32)
+    unproven: tuple[MaterialVersion, str] | None = None
     for material in sorted(record.materials, key=lambda m: m.version, reverse=True):
+        request = MaterialProofRequest(
+            remote_id=live.remote_id,
+            address=address,
+            managed_by=managed_by,
+            key=spec,
+            material_version=material.version,
+            fingerprint=material.fingerprint,
+            challenge=challenge,
+            offer=offer,
+            valid_to=now + spec.expiry if spec.expiry is not None else None,
+        )
+        witness = MaterialWitness(source, material.handle, spec.algorithm, material.fingerprint)
         try:
-            response = reimport(material)
+            proof = provider.prove_material(request, witness)
         except ProviderError as error:
-            if error.code == mismatch:
-                continue
             raise _error(f"Cannot verify the material of {live.remote_id}: {error.summary}", error.detail, address) from None
         except SourceError as error:
-            raise _error(f"Cannot wrap material v{material.version} of {address}: {error.summary}", error.detail, address) from None
-        return material, response.version_id, response.expires_at
-    versions = ", ".join(f"v{m.version} ({m.fingerprint})" for m in sorted(record.materials, key=lambda m: m.version))
-    raise _error(
-        f"{live.remote_id} does not hold keyplan's material for {address}",
-        f"{target} refused every material version keyplan holds for {address} ({versions}) as this key's "
-        f"material, so the key was made from other material. {_NO_MATERIAL} Nothing was recorded or changed.",
-        address,
+            raise _error(f"Cannot use material v{material.version} of {address}: {error.summary}", error.detail, address) from None
+        if proof.verdict is Verdict.PROVEN:
+            outcome.proven = True
+            outcome.material_version = material.version
+            outcome.record.imports = [
+                ImportedVersion(
+                    material_version=material.version,
+                    remote_version_id=proof.remote_version_id or live.current_version or "",
+                    imported_at=now,
+                    expires_at=proof.expires_at or request.valid_to or live.expires_at,
+                )
+            ]
+            outcome.record.current_material_version = material.version
+            outcome.notes.append(
+                f"{target} showed that the key holds material v{material.version} ({material.fingerprint}): "
+                f"{proof.detail}."
+            )
+            return
+        if proof.verdict is Verdict.CANNOT_PROVE:
+            unproven = (material, proof.detail)
+            break
+    if unproven is None:
+        versions = ", ".join(f"v{m.version} ({m.fingerprint})" for m in sorted(record.materials, key=lambda m: m.version))
+        raise _error(
+            f"{live.remote_id} does not hold keyplan's material for {address}",
+            f"{target} showed that the key holds none of the material versions keyplan holds for {address} "
+            f"({versions}), so it was made from other material. {_NO_MATERIAL} Nothing was recorded or changed.",
+            address,
+        )
+    material, reason = unproven
+    outcome.material_version = material.version
+    outcome.record.imports = [
+        ImportedVersion(
+            material_version=material.version,
+            remote_version_id=live.current_version or "",
+            imported_at=now,
+            expires_at=live.expires_at,
+        )
+    ]
+    outcome.record.current_material_version = material.version
+    outcome.warnings.append(
+        Diagnostic(
+            severity=Severity.WARNING,
+            summary=f"{target} cannot prove which material {live.remote_id} holds",
+            detail=f"{reason}, so keyplan recorded it as holding material v{material.version} "
+            f"({material.fingerprint}) without proof. Check that it was made from that material (for example by "
+            "decrypting at this target something encrypted at another target of the key); if it was not, "
+            f"remove it from state with `keyplan state rm '{address}'` before relying on it.",
+            address=address,
+        )
     )
+
+
+def _offer(session: Session, record: KeyRecord, spec: KeySpec, target: str) -> WrapOffer | None:
+    """How the source can send this key's material to the target (for proofs by re-import)."""
+    plugin, settings = session.provider_plugin(target)
+    source = session.source(record.source)
+    capabilities = _call(source.capabilities, f"Cannot open source {record.source}", record.address)
+    chosen = negotiate(spec.algorithm, plugin.wrap_offers(settings, spec.algorithm), capabilities, source=record.source, target=target)
+    return chosen.offer
+
+
+def retag_remote_keys(config: Config, state: State, record: KeyRecord, destination: str) -> list[str]:
+    """Rewrite keyplan-address on each remote key of `record` (`keyplan state mv`), leaving every
+    other attribute as the target has it. Any failure stops before state changes."""
+    from keyplan.algorithms import KeyUsage, get_algorithm
+
+    algorithm = get_algorithm(record.algorithm)
+    if algorithm is None:
+        raise _error(
+            f"Unknown algorithm {record.algorithm} in state",
+            f"The state records {record.address} as {record.algorithm}, which this keyplan does not know. "
+            "Use the keyplan version that wrote the state, or pass -retag=false.",
+        )
+    spec = KeySpec(address=destination, algorithm=algorithm, usage=KeyUsage(record.usage))
+    done: list[str] = []
+    with Session(config) as session:
+        for target, target_record in sorted(record.targets.items()):
+            if not target_record.exists_remotely or target_record.deletion_date is not None:
+                continue
+            if target not in config.providers:
+                raise _error(
+                    f"Cannot retag {record.address} at {target}: the provider is not in the configuration",
+                    f"Its remote key {target_record.remote_id} carries the keyplan-address tag {record.address}. Put "
+                    f"the provider block back, or pass -retag=false and correct the tag at the target.",
+                )
+            try:
+                provider = session.provider(target)
+                live = provider.describe(target_record.remote_id)
+                if live is None:
+                    continue  # gone: the next plan reports it
+                provider.update_key(
+                    UpdateKeyRequest(
+                        remote_id=live.remote_id,
+                        address=destination,
+                        managed_by=state.managed_by,
+                        key=as_is(spec, live),
+                        current=live,
+                    )
+                )
+            except ProviderError as error:
+                raise _error(
+                    f"Cannot retag {target_record.remote_id} at {target}: {error.summary}",
+                    f"{error.detail} Nothing was moved in state. Fix the problem and run the command again, or pass "
+                    "-retag=false.",
+                ) from None
+            done.append(f"{target} {live.remote_id}")
+    return done
 
 
 def _call(work: Callable[[], T], summary: str, address: str) -> T:

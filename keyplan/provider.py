@@ -4,8 +4,8 @@ Two kinds of plugin exist, each found through an entry-point group (see `keyplan
 
 - a **key source** (`keyplan.sources`: software keystore, PKCS#11 HSM) generates material and
   wraps it for a cloud; the core only ever holds handles, fingerprints and wrapped bytes;
-- a **provider** (`keyplan.providers`: AWS, Azure, GCP) lists, creates, imports into, updates
-  and deletes keys in one cloud.
+- a **provider** (`keyplan.providers`: one per cloud key management service) lists, creates,
+  imports into, updates and deletes keys in one cloud.
 
 Each plugin has a static half (`SourcePlugin`, `ProviderPlugin`: settings model, validation,
 what it can do; no network) and a runtime half (`KeySource`, `Provider`) opened per run. Every
@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,7 +66,7 @@ class ProviderSettings(PluginSettings):
 class RuntimeContext:
     """What a plugin may use at run time besides its settings."""
 
-    address: str  # "aws.main", "software.main"
+    address: str  # the block's address, KIND.NAME
     working_dir: Path  # the configuration directory
     data_dir: Path  # <working_dir>/.keyplan: embedded emulators, dev keystores
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("keyplan"))
@@ -83,6 +83,7 @@ class SourceCapabilities(_Model):
     exact_pkcs8: bool = True  # False when the source pads PKCS#8 before wrapping (SoftHSM)
     wraps_in_hardware: bool = False
     trusted_wrapping_only: bool = False  # wraps only under keys a security officer marked trusted
+    trust_command: str | None = None  # the command that trusts a target's wrapping key (run as CMD ADDR --target T)
     notes: tuple[str, ...] = ()
 
 
@@ -245,7 +246,7 @@ class WrapOffer(_Model):
 
 
 class PrerequisiteSpec(_Model):
-    """A shared remote object imports depend on: a GCP key ring or import job, an Azure KEK.
+    """A shared remote object imports depend on: a key ring, an import job, a key-exchange key.
 
     `id` is unique within the provider; every key that needs the same object names the same id,
     so the action graph holds one node for it.
@@ -276,6 +277,16 @@ class KeyLifecycleSupport(_Model):
     rotation_instead: str = ""  # when it cannot rotate: what to do instead
 
 
+@dataclass(frozen=True)
+class EmulatorOptions:
+    """How `keyplan emulator KIND` runs a provider's local emulator."""
+
+    data_dir: Path
+    port: int = 0  # 0: any free loopback port
+    latency_ms: float = 0.0
+    variant: str | None = None  # one of the plugin's `emulator_variants`; None: the first
+
+
 ProviderSettingsT = TypeVar("ProviderSettingsT", bound=ProviderSettings)
 
 
@@ -285,6 +296,9 @@ class ProviderPlugin(ABC, Generic[ProviderSettingsT]):
 
     kind: ClassVar[str]
     settings_model: type[ProviderSettingsT]
+    # The emulators the plugin can serve (`keyplan emulator KIND --kind VARIANT`), the default
+    # first; empty when it has none.
+    emulator_variants: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def check_key(self, settings: ProviderSettingsT, address: str, key: KeySpec) -> Diagnostics:
@@ -297,7 +311,8 @@ class ProviderPlugin(ABC, Generic[ProviderSettingsT]):
         """Every accepted method for this algorithm, most preferred first; [] if not importable."""
 
     def prerequisites(self, settings: ProviderSettingsT, key: KeySpec, offer: WrapOffer) -> list[PrerequisiteSpec]:
-        """Shared objects an import of `key` with `offer` needs. Default: none (AWS)."""
+        """Shared objects an import of `key` with `offer` needs. Default: none (the wrapping key
+        belongs to the key itself)."""
         return []
 
     def metadata_fields(self, settings: ProviderSettingsT) -> frozenset[str]:
@@ -322,6 +337,11 @@ class ProviderPlugin(ABC, Generic[ProviderSettingsT]):
     @abstractmethod
     def open(self, settings: ProviderSettingsT, context: RuntimeContext) -> Provider: ...
 
+    def serve_emulator(self, options: EmulatorOptions) -> int:
+        """Serve the local emulator on loopback until interrupted: the URL on the first line of
+        standard output. Returns the exit code. Only called when `emulator_variants` is set."""
+        raise NotImplementedError(f"{self.kind} has no emulator")
+
 
 # ---------------------------------------------------------------------------------------------
 # Providers: runtime half
@@ -330,13 +350,13 @@ class ProviderPlugin(ABC, Generic[ProviderSettingsT]):
 
 class KeyState(StrEnum):
     CREATING = "creating"
-    # exists but holds no usable material: never imported, expired, deleted (AWS), or its current
-    # version destroyed (GCP); importing the same material again restores it
+    # exists but holds no usable material: never imported, expired, its material deleted, or its
+    # current version destroyed; importing the same material again restores it
     PENDING_IMPORT = "pending_import"
     ENABLED = "enabled"
     DISABLED = "disabled"
-    PENDING_DELETION = "pending_deletion"  # AWS ScheduleKeyDeletion, GCP versions DESTROY_SCHEDULED
-    DELETED = "deleted"  # soft-deleted, recoverable with cancel_deletion (Azure)
+    PENDING_DELETION = "pending_deletion"  # deletion scheduled (of the key, or of its versions)
+    DELETED = "deleted"  # soft-deleted, recoverable with cancel_deletion
     UNAVAILABLE = "unavailable"
 
 
@@ -354,7 +374,7 @@ class VersionState(StrEnum):
 class RemoteVersion(_Model):
     version_id: str
     state: VersionState
-    current: bool = False  # primary (GCP), current material (AWS), latest version (Azure)
+    current: bool = False  # the version in use: primary, current material or latest version
     imported: bool = True
     expires_at: datetime | None = None
     created_at: datetime | None = None
@@ -407,7 +427,7 @@ class CreateKeyRequest(_Model):
 
 class CreateKeyResponse(_Model):
     remote_id: str
-    exists_remotely: bool = True  # False where the cloud creates the key on import (Azure)
+    exists_remotely: bool = True  # False where the cloud creates the key on import
     state: KeyState = KeyState.PENDING_IMPORT
 
 
@@ -422,8 +442,8 @@ class ImportParameters(_Model):
     method: WrapMethod
     wrapping_public_key: bytes  # DER SubjectPublicKeyInfo
     wrapping_key_bits: int
-    token: str | None = None  # AWS import token (base64)
-    reference: str | None = None  # GCP import job name, Azure versioned KEK id
+    token: str | None = None  # an import token (base64), where the cloud hands one out
+    reference: str | None = None  # the import job or key-exchange key the wrapping key belongs to
     expires_at: datetime | None = None
 
 
@@ -517,6 +537,12 @@ class MaterialProof(_Model):
     expires_at: datetime | None = None
 
 
+class MaterialWrapper(Protocol):
+    """Wraps one material version for a target's import parameters, inside its key source."""
+
+    def __call__(self, parameters: ImportParameters) -> WrappedMaterial: ...
+
+
 class ErrorKind(StrEnum):
     RETRYABLE = "retryable"  # throttling, 5xx, timeouts: retry with backoff
     CONFLICT = "conflict"  # name held, concurrent change, invalid state
@@ -601,7 +627,7 @@ class Provider(ABC):
 
     @abstractmethod
     def promote_version(self, request: PromoteVersionRequest) -> None:
-        """Make an imported version current (AWS RotateKeyOnDemand, GCP primary; Azure: nothing)."""
+        """Make an imported version current (where importing a version does not already)."""
 
     @abstractmethod
     def update_key(self, request: UpdateKeyRequest) -> RemoteKey: ...

@@ -27,8 +27,9 @@ COMMANDS = "keyplan.commands"
 CommandContribution = Callable[[Any], None]
 
 
-class PluginLoadError(Exception):
-    """An entry point names something that is not the plugin its group promises."""
+class PluginLoadError(ImportError):
+    """An entry point names something that is not the plugin its group promises (reported like a
+    plugin that cannot be imported)."""
 
 
 @cache

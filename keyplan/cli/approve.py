@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from keyplan.cli.options import emit, from_working_dir
 from keyplan.diagnostics import DiagnosticsError
 
 PASSPHRASE_ENV = "KEYPLAN_SIGNING_PASSPHRASE"
@@ -54,7 +55,6 @@ def approve(
 ) -> None:
     """Approve a saved plan: sign its digest with your key (M of N approvers, see the approvals block)."""
     from keyplan.approvals import add_approval, load_signing_key, new_signing_key, public_key_text, sign
-    from keyplan.cli.main import emit, from_working_dir
     from keyplan.config.durations import DurationError, parse_duration
     from keyplan.escaping import for_terminal
     from keyplan.plan.planfile import load_plan

@@ -1,6 +1,6 @@
 """`keyplan check`: the policy rules over the configuration and the state, for people and for
-code-review pipelines (text, JSON or SARIF 2.1.0), and the policy steps validate, plan and
-drift share (registered by keyplan.cli.main).
+code-review pipelines (text, JSON or SARIF 2.1.0). The policy steps validate, plan, apply and
+drift share are in `keyplan.operations.policy`.
 
 Exit codes of check: 0 when no finding reaches -fail-on, 2 when one does, 1 on errors (an
 invalid configuration or state). Without a `policy` block, check runs every built-in rule
@@ -11,7 +11,6 @@ a policy.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -19,13 +18,10 @@ from typing import Annotated
 import typer
 
 from keyplan.cli import ui
-from keyplan.cli.main import Exit, NoColorOpt, VarFileOpt, VarOpt, backend_for, emit, load
-from keyplan.config.model import Config
-from keyplan.diagnostics import Diagnostic, Severity
-from keyplan.policy.engine import PolicyReport, default_policy, evaluate, live_keys
-from keyplan.policy.model import Finding, FindingSeverity, Phase
+from keyplan.cli.options import Exit, NoColorOpt, VarFileOpt, VarOpt, emit, load, parse_bool
+from keyplan.policy.engine import default_policy, evaluate
+from keyplan.policy.model import FindingSeverity, Phase
 from keyplan.policy.report import render_json, render_sarif, render_text
-from keyplan.state.model import State
 
 
 class Format(StrEnum):
@@ -55,10 +51,10 @@ def check(
     no_color: NoColorOpt = False,
 ) -> None:
     """Check the keys against the policy rules, without contacting any cloud."""
-    from keyplan.cli.main import _bool
+    from keyplan.operations.workspace import state_backend
 
     config = load(var, var_file, no_color=no_color)
-    state = backend_for(config).read() if _bool("state", with_state) else None
+    state = state_backend(config).read() if parse_bool("state", with_state) else None
     policy = config.policy if config.policy.declared else default_policy()
     report = evaluate(config, phases={Phase.CONFIG, Phase.STATE}, state=state, policy=policy)
     if output_format is Format.JSON:
@@ -69,46 +65,3 @@ def check(
         emit(render_text(report, colour=ui.use_colour(sys.stdout, no_color)))
     if report.at_least(fail_on):
         raise Exit(2)
-
-
-# ---------------------------------------------------------------------------------------------
-# The policy steps of validate, plan and drift
-# ---------------------------------------------------------------------------------------------
-
-
-def offline_findings(config: Config, state: State | None) -> PolicyReport | None:
-    """The configuration (and, given one, state) rules of a declared policy; None without one."""
-    if not config.policy.declared:
-        return None
-    phases = {Phase.CONFIG} | ({Phase.STATE} if state is not None else set())
-    return evaluate(config, phases=phases, state=state)
-
-
-def live_findings(config: Config, state: State, live: dict[str, dict[str, object]]) -> PolicyReport | None:
-    """The live rules of a declared policy over a refresh-only plan's inventory."""
-    if not config.policy.declared:
-        return None
-    return evaluate(config, phases={Phase.LIVE}, state=state, live=live_keys(live))
-
-
-def refusal(findings: list[Finding], command: str) -> Diagnostic:
-    errors = sum(f.severity is FindingSeverity.ERROR for f in findings)
-    return Diagnostic(
-        severity=Severity.ERROR,
-        summary=f"keyplan {command} stops on error-level policy findings",
-        detail=f"{errors} policy finding(s) above are errors under the configuration's policy block. Fix them, "
-        "lower the rule's severity in the policy block, or record an exception with a reason and an expiry date.",
-    )
-
-
-def as_diagnostics(findings: Iterable[Finding]) -> list[Diagnostic]:
-    return [
-        Diagnostic(
-            severity=Severity.ERROR if f.severity is FindingSeverity.ERROR else Severity.WARNING,
-            summary=f"Policy {f.rule}: {f.message}",
-            detail=f.fix + (f"\n{f.note}" if f.note else ""),
-            range=f.range,
-            address=f.address,
-        )
-        for f in findings
-    ]

@@ -1,5 +1,5 @@
 """`keyplan verify`: prove that each target holds exactly the material its key source holds
-(registered by keyplan.cli.main). Exit 0 when nothing mismatched, 2 when any target holds other
+(registered by keyplan.cli.main; the work is `keyplan.operations.verify`). Exit 0 when nothing mismatched, 2 when any target holds other
 material, 1 when a proof could not be tried (credentials, an unreachable endpoint)."""
 
 from __future__ import annotations
@@ -10,18 +10,16 @@ from typing import Annotated
 import typer
 
 from keyplan.cli import ui
-from keyplan.cli.main import (
+from keyplan.cli.options import (
     Exit,
     LockOpt,
     LockTimeoutOpt,
     NoColorOpt,
     VarFileOpt,
     VarOpt,
-    backend_for,
     emit,
     load,
-    read_state,
-    state_lock,
+    lock_options,
 )
 
 
@@ -45,13 +43,11 @@ def verify(
     no_color: NoColorOpt = False,
 ) -> None:
     """Prove, per key, target and imported version, that the cloud holds the source's material."""
-    from keyplan.verification import render_json, render_text, run_verify, warnings_for
+    from keyplan.operations.verify import verify as prove_all
+    from keyplan.verification import render_json, render_text, warnings_for
 
     config = load(var, var_file, no_color=no_color)
-    backend = backend_for(config)
-    with state_lock(backend, "verify", lock, lock_timeout):
-        state, _ = read_state(backend)
-        report = run_verify(config, state, addresses or [], parallelism=parallelism)
+    report = prove_all(config, addresses or [], lock=lock_options(lock, lock_timeout), parallelism=parallelism)
     if json_output:
         emit(render_json(report))
     else:

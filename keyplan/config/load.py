@@ -66,11 +66,13 @@ def load_config(
     var_args: list[str] = [],  # noqa: B006 - never mutated; the signature is the documented entry point
     var_files: list[Path] = [],  # noqa: B006
     environ: Mapping[str, str] = os.environ,
+    planned_values: Mapping[str, object] | None = None,
 ) -> tuple[Config | None, Diagnostics]:
     """Read, evaluate and check the shape of every `*.kp.hcl` file in `directory` (in name
     order). Returns the configuration, or None when any error was found, and every diagnostic.
-    Variables come from `var_files` (in order), then `var_args` (in order, strongest), then
-    `KEYPLAN_VAR_<name>` in `environ`, then defaults."""
+    Variables come from `var_args` (in order, strongest), then `var_files` (in order), then
+    `planned_values` (the values a saved plan recorded), then `KEYPLAN_VAR_<name>` in `environ`,
+    then defaults."""
     diagnostics = Diagnostics()
     directory = Path(directory)
     paths = sorted(p for p in directory.glob(f"*{FILE_SUFFIX}") if p.is_file())
@@ -90,7 +92,9 @@ def load_config(
         for name, block in declarations.variables.items()
         if (declaration := declare_variable(block, diagnostics)) is not None
     }
-    resolved = resolve_variables(variable_declarations, var_args, var_files, environ, diagnostics)
+    resolved = resolve_variables(
+        variable_declarations, var_args, var_files, environ, diagnostics, planned_values=planned_values or {}
+    )
     variable_values = dict(resolved.values)
     for name in declarations.variables:
         variable_values.setdefault(name, FAILED)  # declared, but the block itself was invalid

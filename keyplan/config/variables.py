@@ -139,6 +139,8 @@ def resolve_variables(
     var_files: list[Path],
     environ: Mapping[str, str],
     diagnostics: Diagnostics,
+    *,
+    planned_values: Mapping[str, object] = {},  # noqa: B006 - never mutated
 ) -> ResolvedVariables:
     given: dict[str, _Given] = {}
     for name, declaration in declarations.items():
@@ -148,6 +150,9 @@ def resolve_variables(
             value = _read_text_value(text, declaration, origin, diagnostics)
             if value is not FAILED:
                 given[name] = _Given(value, origin, None)
+    for name, value in planned_values.items():
+        if name in declarations:  # a variable the configuration no longer declares makes the plan stale
+            given[name] = _Given(value, "the saved plan", None)
     for path in var_files:
         for name, entry in _read_var_file(path, declarations, diagnostics).items():
             given[name] = entry

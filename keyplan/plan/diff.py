@@ -422,7 +422,7 @@ class _Differ:
                         "A key with this address belongs to another keyplan state",
                         f"{other.remote_id} at {target} is tagged {tw.address} but managed by {other.managed_by}, "
                         f"not this state ({self.state.managed_by}). keyplan plans a key of its own for this address "
-                        "(a cloud that names keys after their address, like Azure, refuses it while that key exists). "
+                        "(a target that names keys after their address refuses it while that key exists). "
                         "If that key should be managed here, run `keyplan import` instead.",
                         address=tw.address,
                     )
@@ -452,13 +452,20 @@ class _Differ:
             return False
         tw.offer = result.offer
         tw.change.wrap = WrapChoice.model_validate(result.choice.model_dump())
-        if capabilities.trusted_wrapping_only:
-            tw.change.notes.append(
-                f"{desired.source} wraps only under wrapping keys its security officer marked trusted: run "
-                f"`keyplan hsm trust '{tw.address}' --target {target}` before this import "
-                "(for a new AWS key, after apply has created it)"
-            )
         tw.prerequisites = info.plugin.prerequisites(info.settings, desired.spec, result.offer)
+        if capabilities.trusted_wrapping_only:
+            step = (
+                f"run `{capabilities.trust_command} '{tw.address}' --target {target}`"
+                if capabilities.trust_command
+                else f"have the wrapping key of {target} trusted"
+            )
+            # Without a shared prerequisite, the wrapping key belongs to the key itself: it
+            # exists only once the key does.
+            when = " (after apply has created the key: its wrapping key comes with it)" if tw.create and not tw.prerequisites else ""
+            tw.change.notes.append(
+                f"{desired.source} wraps only under wrapping keys its security officer marked trusted: {step} "
+                f"before this import{when}"
+            )
         return True
 
     def _renewal_due(self, spec: KeySpec, live: RemoteKey | None) -> datetime | None:

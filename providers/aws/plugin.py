@@ -10,6 +10,7 @@ from keyplan.crypto.wrap import WrapMethod, direct_oaep_limit, strongest_first
 from keyplan.diagnostics import Diagnostics
 from keyplan.provider import (
     RESERVED_TAGS,
+    EmulatorOptions,
     KeyLifecycleSupport,
     KeySpec,
     Provider,
@@ -26,6 +27,7 @@ class AwsKmsPlugin(ProviderPlugin[AwsSettings]):
     """The static half: what AWS KMS can import, checked without a network call."""
 
     kind = "aws"
+    emulator_variants = ("kms",)
     settings_model = AwsSettings
 
     def wrap_offers(self, settings: AwsSettings, algorithm: Algorithm) -> list[WrapOffer]:
@@ -147,6 +149,12 @@ class AwsKmsPlugin(ProviderPlugin[AwsSettings]):
             f"scheduled for deletion after a {settings.deletion_window_days}-day waiting period "
             "(cancelling restores it disabled)"
         )
+
+    def serve_emulator(self, options: EmulatorOptions) -> int:
+        from providers.aws.emulator import main
+
+        args = ["--port", str(options.port), "--data-dir", str(options.data_dir), "--latency-ms", str(options.latency_ms)]
+        return main(args)
 
     def open(self, settings: AwsSettings, context: RuntimeContext) -> Provider:
         return AwsKmsProvider(settings, context)

@@ -24,7 +24,6 @@ from keyplan.algorithms import KeyUsage, MaterialKind
 from keyplan.crypto.proofs import SignatureScheme, oaep_encrypt, same_public_key, signature_verifies
 from keyplan.provider import (
     ErrorKind,
-    ImportMaterialRequest,
     ImportParametersRequest,
     ImportPurpose,
     MaterialProof,
@@ -34,7 +33,9 @@ from keyplan.provider import (
     ProviderError,
     Verdict,
     VersionState,
+    WrappedMaterial,
 )
+from keyplan.transfer import import_material
 
 if TYPE_CHECKING:
     from providers.aws.provider import AwsKmsProvider
@@ -155,23 +156,21 @@ def _prove_by_reimport(provider: AwsKmsProvider, request: MaterialProofRequest, 
         return _verdict(
             Verdict.CANNOT_PROVE, ProofMethod.REIMPORT, "the key source cannot send this material to AWS KMS"
         )
-    parameters = provider.get_import_parameters(
-        ImportParametersRequest(remote_id=remote_id, key=request.key, offer=request.offer)
-    )
-    wrapped = witness.wrap(parameters.method, parameters.wrapping_public_key)
+    offer = request.offer
+    valid_to = request.valid_to if request.valid_to is not None else version.expires_at
     try:
-        provider.import_material(
-            ImportMaterialRequest(
-                remote_id=remote_id,
-                address=request.address,
-                managed_by=request.managed_by,
-                key=request.key,
-                parameters=parameters,
-                wrapped=wrapped,
-                purpose=ImportPurpose.REIMPORT,
-                reimport_version_id=version.version_id,
-                valid_to=version.expires_at,  # the expiry it has: the key is left as it was
-            )
+        response = import_material(
+            provider,
+            ImportParametersRequest(remote_id=remote_id, key=request.key, offer=offer),
+            lambda parameters: WrappedMaterial(
+                method=parameters.method, blob=witness.wrap(parameters.method, parameters.wrapping_public_key)
+            ),
+            address=request.address,
+            managed_by=request.managed_by,
+            purpose=ImportPurpose.REIMPORT,
+            reimport_version_id=version.version_id,
+            # the expiry asked for (`keyplan import` sets the configured one), else the one it has
+            valid_to=valid_to,
         )
     except ProviderError as error:
         if error.code == INCORRECT_MATERIAL:
@@ -190,7 +189,7 @@ def _prove_by_reimport(provider: AwsKmsProvider, request: MaterialProofRequest, 
         "(EXISTING_KEY_MATERIAL); it accepts only the identical bytes",
         version.version_id,
     )
-    return proven.model_copy(update={"expires_at": version.expires_at})  # the re-import kept it
+    return proven.model_copy(update={"expires_at": response.expires_at or valid_to})
 
 
 def _short(version_id: str) -> str:

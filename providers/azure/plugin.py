@@ -8,6 +8,7 @@ from keyplan.diagnostics import Diagnostics
 from keyplan.provider import (
     RESERVED_TAG_ADDRESS,
     RESERVED_TAGS,
+    EmulatorOptions,
     KeyLifecycleSupport,
     KeySpec,
     PrerequisiteSpec,
@@ -23,6 +24,7 @@ from providers.azure.settings import MAX_TAG_LENGTH, MAX_TAGS, AzureSettings
 
 class AzurePlugin(ProviderPlugin[AzureSettings]):
     kind = "azure"
+    emulator_variants = ("vault", "managedhsm")
     settings_model = AzureSettings
 
     def check_key(self, settings: AzureSettings, address: str, key: KeySpec) -> Diagnostics:
@@ -162,6 +164,14 @@ class AzurePlugin(ProviderPlugin[AzureSettings]):
         if settings.purge_protection:
             note += " (purge protection: it cannot be purged earlier)"
         return note
+
+    def serve_emulator(self, options: EmulatorOptions) -> int:
+        from providers.azure.emulator import main
+
+        args = ["--port", str(options.port), "--data-dir", str(options.data_dir), "--latency-ms", str(options.latency_ms)]
+        if options.variant is not None:
+            args += ["--kind", options.variant]
+        return main(args)
 
     def open(self, settings: AzureSettings, context: RuntimeContext) -> Provider:
         return AzureProvider(settings, context)

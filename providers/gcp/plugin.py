@@ -7,6 +7,7 @@ from keyplan.algorithms import Algorithm, MaterialKind
 from keyplan.diagnostics import Diagnostics
 from keyplan.provider import (
     RESERVED_TAGS,
+    EmulatorOptions,
     KeyLifecycleSupport,
     KeySpec,
     PrerequisiteSpec,
@@ -31,6 +32,7 @@ from providers.gcp.settings import MAX_LABELS, GcpSettings
 
 class GcpPlugin(ProviderPlugin[GcpSettings]):
     kind = "gcp"
+    emulator_variants = ("kms",)
     settings_model = GcpSettings
 
     def check_key(self, settings: GcpSettings, address: str, key: KeySpec) -> Diagnostics:
@@ -159,6 +161,12 @@ class GcpPlugin(ProviderPlugin[GcpSettings]):
             "every version scheduled for destruction (Cloud KMS cannot delete a key holding imported versions; "
             "the key and its name remain, empty, after the destroy window)"
         )
+
+    def serve_emulator(self, options: EmulatorOptions) -> int:
+        from providers.gcp.emulator import main
+
+        args = ["--port", str(options.port), "--data-dir", str(options.data_dir), "--latency-ms", str(options.latency_ms)]
+        return main(args)
 
     def open(self, settings: GcpSettings, context: RuntimeContext) -> Provider:
         return GcpProvider(settings, context)

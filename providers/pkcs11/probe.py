@@ -77,6 +77,7 @@ def probe_token(session: Session, slot: Slot, *, trusted_only: bool) -> TokenFea
         exact_pkcs8=exact,
         wraps_in_hardware=True,
         trusted_wrapping_only=trusted_only,
+        trust_command="keyplan hsm trust" if trusted_only else None,
         notes=tuple(notes),
     )
     return TokenFeatures(capabilities=capabilities, native_hybrid=frozenset(native))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
@@ -185,7 +186,8 @@ key "aes" {
 @pytest.fixture
 def ghost_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A provider kind registered to a module that is not installed."""
-    monkeypatch.setitem(registry._BUILTIN_PROVIDERS, "ghost", "providers.ghost_not_installed:PLUGIN")
+    ghost = EntryPoint(name="ghost", value="providers.ghost_not_installed:PLUGIN", group=registry.PROVIDERS)
+    monkeypatch.setitem(registry._entry_points(registry.PROVIDERS), "ghost", ghost)
     registry.provider_kinds.cache_clear()
     yield
     registry.provider_kinds.cache_clear()

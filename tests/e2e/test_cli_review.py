@@ -345,7 +345,8 @@ def test_import_adopts_a_key_holding_keyplan_material_and_refuses_the_rest(works
 
     imported = workspace.keyplan("import", "key.shared", "aws.dr", dr_key)
     assert imported.code == 0, imported.output
-    assert "accepted material v1" in imported.stdout and "Import successful!" in imported.stdout
+    assert "aws.dr showed that the key holds material v1" in imported.stdout and "Import successful!" in imported.stdout
+    assert "accepted this material again" in imported.stdout, "the proof says how it was shown"
     record = workspace.state()["keys"]["key.shared"]["targets"]["aws.dr"]
     assert record["remote_id"] == dr_key and record["current_material_version"] == 1
     assert workspace.state()["serial"] == serial + 1

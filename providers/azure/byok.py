@@ -1,24 +1,22 @@
-"""`keyplan export-byok`: a key's material as an Azure BYOK transfer file (.byok), for people who
-must upload it themselves (the Azure portal, `az keyvault key import --byok-file`).
+"""Azure BYOK transfer files (.byok): a key's material wrapped for a vault's key-exchange key,
+for people who must upload it themselves (the Azure portal, `az keyvault key import --byok-file`).
 
-The command reads the configuration and the state, finds or creates the vault's key-exchange
-key through the Azure provider, has the key source wrap the key's current material for it
-(CKM_RSA_AES_KEY_WRAP with SHA-1, the only variant Azure's specification describes) and writes
-the transfer blob. The material never leaves the source unwrapped; output names the KEK and
-the command to run next, never the material. It writes no state: the key-exchange key is found
-again by name on every run.
+`export` reads the configuration and the state, finds or creates the vault's key-exchange key
+through the Azure provider, has the key source wrap the key's current material for it
+(CKM_RSA_AES_KEY_WRAP with SHA-1, the only variant Azure's specification describes) through
+keyplan's one import sequence, and writes the transfer blob. The material never leaves the
+source unwrapped; output names the KEK and the command to run next, never the material. It
+writes no state: the key-exchange key is found again by name on every run.
 """
 
-# No `from __future__ import annotations`: typer reads the command's annotations when the app is
-# built, and they name option types that exist only inside `register`.
+from __future__ import annotations
+
 import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Any, cast
 from urllib.parse import urlsplit
-
-import typer
 
 from keyplan.algorithms import ALGORITHMS, Algorithm, KeyUsage
 from keyplan.apply.audit import AUDIT_FILE, AuditLog
@@ -37,9 +35,9 @@ from keyplan.provider import (
     ProviderSettings,
     SourceError,
     WrapOffer,
-    WrapRequest,
 )
 from keyplan.state.model import KeyRecord, MaterialVersion, State
+from keyplan.transfer import prepare_import, source_wrapper
 
 AZURE = "azure"
 
@@ -61,39 +59,6 @@ class ExportResult:
     usage: KeyUsage
     key_name: str
     vault_url: str
-
-
-def register(app: typer.Typer, state_app: typer.Typer) -> None:
-    """Add `keyplan export-byok` to the app."""
-    from keyplan.cli import main as cli
-
-    @app.command("export-byok")
-    def export_byok(
-        address: Annotated[str, typer.Argument(metavar="ADDR", help='The key to export, e.g. key.data["prod"].')],
-        vault: Annotated[
-            str,
-            typer.Option(
-                "-vault", "--vault", metavar="PROVIDER", help="The Azure provider (vault) to export for, e.g. azure.hsm."
-            ),
-        ],
-        output: Annotated[
-            Path,
-            typer.Option("-o", "-out", "--out", "--output", metavar="FILE", help="Where to write the .byok file."),
-        ],
-        var: cli.VarOpt = [],  # noqa: B006 - typer reads defaults
-        var_file: cli.VarFileOpt = [],  # noqa: B006
-        lock: cli.LockOpt = "true",
-        lock_timeout: cli.LockTimeoutOpt = "0s",
-        no_color: cli.NoColorOpt = False,
-    ) -> None:
-        """Write a key's material, wrapped for an Azure vault's key-exchange key, as a .byok file."""
-        config = cli.load(var, var_file, no_color=no_color)
-        backend = cli.backend_for(config)
-        request = ExportRequest(address=address, vault=vault.removeprefix("provider."), output=output)
-        with cli.state_lock(backend, "export-byok", lock, lock_timeout):
-            state, _ = cli.read_state(backend)
-            result = export(config, state, request)
-        cli.emit(describe(request, result, state))
 
 
 def export(config: Config, state: State, request: ExportRequest) -> ExportResult:
@@ -143,29 +108,25 @@ def _export(
             [kek_spec] = plugin.prerequisites(settings, spec, offer)
             known = state.prerequisites.get(request.vault, {}).get(kek_spec.id)
             kek = provider.ensure_prerequisite(EnsurePrerequisiteRequest(spec=kek_spec, known=known))
-            parameters = provider.get_import_parameters(
+            prepared = prepare_import(
+                provider,
                 ImportParametersRequest(
                     remote_id=provider.remote_id_for(key_name_for(record.address)),
                     key=spec,
                     offer=offer,
                     prerequisites={kek.id: kek},
-                )
+                ),
+                source_wrapper(source, material.handle, spec.algorithm),
             )
-            wrapped = source.wrap(
-                WrapRequest(
-                    handle=material.handle,
-                    algorithm=spec.algorithm,
-                    method=parameters.method,
-                    wrapping_public_key=parameters.wrapping_public_key,
-                )
-            )
-            blob = provider.transfer_blob(parameters, wrapped.blob)
+            blob = provider.transfer_blob(prepared.parameters, prepared.wrapped.blob)
         except ProviderError as error:
             raise DiagnosticsError.single(f"{request.vault}: {error.summary}", error.detail) from None
         except SourceError as error:
             raise DiagnosticsError.single(f"{record.source}: {error.summary}", error.detail) from None
     # like every path keyplan reads or writes, a relative one is taken from the -chdir directory
-    _write(request.output if request.output.is_absolute() else Path(config.directory) / request.output, blob)
+    write_atomically(
+        request.output if request.output.is_absolute() else Path(config.directory) / request.output, blob, mode=0o600
+    )
     kek_kid = str(json.loads(blob)["header"]["kid"])
     audit.record(
         {
@@ -263,11 +224,6 @@ def _offer(
             f"{spec.address} cannot be wrapped for {vault}", result.problem, range=spec.range, address=spec.address
         )
     return result.offer
-
-
-def _write(path: Path, blob: bytes) -> None:
-    """Write atomically: a half-written file must never be uploaded."""
-    write_atomically(path, blob, mode=0o600)
 
 
 def describe(request: ExportRequest, result: ExportResult, state: State) -> str:

@@ -1,0 +1,48 @@
+"""`keyplan emulator KIND`: run a provider plugin's local emulator, and `keyplan version`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from keyplan import __version__
+from keyplan.cli.options import Exit, emit
+from keyplan.diagnostics import DiagnosticsError
+
+
+def version() -> None:
+    """Print keyplan's version."""
+    emit(f"keyplan {__version__}\n")
+
+
+def emulator(
+    kind: Annotated[str, typer.Argument(help="The provider kind, as in a `provider \"KIND\"` block.")],
+    port: Annotated[int, typer.Option("--port", "-port", help="Loopback port (0: any free port).")] = 0,
+    data_dir: Annotated[Path, typer.Option("--data-dir", "-data-dir", help="Where the emulator keeps its data.")] = Path(
+        ".keyplan/emulators"
+    ),
+    latency_ms: Annotated[float, typer.Option("--latency-ms", "-latency-ms", help="Delay added to every call.")] = 0.0,
+    variant: Annotated[
+        str | None, typer.Option("--kind", "-kind", help="Which of the provider's emulators, when it has several.")
+    ] = None,
+) -> None:
+    """Run a cloud emulator on loopback until interrupted (for tools other than keyplan)."""
+    from keyplan.provider import EmulatorOptions
+    from keyplan.registry import provider_kinds, provider_plugin
+
+    available = {k: p for k in provider_kinds() if (p := provider_plugin(k)) is not None and p.emulator_variants}
+    plugin = available.get(kind)
+    if plugin is None:
+        raise DiagnosticsError.single(f"No emulator named {kind!r}", f"Choose one of: {', '.join(available)}.")
+    if variant is not None and variant not in plugin.emulator_variants:
+        raise DiagnosticsError.single(
+            f"{kind} has no emulator kind {variant!r}", f"Choose one of: {', '.join(plugin.emulator_variants)}."
+        )
+    raise Exit(plugin.serve_emulator(EmulatorOptions(data_dir=data_dir, port=port, latency_ms=latency_ms, variant=variant)))
+
+
+def register(app: typer.Typer, state_app: typer.Typer) -> None:
+    app.command("version")(version)
+    app.command("emulator")(emulator)

@@ -1,0 +1,165 @@
+"""Applying: lock → read state → plan (or check a saved plan) → approve → walk → commit.
+
+The caller supplies what is interactive as `ApplyCallbacks`: showing the plan, approving it,
+and a listener for the walk's progress. `apply_saved` applies a reviewed plan exactly, with the
+variable values it recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from keyplan.apply.walker import ApplyHooks, ApplyResult
+from keyplan.approvals import Approval
+from keyplan.config.model import Config
+from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.operations.plan import make_plan
+from keyplan.operations.workspace import LockOptions, Variables, Workspace, locked, read_state, state_backend
+from keyplan.plan.diff import PlanOptions
+from keyplan.plan.model import Plan
+from keyplan.state.local import LocalBackend
+from keyplan.state.model import State
+
+
+@dataclass(frozen=True)
+class ApplyCallbacks:
+    show: Callable[[Plan], None] = lambda plan: None  # the plan about to be approved
+    approve: Callable[[Plan], bool] = lambda plan: True  # called only when the plan changes something
+    progress: Callable[[Plan], ApplyHooks | None] = lambda plan: None  # a listener for the walk
+    warnings: Callable[[Diagnostics], None] = lambda warnings: None  # configuration warnings (apply_saved)
+
+
+class ApplyStatus(StrEnum):
+    NO_CHANGES = "no_changes"  # the plan had nothing to do
+    CANCELLED = "cancelled"  # not approved
+    ACCEPTED = "accepted"  # refresh-only: the clouds' values taken into state
+    NOTHING_TO_DO = "nothing_to_do"  # an approved or saved plan without actions
+    APPLIED = "applied"  # walked (see `result` for what failed)
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    plan: Plan
+    status: ApplyStatus
+    result: ApplyResult | None = None
+    accepted: int = 0  # refresh-only: key targets whose live values were taken into state
+
+    @property
+    def ok(self) -> bool:
+        return self.result is None or self.result.ok
+
+
+def apply(
+    config: Config,
+    options: PlanOptions,
+    *,
+    lock: LockOptions,
+    parallelism: int = 10,
+    callbacks: ApplyCallbacks = ApplyCallbacks(),
+) -> ApplyOutcome:
+    """`keyplan apply` without a plan file: plan, show, approve, walk, commit. A declared
+    policy's error-level findings stop it before planning; the plan carries the others. A
+    configuration that requires signed approvals applies changes only from a saved plan."""
+    from keyplan.operations.policy import gate, policy_findings
+
+    if config.approvals is not None and not options.refresh_only:
+        raise DiagnosticsError.single(
+            "This configuration requires approved plans",
+            "The keyplan block has an approvals block, so changes are applied only from a saved plan its signers "
+            "approved: run `keyplan plan -out=FILE`, have it approved with `keyplan approve FILE`, then "
+            "`keyplan apply FILE`.",
+        )
+    backend = state_backend(config)
+    with locked(backend, "apply", lock):
+        state, exists = read_state(backend)
+        findings = policy_findings(config, state if exists else None)
+        gate(findings, "apply")
+        planned = make_plan(config, state, exists, options, parallelism).model_copy(update={"findings": findings})
+        callbacks.show(planned)
+        if not planned.has_changes:
+            return ApplyOutcome(planned, ApplyStatus.NO_CHANGES)
+        if not callbacks.approve(planned):
+            return ApplyOutcome(planned, ApplyStatus.CANCELLED)
+        return execute(planned, config, backend, state, parallelism, callbacks)
+
+
+def apply_saved(
+    saved: Plan,
+    workspace: Workspace,
+    variables: Variables = Variables(),
+    *,
+    lock: LockOptions,
+    parallelism: int = 10,
+    max_age: timedelta | None = None,
+    approvals: list[Approval] | None = None,
+    callbacks: ApplyCallbacks = ApplyCallbacks(),
+) -> tuple[Config, ApplyOutcome]:
+    """`keyplan apply FILE`: the configuration loaded with the variable values the plan recorded
+    (sensitive ones come from the environment or -var/-var-file again), the plan refused if the
+    state, the configuration, keyplan or the plan's age no longer allow it, or when the
+    configuration requires signed `approvals` the plan lacks; then walked."""
+    from keyplan.approvals import check_approvals, valid_approvers
+    from keyplan.plan.agreement import specs_from_configuration
+    from keyplan.plan.planfile import check_applicable
+
+    recorded = saved.options.get("variables", {})
+    config, warnings = workspace.load(variables, planned_values=recorded if isinstance(recorded, dict) else {})
+    callbacks.warnings(warnings)
+    backend = state_backend(config)
+    with locked(backend, "apply", lock):
+        state, exists = read_state(backend)
+        if not exists:
+            state = State(lineage=saved.prior.lineage)
+        problems = check_applicable(
+            saved, state, state_exists=exists, config_digest=config.digest, max_age=max_age
+        )
+        problems.extend(specs_from_configuration(saved, config))
+        now = datetime.now(UTC)
+        problems.extend(check_approvals(saved, config.approvals, approvals or [], now))
+        if problems.has_errors():
+            raise DiagnosticsError(problems)
+        approvers = (
+            [s.name for s in valid_approvers(saved, config.approvals, approvals or [], now)[0]]
+            if config.approvals
+            else []
+        )
+        return config, execute(saved, config, backend, state, parallelism, callbacks, approvers)
+
+
+def execute(
+    plan: Plan,
+    config: Config,
+    backend: LocalBackend,
+    state: State,
+    parallelism: int,
+    callbacks: ApplyCallbacks,
+    approvers: list[str] | None = None,
+) -> ApplyOutcome:
+    """Walk an approved plan against the state the caller read under the lock; the state is
+    committed as the walk goes and written whole at the end."""
+    from keyplan.apply.committer import StateCommitter
+    from keyplan.apply.walker import accept_live
+
+    committer = StateCommitter(backend, state)
+    if plan.mode == "refresh-only":
+        return ApplyOutcome(plan, ApplyStatus.ACCEPTED, accepted=accept_live(plan, committer))
+    if not plan.actions:
+        return ApplyOutcome(plan, ApplyStatus.NOTHING_TO_DO)
+    from keyplan.apply.audit import AUDIT_FILE, AuditLog
+    from keyplan.apply.walker import CompositeHooks, Walker
+    from keyplan.plan.planfile import plan_digest
+    from keyplan.runtime import Session
+
+    audit = AuditLog(Path(config.directory) / ".keyplan" / AUDIT_FILE, plan.digest or plan_digest(plan), approvers)
+    progress = callbacks.progress(plan)
+    hooks = CompositeHooks(progress, audit) if progress is not None else CompositeHooks(audit)
+    with Session(config) as session:
+        try:
+            result = Walker(plan, session, committer, hooks=hooks, parallelism=parallelism).run()
+        finally:
+            committer.finish()
+    return ApplyOutcome(plan, ApplyStatus.APPLIED, result=result)

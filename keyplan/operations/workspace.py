@@ -1,0 +1,106 @@
+"""The configuration directory of one run: its configuration, its state backend and the lock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from keyplan.config.model import Config
+from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.state.local import LocalBackend
+from keyplan.state.model import State
+
+DEFAULT_STATE_FILE = "keyplan.kpstate.json"
+
+
+@dataclass(frozen=True)
+class Variables:
+    """Variable values given on the command line, as `-var` and `-var-file`."""
+
+    args: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class LockOptions:
+    enabled: bool = True
+    timeout: timedelta = field(default=timedelta(0))
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A configuration directory (after -chdir). Paths the user gives are read relative to it."""
+
+    directory: Path
+
+    def path(self, given: Path) -> Path:
+        return given if given.is_absolute() else self.directory / given
+
+    def check(
+        self, variables: Variables = Variables(), *, planned_values: Mapping[str, object] | None = None
+    ) -> tuple[Config | None, Diagnostics]:
+        """Load and validate the configuration; every problem comes back as a diagnostic."""
+        from keyplan.config.load import load_config
+        from keyplan.config.validate import validate_config
+
+        config, diagnostics = load_config(
+            self.directory,
+            var_args=list(variables.args),
+            var_files=[self.path(f) for f in variables.files],
+            planned_values=planned_values,
+        )
+        if config is not None:
+            diagnostics.extend(validate_config(config))
+        return config, diagnostics
+
+    def load(
+        self,
+        variables: Variables = Variables(),
+        *,
+        validate: bool = True,
+        planned_values: Mapping[str, object] | None = None,
+    ) -> tuple[Config, Diagnostics]:
+        """The configuration and its warnings; errors are raised."""
+        if validate:
+            config, diagnostics = self.check(variables, planned_values=planned_values)
+        else:
+            from keyplan.config.load import load_config
+
+            config, diagnostics = load_config(
+                self.directory,
+                var_args=list(variables.args),
+                var_files=[self.path(f) for f in variables.files],
+                planned_values=planned_values,
+            )
+        if diagnostics.has_errors() or config is None:
+            raise DiagnosticsError(diagnostics)
+        return config, Diagnostics(diagnostics.warnings)
+
+
+def state_backend(config: Config) -> LocalBackend:
+    if config.state.kind != "local":
+        raise DiagnosticsError.single(
+            f"Unsupported state backend {config.state.kind!r}",
+            'keyplan stores state in a local file: use `state "local" { path = "..." }` in the keyplan block.',
+            range=config.state.range,
+        )
+    path = Path(str(config.state.attributes.get("path", DEFAULT_STATE_FILE)))
+    return LocalBackend(path if path.is_absolute() else Path(config.directory) / path)
+
+
+@contextmanager
+def locked(backend: LocalBackend, operation: str, lock: LockOptions) -> Iterator[None]:
+    if not lock.enabled:
+        yield
+        return
+    with backend.locked(operation, lock.timeout.total_seconds()):
+        yield
+
+
+def read_state(backend: LocalBackend) -> tuple[State, bool]:
+    """The state, and whether it existed (a new state otherwise)."""
+    state = backend.read()
+    return (state, True) if state is not None else (State(), False)
