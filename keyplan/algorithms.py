@@ -1,7 +1,6 @@
 """keyplan's own names for the kinds of key it manages, independent of any cloud.
 
-Each provider maps these to its cloud's key specs (AWS `SYMMETRIC_DEFAULT`, GCP
-`GOOGLE_SYMMETRIC_ENCRYPTION`, Azure `oct-HSM` …) and says which it can import.
+Each provider maps these to its cloud's own key specs and says which it can import.
 """
 
 from __future__ import annotations

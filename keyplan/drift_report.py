@@ -34,8 +34,8 @@ class DriftItem(_Model):
 
     kind: DriftKind = Field(description="What changed; see DriftKind.")
     address: str = Field(description='The key address, e.g. key.app["payments"]; "(unknown)" for an untagged orphan.')
-    target: str = Field(description="The provider address, e.g. aws.main.")
-    remote_id: str | None = Field(default=None, description="The cloud's id of the key (ARN, resource name, key id).")
+    target: str = Field(description="The provider address, KIND.NAME.")
+    remote_id: str | None = Field(default=None, description="The cloud's id of the key.")
     summary: str = Field(description="One line for people.")
     recorded: dict[str, Any] = Field(default={}, description="What state says keyplan last set.")
     live: dict[str, Any] = Field(default={}, description="What the cloud says now.")

@@ -80,7 +80,7 @@ class Scope:
     variables: dict[str, Any] = field(default_factory=dict)
     locals: dict[str, Any] = field(default_factory=dict)
     sources: frozenset[str] = frozenset()  # "software.main"
-    providers: frozenset[str] = frozenset()  # "aws.main"
+    providers: frozenset[str] = frozenset()  # KIND.NAME
     each: tuple[str, Any] | None = None
     where: str = "here"  # "in a variable default", … for the `each` message
     bindings: dict[str, Any] = field(default_factory=dict)  # for-expression variables
@@ -183,7 +183,7 @@ class Evaluator:
         if expr.name in self.scope.bindings:
             return self.scope.bindings[expr.name]
         if expr.name in REFERENCE_ROOTS:
-            example = {"source": "source.software.main", "provider": "provider.aws.main", "each": "each.key"}.get(
+            example = {"source": "source.software.main", "provider": "provider.KIND.NAME", "each": "each.key"}.get(
                 expr.name, f"{expr.name}.NAME"
             )
             raise fail(

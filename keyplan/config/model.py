@@ -4,7 +4,7 @@ and expressions are resolved. Everything downstream (validate, plan) reads only 
 Addresses:
 - a key: `key.NAME` or, with for_each, `key.NAME["EACH_KEY"]`;
 - a source: `software.NAME`, `pkcs11.NAME` (referenced in HCL as `source.software.NAME`);
-- a provider: `aws.NAME`, `gcp.NAME`, `azure.NAME` (referenced as `provider.aws.NAME`).
+- a provider: `KIND.NAME` (referenced as `provider.KIND.NAME`), KIND a provider plugin.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class KeyConfig(_Model):
     algorithm: str
     usage: str | None = None
     source: str  # source address, e.g. "software.main"
-    targets: tuple[str, ...]  # provider addresses, e.g. ("aws.main",)
+    targets: tuple[str, ...]  # provider addresses, KIND.NAME
     labels: dict[str, str] = {}
     description: str | None = None
     aliases: tuple[str, ...] = ()

@@ -240,7 +240,7 @@ def _check_references(key: KeyConfig, config: Config, diagnostics: Diagnostics) 
         diagnostics.error(
             "No targets",
             "The key has an empty targets list, so it would be imported nowhere. Add at least one provider, like "
-            "targets = [provider.aws.main].",
+            "targets = [provider.KIND.NAME].",
             range=key.range_of("targets"),
             address=key.address,
         )
