@@ -67,7 +67,8 @@ def render_key(state: State, address: str) -> str:
     lines = [f"# {address}", f"  algorithm: {record.algorithm} ({record.usage}), source {record.source}"]
     for material in record.materials:
         lines.append(
-            f"  material v{material.version}: {material.fingerprint} (created {material.created_at.isoformat(timespec='seconds')})"
+            f"  material v{material.version}: {material.fingerprint or 'fingerprint recomputed at the next apply'} "
+            f"(created {material.created_at.isoformat(timespec='seconds')})"
         )
     for target, target_record in sorted(record.targets.items()):
         lines.append(f"  @ {target}: {target_record.remote_id}")

@@ -130,6 +130,28 @@ def apply_saved(
         return config, execute(saved, config, backend, state, parallelism, callbacks, approvers)
 
 
+def recompute_fingerprints(config: Config, state: State) -> bool:
+    """Fill in the fingerprints a state format upgrade dropped (see keyplan/state/upgrade.py),
+    asking each key's source for the current definition. True when any was filled in."""
+    from keyplan.crypto.fingerprint import is_current_fingerprint
+    from keyplan.runtime import Session
+
+    missing = [
+        (record, material)
+        for record in state.keys.values()
+        for material in record.materials
+        if material.fingerprint is None and record.source in config.sources
+    ]
+    if not missing:
+        return False
+    with Session(config) as session:
+        for record, material in missing:
+            info = session.source(record.source).describe(material.handle)
+            fresh = info.fingerprint if info.present else None
+            material.fingerprint = fresh if fresh is not None and is_current_fingerprint(fresh) else None
+    return any(material.fingerprint is not None for _, material in missing)
+
+
 def execute(
     plan: Plan,
     config: Config,
@@ -144,6 +166,8 @@ def execute(
     from keyplan.apply.committer import StateCommitter
     from keyplan.apply.walker import accept_live
 
+    if recompute_fingerprints(config, state):
+        backend.write(state)
     committer = StateCommitter(backend, state)
     if plan.mode == "refresh-only":
         return ApplyOutcome(plan, ApplyStatus.ACCEPTED, accepted=accept_live(plan, committer))

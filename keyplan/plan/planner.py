@@ -174,7 +174,7 @@ def check_material_present(session: Session, state: State, work: list[KeyWork], 
             if not info.present:
                 diagnostics.error(
                     "Key material is missing from its source",
-                    f"{item.address} material version {version} ({material.fingerprint}) is no longer in "
+                    f"{item.address} material version {version} ({material.fingerprint or 'fingerprint not yet recomputed'}) is no longer in "
                     f"{record.source} (handle {material.handle}), so it cannot be imported again. Restore the "
                     "source (keystore backup, HSM backup) or, if the material is lost for good, rotate the key "
                     f"with `-replace='{item.address}'` so new material is generated.",

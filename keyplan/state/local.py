@@ -25,9 +25,9 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from keyplan.diagnostics import DiagnosticsError
-from keyplan.files import write_atomically
+from keyplan.files import BACKUP_SUFFIX, write_atomically
 from keyplan.provider import PrerequisiteRecord
-from keyplan.state.model import KeyRecord, State
+from keyplan.state.model import FORMAT_VERSION, KeyRecord, State
 from keyplan.state.upgrade import upgrade_state
 
 
@@ -119,8 +119,28 @@ class LocalBackend:
 
     def write_current(self, state: State) -> None:
         """Write `state` as it is (serial included) and fold the journal into it."""
-        write_atomically(self.path, serialize_state(state), keep_backup=True)
+        upgraded = self._upgraded_previous()
+        if upgraded is not None:
+            # The copy being replaced held values no copy may keep: the backup is its upgraded form.
+            write_atomically(self.path.with_name(self.path.name + BACKUP_SUFFIX), upgraded)
+        write_atomically(self.path, serialize_state(state), keep_backup=upgraded is None)
         self.journal_path.unlink(missing_ok=True)
+
+    def _upgraded_previous(self) -> bytes | None:
+        """The state file being replaced, in the current format, when it is in an older one: a
+        format upgrade may drop values no copy should keep (format 1 fingerprints), so the
+        backup is the upgraded copy rather than the old bytes."""
+        try:
+            previous = self.path.read_bytes()
+            raw = json.loads(previous)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(raw, dict) or raw.get("format_version") == FORMAT_VERSION:
+            return None
+        try:
+            return serialize_state(parse_state(previous, str(self.path)))
+        except DiagnosticsError:
+            return None
 
     def append_journal(self, entries: list[JournalEntry]) -> None:
         data = "".join(entry.model_dump_json() + "\n" for entry in entries).encode()

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from keyplan import __version__
 from keyplan.provider import PrerequisiteRecord
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class _Model(BaseModel):
@@ -27,7 +27,7 @@ class _Model(BaseModel):
 class MaterialVersion(_Model):
     version: int = Field(ge=1)
     handle: str  # reference inside the key source; not the material
-    fingerprint: str
+    fingerprint: str | None  # None: dropped by a format upgrade, recomputed through the source at the next apply
     created_at: datetime
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from keyplan.crypto.fingerprint import is_current_fingerprint
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.state.model import FORMAT_VERSION
 
@@ -22,7 +23,31 @@ def _v0_to_v1(raw: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _v0_to_v1}
+def _v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    # Format 1 fingerprinted AES keys with E_K(0^128) in full (GCM's hash subkey) and HMAC keys
+    # with a whole tag. They cannot be recomputed without the key source, so they are dropped
+    # (None: "recompute"); the next apply asks the source for the current definition.
+    upgraded = dict(raw)
+    keys = upgraded.get("keys")
+    if isinstance(keys, dict):
+        upgraded["keys"] = {address: _without_old_fingerprints(record) for address, record in keys.items()}
+    upgraded["format_version"] = 2
+    return upgraded
+
+
+def _without_old_fingerprints(record: Any) -> Any:
+    if not isinstance(record, dict) or not isinstance(record.get("materials"), list):
+        return record
+    materials = [
+        {**m, "fingerprint": None}
+        if isinstance(m, dict) and isinstance(m.get("fingerprint"), str) and not is_current_fingerprint(m["fingerprint"])
+        else m
+        for m in record["materials"]
+    ]
+    return {**record, "materials": materials}
+
+
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _v0_to_v1, 1: _v1_to_v2}
 
 
 def upgrade_state(raw: dict[str, Any], origin: str) -> dict[str, Any]:

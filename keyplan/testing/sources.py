@@ -47,8 +47,8 @@ from keyplan.provider import (
 
 WRAPPING_KEY_BITS = 2048
 _FINGERPRINT_PREFIX = {
-    MaterialKind.SYMMETRIC: "kcv:",
-    MaterialKind.HMAC: "hmac:",
+    MaterialKind.SYMMETRIC: "aeskcv:",
+    MaterialKind.HMAC: "hmackcv:",
     MaterialKind.RSA: "spki:",
     MaterialKind.EC: "spki:",
 }

@@ -19,7 +19,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, PrivateKey, PublicKey, SecretKey, Session
 from pkcs11.types import EncryptMixin, SignMixin
 
-from keyplan.crypto.fingerprint import FINGERPRINT_MESSAGE, hmac_fingerprint, kcv_fingerprint, spki_fingerprint
+from keyplan.crypto.fingerprint import (
+    CHECK_BLOCK,
+    FINGERPRINT_MESSAGE,
+    hmac_fingerprint,
+    kcv_fingerprint,
+    spki_fingerprint,
+)
 
 _CURVE_OIDS: dict[bytes, ec.EllipticCurve] = {
     bytes.fromhex("06082a8648ce3d030107"): ec.SECP256R1(),
@@ -94,11 +100,12 @@ def _ec_point(value: bytes) -> bytes:
 
 
 def secret_fingerprint(key: SecretKey) -> str:
-    """AES: the key check value (ECB over a zero block); generic secrets: HMAC-SHA256 of the
-    fingerprint message. Both run inside the token; the key never leaves it."""
+    """AES: the key check value (ECB over the X9.24 check block, truncated); generic secrets:
+    HMAC-SHA256 of the fingerprint message, truncated. Both run inside the token; the key never
+    leaves it (see keyplan.crypto.fingerprint)."""
     if key.key_type == KeyType.AES:
         # keyplan creates AES keys with ENCRYPT and generic secrets with SIGN for exactly this.
-        check_value = cast(EncryptMixin, key).encrypt(bytes(16), mechanism=Mechanism.AES_ECB)
+        check_value = cast(EncryptMixin, key).encrypt(CHECK_BLOCK, mechanism=Mechanism.AES_ECB)
         assert isinstance(check_value, bytes)  # one block in, one block out (no streaming)
         return kcv_fingerprint(check_value)
     return hmac_fingerprint(cast(SignMixin, key).sign(FINGERPRINT_MESSAGE, mechanism=Mechanism.SHA256_HMAC))

@@ -24,7 +24,7 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from logging import Logger
@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from keyplan.crypto.fingerprint import is_current_fingerprint
 from keyplan.crypto.secret import SecretBytes
 from keyplan.files import write_atomically
 from keyplan.provider import SourceError
@@ -216,6 +217,30 @@ class Keystore:
             entry = KeystoreEntry(algorithm=algorithm, fingerprint=fingerprint, created_at=created_at, sealed=sealed)
             updated = document.model_copy(update={"entries": {**document.entries, handle: entry}})
             self._write(updated)
+
+    def upgrade_fingerprints(self, fingerprint: Callable[[str, SecretBytes], str]) -> KeystoreDocument:
+        """Seal again every entry whose fingerprint follows a definition keyplan no longer writes
+        (see keyplan.crypto.fingerprint), under `fingerprint(algorithm, material)`, and write the
+        keystore atomically so no copy of the old values stays in it. Returns the document."""
+        with self._lock, self._file_lock():
+            document = self.read()
+            if document is None:
+                raise SourceError("The software keystore is missing", f"{self.path} does not exist.")
+            master = self._unlocked(document)
+            entries = dict(document.entries)
+            for handle, entry in document.entries.items():
+                if is_current_fingerprint(entry.fingerprint):
+                    continue
+                material = self.open_entry(handle, entry, master)
+                try:
+                    current = fingerprint(entry.algorithm, material)
+                    sealed = master.seal(material, _entry_aad(handle, entry.algorithm, current))
+                finally:
+                    material.wipe()
+                entries[handle] = entry.model_copy(update={"fingerprint": current, "sealed": sealed})
+            upgraded = document.model_copy(update={"entries": entries})
+            self._write(upgraded)
+            return upgraded
 
     def close(self) -> None:
         with self._lock:

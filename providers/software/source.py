@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyplan.algorithms import ALGORITHMS, Algorithm, MaterialKind
-from keyplan.crypto.fingerprint import fingerprint_material
+from keyplan.crypto.fingerprint import fingerprint_material, is_current_fingerprint
 from keyplan.crypto.secret import SecretBytes
 from keyplan.crypto.wrap import WrapMethod, wrap
 from keyplan.provider import (
@@ -52,6 +52,10 @@ def material_handle(address: str, version: int) -> str:
     """Readable from the address and version; the random suffix means a re-generate (say after
     a crash before the state was written) adds an entry instead of replacing one."""
     return f"{address}/v{version}/{secrets.token_hex(6)}"
+
+
+def _fingerprint_of(algorithm: str, material: SecretBytes) -> str:
+    return fingerprint_material(ALGORITHMS[algorithm].kind, material)
 
 
 class SoftwareSource(KeySource):
@@ -163,5 +167,10 @@ class SoftwareSource(KeySource):
         if document is None:
             return None
         master = self._keystore.unlock(document)
+        if not all(is_current_fingerprint(e.fingerprint) for e in document.entries.values()):
+            # Written by an older keyplan, whose AES fingerprint was GCM's hash subkey: every such
+            # entry is sealed again under the current fingerprint, and the file rewritten.
+            document = self._keystore.upgrade_fingerprints(_fingerprint_of)
+        entry = document.entries.get(handle)
         entry = document.entries.get(handle)
         return None if entry is None else (entry, master)

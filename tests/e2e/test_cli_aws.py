@@ -280,7 +280,7 @@ def test_graph_and_state_commands(workspace: Workspace) -> None:
     listing = workspace.keyplan("state", "list")
     assert listing.stdout.split() == ['key.app["ledger"]', 'key.app["payments"]']
     shown = workspace.keyplan("state", "show", 'key.app["payments"]')
-    assert "kcv:" in shown.stdout and "@ aws.main: arn:aws:kms:eu-west-1" in shown.stdout
+    assert "aeskcv:" in shown.stdout and "@ aws.main: arn:aws:kms:eu-west-1" in shown.stdout
     missing = workspace.keyplan("state", "show", 'key.app["nope"]')
     assert missing.code == 1 and "state list" in missing.stderr
 

@@ -233,7 +233,7 @@ def test_token_material_reaches_every_cloud_and_nothing_leaks(workspace: Workspa
     # Generated in the token: the handle names a token object, which is sensitive and still there.
     record = workspace.state()["keys"]["key.data"]
     handle, fingerprint = record["materials"][0]["handle"], record["materials"][0]["fingerprint"]
-    assert handle.startswith("keyplan:key.data:v1#") and fingerprint.startswith("kcv:")
+    assert handle.startswith("keyplan:key.data:v1#") and fingerprint.startswith("aeskcv:")
     with token_session(workspace, pins["KEYPLAN_HSM_PIN"]) as session:
         (secret_key,) = list(session.get_objects({Attribute.LABEL: "keyplan:key.data:v1"}))
         assert secret_key[Attribute.SENSITIVE] is True and secret_key[Attribute.EXTRACTABLE] is True
