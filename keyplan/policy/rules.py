@@ -64,7 +64,8 @@ class PolicyInputs:
         index: dict[str, set[str]] = {}
         for address, record in (self.state.keys if self.state else {}).items():
             for material in record.materials:
-                index.setdefault(material.fingerprint, set()).add(address)
+                if material.fingerprint is not None:  # None: not yet recomputed after a state upgrade
+                    index.setdefault(material.fingerprint, set()).add(address)
         return index
 
     @cached_property
@@ -83,7 +84,8 @@ class PolicyInputs:
             return set()
         others: set[str] = set()
         for material in record.materials:
-            others |= self.fingerprints.get(material.fingerprint, set())
+            if material.fingerprint is not None:
+                others |= self.fingerprints.get(material.fingerprint, set())
         for target, target_record in record.targets.items():
             others |= self.remote_keys.get((target, target_record.remote_id), set())
         return others - {address}
