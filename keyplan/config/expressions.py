@@ -84,7 +84,20 @@ class Scope:
     each: tuple[str, Any] | None = None
     where: str = "here"  # "in a variable default", … for the `each` message
     bindings: dict[str, Any] = field(default_factory=dict)  # for-expression variables
-    sensitive: frozenset[str] = frozenset()  # canonical JSON of sensitive values' leaves
+    # Canonical JSON of the leaves of every sensitive value: of the sensitive variables, and of
+    # each value derived from one as it is evaluated (shared by all scopes of one load).
+    sensitive: set[str] | frozenset[str] = field(default_factory=set)
+    sensitive_variables: frozenset[str] = frozenset()  # names of variables declared sensitive
+    sensitive_locals: frozenset[str] = frozenset()  # names of locals derived from a sensitive value
+
+
+@dataclass
+class _Marks:
+    """Whether the expression being evaluated read a sensitive value. Shared with the evaluators
+    of nested for expressions; whole-expression granularity, so a value computed from a
+    sensitive one in any way (template, function, condition, for expression) is sensitive."""
+
+    sensitive: bool = False
 
 
 def show(value: Any, scope: Scope) -> str:
@@ -96,12 +109,23 @@ def show(value: Any, scope: Scope) -> str:
 
 
 class Evaluator:
-    def __init__(self, scope: Scope) -> None:
+    def __init__(self, scope: Scope, marks: _Marks | None = None) -> None:
         self.scope = scope
+        self._marks = marks if marks is not None else _Marks()
 
     def evaluate(self, expr: Expr) -> Any:
         method = getattr(self, f"_{type(expr).__name__}")
         return method(expr)
+
+    def evaluate_marked(self, expr: Expr) -> tuple[Any, bool]:
+        """The value of a whole expression and whether it derives from a sensitive value; the
+        leaves of a sensitive result join `scope.sensitive`, so messages never show them."""
+        self._marks.sensitive = False
+        value = self.evaluate(expr)
+        sensitive = self._marks.sensitive
+        if sensitive and isinstance(self.scope.sensitive, set):
+            self.scope.sensitive.update(canonical_json(leaf) for leaf in leaves(value) if leaf is not None)
+        return value, sensitive
 
     def evaluate_all(self, exprs: tuple[Expr, ...] | list[Expr]) -> list[Any]:
         """Evaluate independent sub-expressions (list items, arguments, template parts) and
@@ -241,6 +265,9 @@ class Evaluator:
         value = table[expr.name]
         if value is FAILED:
             raise EvaluationError(None)
+        marked = self.scope.sensitive_variables if prefix == "var" else self.scope.sensitive_locals
+        if expr.name in marked:
+            self._marks.sensitive = True
         return value
 
     def _each(self, expr: GetAttr) -> Any:
@@ -356,7 +383,12 @@ class Evaluator:
                 f"available functions are: {', '.join(sorted(FUNCTIONS))}.",
                 expr.name_range,
             )
+        published = self._marks.sensitive
         args = self.evaluate_all(expr.args)
+        if expr.name == "nonsensitive":
+            self._marks.sensitive = published  # the explicit marker: this value may be shown and sent
+        elif expr.name == "sensitive":
+            self._marks.sensitive = True
         arg_ranges = [arg.range for arg in expr.args]
         if expr.expand_last and args:
             last = args.pop()
@@ -459,7 +491,7 @@ class Evaluator:
             if expr.key_var is not None:
                 bindings[expr.key_var] = item_key
             bindings[expr.value_var] = item_value
-            inner = Evaluator(replace(self.scope, bindings=bindings))
+            inner = Evaluator(replace(self.scope, bindings=bindings), self._marks)
             if expr.condition is not None:
                 keep = inner.boolean(inner.evaluate(expr.condition), expr.condition.range, "The `if` condition")
                 if not keep:

@@ -350,6 +350,8 @@ def _format_one(verb: str, value: Any, precision: str | None, position: int) -> 
 FUNCTIONS: dict[str, Function] = {
     f.name: f
     for f in [
+        Function("sensitive", "sensitive(value)", 1, 1, lambda args: args[0]),
+        Function("nonsensitive", "nonsensitive(value)", 1, 1, lambda args: args[0]),
         Function("toset", "toset(list)", 1, 1, _toset),
         Function("tolist", "tolist(set_or_list)", 1, 1, _tolist),
         Function("tomap", "tomap(map)", 1, 1, _tomap),

@@ -102,9 +102,11 @@ def load_config(
         variables=variable_values,
         sources=frozenset(declarations.sources),
         providers=frozenset(declarations.providers),
-        sensitive=resolved.sensitive_leaves,
+        sensitive=set(resolved.sensitive_leaves),
+        sensitive_variables=resolved.sensitive_names,
     )
-    scope = replace(scope, locals=_evaluate_locals(declarations.locals, scope, diagnostics))
+    local_values, sensitive_locals = _evaluate_locals(declarations.locals, scope, diagnostics)
+    scope = replace(scope, locals=local_values, sensitive_locals=sensitive_locals)
 
     state = _state_backend(declarations.keyplan, scope, diagnostics)
     approvals = _approvals(declarations.keyplan, scope, diagnostics)
@@ -116,7 +118,7 @@ def load_config(
             keys[key.address] = key
     policy = _policy(declarations.policy, scope, keys, diagnostics)
 
-    final = _finish(diagnostics, resolved.sensitive_leaves)
+    final = _finish(diagnostics, frozenset(scope.sensitive))
     if final.has_errors():
         return None, final
     variables = {
@@ -126,7 +128,7 @@ def load_config(
     config = Config(
         directory=str(directory),
         files=tuple(contents),
-        digest=_digest(contents, variables),
+        digest="",
         state=state,
         sources=sources,
         providers=providers,
@@ -135,7 +137,7 @@ def load_config(
         policy=policy,
         approvals=approvals,
     )
-    return config, final
+    return config.model_copy(update={"digest": configuration_digest(config)}), final
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,13 +260,18 @@ def _file_block(found: _Declarations, block: Block, diagnostics: Diagnostics) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def _evaluate_locals(declared: dict[str, Attribute], scope: Scope, diagnostics: Diagnostics) -> dict[str, Any]:
+def _evaluate_locals(
+    declared: dict[str, Attribute], scope: Scope, diagnostics: Diagnostics
+) -> tuple[dict[str, Any], frozenset[str]]:
+    """Every local's value (FAILED where it could not be computed) and the names of the locals
+    derived from a sensitive value."""
     dependencies = {
         name: [ref for ref, _ in references(attribute.expr, "local") if ref in declared]
         for name, attribute in declared.items()
     }
     order, cycles = _dependency_order(dependencies)
     values: dict[str, Any] = {}
+    sensitive: set[str] = set()
     for cycle in cycles:
         path = " -> ".join(f"local.{name}" for name in cycle)
         diagnostics.error(
@@ -277,14 +284,19 @@ def _evaluate_locals(declared: dict[str, Attribute], scope: Scope, diagnostics: 
     for name in order:
         if name in values:
             continue
-        evaluator = Evaluator(replace(scope, locals=values, where=f"in local.{name}"))
+        evaluator = Evaluator(
+            replace(scope, locals=values, sensitive_locals=frozenset(sensitive), where=f"in local.{name}")
+        )
         try:
-            values[name] = evaluator.evaluate(declared[name].expr)
+            values[name], derived = evaluator.evaluate_marked(declared[name].expr)
         except EvaluationError as exc:
             _report(exc, diagnostics)
             values[name] = FAILED
+            continue
+        if derived:
+            sensitive.add(name)
     # A local that depends on a failed one is itself unknown; references to it stay silent.
-    return {name: values.get(name, FAILED) for name in declared}
+    return {name: values.get(name, FAILED) for name in declared}, frozenset(sensitive)
 
 
 def _dependency_order(dependencies: dict[str, list[str]]) -> tuple[list[str], list[list[str]]]:
@@ -368,10 +380,12 @@ def _state_backend(blocks: list[Block], scope: Scope, diagnostics: Diagnostics) 
             range=state.range,
         )
         return default
-    attributes, _ = _evaluate_attributes(state.body, replace(scope, where="in the state block"), diagnostics)
+    attributes, _, sensitive = _evaluate_attributes(state.body, replace(scope, where="in the state block"), diagnostics)
     if state.labels[0] == "local":
         attributes.setdefault("path", DEFAULT_STATE_PATH)
-    return StateBackendConfig(kind=state.labels[0], attributes=attributes, range=state.label_ranges[0])
+    return StateBackendConfig(
+        kind=state.labels[0], attributes=attributes, range=state.label_ranges[0], sensitive=sensitive
+    )
 
 
 def _approvals(blocks: list[Block], scope: Scope, diagnostics: Diagnostics) -> ApprovalPolicy | None:
@@ -435,7 +449,7 @@ def _plugin_block(block: Block, scope: Scope, diagnostics: Diagnostics) -> Plugi
             range=nested.range,
         )
     where = f"in the {block.type} block {kind}.{name}"
-    attributes, ranges = _evaluate_attributes(block.body, replace(scope, where=where), diagnostics)
+    attributes, ranges, sensitive = _evaluate_attributes(block.body, replace(scope, where=where), diagnostics)
     return PluginBlock(
         kind=kind,
         name=name,
@@ -443,24 +457,32 @@ def _plugin_block(block: Block, scope: Scope, diagnostics: Diagnostics) -> Plugi
         attributes=attributes,
         range=block.label_ranges[0],
         attribute_ranges=ranges,
+        sensitive=sensitive,
     )
 
 
 def _evaluate_attributes(
     body: Body, scope: Scope, diagnostics: Diagnostics
-) -> tuple[dict[str, Any], dict[str, SourceRange]]:
+) -> tuple[dict[str, Any], dict[str, SourceRange], frozenset[str]]:
+    """Values, ranges, and the names of the attributes derived from a sensitive value (allowed
+    in settings, which stay on this machine, but never digested into a plan file)."""
     evaluator = Evaluator(scope)
     values: dict[str, Any] = {}
     ranges: dict[str, SourceRange] = {}
+    sensitive: set[str] = set()
     for name, attribute in body.attributes.items():
         # The whole `name = value` span: plugin settings errors are about the argument as a whole
         # (unknown names, values out of range), so they point at its name.
         ranges[name] = attribute.range
         try:
-            values[name] = plain(evaluator.evaluate(attribute.expr))
+            value, derived = evaluator.evaluate_marked(attribute.expr)
         except EvaluationError as exc:
             _report(exc, diagnostics)
-    return values, ranges
+            continue
+        values[name] = plain(value)
+        if derived:
+            sensitive.add(name)
+    return values, ranges, frozenset(sensitive)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,9 +574,12 @@ def _check_key_body(block: Block, diagnostics: Diagnostics) -> bool:
 
 def _for_each_elements(attribute: Attribute, scope: Scope, diagnostics: Diagnostics) -> list[tuple[str, Any]]:
     try:
-        value = Evaluator(scope).evaluate(attribute.expr)
+        value, sensitive = Evaluator(scope).evaluate_marked(attribute.expr)
     except EvaluationError as exc:
         _report(exc, diagnostics)
+        return []
+    if sensitive:
+        _sensitive_in_key(diagnostics, "for_each", attribute.expr.range, "its keys become key addresses, shown everywhere")
         return []
     if isinstance(value, dict):
         return [(key, value[key]) for key in sorted(value)]
@@ -619,14 +644,19 @@ class _KeyInstance:
 
     # -- evaluation with error capture --------------------------------------------------------
 
-    def value(self, attribute: Attribute) -> Any:
+    def value(self, attribute: Attribute, where: str | None = None) -> Any:
         self.ranges[attribute.name] = attribute.expr.range
         try:
-            return self.evaluator.evaluate(attribute.expr)
+            value, sensitive = self.evaluator.evaluate_marked(attribute.expr)
         except EvaluationError as exc:
             _report(exc, self.diagnostics)
             self.failed = True
             return FAILED
+        if sensitive:
+            self.failed = True
+            _sensitive_in_key(self.diagnostics, where or attribute.name, attribute.expr.range, None)
+            return FAILED
+        return value
 
     def wrong_type(self, attribute: str, expected: str, got: Any, range: SourceRange | None = None) -> None:
         self.failed = True
@@ -701,7 +731,9 @@ class _KeyInstance:
     def nested_blocks(self) -> dict[str, Any]:
         settings: dict[str, Any] = {}
         for nested in self.block.body.blocks:
-            values = {name: self.value(attribute) for name, attribute in nested.body.attributes.items()}
+            values = {
+                name: self.value(attribute, f"{nested.type}.{name}") for name, attribute in nested.body.attributes.items()
+            }
             for name, attribute in nested.body.attributes.items():
                 self.ranges[f"{nested.type}.{name}"] = attribute.expr.range
             if nested.type == "expiry":
@@ -764,6 +796,19 @@ class _KeyInstance:
             return None
 
 
+def _sensitive_in_key(diagnostics: Diagnostics, attribute: str, range: SourceRange, why: str | None) -> None:
+    diagnostics.error(
+        "Sensitive value in a key block",
+        f"`{attribute}` is derived from a sensitive value (a variable declared with `sensitive = true`, or a "
+        f"local computed from one). Everything a key block says reaches the clouds, where labels, descriptions "
+        f"and aliases are readable by anyone allowed to list keys, and is recorded in clear in state and plan "
+        f"files{' (' + why + ')' if why else ''}, so keyplan refuses to send it. If the value is not secret, "
+        "remove `sensitive = true` from the variable, or wrap the expression in nonsensitive(...) to publish it "
+        "explicitly.",
+        range=range,
+    )
+
+
 def _object_item_range(expr: Expr, key: str) -> SourceRange | None:
     if isinstance(expr, ObjectExpr):
         for item in expr.items:
@@ -797,11 +842,53 @@ def _finish(diagnostics: Diagnostics, sensitive: frozenset[str]) -> Diagnostics:
     return final
 
 
-def _digest(contents: dict[str, bytes], variables: dict[str, VariableValue]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(contents):
-        data = contents[name]
-        digest.update(f"{name}\0{len(data)}\0".encode())
-        digest.update(data)
-    digest.update(canonical_json({name: v.value for name, v in sorted(variables.items())}).encode())
-    return digest.hexdigest()
+def configuration_digest(config: Config) -> str:
+    """sha256 over what the configuration means once evaluated: every setting and key, and the
+    variables' values; not file names, positions, comments or layout, so a saved plan survives a
+    comment-only edit. Sensitive values are left out (a hash of a short secret such as a PIN can
+    be guessed, and the digest is written into plan files): changing one alone does not make a
+    saved plan stale."""
+    document = config.model_dump(mode="json", exclude={"directory", "files", "digest", "variables"})
+    for section in ("sources", "providers"):
+        for address, block in getattr(config, section).items():
+            attributes = document[section][address]["attributes"]
+            document[section][address]["attributes"] = {
+                name: SENSITIVE_MARK if name in block.sensitive else value for name, value in attributes.items()
+            }
+    document["state"]["attributes"] = {
+        name: SENSITIVE_MARK if name in config.state.sensitive else value
+        for name, value in document["state"]["attributes"].items()
+    }
+    document["variables"] = {
+        name: SENSITIVE_MARK if variable.sensitive else variable.value for name, variable in config.variables.items()
+    }
+    return hashlib.sha256(canonical_json(_without_positions(document)).encode()).hexdigest()
+
+
+SENSITIVE_MARK = "(sensitive value)"
+
+
+def _without_positions(value: Any) -> Any:
+    """The document without source ranges (a SourceRange, or a map of them, under a key ending
+    in `range` or `ranges`), which move with every edit above them."""
+    if isinstance(value, dict):
+        return {
+            key: _without_positions(item)
+            for key, item in value.items()
+            if not (key.endswith(("range", "ranges")) and _is_position(item))
+        }
+    if isinstance(value, list):
+        return [_without_positions(item) for item in value]
+    return value
+
+
+def _is_position(value: Any) -> bool:
+    if value is None or value == [] or value == {}:
+        return True
+    if isinstance(value, dict) and "filename" in value and "line" in value:
+        return True
+    if isinstance(value, dict):
+        return all(_is_position(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_is_position(item) for item in value)
+    return False

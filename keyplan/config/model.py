@@ -27,6 +27,7 @@ class StateBackendConfig(_Model):
     kind: str = "local"
     attributes: dict[str, Any] = {}  # local: {"path": "keyplan.kpstate.json"}
     range: SourceRange | None = None
+    sensitive: frozenset[str] = frozenset()  # attributes derived from a sensitive value
 
 
 class PluginBlock(_Model):
@@ -38,6 +39,7 @@ class PluginBlock(_Model):
     attributes: dict[str, Any]
     range: SourceRange
     attribute_ranges: dict[str, SourceRange] = {}
+    sensitive: frozenset[str] = frozenset()  # attributes derived from a sensitive value
 
 
 class KeyConfig(_Model):
@@ -73,7 +75,7 @@ class VariableValue(_Model):
 class Config(_Model):
     directory: str
     files: tuple[str, ...]
-    digest: str  # sha256 over the files' bytes and the variables' values, for plan files
+    digest: str  # sha256 over the evaluated configuration and the variables' values, for plan files
     state: StateBackendConfig
     sources: dict[str, PluginBlock]
     providers: dict[str, PluginBlock]

@@ -214,10 +214,12 @@ key "k" {
     assert key.enabled is True
 
 
-def test_digest_changes_with_files_and_variable_values(config_dir: ConfigDir) -> None:
+def test_digest_changes_with_what_the_configuration_means_and_variable_values(config_dir: ConfigDir) -> None:
     config_dir.write({"main.kp.hcl": 'variable "x" {\n  default = "a"\n}\n'})
     first = config_dir.ok().digest
     assert config_dir.ok().digest == first
     assert config_dir.ok(var_args=["x=b"]).digest != first
     config_dir.write({"other.kp.hcl": "# a comment\n"})
+    assert config_dir.ok().digest == first, "a comment changes nothing the configuration means"
+    config_dir.write({"main.kp.hcl": 'variable "x" {\n  default = "c"\n}\n'})
     assert config_dir.ok().digest != first

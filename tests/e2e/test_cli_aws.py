@@ -234,7 +234,9 @@ def test_saved_plan_applies_exactly_and_stale_or_altered_plans_are_refused(works
 
     second = workspace.path / "second.kpplan"
     assert workspace.keyplan("plan", "-var", "team=x", f"-out={second}").code == 0
-    workspace.write(CONFIG.replace('"core"', '"other"'))
+    # The plan records team=x, so a changed default of `team` would change nothing it means; a
+    # changed description does.
+    workspace.write(CONFIG.replace('"data key for ${each.key}"', '"key for ${each.key}"'))
     moved = workspace.keyplan("apply", str(second))
     assert moved.code == 1 and "configuration changed" in moved.stderr
 
