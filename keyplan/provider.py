@@ -27,8 +27,9 @@ from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from keyplan.algorithms import Algorithm, KeyUsage
 from keyplan.crypto.wrap import WrapMethod
@@ -60,6 +61,26 @@ class ProviderSettings(PluginSettings):
         description='A URL of a local or private endpoint, or "embedded" to run keyplan\'s emulator in-process.',
     )
     max_concurrency: int = Field(default=8, ge=1, le=64, description="Calls in flight to this provider at once.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_a_url(cls, endpoint: str | None) -> str | None:
+        """Checked offline, so `validate` refuses what an SDK would later fail on."""
+        if endpoint is None or endpoint == "embedded":
+            return endpoint
+        try:
+            parts = urlsplit(endpoint)
+            parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+        except ValueError as exc:
+            raise ValueError(f'it is not a URL ({exc}); write it like "https://kms.example.com:8443"') from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                'it must be an http:// or https:// URL with a host, like "https://kms.example.com:8443", '
+                'or "embedded"'
+            )
+        if any(ch.isspace() for ch in endpoint):
+            raise ValueError("it contains white space; remove it")
+        return endpoint
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from keyplan.policy.model import Policy
 FILE_SUFFIX = ".kp.hcl"
 DEFAULT_STATE_PATH = "keyplan.kpstate.json"
 
-_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")
+_NAME = re.compile(r"^[^\W\d][\w-]*$")  # as HCL identifiers: a letter or underscore, then letters, digits, _ and -
 _BLOCK_LABELS = {"keyplan": (), "variable": ("name",), "locals": (), "source": ("kind", "name"),
                  "provider": ("kind", "name"), "key": ("name",), "policy": ()}  # fmt: skip
 KEY_ATTRIBUTES = ("for_each", "algorithm", "usage", "source", "targets", "labels", "description", "aliases", "enabled")

@@ -8,13 +8,16 @@ walks, and turns parse failures into diagnostics instead of exceptions.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import hcl2
-from lark import Token, Tree
+from hcl2.postlexer import PostLexer
+from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput
 
 from keyplan.diagnostics import Diagnostics, SourceRange
@@ -169,11 +172,33 @@ class _SyntaxProblem(Exception):
         self.range = range
 
 
+# HCL identifiers are Unicode: ID_Start then ID_Continue or '-' (UAX #31), with a leading
+# underscore allowed too. python-hcl2's grammar spells them in ASCII; keyplan parses with the
+# same grammar and this NAME. Python's \w is Unicode word characters, so `[^\W\d]` is a letter or
+# underscore and `[\w-]` what may follow.
+_ASCII_NAME = "NAME : /[a-zA-Z_][a-zA-Z0-9_-]*/"
+_UNICODE_NAME = "NAME : /[^\\W\\d][\\w-]*/"
+
+
+@functools.cache
+def _parser() -> Lark:
+    grammar = (Path(hcl2.__file__).parent / "hcl2.lark").read_text(encoding="utf-8")
+    if _ASCII_NAME not in grammar:
+        raise RuntimeError("python-hcl2's grammar changed its NAME terminal; update keyplan.config.syntax")
+    return Lark(
+        grammar.replace(_ASCII_NAME, _UNICODE_NAME),
+        parser="lalr",
+        propagate_positions=True,
+        postlex=PostLexer(),
+        cache=True,
+    )
+
+
 def parse_file(text: str, filename: str, diagnostics: Diagnostics) -> Body | None:
     """Parse one file. Syntax errors become diagnostics and give None; duplicate attributes
     become diagnostics and the first value is kept."""
     try:
-        tree = hcl2.parses_to_tree(text)
+        tree = _parser().parse(text + "\n")  # the newline stands in for an end-of-file token
     except UnexpectedInput as exc:
         diagnostics.error(
             "Invalid syntax",

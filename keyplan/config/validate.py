@@ -153,7 +153,8 @@ def _settings_error(block: PluginBlock, error: Any, fields: list[str], role: str
     else:
         diagnostics.error(
             "Invalid argument value",
-            f"`{path}` of {block.address} is not valid: {error['msg']}. Correct the value.",
+            f"`{path}` of {block.address} is not valid: {str(error['msg']).removeprefix('Value error, ')}. "
+            "Correct the value.",
             range=range,
             address=block.address,
         )

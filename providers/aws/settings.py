@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from keyplan.provider import ProviderSettings
 
 MAX_TAGS = 50
 MAX_EXPIRY_DAYS = 365
 LOCAL_ACCESS_KEY = "keyplan-local"  # any key pair signs requests a local endpoint accepts
+_REGION = re.compile(r"[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}")  # eu-west-1, us-gov-west-1, cn-north-1, eusc-de-east-1
 
 
 class AwsSettings(ProviderSettings):
     """The attributes of a `provider "aws" "NAME"` block."""
 
     region: str = Field(description="The AWS region whose KMS holds the keys, e.g. eu-west-1.")
+
+    @field_validator("region")
+    @classmethod
+    def _region_name(cls, region: str) -> str:
+        # Checked offline, so `validate` refuses what the SDK would later fail on.
+        if not _REGION.fullmatch(region):
+            raise ValueError('it is not an AWS region name; write one like "eu-west-1" or "us-east-2"')
+        return region
     profile: str | None = Field(
         default=None, description="A named profile from the AWS config files; default: the standard credential chain."
     )
