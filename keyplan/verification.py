@@ -207,9 +207,20 @@ class Verifier:
                     detail=f"state has no material v{task.material_version} for this key",
                 ),
             )
+        if material.fingerprint is None:
+            return self._result(
+                task,
+                "",
+                MaterialProof(
+                    verdict=Verdict.CANNOT_PROVE,
+                    method=ProofMethod.NONE,
+                    detail=f"state holds no fingerprint of material v{task.material_version} yet (a state format "
+                    "upgrade dropped it); the next `keyplan apply` recomputes it",
+                ),
+            )
         missing = _unconfigured(self.session, record.source, task.target)
         if missing:
-            return self._result(task, material.fingerprint, _cannot(missing))
+            return self._result(task, material.fingerprint or "", _cannot(missing))
         spec = self._spec(record)
         source = self.session.source(record.source)
         witness = MaterialWitness(source, material.handle, spec.algorithm, material.fingerprint)

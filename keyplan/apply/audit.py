@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from keyplan.diagnostics import Diagnostic
+from keyplan.diagnostics import Diagnostic, DiagnosticsError
 from keyplan.plan.model import Action
 
 AUDIT_FILE = "audit.jsonl"
@@ -55,6 +55,20 @@ class AuditLog:
         except (KeyError, OSError):
             user = str(os.getuid())
         self._who = {"user": user, "host": socket.gethostname(), "pid": os.getpid()}
+        self._check_writable()
+
+    def _check_writable(self) -> None:
+        """Open the log once before anything is done: an apply that could not record what it
+        does refuses to start, rather than change keys it cannot account for."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        except OSError as exc:
+            raise DiagnosticsError.single(
+                "Cannot write the audit log",
+                f"{self.path} cannot be written ({exc.strerror}). Every remote change an apply makes is recorded "
+                "there, so nothing was changed. Make it (and its directory) writable, then apply again.",
+            ) from None
 
     def _append(self, entry: dict[str, Any]) -> None:
         with self._lock:

@@ -19,14 +19,21 @@ class DurationError(Exception):
         self.hint = hint
 
 
+MAX_DURATION = timedelta(days=36500)  # a hundred years: longer than any key's life
+
+
 def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if match is None:
         raise DurationError("it is not a whole number followed by a unit", _hint(text.strip()))
-    amount, unit = int(match.group(1)), match.group(2)
-    if amount == 0:
+    digits, unit = match.group(1).lstrip("0") or "0", match.group(2)
+    if len(digits) > 12 or timedelta(**{_UNITS[unit]: int(digits)}) > MAX_DURATION:
+        raise DurationError(
+            "it is longer than a hundred years", f'Write at most "{MAX_DURATION.days}d"; keys do not live longer.'
+        )
+    if digits == "0":
         raise DurationError("a duration of zero is not allowed", "Write a positive duration, like \"90d\".")
-    return timedelta(**{_UNITS[unit]: amount})
+    return timedelta(**{_UNITS[unit]: int(digits)})
 
 
 def _hint(text: str) -> str:

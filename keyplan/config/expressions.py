@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from keyplan.config.functions import FUNCTIONS, FunctionError
+from keyplan.config.functions import FUNCTIONS, MAX_ELEMENTS, MAX_STRING_CHARS, FunctionError
 from keyplan.config.suggestions import did_you_mean
 from keyplan.config.syntax import (
     Binary,
@@ -121,7 +121,7 @@ class Evaluator:
         """The value of a whole expression and whether it derives from a sensitive value; the
         leaves of a sensitive result join `scope.sensitive`, so messages never show them."""
         self._marks.sensitive = False
-        value = self.evaluate(expr)
+        value = check_size(self.evaluate(expr), expr.range)
         sensitive = self._marks.sensitive
         if sensitive and isinstance(self.scope.sensitive, set):
             self.scope.sensitive.update(canonical_json(leaf) for leaf in leaves(value) if leaf is not None)
@@ -165,7 +165,9 @@ class Evaluator:
                     part.range,
                 )
             pieces.append(text)
-        return "".join(pieces)
+        text = "".join(pieces)
+        check_size(text, expr.range)
+        return text
 
     def _TupleExpr(self, expr: TupleExpr) -> list[Any]:
         return self.evaluate_all(expr.items)
@@ -408,7 +410,7 @@ class Evaluator:
                 expr.range,
             )
         try:
-            return function.call(args)
+            return check_size(function.call(args), expr.range)
         except FunctionError as exc:
             place = arg_ranges[exc.argument] if exc.argument is not None and exc.argument < len(arg_ranges) else expr.range
             raise fail(
@@ -448,7 +450,7 @@ class Evaluator:
         value = self.evaluate(expr.operand)
         if expr.operator == "!":
             return not self.boolean(value, expr.operand.range, "The operand of `!`")
-        return normalize_number(-self.number(value, expr.operand.range, "-"))
+        return in_range(normalize_number(-self.number(value, expr.operand.range, "-")), expr.range)
 
     def _Binary(self, expr: Binary) -> Any:
         operator = expr.operator
@@ -469,15 +471,22 @@ class Evaluator:
             return {"<": a < b, ">": a > b, "<=": a <= b, ">=": a >= b}[operator]
         if operator in ("/", "%") and b == 0:
             raise fail("Division by zero", f"The right operand of `{operator}` is zero. Divide by another number.", expr.right.range)
+        if operator == "*" and isinstance(a, int) and isinstance(b, int) and a.bit_length() + b.bit_length() > MAX_BITS:
+            raise _out_of_range(expr.range)  # refused before Python builds the product
         if operator == "+":
-            return normalize_number(a + b)
-        if operator == "-":
-            return normalize_number(a - b)
-        if operator == "*":
-            return normalize_number(a * b)
-        if operator == "/":
-            return normalize_number(a / b)
-        return normalize_number(math.fmod(a, b) if isinstance(a, float) or isinstance(b, float) else _int_mod(a, b))
+            result = a + b
+        elif operator == "-":
+            result = a - b
+        elif operator == "*":
+            result = a * b
+        elif operator == "/":
+            try:
+                result = a / b
+            except OverflowError:
+                raise _out_of_range(expr.range) from None
+        else:
+            result = math.fmod(a, b) if isinstance(a, float) or isinstance(b, float) else _int_mod(a, b)
+        return in_range(normalize_number(result), expr.range)
 
     # -- for expressions ----------------------------------------------------------------------
 
@@ -486,6 +495,7 @@ class Evaluator:
         keys: list[Any] = []
         values: list[Any] = []
         grouped: dict[str, list[Any]] = {}
+        budget = _Budget(expr.range)
         for item_key, item_value in self._iterate(collection, expr.collection.range):
             bindings = dict(self.scope.bindings)
             if expr.key_var is not None:
@@ -497,6 +507,7 @@ class Evaluator:
                 if not keep:
                     continue
             value = inner.evaluate(expr.value)
+            budget.spend(value)  # nested for expressions multiply: the whole result stays bounded
             if expr.key is None:
                 values.append(value)
                 continue
@@ -535,6 +546,64 @@ class Evaluator:
                 "Give it a collection.",
                 range,
             )
+
+
+MAX_BITS = 1024  # whole numbers up to about 1.8e308, like the largest float
+
+
+def _out_of_range(range: SourceRange) -> EvaluationError:
+    return fail(
+        "Number out of range",
+        f"The result is beyond what keyplan computes with (whole numbers of at most {MAX_BITS} bits, floats up to "
+        "about 1.8e308). Use smaller numbers.",
+        range,
+    )
+
+
+def in_range(number: int | float, range: SourceRange) -> int | float:
+    if isinstance(number, float) and not math.isfinite(number):
+        raise _out_of_range(range)
+    if isinstance(number, int) and number.bit_length() > MAX_BITS:
+        raise _out_of_range(range)
+    return number
+
+
+class _Budget:
+    """The size of a value being built, counted as it grows: elements (every list, map and
+    leaf) and string characters, each against its limit."""
+
+    def __init__(self, range: SourceRange) -> None:
+        self.range = range
+        self.elements = 0
+        self.characters = 0
+
+    def spend(self, value: Any) -> None:
+        pending = [value]
+        while pending:
+            item = pending.pop()
+            self.elements += 1
+            if isinstance(item, str):
+                self.characters += len(item)
+            elif isinstance(item, dict):
+                self.characters += sum(len(k) for k in item)
+                pending.extend(item.values())
+            elif isinstance(item, list | tuple):
+                pending.extend(item)
+            if self.elements > MAX_ELEMENTS or self.characters > MAX_STRING_CHARS:
+                raise fail(
+                    "Value too large",
+                    f"This expression builds a value of more than {MAX_ELEMENTS:,} elements or {MAX_STRING_CHARS:,} "
+                    "characters, far more than any key configuration needs; it may double itself through locals. "
+                    "Build a smaller value.",
+                    self.range,
+                )
+
+
+def check_size(value: Any, range: SourceRange) -> Any:
+    """`value`, when it is within the evaluation limits; the check stops as soon as it is not,
+    so a value that shares its parts many times over costs no more than the limit to check."""
+    _Budget(range).spend(value)
+    return value
 
 
 def _int_mod(a: int | float, b: int | float) -> int:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import re2
 
 from keyplan.config.values import (
     SetValue,
@@ -24,6 +27,16 @@ from keyplan.config.values import (
     type_name,
     values_equal,
 )
+
+# Evaluation limits, far beyond any real key configuration, so that no expression can exhaust
+# memory or time: the longest string, the most elements in one value, the widest format verb.
+MAX_STRING_CHARS = 1_048_576
+MAX_ELEMENTS = 100_000
+MAX_FORMAT_WIDTH = 1_000
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # errors become diagnostics, not lines on stderr
+_RE2_OPTIONS.max_mem = 8 << 20  # bytes for one compiled pattern
 
 
 class FunctionError(Exception):
@@ -115,6 +128,8 @@ def _tostring(args: list[Any]) -> str | None:
 
 def _setproduct(args: list[Any]) -> Any:
     sequences = [_sequence(args, i) for i in range(len(args))]
+    if math.prod(len(sequence) for sequence in sequences) > MAX_ELEMENTS:
+        raise FunctionError(f"the product would have more than {MAX_ELEMENTS:,} elements (value too large)", None)
     product = [list(combination) for combination in itertools.product(*sequences)]
     if all(isinstance(arg, SetValue) for arg in args):
         return SetValue(product)
@@ -259,6 +274,8 @@ def _join(args: list[Any]) -> str:
             if text is None:
                 raise FunctionError(f"argument {index + 1} must hold only strings, not a {type_name(item)}", index)
             parts.append(text)
+    if len(separator) * max(len(parts) - 1, 0) + sum(len(part) for part in parts) > MAX_STRING_CHARS:
+        raise FunctionError(f"the result would be longer than {MAX_STRING_CHARS:,} characters (value too large)", None)
     return separator.join(parts)
 
 
@@ -272,13 +289,31 @@ def _split(args: list[Any]) -> list[str]:
 def _replace(args: list[Any]) -> str:
     text, pattern, replacement = _string(args, 0), _string(args, 1), _string(args, 2)
     if len(pattern) >= 2 and pattern.startswith("/") and pattern.endswith("/"):
+        # RE2 matches in time linear in the text: no pattern can make replace() hang, unlike a
+        # backtracking engine on `(a+)+$`. It leaves out what needs backtracking (backreferences,
+        # lookaround), which is refused with a diagnostic.
         try:
-            regex = re.compile(pattern[1:-1])
-        except re.error as exc:
-            raise FunctionError(f"argument 2 is not a valid regular expression: {exc}", 1) from None
-        # HCL writes capture groups as $1; Python as \1.
-        return regex.sub(re.sub(r"\$(\d+)", r"\\\1", replacement.replace("\\", "\\\\")), text)
+            regex = re2.compile(pattern[1:-1], _RE2_OPTIONS)
+        except re2.error as exc:
+            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            raise FunctionError(
+                f"argument 2 is not a regular expression keyplan can run ({reason}); backreferences and lookaround "
+                "are not supported",
+                1,
+            ) from None
+        matches = sum(1 for _ in regex.finditer(text))
+        _check_replacement_size(text, matches, replacement, groups=True)
+        # HCL writes capture groups as $1; RE2, like Python, as \1.
+        return str(regex.sub(re.sub(r"\$(\d+)", r"\\\1", replacement.replace("\\", "\\\\")), text))
+    _check_replacement_size(text, text.count(pattern), replacement, groups=False)
     return text.replace(pattern, replacement)
+
+
+def _check_replacement_size(text: str, matches: int, replacement: str, *, groups: bool) -> None:
+    # Each match adds at most the replacement, whose group references add at most the text each.
+    per_match = len(replacement) + (len(text) * replacement.count("$") if groups else 0)
+    if len(text) + matches * per_match > MAX_STRING_CHARS:
+        raise FunctionError(f"the result would be longer than {MAX_STRING_CHARS:,} characters (value too large)", None)
 
 
 _VERB = re.compile(r"%([-+ 0#]*)(\d+)?(?:\.(\d+))?([a-zA-Z%])")
@@ -294,6 +329,8 @@ def _format(args: list[Any]) -> str:
         output.append(template[last : match.start()])
         last = match.end()
         flags, width, precision, verb = match.groups()
+        if any(part is not None and (len(part) > 4 or int(part) > MAX_FORMAT_WIDTH) for part in (width, precision)):
+            raise FunctionError(f"widths and precisions are at most {MAX_FORMAT_WIDTH} (%{match.group(0)[1:]})", 0)
         if verb == "%":
             output.append("%")
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,8 @@ class _SyntaxProblem(Exception):
         self.detail = detail
         self.range = range
 
+
+MAX_NUMBER_DIGITS = 100  # far beyond any count or size in a key configuration
 
 # HCL identifiers are Unicode: ID_Start then ID_Continue or '-' (UAX #31), with a leading
 # underscore allowed too. python-hcl2's grammar spells them in ASCII; keyplan parses with the
@@ -417,10 +420,29 @@ class _Builder:
         return self.expr(children[0])
 
     def expr_int_lit(self, tree: Tree[Any]) -> Expr:
-        return Literal(range=self.range_of(tree), value=int(str(tree.children[0])))
+        return Literal(range=self.range_of(tree), value=self.whole_number(tree.children[0]))
+
+    def whole_number(self, token: Any) -> int:
+        text = str(token)
+        if len(text.lstrip("0")) > MAX_NUMBER_DIGITS:
+            raise _SyntaxProblem(
+                "Number too long",
+                f"This number has {len(text)} digits; keyplan reads numbers of at most {MAX_NUMBER_DIGITS} digits. "
+                "Write a smaller number, or a string if it is an identifier.",
+                self.range_of(token),
+            )
+        return int(text)
 
     def expr_float_lit(self, tree: Tree[Any]) -> Expr:
-        value = float(str(tree.children[0]))
+        text = str(tree.children[0])
+        value = float(text)
+        if not math.isfinite(value) or len(text) > 4 * MAX_NUMBER_DIGITS:
+            raise _SyntaxProblem(
+                "Number out of range",
+                f"This number is too large to be represented (at most about 1.8e308, written in at most "
+                f"{4 * MAX_NUMBER_DIGITS} characters). Write a smaller number.",
+                self.range_of(tree),
+            )
         return Literal(range=self.range_of(tree), value=int(value) if value.is_integer() else value)
 
     def expr_literal_value(self, tree: Tree[Any]) -> Expr:
@@ -538,7 +560,7 @@ class _Builder:
     def index_key(self, tree: Tree[Any]) -> Expr:
         if tree.data == "short_index":
             token = tree.children[1]
-            return Literal(range=self.range_of(token), value=int(str(token)))
+            return Literal(range=self.range_of(token), value=self.whole_number(token))
         return self.expr(next(_significant(tree.children)))
 
     def expr_attr_splat_expr_term(self, tree: Tree[Any]) -> Expr:

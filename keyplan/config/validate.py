@@ -9,6 +9,7 @@ by each target; and each target plugin's own `check_key`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -62,7 +63,31 @@ def validate_config(config: Config) -> Diagnostics:
     }
     for key in config.keys.values():
         _check_key(key, config, sources, providers, diagnostics)
+    _check_local_state_path(config, diagnostics)
     return diagnostics
+
+
+def _check_local_state_path(config: Config, diagnostics: Diagnostics) -> None:
+    """The local state path names a file: not `/`, not a directory (which every command would
+    fail to read or replace)."""
+    if config.state.kind != "local":
+        return
+    path = config.state.attributes.get("path")
+    if not isinstance(path, str) or not path.strip():
+        diagnostics.error(
+            "Invalid state path",
+            'The local state path must be a file name, like `path = "keyplan.kpstate.json"`. Correct it.',
+            range=config.state.range,
+        )
+        return
+    resolved = Path(config.directory) / path
+    if path.endswith(("/", "\\")) or resolved.is_dir():
+        diagnostics.error(
+            "State path is a directory",
+            f"The local state path {path!r} names a directory, and the state is a file. Name a file in it, like "
+            f'`path = "{path.rstrip("/")}/keyplan.kpstate.json"`.'.replace('"//', '"/'),
+            range=config.state.range,
+        )
 
 
 # ---------------------------------------------------------------------------------------------

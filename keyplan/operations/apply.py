@@ -7,6 +7,7 @@ variable values it recorded.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -130,6 +131,20 @@ def apply_saved(
         return config, execute(saved, config, backend, state, parallelism, callbacks, approvers)
 
 
+def ensure_writable(directory: Path, what: str) -> None:
+    """Refuse, before anything changes, when `directory` cannot hold `what`."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise DiagnosticsError.single(
+            f"Cannot write {what}",
+            f"{directory} cannot hold {what} ({exc.strerror}). Nothing was changed. Make it a writable directory, "
+            "or point the configuration elsewhere, then run the command again.",
+        ) from None
+
+
 def recompute_fingerprints(config: Config, state: State) -> bool:
     """Fill in the fingerprints a state format upgrade dropped (see keyplan/state/upgrade.py),
     asking each key's source for the current definition. True when any was filled in."""
@@ -163,22 +178,28 @@ def execute(
 ) -> ApplyOutcome:
     """Walk an approved plan against the state the caller read under the lock; the state is
     committed as the walk goes and written whole at the end."""
+    from keyplan.apply.audit import AUDIT_FILE, AuditLog
     from keyplan.apply.committer import StateCommitter
-    from keyplan.apply.walker import accept_live
+    from keyplan.apply.walker import CompositeHooks, Walker, accept_live
+    from keyplan.plan.planfile import plan_digest
+    from keyplan.runtime import Session
 
+    # Everything this apply must write is checked before the first change: the state's
+    # directory, and (when there is work) the audit log, opened now.
+    ensure_writable(backend.path.parent, "the state")
+    walking = plan.mode != "refresh-only" and bool(plan.actions)
+    audit = (
+        AuditLog(Path(config.directory) / ".keyplan" / AUDIT_FILE, plan.digest or plan_digest(plan), approvers)
+        if walking
+        else None
+    )
     if recompute_fingerprints(config, state):
         backend.write(state)
     committer = StateCommitter(backend, state)
     if plan.mode == "refresh-only":
         return ApplyOutcome(plan, ApplyStatus.ACCEPTED, accepted=accept_live(plan, committer))
-    if not plan.actions:
+    if audit is None:
         return ApplyOutcome(plan, ApplyStatus.NOTHING_TO_DO)
-    from keyplan.apply.audit import AUDIT_FILE, AuditLog
-    from keyplan.apply.walker import CompositeHooks, Walker
-    from keyplan.plan.planfile import plan_digest
-    from keyplan.runtime import Session
-
-    audit = AuditLog(Path(config.directory) / ".keyplan" / AUDIT_FILE, plan.digest or plan_digest(plan), approvers)
     progress = callbacks.progress(plan)
     hooks = CompositeHooks(progress, audit) if progress is not None else CompositeHooks(audit)
     with Session(config) as session:

@@ -36,7 +36,16 @@ def plan_json(plan: Plan) -> bytes:
 
 def save_plan(plan: Plan, path: Path) -> Plan:
     data = plan_json(plan)
-    write_atomically(path, data, mode=0o600)  # it lists the key inventory
+    if path.is_dir():
+        raise DiagnosticsError.single(
+            "Plan file path is a directory", f"{path} is a directory. Name a file for the plan, like {path / 'review.kpplan'}."
+        )
+    try:
+        write_atomically(path, data, mode=0o600)  # it lists the key inventory
+    except OSError as exc:
+        raise DiagnosticsError.single(
+            "Cannot write the plan file", f"{path} cannot be written ({exc.strerror}). Choose a writable place for it."
+        ) from None
     return Plan.model_validate_json(data)
 
 
@@ -47,7 +56,13 @@ def load_plan(path: Path) -> Plan:
         raise DiagnosticsError.single(
             "Plan file not found", f"{path} does not exist. Save a plan first with `keyplan plan -out={path}`."
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except OSError as exc:
+        raise DiagnosticsError.single(
+            "Cannot read the plan file",
+            f"{path} cannot be read ({exc.strerror}){': it is a directory' if path.is_dir() else ''}. "
+            "Give the path of a plan saved with `keyplan plan -out=FILE`.",
+        ) from None
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested or numbers beyond reason
         raise DiagnosticsError.single(
             "Not a keyplan plan file",
             f"{path} is not valid JSON. Plan files are written by `keyplan plan -out=FILE`; make a new one.",

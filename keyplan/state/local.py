@@ -61,7 +61,13 @@ def parse_state(data: bytes, origin: str) -> State:
     """Read, upgrade and validate a state document; corrupt input is a user error."""
     try:
         raw = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise DiagnosticsError.single(
+            "State file is nested too deeply",
+            f"{origin} nests arrays or objects deeper than any keyplan state, so it is not one or it was damaged. "
+            f"Restore it from {origin}.backup.",
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number too long to read
         raise DiagnosticsError.single(
             "State file is not valid JSON",
             f"{origin} could not be read ({exc}). It may have been truncated or edited by hand. "
@@ -108,7 +114,19 @@ class LocalBackend:
         self._write_lock = threading.Lock()
 
     def read(self) -> State | None:
-        state = parse_state(self.path.read_bytes(), str(self.path)) if self.path.exists() else None
+        try:
+            data = self.path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            data = None
+        except OSError as exc:
+            raise DiagnosticsError.single(
+                "Cannot read the state file",
+                f"{self.path} cannot be read ({exc.strerror}). "
+                + ("It is a directory: set the state path to a file name, like "
+                   '`state "local" { path = "keyplan.kpstate.json" }`.' if self.path.is_dir()
+                   else "Check its permissions."),
+            ) from None
+        state = parse_state(data, str(self.path)) if data is not None else None
         return self._replay(state)
 
     def write(self, state: State) -> None:
@@ -211,7 +229,10 @@ class LocalBackend:
             created=datetime.now(UTC),
         )
         deadline = time.monotonic() + max(timeout, 0.0)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._cannot_lock(exc) from None
         while True:
             try:
                 fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -220,10 +241,19 @@ class LocalBackend:
                     raise self._held_error(timeout) from None
                 time.sleep(min(0.2, max(deadline - time.monotonic(), 0.01)))
                 continue
+            except OSError as exc:
+                raise self._cannot_lock(exc) from None
             os.fchmod(fd, 0o600)  # it names who holds the state: private like the state itself
             with os.fdopen(fd, "w") as handle:
                 handle.write(info.model_dump_json(indent=2))
             return info
+
+    def _cannot_lock(self, exc: OSError) -> DiagnosticsError:
+        return DiagnosticsError.single(
+            "Cannot lock the state",
+            f"{self.lock_path} cannot be created ({exc.strerror}), so the state cannot be locked or written. "
+            "Nothing was changed. Make its directory writable, or point the state path elsewhere.",
+        )
 
     def release(self, info: LockInfo) -> None:
         held = self.current_lock()

@@ -52,7 +52,7 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _v0_to_v1,
 
 def upgrade_state(raw: dict[str, Any], origin: str) -> dict[str, Any]:
     version = raw.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise DiagnosticsError.single(
             "State file has no format version",
             f"{origin} lacks an integer `format_version`, so it is not a keyplan state or it was damaged. "
@@ -63,6 +63,14 @@ def upgrade_state(raw: dict[str, Any], origin: str) -> dict[str, Any]:
             "State file was written by a newer keyplan",
             f"{origin} has format version {version}; this keyplan reads up to {FORMAT_VERSION}. "
             "Upgrade keyplan to work with this state.",
+        )
+    if version < FORMAT_VERSION and version not in UPGRADES:
+        # Never guessed at: an upgrade from a format keyplan never wrote could drop every record.
+        raise DiagnosticsError.single(
+            "State file has an unknown format version",
+            f"{origin} has format version {version}, which no keyplan wrote (this one reads "
+            f"{min(UPGRADES)} to {FORMAT_VERSION}). It was edited or damaged; nothing was changed. Restore it from "
+            f"{origin}.backup or from your state history.",
         )
     while version < FORMAT_VERSION:
         raw = UPGRADES[version](raw)

@@ -34,7 +34,7 @@ from typing import Annotated, Literal
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from keyplan.crypto.fingerprint import is_current_fingerprint
 from keyplan.crypto.secret import SecretBytes
@@ -46,6 +46,9 @@ FORMAT_VERSION = 1
 SCRYPT_N = 2**15
 SCRYPT_R = 8
 SCRYPT_P = 1
+MAX_SCRYPT_N = 2**20
+MAX_SCRYPT_R = 16
+MAX_SCRYPT_P = 16
 _VERIFIER_PLAINTEXT = b"keyplan keystore verifier v1"
 _VERIFIER_AAD = b"keyplan keystore verifier"
 _ENTRY_AAD_PREFIX = b"keyplan keystore entry v1\n"
@@ -67,9 +70,17 @@ class PassphraseProtection(_Model):
     kind: Literal["passphrase"] = "passphrase"
     kdf: Literal["scrypt"] = "scrypt"
     salt: str
-    n: int = Field(ge=2)
-    r: int = Field(ge=1)
-    p: int = Field(ge=1)
+    # Bounded so a keystore file cannot make unlocking take hours or all memory: scrypt costs
+    # about 128 * n * r bytes and n * r * p time; keyplan writes n = 2^15, r = 8, p = 1.
+    n: int = Field(ge=2, le=MAX_SCRYPT_N)
+    r: int = Field(ge=1, le=MAX_SCRYPT_R)
+    p: int = Field(ge=1, le=MAX_SCRYPT_P)
+
+    @model_validator(mode="after")
+    def _n_is_a_power_of_two(self) -> PassphraseProtection:
+        if self.n & (self.n - 1):
+            raise ValueError("scrypt's n is a power of two")
+        return self
 
 
 class KeyFileProtection(_Model):
@@ -175,8 +186,9 @@ class Keystore:
         except ValidationError:
             raise SourceError(
                 "The software keystore is corrupt",
-                f"{self.path} is not a valid keyplan keystore (format version {FORMAT_VERSION}). "
-                "Restore it from a backup; keys whose only copy it held cannot be recovered.",
+                f"{self.path} is not a valid keyplan keystore (format version {FORMAT_VERSION}, scrypt n a power of "
+                f"two up to 2^20, r up to {MAX_SCRYPT_R}, p up to {MAX_SCRYPT_P}). Restore it from a backup; keys "
+                "whose only copy it held cannot be recovered.",
             ) from None
         self._cached = (identity, document)
         return document
