@@ -85,7 +85,7 @@ class PassphraseProtection(_Model):
 
 class KeyFileProtection(_Model):
     kind: Literal["key-file"] = "key-file"
-    key_file: str  # file name, in the keystore's directory
+    key_file: str = Field(pattern=r"^[^/\\]+$")  # a file name in the keystore's directory, never a path
 
 
 Protection = Annotated[PassphraseProtection | KeyFileProtection, Field(discriminator="kind")]
@@ -173,7 +173,7 @@ class Keystore:
         if cached is not None and cached[0] == identity:
             return cached[1]
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = self.path.read_bytes()  # pydantic refuses bytes that are not UTF-8 like any other damage
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -334,6 +334,11 @@ class Keystore:
                 "The software keystore's key file is missing",
                 f"{self.path} is protected by the key file {key_file}, which does not exist. "
                 "Restore it from a backup; without it the keystore cannot be opened.",
+            ) from None
+        except OSError as exc:
+            raise SourceError(
+                "Cannot read the software keystore's key file",
+                f"{key_file} cannot be read ({exc.strerror}). Check that it is the key file next to {self.path}.",
             ) from None
         if len(key) != 32:
             raise SourceError(
