@@ -71,8 +71,9 @@ class ProviderSettings(PluginSettings):
         try:
             parts = urlsplit(endpoint)
             parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
-        except ValueError as exc:
-            raise ValueError(f'it is not a URL ({exc}); write it like "https://kms.example.com:8443"') from None
+        except ValueError:  # the reason may quote the value, which may be sensitive: not repeated
+            raise ValueError('it is not a URL (an unbalanced [ or a port that is not a number from 0 to 65535); '
+                             'write it like "https://kms.example.com:8443"') from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
                 'it must be an http:// or https:// URL with a host, like "https://kms.example.com:8443", '

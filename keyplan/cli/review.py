@@ -22,6 +22,7 @@ from keyplan.cli.options import (
     lock_options,
 )
 from keyplan.diagnostics import DiagnosticsError
+from keyplan.escaping import for_terminal
 from keyplan.files import write_atomically
 
 # ---------------------------------------------------------------------------------------------
@@ -89,8 +90,9 @@ def _audit_table(entries: list[dict[str, Any]]) -> str:
                 str(e.get("remote_id") or "-"),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows]
+    safe = [[for_terminal(cell) for cell in row] for row in rows]  # addresses and ids from config and clouds
+    widths = [max(len(row[i]) for row in safe) for i in range(len(safe[0]) - 1)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1] for row in safe]
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 

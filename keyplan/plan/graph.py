@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import networkx as nx
 
+from keyplan.escaping import for_terminal
 from keyplan.plan.diff import KeyWork, TargetWork
 from keyplan.plan.model import (
     Action,
@@ -74,7 +75,8 @@ class ActionGraph:
 
 
 def _dot(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    # Addresses carry for_each keys from configuration: controls shown escaped, quotes kept inside.
+    return for_terminal(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
 class _Builder:

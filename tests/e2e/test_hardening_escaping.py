@@ -84,7 +84,10 @@ def test_hostile_configuration_values_are_escaped_in_every_medium(workspace: Wor
     applied = workspace.keyplan("apply", str(planfile), env=env)
     assert applied.code == 0, applied.output
     assert_terminal_safe(applied)
-    for args in (("show",), ("state", "list"), ("state", "show", 'key.data["a|b</code></summary><img src=x onerror=alert(1)>`c"]')):
+    graph = workspace.keyplan("graph", str(planfile), env=env)
+    assert graph.code == 0 and "\\x9b" in graph.stdout, graph.output
+    assert_terminal_safe(graph)
+    for args in (("log",), ("show",), ("state", "list"), ("state", "show", 'key.data["a|b</code></summary><img src=x onerror=alert(1)>`c"]')):
         result = workspace.keyplan(*args, env=env)
         assert result.code == 0, (args, result.output)
         assert_terminal_safe(result)
