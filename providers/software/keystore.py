@@ -169,6 +169,8 @@ class Keystore:
             identity = _identity(self.path)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise self._unusable(exc) from None
         cached = self._cached
         if cached is not None and cached[0] == identity:
             return cached[1]
@@ -218,8 +220,21 @@ class Keystore:
 
     # ---- writing ------------------------------------------------------------------------------
 
+    def _unusable(self, exc: OSError) -> SourceError:
+        return SourceError(
+            "Cannot use the software keystore",
+            f"{self.path} cannot be read or written ({exc.strerror}). Make the keystore and its directory readable "
+            "and writable by keyplan, or point `keystore` at another file; no key was changed remotely.",
+        )
+
     def add(self, handle: str, algorithm: str, fingerprint: str, created_at: datetime, material: SecretBytes) -> None:
         """Seal `material` under `handle` and write the keystore atomically."""
+        try:
+            self._add(handle, algorithm, fingerprint, created_at, material)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+
+    def _add(self, handle: str, algorithm: str, fingerprint: str, created_at: datetime, material: SecretBytes) -> None:
         with self._lock, self._file_lock():
             document = self.read() or self._create_document()
             if handle in document.entries:
@@ -234,6 +249,12 @@ class Keystore:
         """Seal again every entry whose fingerprint follows a definition keyplan no longer writes
         (see keyplan.crypto.fingerprint), under `fingerprint(algorithm, material)`, and write the
         keystore atomically so no copy of the old values stays in it. Returns the document."""
+        try:
+            return self._upgrade_fingerprints(fingerprint)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+
+    def _upgrade_fingerprints(self, fingerprint: Callable[[str, SecretBytes], str]) -> KeystoreDocument:
         with self._lock, self._file_lock():
             document = self.read()
             if document is None:

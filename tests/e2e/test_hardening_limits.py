@@ -175,3 +175,11 @@ def test_keystore_kdf_parameters_are_bounded(workspace: Workspace, field: str, v
     before = keystore.read_bytes(), workspace.state_path.read_bytes()
     refused(workspace.keyplan("apply", "-auto-approve", "-replace", "key.data", env=env), "keystore")
     assert (keystore.read_bytes(), workspace.state_path.read_bytes()) == before
+
+
+def test_an_unusable_keystore_path_is_a_diagnostic_before_any_remote_change(workspace: Workspace) -> None:
+    workspace.write(HEAD.replace('source "software" "local" {}', 'source "software" "local" {\n  keystore = "blocked/keystore.json"\n}') + KEY % "")
+    (workspace.path / "blocked").write_text("a file where the keystore directory should be")
+    refused(workspace.keyplan("apply", "-auto-approve"), "keystore")
+    assert not workspace.state_path.exists() or not workspace.state()["keys"]
+    assert not (workspace.path / ".keyplan" / "emulators").exists() or _no_remote_keys(workspace)
