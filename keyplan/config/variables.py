@@ -289,6 +289,14 @@ def _json_entries(text: str, filename: str, diagnostics: Diagnostics) -> _Entrie
             range=SourceRange(filename=filename, line=exc.lineno, column=exc.colno),
         )
         return {}
+    except (RecursionError, ValueError) as exc:
+        diagnostics.error(
+            "Invalid JSON in variables file",
+            "The file nests arrays or objects too deeply, or holds a number too long to read "
+            f"({'nesting' if isinstance(exc, RecursionError) else 'number'}). Simplify the values.",
+            range=SourceRange(filename=filename),
+        )
+        return {}
     if not isinstance(data, dict):
         diagnostics.error(
             "Invalid variables file",

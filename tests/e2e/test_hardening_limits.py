@@ -183,3 +183,10 @@ def test_an_unusable_keystore_path_is_a_diagnostic_before_any_remote_change(work
     refused(workspace.keyplan("apply", "-auto-approve"), "keystore")
     assert not workspace.state_path.exists() or not workspace.state()["keys"]
     assert not (workspace.path / ".keyplan" / "emulators").exists() or _no_remote_keys(workspace)
+
+
+@pytest.mark.parametrize("content", ['{"x": ' + "[" * 100000 + "]" * 100000 + "}", '{"x": ' + "9" * 5000 + "}"], ids=["nested", "digits"])
+def test_hostile_variable_files_are_diagnostics(workspace: Workspace, content: str) -> None:
+    workspace.write('variable "x" {\n  type = any\n}\n')
+    (workspace.path / "hostile.json").write_text(content)
+    refused(workspace.keyplan("validate", "-var-file", str(workspace.path / "hostile.json")), "variables file")
