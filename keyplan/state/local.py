@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from keyplan.crypto.fingerprint import is_current_fingerprint
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.files import BACKUP_SUFFIX, write_atomically
 from keyplan.provider import PrerequisiteRecord
@@ -201,6 +202,9 @@ class LocalBackend:
                 if record is None:
                     state.keys.pop(address, None)
                 else:
+                    for material in record.materials:  # a journal left by an older keyplan: see upgrade.py
+                        if material.fingerprint is not None and not is_current_fingerprint(material.fingerprint):
+                            material.fingerprint = None
                     state.keys[address] = record
             for target, records in entry.prerequisites.items():
                 state.prerequisites.setdefault(target, {}).update(records)

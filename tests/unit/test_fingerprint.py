@@ -7,12 +7,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from datetime import UTC, datetime
+from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from keyplan.algorithms import MaterialKind
 from keyplan.crypto import SecretBytes, fingerprint_material
 from keyplan.crypto.fingerprint import FINGERPRINT_MESSAGE, is_current_fingerprint
+from keyplan.state.local import JournalEntry, LocalBackend
+from keyplan.state.model import KeyRecord, MaterialVersion, State
 
 
 def _aes_block(key: bytes, block: bytes) -> bytes:
@@ -45,3 +49,14 @@ def test_old_definitions_are_not_current() -> None:
     assert not is_current_fingerprint("hmac:" + "00" * 32)
     assert is_current_fingerprint(fingerprint_material(MaterialKind.SYMMETRIC, SecretBytes(key)))
     assert is_current_fingerprint("spki:" + "00" * 32)
+
+
+def test_a_journal_left_by_an_older_keyplan_brings_no_old_fingerprint_back(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "keyplan.kpstate.json")
+    state = State(lineage="l", serial=1)
+    backend.write_current(state)
+    old = MaterialVersion(version=1, handle="h", fingerprint="kcv:" + "ab" * 16, created_at=datetime.now(UTC))
+    record = KeyRecord(address="key.k", algorithm="AES_256", usage="encrypt", source="software.s", materials=[old])
+    backend.append_journal([JournalEntry(serial=2, lineage="l", keys={"key.k": record})])
+    read = backend.read()
+    assert read is not None and read.keys["key.k"].materials[0].fingerprint is None
