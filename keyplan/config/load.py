@@ -399,7 +399,7 @@ def _approvals(blocks: list[Block], scope: Scope, diagnostics: Diagnostics) -> A
             "Duplicate approvals block", f"Approvals are already configured at {found[0].range}. Keep one block.",
             range=found[1].range,
         )
-    values, ranges = _evaluate_attributes(block.body, replace(scope, where="in the approvals block"), diagnostics)
+    values, ranges, _ = _evaluate_attributes(block.body, replace(scope, where="in the approvals block"), diagnostics)
     try:
         if "valid_for" in values:
             values["valid_for"] = _approval_validity(str(values["valid_for"]))
