@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	@# python-hcl2 builds its LALR parser on first use and caches it beside itself in the venv;
 	@# build it once here, not once per test worker (or per keyplan process) racing to write it.
 	$(BIN)/python -c "import hcl2; hcl2.parses_to_tree('a = 1\n')"
+	$(BIN)/python -c "from keyplan.config.syntax import _parser; _parser()"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

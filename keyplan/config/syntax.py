@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,15 +186,20 @@ _UNICODE_NAME = "NAME : /[^\\W\\d][\\w-]*/"
 
 @functools.cache
 def _parser() -> Lark:
-    grammar = (Path(hcl2.__file__).parent / "hcl2.lark").read_text(encoding="utf-8")
+    package = Path(hcl2.__file__).parent
+    grammar = (package / "hcl2.lark").read_text(encoding="utf-8")
     if _ASCII_NAME not in grammar:
         raise RuntimeError("python-hcl2's grammar changed its NAME terminal; update keyplan.config.syntax")
+    # Building the LALR tables takes seconds: they are cached beside python-hcl2's own (built once
+    # by `make venv`; Lark checks the grammar's hash before using a cache), or in the temporary
+    # directory when the installation is read-only.
+    cache: str | bool = str(package / ".keyplan_lark_cache.bin") if os.access(package, os.W_OK) else True
     return Lark(
         grammar.replace(_ASCII_NAME, _UNICODE_NAME),
         parser="lalr",
         propagate_positions=True,
         postlex=PostLexer(),
-        cache=True,
+        cache=cache,
     )
 
 
