@@ -229,6 +229,8 @@ def _prove(
     challenge = secrets.token_bytes(32)
     unproven: tuple[MaterialVersion, str] | None = None
     for material in sorted(record.materials, key=lambda m: m.version, reverse=True):
+        if material.fingerprint is None:
+            continue  # dropped by a state format upgrade; `keyplan apply` recomputes it
         request = MaterialProofRequest(
             remote_id=live.remote_id,
             address=address,
