@@ -63,8 +63,31 @@ def validate_config(config: Config) -> Diagnostics:
     }
     for key in config.keys.values():
         _check_key(key, config, sources, providers, diagnostics)
+    _check_state_backend_kind(config, diagnostics)
     _check_local_state_path(config, diagnostics)
     return diagnostics
+
+
+STATE_BACKEND_GROUP = "keyplan.state_backends"  # entry points of state backend plugins, beside the built-in "local"
+
+
+def state_backend_kinds() -> tuple[str, ...]:
+    from importlib.metadata import entry_points
+
+    return tuple(sorted({"local", *(ep.name for ep in entry_points(group=STATE_BACKEND_GROUP))}))
+
+
+def _check_state_backend_kind(config: Config, diagnostics: Diagnostics) -> None:
+    """`plan` can only open a state backend that is installed, so `validate` says so first."""
+    kinds = state_backend_kinds()
+    if config.state.kind not in kinds:
+        diagnostics.error(
+            "Unknown state backend",
+            f"No state backend named {config.state.kind!r} is installed.{did_you_mean(config.state.kind, kinds)} The "
+            f"installed backends are {', '.join(kinds)}; correct the label of the state block, or install the "
+            "package that provides the backend.",
+            range=config.state.range,
+        )
 
 
 def _check_local_state_path(config: Config, diagnostics: Diagnostics) -> None:

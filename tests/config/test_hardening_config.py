@@ -45,9 +45,10 @@ def _diagnostics(directory: Path, text: str) -> list[str]:
         (HEAD.replace('"embedded"', '"ftp://kms.example"') + KEY, ["endpoint", "https://"]),
         (HEAD.replace('"embedded"', '"kms.example.com"') + KEY, ["endpoint", "https://"]),
         ('keyplan {\n  required_version = "1"\n}\n' + HEAD + KEY, ["required_version", "main.kp.hcl:2"]),
+        ('keyplan {\n  state "locl" {\n    path = "s.json"\n  }\n}\n' + HEAD + KEY, ["state backend", "local", "main.kp.hcl:2"]),
     ],
     ids=["region-space", "region-junk", "endpoint-broken", "endpoint-scheme", "endpoint-no-scheme",
-         "keyplan-attribute"],
+         "keyplan-attribute", "backend-kind"],
 )
 def test_validate_checks_every_setting_offline(tmp_path: Path, text: str, words: list[str]) -> None:
     found = _diagnostics(tmp_path, text)
