@@ -257,7 +257,7 @@ def _prove(
                     material_version=material.version,
                     remote_version_id=proof.remote_version_id or live.current_version or "",
                     imported_at=now,
-                    expires_at=proof.expires_at or request.valid_to or live.expires_at,
+                    expires_at=proof.expires_at or live.expires_at,  # a proof never sets an expiry
                 )
             ]
             outcome.record.current_material_version = material.version

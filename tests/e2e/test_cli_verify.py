@@ -383,3 +383,55 @@ def test_apply_verify_proves_each_import_as_an_action_of_the_graph(workspace: Wo
     versions = {(r["material_version"], r["verdict"], r["remote_version_id"]) for r in report["results"]}
     assert {(v, verdict) for v, verdict, _ in versions} == {(1, "proven"), (2, "proven")}
     assert len({remote for _, _, remote in versions}) == 2
+
+
+IMPORT_CONFIG = """
+source "software" "local" {}
+
+provider "gcp" "main" {
+  project  = "p"
+  location = "global"
+  key_ring = "ring"
+  endpoint = "embedded"
+}
+
+provider "azure" "vault" {
+  endpoint  = "embedded"
+  vault_url = "https://payments.vault.azure.net"
+}
+
+key "signer" {
+  algorithm = "EC_P256"
+  source    = source.software.local
+  targets   = [provider.gcp.main, provider.azure.vault]
+}
+"""
+
+
+def forget_target(workspace: Workspace, key: str, target: str) -> str:
+    """Drop one target record from state, as if state never learned of that remote key."""
+    state = workspace.state()
+    remote_id = state["keys"][key]["targets"].pop(target)["remote_id"]
+    workspace.state_path.write_text(json.dumps(state))
+    return str(remote_id)
+
+
+def test_import_proves_ec_keys_at_google_and_azure_and_refuses_other_material(workspace: Workspace) -> None:
+    workspace.write(IMPORT_CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    for target in ("gcp.main", "azure.vault"):
+        remote_id = forget_target(workspace, "key.signer", target)
+        imported = workspace.keyplan("import", "key.signer", target, remote_id)
+        assert imported.code == 0, imported.output
+        assert "cannot prove" not in imported.output
+        assert "showed that the key holds material v1" in imported.stdout
+        assert "verifies under it" in imported.stdout
+    # the same key made from other material (swapped behind keyplan's back) is refused
+    remote_id = forget_target(workspace, "key.signer", "gcp.main")
+    with gcp_cloud(workspace.path) as cloud:
+        fetch_json(cloud.server.url + "/_emulator/swap-material", "POST", {"key": remote_id})
+    before = workspace.state()
+    refused = workspace.keyplan("import", "key.signer", "gcp.main", remote_id)
+    assert refused.code == 1
+    assert "does not hold keyplan's material for key.signer" in refused.stderr
+    assert workspace.state() == before
