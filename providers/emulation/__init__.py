@@ -9,7 +9,9 @@ for `endpoint = "embedded"`.
 Control API (JSON, on every emulator, no auth):
 - `GET  /_emulator/stats`: `{"calls": {"Operation": n, ...}, "total": n}`
 - `POST /_emulator/stats/reset`
-- `POST /_emulator/faults`: `{"latency_ms": 20, "errors": [{"operation": "X", "status": 503, "count": 2}]}`
+- `POST /_emulator/faults`: `{"latency_ms": 20, "seed": 7, "errors": [{"operation": "X", "status": 503, "count": 2}]}`;
+  an error entry may instead carry `"rate": 0.1` (each matching call fails with that probability)
+  and `"after": true` (the emulator does the work, then answers the failure: a lost answer)
 - `POST /_emulator/clock`: `{"advance_seconds": 86400}`; `GET /_emulator/clock`
 - `GET  /_emulator/materials`: what the emulator unwrapped and holds, as fingerprints only
 """

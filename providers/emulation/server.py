@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from random import Random
 from typing import Any
 
 from cryptography import x509
@@ -26,11 +27,28 @@ from providers.emulation.clock import Clock
 from providers.emulation.store import DocumentStore
 
 
+@dataclass(frozen=True)
+class Fault:
+    """An injected failure: the status the cloud's own error body carries, and whether it comes
+    instead of the work (the call was refused) or after it (the work was done, the answer lost)."""
+
+    status: int
+    after: bool = False
+
+
 @dataclass
 class FaultPlan:
+    """Latency for every call and failures per operation. Each entry of `errors` is
+    `{"operation": "CreateKey" | "*", "status": 503, "count": 2, "rate": 0.1, "after": false}`:
+    it fails its next `count` matching calls, or with `rate` each matching call with that
+    probability (while `count`, if also given, lasts); with `after` the emulator first does the
+    work and then answers the failure, as when a response is lost on the way back. `seed` makes
+    the random draws repeatable."""
+
     latency_ms: float = 0.0
-    errors: list[dict[str, Any]] = field(default_factory=list)  # {"operation": str|"*", "status": int, "count": int}
+    errors: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    random: Random = field(default_factory=Random)
 
     def configure(self, payload: dict[str, Any]) -> None:
         with self.lock:
@@ -38,14 +56,27 @@ class FaultPlan:
                 self.latency_ms = float(payload["latency_ms"])
             if "errors" in payload:
                 self.errors = [dict(e) for e in payload["errors"]]
+            if "seed" in payload:
+                self.random.seed(payload["seed"])
 
-    def take_error(self, operation: str) -> int | None:
+    def take(self, operation: str) -> Fault | None:
         with self.lock:
             for entry in self.errors:
-                if entry.get("operation", "*") in ("*", operation) and entry.get("count", 1) > 0:
+                if entry.get("operation", "*") not in ("*", operation):
+                    continue
+                if "rate" in entry:
+                    if entry.get("count", 1) <= 0 or self.random.random() >= float(entry["rate"]):
+                        continue
+                elif entry.get("count", 1) <= 0:
+                    continue
+                if "count" in entry or "rate" not in entry:
                     entry["count"] = entry.get("count", 1) - 1
-                    return int(entry.get("status", 503))
+                return Fault(status=int(entry.get("status", 503)), after=bool(entry.get("after", False)))
         return None
+
+    def take_error(self, operation: str) -> int | None:
+        fault = self.take(operation)
+        return fault.status if fault is not None else None
 
 
 def ensure_certificate(directory: Path) -> tuple[Path, Path]:
@@ -150,10 +181,12 @@ class EmulatorServer:
             self.stats[operation] += 1
         if self.faults.latency_ms:
             time.sleep(self.faults.latency_ms / 1000.0)
-        status = self.faults.take_error(operation)
-        if status is not None:
-            return self.app.fault_response(request, status)
-        return self.app.handle(request)
+        fault = self.faults.take(operation)
+        if fault is None:
+            return self.app.handle(request)
+        if fault.after:
+            self.app.handle(request)  # the work is done; its answer is lost
+        return self.app.fault_response(request, fault.status)
 
     def _control(self, request: Request) -> Response:
         path = request.path

@@ -498,6 +498,33 @@ def test_injected_faults_use_kms_error_bodies(cloud: Cloud) -> None:
     assert cloud.control("/_emulator/stats")["calls"]["ListKeys"] == 3
 
 
+def test_a_fault_after_the_work_loses_the_answer_but_keeps_the_key(cloud: Cloud) -> None:
+    cloud.control("/_emulator/faults", {"errors": [{"operation": "CreateKey", "status": 503, "after": True}]})
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.create_key(Origin="EXTERNAL")
+    assert error_of(caught)[0::2] == ("KMSInternalException", 500)
+    assert len(cloud.kms.list_keys()["Keys"]) == 1, "the key was created although the answer was an error"
+
+
+def test_faults_with_a_rate_fail_that_share_of_calls(cloud: Cloud) -> None:
+    cloud.control(
+        "/_emulator/faults", {"seed": 4, "errors": [{"operation": "ListKeys", "status": 429, "rate": 0.3}]}
+    )
+    throttled = 0
+    for _ in range(200):
+        try:
+            cloud.kms.list_keys()
+        except ClientError as error:
+            assert error.response["Error"]["Code"] == "ThrottlingException"
+            throttled += 1
+    assert 30 <= throttled <= 90  # 30 % of 200, give or take what a seeded draw gives
+    cloud.control("/_emulator/faults", {"errors": [{"operation": "ListKeys", "status": 429, "rate": 1.0, "count": 2}]})
+    for _ in range(2):
+        with pytest.raises(ClientError):
+            cloud.kms.list_keys()
+    assert cloud.kms.list_keys()["Keys"] == []  # the count bounds the rate
+
+
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     first = Cloud(tmp_path / "aws.sqlite")
     key = external_key(first)
