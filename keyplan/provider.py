@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
 
 from keyplan.algorithms import Algorithm, KeyUsage
 from keyplan.crypto.wrap import WrapMethod
 from keyplan.diagnostics import Diagnostics, SourceRange
+from keyplan.limits import CallLimits, RateClass, TargetLimits, apply_overrides
 
 RESERVED_TAG_ADDRESS = "keyplan-address"
 RESERVED_TAG_MANAGED_BY = "keyplan-managed-by"
@@ -61,6 +62,50 @@ class ProviderSettings(PluginSettings):
         description='A URL of a local or private endpoint, or "embedded" to run keyplan\'s emulator in-process.',
     )
     max_concurrency: int = Field(default=8, ge=1, le=64, description="Calls in flight to this provider at once.")
+    rate_limits: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="Requests per second per operation class, overriding the cloud's documented defaults (for "
+        "example after a quota increase): `rate_limits = { CreateKey = 20 }`. The classes and their defaults are "
+        "listed under the provider and in docs/quotas.md.",
+    )
+
+    @classmethod
+    def default_rate_classes(cls) -> tuple[RateClass, ...]:
+        """Every operation class this provider declares, at its documented default rate."""
+        return ()
+
+    def declared_rate_classes(self) -> tuple[RateClass, ...]:
+        """The classes for this block before overrides (a provider whose numbers depend on its
+        settings, such as the kind of vault, overrides this)."""
+        return self.default_rate_classes()
+
+    def rate_classes(self) -> tuple[RateClass, ...]:
+        """The classes this block's calls are admitted through, with `rate_limits` applied."""
+        return apply_overrides(self.declared_rate_classes(), self.rate_limits)
+
+    def paced(self, rate_class: RateClass) -> bool:
+        """Whether calls of a class are paced from the start: always against the cloud itself;
+        against another `endpoint` (an emulator, a private peer) only the classes the block
+        sets in `rate_limits`, the others adapting once that endpoint throttles."""
+        return self.endpoint is None or rate_class.name in self.rate_limits
+
+    def call_limits(self, context: RuntimeContext) -> TargetLimits:
+        """This block's limiters in the run."""
+        return context.limits.target(context.address, self.rate_classes(), paced=self.paced)
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_rate_classes(cls, value: dict[str, float]) -> dict[str, float]:
+        names = sorted(c.name for c in cls.default_rate_classes())
+        unknown = sorted(set(value) - set(names))
+        if unknown and not names:
+            raise ValueError("this provider declares no operation classes, so it takes no rate_limits")
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} {'is not an operation class' if len(unknown) == 1 else 'are not operation classes'}"
+                f" of this provider; its classes are {', '.join(names)}"
+            )
+        return value
 
     @field_validator("endpoint")
     @classmethod
@@ -92,6 +137,7 @@ class RuntimeContext:
     working_dir: Path  # the configuration directory
     data_dir: Path  # <working_dir>/.keyplan: embedded emulators, dev keystores
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("keyplan"))
+    limits: CallLimits = field(default_factory=CallLimits)  # the run's limiters (keyplan.limits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,6 +633,8 @@ class ProviderError(Exception):
         *,
         code: str | None = None,
         remote_id: str | None = None,
+        throttled: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(summary)
         self.kind = kind
@@ -594,6 +642,8 @@ class ProviderError(Exception):
         self.detail = detail
         self.code = code
         self.remote_id = remote_id
+        self.throttled = throttled  # the cloud's throttling answer: the call was not carried out
+        self.retry_after = retry_after  # seconds the cloud asked to wait (Retry-After), when it said
 
     @property
     def retryable(self) -> bool:

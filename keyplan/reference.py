@@ -28,6 +28,8 @@ def _default(value: Any) -> str:
         return "—"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
+    if isinstance(value, dict) and not value:
+        return "`{}`"
     if isinstance(value, (tuple, list)):
         return f"`{json.dumps(list(value))}`"
     if isinstance(value, (str, Path)):
@@ -44,7 +46,26 @@ def _table(model: type[BaseModel]) -> list[str]:
     lines = ["| setting | type | default | description |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         description = (field.description or "").replace("\n", " ").replace("|", "\\|")
-        lines.append(f"| `{name}` | `{_type(field.annotation)}` | {_default(field.default)} | {description} |")
+        default = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+        lines.append(f"| `{name}` | `{_type(field.annotation)}` | {_default(default)} | {description} |")
+    return lines
+
+
+def _rate_classes(model: type[BaseModel]) -> list[str]:
+    """The operation classes a provider's calls are paced by, and their documented defaults."""
+    declared = getattr(model, "default_rate_classes", None)
+    classes = declared() if callable(declared) else ()
+    if not classes:
+        return []
+    lines = [
+        "",
+        "Operation classes (`rate_limits`), at the cloud's documented default rates (sources in docs/quotas.md):",
+        "",
+        "| class | requests/s | shared by | operations |",
+        "|---|---|---|---|",
+    ]
+    for c in classes:
+        lines.append(f"| `{c.name}` | {c.per_second:g} | {c.scope} | {', '.join(c.operations)} |")
     return lines
 
 
@@ -66,7 +87,7 @@ def render() -> str:
         provider = provider_plugin(kind)
         if provider is None:
             continue
-        out += ["", f"### `{kind}`", "", *_table(provider.settings_model)]
+        out += ["", f"### `{kind}`", "", *_table(provider.settings_model), *_rate_classes(provider.settings_model)]
     out += _policy_rules()
     out += ["", "## Algorithms", "", "| algorithm | kind | usages (first is the default) |", "|---|---|---|"]
     for name, algorithm in ALGORITHMS.items():

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from keyplan.config.model import Config, PluginBlock
 from keyplan.diagnostics import DiagnosticsError
+from keyplan.limits import DEFAULT_THROTTLE_TIMEOUT, CallLimits
 from keyplan.provider import (
     KeySource,
     PluginSettings,
@@ -45,8 +46,11 @@ def _settings(block: PluginBlock, model: type[SettingsT]) -> SettingsT:
 
 
 class Session:
-    def __init__(self, config: Config, *, log: logging.Logger | None = None) -> None:
+    def __init__(
+        self, config: Config, *, log: logging.Logger | None = None, throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT
+    ) -> None:
         self.config = config
+        self.limits = CallLimits(throttle_timeout=throttle_timeout)  # every provider's calls, by quota
         self.working_dir = Path(config.directory)
         self.data_dir = self.working_dir / ".keyplan"
         self.log = log or logging.getLogger("keyplan")
@@ -56,7 +60,9 @@ class Session:
         self._opening: dict[str, threading.Lock] = {}
 
     def context(self, address: str) -> RuntimeContext:
-        return RuntimeContext(address=address, working_dir=self.working_dir, data_dir=self.data_dir, log=self.log)
+        return RuntimeContext(
+            address=address, working_dir=self.working_dir, data_dir=self.data_dir, log=self.log, limits=self.limits
+        )
 
     def provider_plugin(self, address: str) -> tuple[ProviderPlugin[Any], ProviderSettings]:
         block = self.config.providers[address]

@@ -47,6 +47,14 @@ def apply(
         str, typer.Option("-max-plan-age", "--max-plan-age", help="Refuse saved plans older than this.")
     ] = "24h",
     verify: VerifyOpt = False,
+    throttle_timeout: Annotated[
+        str,
+        typer.Option(
+            "-throttle-timeout",
+            "--throttle-timeout",
+            help="Stop when a cloud throttles one kind of call this long without letting one through.",
+        ),
+    ] = "30m",
     var: VarOpt = [],  # noqa: B006
     var_file: VarFileOpt = [],  # noqa: B006
     lock: LockOpt = "true",
@@ -62,6 +70,7 @@ def apply(
 
     colour = ui.use_colour(sys.stdout, no_color)
     locking = lock_options(lock, lock_timeout)
+    patience = parse_duration("throttle-timeout", throttle_timeout).total_seconds()
     if planfile is not None:
         if verify:
             raise DiagnosticsError.single(
@@ -78,6 +87,7 @@ def apply(
             variables(var, var_file),
             lock=locking,
             parallelism=parallelism,
+            throttle_timeout=patience,
             max_age=max_age,
             approvals=approvals,
             callbacks=ApplyCallbacks(
@@ -94,7 +104,9 @@ def apply(
         progress=lambda plan: _progress(plan, colour),
     )
     options = plan_options(target, replace, refresh, refresh_only, None, verify)
-    outcome = apply_plan(config, options, lock=locking, parallelism=parallelism, callbacks=callbacks)
+    outcome = apply_plan(
+        config, options, lock=locking, parallelism=parallelism, throttle_timeout=patience, callbacks=callbacks
+    )
     raise Exit(_render(outcome, colour))
 
 
@@ -128,6 +140,7 @@ def _render(outcome: ApplyOutcome, colour: bool) -> int:
         return 0
     result = outcome.result
     assert result is not None
+    emit(ui.quota_waits(outcome.quota_waits))
     if not result.ok:
         ui.print_diagnostics(result.diagnostics, no_color=not colour)
         emit(

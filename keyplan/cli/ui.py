@@ -12,6 +12,7 @@ from typing import TextIO
 
 from keyplan.diagnostics import Diagnostic, Severity
 from keyplan.escaping import for_terminal, for_terminal_lines
+from keyplan.limits import ClassStats, RateClass
 from keyplan.plan.model import Action
 
 
@@ -105,3 +106,15 @@ def confirm(prompt: str) -> bool:
     sys.stdout.flush()
     answer = sys.stdin.readline()
     return answer.strip() == "yes"
+
+
+def quota_waits(rows: Iterable[tuple[str, RateClass, ClassStats]]) -> str:
+    """What the run spent waiting on the clouds' request quotas, one line per quota."""
+    lines = []
+    for target, rate_class, stats in rows:
+        throttled = f"; {stats.throttled} throttled answer(s) waited out" if stats.throttled else ""
+        lines.append(
+            f"  {for_terminal(target)} {for_terminal(rate_class.name)} ({rate_class.per_second:g}/s per "
+            f"{for_terminal(rate_class.scope)}): waited {stats.waited_seconds:.1f}s over {stats.calls} call(s){throttled}\n"
+        )
+    return ("\nTime spent within request quotas:\n" + "".join(lines)) if lines else ""

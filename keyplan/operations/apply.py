@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +18,7 @@ from keyplan.apply.walker import ApplyHooks, ApplyResult
 from keyplan.approvals import Approval
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.limits import DEFAULT_THROTTLE_TIMEOUT, ClassStats, RateClass
 from keyplan.operations.plan import make_plan
 from keyplan.operations.workspace import LockOptions, Variables, Workspace, locked, read_state, state_backend
 from keyplan.plan.diff import PlanOptions
@@ -47,6 +48,7 @@ class ApplyOutcome:
     plan: Plan
     status: ApplyStatus
     result: ApplyResult | None = None
+    quota_waits: list[tuple[str, RateClass, ClassStats]] = field(default_factory=list)  # time spent within quotas
     accepted: int = 0  # refresh-only: key targets whose live values were taken into state
 
     @property
@@ -60,6 +62,7 @@ def apply(
     *,
     lock: LockOptions,
     parallelism: int = 10,
+    throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT,
     callbacks: ApplyCallbacks = ApplyCallbacks(),
 ) -> ApplyOutcome:
     """`keyplan apply` without a plan file: plan, show, approve, walk, commit. A declared
@@ -85,7 +88,7 @@ def apply(
             return ApplyOutcome(planned, ApplyStatus.NO_CHANGES)
         if not callbacks.approve(planned):
             return ApplyOutcome(planned, ApplyStatus.CANCELLED)
-        return execute(planned, config, backend, state, parallelism, callbacks)
+        return execute(planned, config, backend, state, parallelism, callbacks, throttle_timeout=throttle_timeout)
 
 
 def apply_saved(
@@ -95,6 +98,7 @@ def apply_saved(
     *,
     lock: LockOptions,
     parallelism: int = 10,
+    throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT,
     max_age: timedelta | None = None,
     approvals: list[Approval] | None = None,
     callbacks: ApplyCallbacks = ApplyCallbacks(),
@@ -128,7 +132,9 @@ def apply_saved(
             if config.approvals
             else []
         )
-        return config, execute(saved, config, backend, state, parallelism, callbacks, approvers)
+        return config, execute(
+            saved, config, backend, state, parallelism, callbacks, approvers, throttle_timeout=throttle_timeout
+        )
 
 
 def ensure_writable(directory: Path, what: str) -> None:
@@ -175,6 +181,8 @@ def execute(
     parallelism: int,
     callbacks: ApplyCallbacks,
     approvers: list[str] | None = None,
+    *,
+    throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT,
 ) -> ApplyOutcome:
     """Walk an approved plan against the state the caller read under the lock; the state is
     committed as the walk goes and written whole at the end."""
@@ -202,9 +210,9 @@ def execute(
         return ApplyOutcome(plan, ApplyStatus.NOTHING_TO_DO)
     progress = callbacks.progress(plan)
     hooks = CompositeHooks(progress, audit) if progress is not None else CompositeHooks(audit)
-    with Session(config) as session:
+    with Session(config, throttle_timeout=throttle_timeout) as session:
         try:
             result = Walker(plan, session, committer, hooks=hooks, parallelism=parallelism).run()
         finally:
             committer.finish()
-    return ApplyOutcome(plan, ApplyStatus.APPLIED, result=result)
+    return ApplyOutcome(plan, ApplyStatus.APPLIED, result=result, quota_waits=session.limits.waits())

@@ -7,15 +7,19 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from keyplan.limits import TargetLimits
 from providers.aws.errors import classify
+from providers.aws.quotas import READS
 from providers.aws.settings import LOCAL_ACCESS_KEY, AwsSettings
+from providers.common.limited import admitted
 
 
 class KmsClient:
     """`call("DescribeKey", remote_id, KeyId=...)` on one region's KMS endpoint."""
 
-    def __init__(self, settings: AwsSettings, endpoint: str | None, *, local: bool) -> None:
+    def __init__(self, settings: AwsSettings, endpoint: str | None, *, local: bool, limits: TargetLimits) -> None:
         self.settings = settings
+        self.limits = limits
         try:
             self._client = self._make_client(endpoint, local)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
@@ -57,12 +61,17 @@ class KmsClient:
         )
 
     def call(self, operation: str, remote_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """One KMS call, admitted through the limiter of its operation class."""
         method = getattr(self._client, re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower())
-        try:
-            result: dict[str, Any] = method(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
-            raise classify(exc, operation, remote_id, self.settings) from None
-        return result
+
+        def send() -> dict[str, Any]:
+            try:
+                result: dict[str, Any] = method(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
+                raise classify(exc, operation, remote_id, self.settings) from None
+            return result
+
+        return admitted(self.limits, operation, send, read=operation in READS)
 
     def pages(self, operation: str, field: str, remote_id: str | None = None, **kwargs: Any) -> Iterator[dict[str, Any]]:
         marker: str | None = None

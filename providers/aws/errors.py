@@ -17,6 +17,7 @@ RETRYABLE_CODES = {
     "ServiceUnavailable",
     "InternalFailure",
 }
+THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 AUTH_CODES = {
     "AccessDeniedException",
     "UnrecognizedClientException",
@@ -56,7 +57,10 @@ def classify(exc: Exception, operation: str, remote_id: str | None, settings: Aw
             kind, fix = ErrorKind.CONFLICT, "Check the key's state in AWS KMS and run `keyplan plan` again."
         else:
             kind, fix = ErrorKind.FATAL, "Correct the configuration or the key in AWS KMS and run keyplan again."
-        return ProviderError(kind, f"{where} failed: {code}", f"{said} {fix}", code=code, remote_id=remote_id)
+        throttled = code in THROTTLING_CODES
+        return ProviderError(
+            kind, f"{where} failed: {code}", f"{said} {fix}", code=code, remote_id=remote_id, throttled=throttled
+        )
     if isinstance(exc, (bx.ReadTimeoutError, bx.ConnectionClosedError)):
         return ProviderError(
             ErrorKind.RETRYABLE,

@@ -77,7 +77,7 @@ class AwsKmsProvider(Provider):
             endpoint, local = self._embedded.url, True
         self._endpoint_url = endpoint
         try:
-            self._kms = KmsClient(settings, endpoint, local=local)
+            self._kms = KmsClient(settings, endpoint, local=local, limits=settings.call_limits(context))
         except Exception:
             self.close()
             raise
@@ -192,18 +192,42 @@ class AwsKmsProvider(Provider):
     def create_key(self, request: CreateKeyRequest) -> CreateKeyResponse:
         spec_name, usages = KEY_SPECS[request.key.algorithm.name]
         tags = {**request.key.labels, **reserved_tags(request.address, request.managed_by)}
-        result = self._kms.call(
-            "CreateKey",
-            Origin="EXTERNAL",
-            KeySpec=spec_name,
-            KeyUsage=usages[request.key.usage],
-            Description=request.key.description or "",
-            Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()],
-        )
+        try:
+            result = self._kms.call(
+                "CreateKey",
+                Origin="EXTERNAL",
+                KeySpec=spec_name,
+                KeyUsage=usages[request.key.usage],
+                Description=request.key.description or "",
+                Tags=[{"TagKey": k, "TagValue": v} for k, v in tags.items()],
+            )
+        except ProviderError as error:
+            # A 5xx or a timeout may come after KMS created the key (the answer was lost): find it
+            # by its tags rather than let the retry create a second one.
+            created = self._created_for(request.address, request.managed_by) if error.retryable else None
+            if created is None:
+                raise
+            return created
         metadata = result["KeyMetadata"]
         return CreateKeyResponse(
             remote_id=metadata["Arn"], state=KEY_STATES.get(metadata.get("KeyState", ""), KeyState.PENDING_IMPORT)
         )
+
+    def _created_for(self, address: str, managed_by: str) -> CreateKeyResponse | None:
+        """A key pending import tagged with this address and this state: one an earlier CreateKey
+        made although its answer never arrived. Costs a tag read per key, only after a lost answer."""
+        wanted = reserved_tags(address, managed_by)
+        listed = [k["KeyArn"] for k in self._kms.pages("ListKeys", "Keys", Limit=1000)]
+
+        def ours(arn: str) -> bool:
+            tags = unless_not_found(lambda: self._tags(arn)) or {}
+            return all(tags.get(k) == v for k, v in wanted.items())
+
+        for arn in sorted(arn for arn, match in self._concurrently(ours, listed).items() if match):
+            metadata = self._kms.call("DescribeKey", arn, KeyId=arn)["KeyMetadata"]
+            if metadata.get("KeyState") == "PendingImport":
+                return CreateKeyResponse(remote_id=metadata["Arn"], state=KeyState.PENDING_IMPORT)
+        return None
 
     def get_import_parameters(self, request: ImportParametersRequest) -> ImportParameters:
         bits = request.offer.wrapping_key_bits

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from keyplan.limits import RateClass
 from keyplan.provider import ProviderSettings
+from providers.aws.quotas import RATE_CLASSES
 
 MAX_TAGS = 50
 MAX_EXPIRY_DAYS = 365
@@ -45,6 +47,10 @@ class AwsSettings(ProviderSettings):
         default="RSA_4096", description="Size of the RSA wrapping key KMS hands out for each import."
     )
 
+
+    @classmethod
+    def default_rate_classes(cls) -> tuple[RateClass, ...]:
+        return RATE_CLASSES
 
     @property
     def wrapping_bits(self) -> int:

@@ -8,9 +8,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import keyplan
+from keyplan.limits import TargetLimits
 from keyplan.provider import ErrorKind, ProviderError
 from providers.azure.errors import ErrorContext, classify
+from providers.azure.quotas import is_read, operation_of
 from providers.azure.settings import AzureSettings
+from providers.common.limited import admitted
 
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken, TokenCredential
@@ -76,17 +79,24 @@ def make_key_client(
 class VaultCalls:
     """SDK calls whose failures leave as ProviderErrors naming the vault and the action."""
 
-    def __init__(self, vault_url: str, client_url: str) -> None:
+    def __init__(self, vault_url: str, client_url: str, limits: TargetLimits) -> None:
         self.vault_url = vault_url
         self.client_url = client_url
+        self.limits = limits
 
     def __call__(self, action: str, call: Callable[[], T], remote_id: str | None = None) -> T:
-        try:
-            return call()
-        except Exception as exc:  # every SDK failure leaves as a classified ProviderError
-            if isinstance(exc, ProviderError):
-                raise
-            raise classify(exc, ErrorContext(action, self.vault_url, self.client_url, remote_id)) from exc
+        """One call, admitted through the limiter of the operation `action` names."""
+
+        def send() -> T:
+            try:
+                return call()
+            except Exception as exc:  # every SDK failure leaves as a classified ProviderError
+                if isinstance(exc, ProviderError):
+                    raise
+                raise classify(exc, ErrorContext(action, self.vault_url, self.client_url, remote_id)) from exc
+
+        operation = operation_of(action)
+        return admitted(self.limits, operation, send, read=is_read(operation))
 
     def optional(self, action: str, call: Callable[[], T], remote_id: str | None = None) -> T | None:
         try:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from keyplan.provider import ErrorKind, ProviderError
 from providers.azure.mapping import az_cli_vault_arguments
 from providers.common.errors import sentence
+from providers.common.limited import retry_after_seconds
 
 if TYPE_CHECKING:
     from azure.keyvault.keys import DeletedKey
@@ -68,7 +69,17 @@ def classify(exc: Exception, where: ErrorContext) -> ProviderError:
     status = exc.status_code or 0
     code, inner = _error_codes(exc)
     message = service_message(exc)
-    if status == 429 or status >= 500:
+    if status == 429:
+        return ProviderError(
+            ErrorKind.RETRYABLE,
+            f"Azure Key Vault is throttling while {where.action}",
+            f"{message} keyplan waits and sends the call again.",
+            code=code,
+            remote_id=where.remote_id,
+            throttled=True,
+            retry_after=retry_after_seconds(getattr(getattr(exc, "response", None), "headers", None)),
+        )
+    if status >= 500:
         return error(
             ErrorKind.RETRYABLE,
             f"Azure Key Vault is throttling or unavailable while {where.action}",

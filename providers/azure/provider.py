@@ -14,7 +14,7 @@ Key names are derived from keyplan addresses: a readable part plus a short hash.
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -65,6 +65,8 @@ from providers.azure.settings import KEY_NAME_PATTERN, AzureSettings
 from providers.azure.views import remote_deleted, remote_key, remote_versions
 from providers.common import EmbeddedEmulator, fan_out
 
+LOST_ANSWER_SKEW = timedelta(seconds=30)  # clock difference tolerated between keyplan and the vault
+
 if TYPE_CHECKING:
     from azure.keyvault.keys import DeletedKey, KeyProperties, KeyVaultKey
 
@@ -98,7 +100,7 @@ class AzureProvider(Provider):
         self._client, self._credential = make_key_client(
             settings, self.client_url, ca_bundle=ca_bundle, local=credentials == "local", challenge=endpoint is None
         )
-        self._call = VaultCalls(self.vault_url, self.client_url)
+        self._call = VaultCalls(self.vault_url, self.client_url, settings.call_limits(context))
         self._optional = self._call.optional
         self._kek = KeyExchangeKeys(settings, self._client, self._call)
         self._closed = threading.Event()
@@ -308,6 +310,7 @@ class AzureProvider(Provider):
             RESERVED_TAG_MANAGED_BY: request.managed_by,
         }
         action = f"importing material into key {name}"
+        started = datetime.now(UTC)
         try:
             imported = self._call(
                 action,
@@ -324,7 +327,10 @@ class AzureProvider(Provider):
         except ProviderError as error:
             if error.code == DELETED_BUT_RECOVERABLE:
                 raise self._name_held(name, error) from error.__cause__
-            raise self._import_failure(error, request) from error.__cause__
+            landed = self._landed_import(name, tags, started) if error.retryable else None
+            if landed is None:
+                raise self._import_failure(error, request) from error.__cause__
+            imported = landed
         with self._imported_lock:
             self._imported[name.lower()] = imported
         with self._holders_lock:
@@ -335,6 +341,16 @@ class AzureProvider(Provider):
             version_id=imported.properties.version or "",
             expires_at=imported.properties.expires_on,
         )
+
+    def _landed_import(self, name: str, tags: dict[str, str], started: datetime) -> KeyVaultKey | None:
+        """The version an import created although its answer was lost (a 5xx or a timeout after
+        the vault did the work): the key's newest version, made since this import started and
+        carrying this import's tags. Sending the import again would add a second version."""
+        key = self._optional(f"reading key {name}", lambda: self._client.get_key(name))
+        if key is None or dict(key.properties.tags or {}) != tags:
+            return None
+        created = key.properties.created_on
+        return key if created is not None and created >= started - LOST_ANSWER_SKEW else None
 
     def _name_held(self, name: str, error: ProviderError) -> ProviderError:
         """The name is held by a soft-deleted key: say which, until when, and both ways out."""

@@ -8,7 +8,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from keyplan.limits import RateClass
 from keyplan.provider import ProviderSettings
+from providers.azure.quotas import MANAGED_HSM_CLASSES, VAULT_CLASSES
 
 KEY_VAULT_SUFFIXES = (".vault.azure.net", ".vault.azure.cn", ".vault.usgovcloudapi.net", ".vault.microsoftazure.de")
 MANAGED_HSM_SUFFIXES = (".managedhsm.azure.net", ".managedhsm.azure.cn", ".managedhsm.usgovcloudapi.net")
@@ -86,6 +88,13 @@ class AzureSettings(ProviderSettings):
         elif "vault_url" not in self.model_fields_set:
             raise ValueError('vault_url is required unless endpoint is "embedded"')
         return self
+
+    @classmethod
+    def default_rate_classes(cls) -> tuple[RateClass, ...]:
+        return VAULT_CLASSES
+
+    def declared_rate_classes(self) -> tuple[RateClass, ...]:
+        return MANAGED_HSM_CLASSES if self.vault_kind == "managedhsm" else VAULT_CLASSES
 
     @property
     def vault_kind(self) -> Literal["vault", "managedhsm"]:

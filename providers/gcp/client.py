@@ -7,8 +7,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from keyplan.limits import TargetLimits
 from keyplan.provider import ErrorKind, ProviderError
+from providers.common.limited import admitted
 from providers.gcp.errors import classify
+from providers.gcp.quotas import is_read, operation_of
 from providers.gcp.settings import GcpSettings
 
 if TYPE_CHECKING:
@@ -31,20 +34,32 @@ def make_client(endpoint: str | None, local: bool) -> KeyManagementServiceClient
 class KmsCalls:
     """Calls with the SDK's retries off, the provider's deadline, and failures classified."""
 
-    def __init__(self, settings: GcpSettings) -> None:
+    def __init__(self, settings: GcpSettings, limits: TargetLimits) -> None:
         self.settings = settings
+        self.limits = limits
 
     def call(self, action: str, method: Callable[..., T], remote_id: str | None = None, **kwargs: Any) -> T:
-        try:
-            return method(retry=None, timeout=self.settings.timeout_seconds, **kwargs)
-        except Exception as exc:
-            raise classify(exc, action, remote_id) from exc
+        """One call, admitted through the limiter of its class (read or write)."""
+
+        def send() -> T:
+            try:
+                return method(retry=None, timeout=self.settings.timeout_seconds, **kwargs)
+            except Exception as exc:
+                raise classify(exc, action, remote_id) from exc
+
+        operation = operation_of(method)
+        return admitted(self.limits, operation, send, read=is_read(operation))
 
     def list(self, action: str, method: Callable[..., Iterable[T]], request: dict[str, Any]) -> list[T]:
-        try:
-            return list(method(request=request, retry=None, timeout=self.settings.timeout_seconds))
-        except Exception as exc:
-            raise classify(exc, action) from exc
+        """A whole listing (every page), admitted as one read."""
+
+        def send() -> list[T]:
+            try:
+                return list(method(request=request, retry=None, timeout=self.settings.timeout_seconds))
+            except Exception as exc:
+                raise classify(exc, action) from exc
+
+        return admitted(self.limits, operation_of(method), send, read=True)
 
     def wait(self, what: str, poll: Callable[[], T], settled: Callable[[T], bool], first: T) -> T:
         """Poll with short sleeps and backoff until `settled`, bounded by import_wait_seconds."""

@@ -4,6 +4,7 @@ apply walker retries what is classified RETRYABLE)."""
 from __future__ import annotations
 
 from keyplan.provider import ErrorKind, ProviderError
+from providers.common.limited import retry_after_seconds
 
 
 def google_status(exc: BaseException) -> str | None:
@@ -28,8 +29,19 @@ def classify(exc: BaseException, action: str, remote_id: str | None = None) -> P
     message = getattr(exc, "message", None) or str(exc).split("\n")[0]
     code = google_status(exc)
 
+    throttled = isinstance(exc, api.TooManyRequests) or code == "RESOURCE_EXHAUSTED"
+    retry_after = retry_after_seconds(getattr(getattr(exc, "response", None), "headers", None))
+
     def error(kind: ErrorKind, summary: str, detail: str) -> ProviderError:
-        return ProviderError(kind, summary, detail, code=code or type(exc).__name__, remote_id=remote_id)
+        return ProviderError(
+            kind,
+            summary,
+            detail,
+            code=code or type(exc).__name__,
+            remote_id=remote_id,
+            throttled=throttled and kind is ErrorKind.RETRYABLE,
+            retry_after=retry_after if throttled else None,
+        )
 
     if isinstance(exc, requests.exceptions.ConnectionError):
         return error(

@@ -89,7 +89,7 @@ class GcpProvider(Provider):
         except Exception as exc:
             self._stop_embedded()
             raise classify(exc, "connect to Google Cloud KMS") from exc
-        self._kms = KmsCalls(settings)
+        self._kms = KmsCalls(settings, settings.call_limits(context))
         self._jobs = ImportJobs(self._kms, self._client, self._ring)
 
     def _fan_out(self, function: Callable[[str], T], items: list[str]) -> dict[str, T]:

@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from keyplan.limits import RateClass
 from keyplan.provider import ProviderSettings
+from providers.gcp.quotas import RATE_CLASSES
 
 ImportMethodName = Literal[
     "RSA_OAEP_4096_SHA256_AES_256",
@@ -51,6 +53,10 @@ class GcpSettings(ProviderSettings):
         le=3600,
         description="How long to wait for an import job to become ACTIVE or an imported version to settle.",
     )
+
+    @classmethod
+    def default_rate_classes(cls) -> tuple[RateClass, ...]:
+        return RATE_CLASSES
 
     @property
     def key_ring_name(self) -> str:

@@ -1,0 +1,272 @@
+"""Staying under the clouds' request quotas: one limiter per provider block and operation class.
+
+Each provider declares its operation classes and their documented default rates (`RateClass`,
+see docs/quotas.md); a user may override a rate per provider block (`rate_limits`). Every
+remote call a provider makes is admitted through `TargetLimits.call`, which
+
+- waits for a token of the call's class (a token bucket refilled at the class's current rate);
+- on a throttling answer (a `ProviderError` with `throttled` set), halves the class's rate
+  (multiplicative decrease, as adaptive SDK retry modes do), holds every caller of the
+  class back for the cloud's `Retry-After` when it gave one, and sends the call again: a
+  throttled call is waited out, never reported, until `throttle_timeout` passes without one
+  call of the class succeeding;
+- on success, raises the rate back towards the declared one (additive increase);
+- retries a read (an idempotent call) that failed with a retryable error, with the same
+  exponential backoff the apply walker uses for writes; a write's other failures go back to
+  the walker, which knows whether sending it again is safe.
+
+Time waited, throttling answers and calls are counted per class for the run's summary. The
+clock and the sleep are injectable so the arithmetic is tested without waiting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keyplan.apply.retry import RetryPolicy
+
+T = TypeVar("T")
+
+DEFAULT_THROTTLE_TIMEOUT = 30 * 60.0
+READ_RETRIES = RetryPolicy()  # the apply walker's policy for writes, applied to reads here
+EPSILON = 1e-9
+MIN_SLEEP = 1e-4  # a wait never shorter than this, so a clock's rounding cannot spin
+MIN_RATE_FRACTION = 0.02  # the rate never falls below 2 % of the declared one
+INCREASE_FRACTION = 0.05  # each success gives back 5 % of the declared rate
+
+
+class RateClass(BaseModel):
+    """An operation class of a provider and its documented default rate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="The class's name, as written in `rate_limits`.")
+    per_second: float = Field(gt=0, description="Sustained requests per second the cloud allows by default.")
+    operations: tuple[str, ...] = Field(description="The API operations the class covers.")
+    scope: str = Field(description='Who shares the budget, e.g. "account and region".')
+    source: str = Field(description="Where the number is published (docs/quotas.md).")
+    burst: int = Field(default=0, ge=0, description="Calls allowed at once before pacing (0: one second's worth).")
+
+    @property
+    def capacity(self) -> float:
+        return float(self.burst) if self.burst else max(1.0, self.per_second)
+
+
+def apply_overrides(classes: Iterable[RateClass], overrides: dict[str, float]) -> tuple[RateClass, ...]:
+    """The classes with the user's `rate_limits` applied (names were checked by the settings)."""
+    return tuple(
+        c.model_copy(update={"per_second": overrides[c.name]}) if c.name in overrides else c for c in classes
+    )
+
+
+class Throttled(Exception):
+    """A class was throttled for a whole `throttle_timeout` without progress."""
+
+    def __init__(self, target: str, rate_class: str, waited: float) -> None:
+        super().__init__(f"{target} throttled {rate_class} for {waited:.0f} s")
+        self.target = target
+        self.rate_class = rate_class
+        self.waited = waited
+
+
+@dataclass
+class ClassStats:
+    calls: int = 0
+    throttled: int = 0
+    retried: int = 0
+    waited_seconds: float = 0.0
+
+
+@dataclass
+class Clock:
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+class ClassLimiter:
+    """A token bucket whose rate adapts by AIMD. A paced class starts at its declared rate and
+    never exceeds it; an unpaced one (a block with its own `endpoint`, whose limits keyplan does
+    not know) sends freely until the first throttling answer, then paces at half the rate it
+    was measured sending at and adapts from there."""
+
+    def __init__(self, rate_class: RateClass, clock: Clock, *, paced: bool = True) -> None:
+        self.rate_class = rate_class
+        self.ceiling: float | None = rate_class.per_second if paced else None
+        self.rate: float | None = self.ceiling
+        self._step = rate_class.per_second * INCREASE_FRACTION
+        self._floor = rate_class.per_second * MIN_RATE_FRACTION
+        self.capacity = rate_class.capacity
+        self._clock = clock
+        self._tokens = self.capacity
+        self._updated = clock.now()
+        self._not_before = 0.0
+        self._last_progress = clock.now()
+        self._recent: deque[float] = deque(maxlen=256)  # admission times, to measure an unpaced rate
+        self._lock = threading.Lock()
+        self.stats = ClassStats()
+
+    def _refill(self, now: float) -> None:
+        if self.rate is not None:
+            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def admit(self) -> float:
+        """Take a token, waiting as long as needed; the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock.now()
+                self._refill(now)
+                hold = self._not_before - now
+                if hold <= 0 and (self.rate is None or self._tokens >= 1.0 - EPSILON):
+                    if self.rate is not None:
+                        self._tokens = max(0.0, self._tokens - 1.0)
+                    self._recent.append(now)
+                    self.stats.calls += 1
+                    self.stats.waited_seconds += waited
+                    return waited
+                delay = max(hold, (1.0 - self._tokens) / self.rate if self.rate else 0.0, MIN_SLEEP)
+            self._clock.sleep(delay)
+            waited += delay
+
+    def _measured_rate(self, now: float) -> float:
+        window = [t for t in self._recent if now - t <= 1.0]
+        return float(len(window))
+
+    def throttled(self, retry_after: float | None) -> None:
+        with self._lock:
+            now = self._clock.now()
+            self._refill(now)
+            self.stats.throttled += 1
+            if self.rate is None:
+                measured = max(1.0, self._measured_rate(now))
+                self.rate = max(1.0, measured / 2)
+                self._step = max(0.05, measured * INCREASE_FRACTION)
+                self._floor = min(self._floor, self.rate)
+            else:
+                self.rate = max(self._floor, self.rate / 2)
+            self._tokens = min(self._tokens, 0.0)
+            if retry_after:
+                self._not_before = max(self._not_before, now + retry_after)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._last_progress = self._clock.now()
+            if self.rate is not None:
+                raised = self.rate + self._step
+                self.rate = min(self.ceiling, raised) if self.ceiling is not None else raised
+
+    def stalled_for(self) -> float:
+        with self._lock:
+            return self._clock.now() - self._last_progress
+
+
+class TargetLimits:
+    """The limiters of one provider block (a target such as `kms.main`)."""
+
+    def __init__(
+        self,
+        target: str,
+        classes: Iterable[RateClass],
+        throttle_timeout: float,
+        clock: Clock,
+        *,
+        paced: Callable[[RateClass], bool] = lambda c: True,
+    ) -> None:
+        self.target = target
+        self.throttle_timeout = throttle_timeout
+        self._clock = clock
+        self._limiters = {c.name: ClassLimiter(c, clock, paced=paced(c)) for c in classes}
+        self._class_of = {op: c.name for c in classes for op in c.operations}
+
+    def limiter(self, operation: str) -> ClassLimiter | None:
+        name = self._class_of.get(operation)
+        return self._limiters.get(name) if name else None
+
+    def call(
+        self,
+        operation: str,
+        send: Callable[[], T],
+        *,
+        read: bool,
+        throttling: Callable[[BaseException], float | None | bool],
+        retryable: Callable[[BaseException], bool],
+    ) -> T:
+        """`send()` admitted through the operation's class. `throttling(error)` says whether an
+        error is the cloud's throttling answer (False) or gives its Retry-After in seconds (a
+        number, or None/True when it gave none); `retryable(error)` whether a read may be sent
+        again after backoff."""
+        limiter = self.limiter(operation)
+        attempt = 0
+        while True:
+            if limiter is not None:
+                limiter.admit()
+            try:
+                result = send()
+            except Exception as error:  # every failure is judged below; none is swallowed
+                retry_after = throttling(error)
+                if retry_after is not False:
+                    self._wait_out(limiter, operation, None if retry_after is True else retry_after, error)
+                    continue
+                attempt += 1
+                if read and retryable(error) and READ_RETRIES.allows(attempt):
+                    if limiter is not None:
+                        limiter.stats.retried += 1
+                    self._clock.sleep(READ_RETRIES.delay(attempt - 1))
+                    continue
+                raise
+            if limiter is not None:
+                limiter.succeeded()
+            return result
+
+    def _wait_out(
+        self, limiter: ClassLimiter | None, operation: str, retry_after: float | None, error: BaseException
+    ) -> None:
+        if limiter is None:  # an operation no class covers: back off on our own
+            self._clock.sleep(retry_after if retry_after else READ_RETRIES.delay(3))
+            return
+        limiter.throttled(retry_after)
+        stalled = limiter.stalled_for()
+        if stalled >= self.throttle_timeout:
+            raise Throttled(self.target, limiter.rate_class.name, stalled) from error
+
+    def summary(self) -> list[tuple[RateClass, ClassStats]]:
+        return [(lim.rate_class, lim.stats) for lim in self._limiters.values() if lim.stats.calls]
+
+
+@dataclass
+class CallLimits:
+    """The limiters of one run, one `TargetLimits` per provider block."""
+
+    throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT
+    clock: Clock = field(default_factory=Clock)
+    _targets: dict[str, TargetLimits] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def target(
+        self, address: str, classes: Iterable[RateClass], *, paced: Callable[[RateClass], bool] = lambda c: True
+    ) -> TargetLimits:
+        with self._lock:
+            if address not in self._targets:
+                self._targets[address] = TargetLimits(
+                    address, tuple(classes), self.throttle_timeout, self.clock, paced=paced
+                )
+            return self._targets[address]
+
+    def waits(self) -> list[tuple[str, RateClass, ClassStats]]:
+        """Per target and class: the classes that waited or were throttled, most waited first."""
+        with self._lock:
+            rows = [
+                (address, rate_class, stats)
+                for address, limits in self._targets.items()
+                for rate_class, stats in limits.summary()
+                if stats.waited_seconds >= 0.05 or stats.throttled
+            ]
+        return sorted(rows, key=lambda row: -row[2].waited_seconds)

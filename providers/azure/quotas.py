@@ -1,0 +1,69 @@
+"""Key Vault's and Managed HSM's documented transaction limits, as keyplan's operation classes.
+
+Key Vault counts key transactions per vault and region in 10-second windows
+(https://learn.microsoft.com/azure/key-vault/general/service-limits; docs/quotas.md): creating an
+HSM-protected key (an import creates one) is allowed 10 times per 10 s whatever its type; all
+other transactions share a weighted budget whose size depends on the key type (2,000 per 10 s
+for RSA 2,048-bit and EC HSM keys, 500 for RSA 3,072, 250 for RSA 4,096). keyplan paces the
+other transactions at the RSA 4,096-bit figure, the one that holds whatever keys the vault has,
+and adapts upward only within it; a subscription's vaults together get five times a vault's
+budget. A Managed HSM documents no per-operation request quota for key management, only the
+hardware throughput of its partitions, so keyplan starts higher there and relies on the 429
+answers to adapt.
+"""
+
+from __future__ import annotations
+
+from keyplan.limits import RateClass
+
+VAULT_SOURCE = "Azure Key Vault service limits (key-vault/general/service-limits), resource type vault"
+HSM_SOURCE = "Azure Managed HSM scaling guidance (key-vault/managed-hsm/scaling-guidance)"
+CREATE = "create"
+OTHER = "other"
+CREATE_OPERATIONS = ("CreateKey", "ImportKey")
+OTHER_OPERATIONS = (
+    "GetKey",
+    "GetKeys",
+    "GetKeyVersions",
+    "GetDeletedKey",
+    "GetDeletedKeys",
+    "UpdateKey",
+    "DeleteKey",
+    "RecoverDeletedKey",
+)
+
+VAULT_CLASSES: tuple[RateClass, ...] = (
+    RateClass(
+        name=CREATE, per_second=10 / 10, operations=CREATE_OPERATIONS, scope="vault and region", source=VAULT_SOURCE
+    ),
+    RateClass(
+        name=OTHER, per_second=250 / 10, operations=OTHER_OPERATIONS, scope="vault and region", source=VAULT_SOURCE
+    ),
+)
+MANAGED_HSM_CLASSES: tuple[RateClass, ...] = (
+    RateClass(name=CREATE, per_second=10, operations=CREATE_OPERATIONS, scope="HSM pool", source=HSM_SOURCE),
+    RateClass(name=OTHER, per_second=200, operations=OTHER_OPERATIONS, scope="HSM pool", source=HSM_SOURCE),
+)
+
+# The SDK call each action of the provider makes (VaultCalls names actions in plain words).
+_ACTIONS = (
+    ("listing deleted", "GetDeletedKeys"),
+    ("listing the versions", "GetKeyVersions"),
+    ("listing", "GetKeys"),
+    ("reading a deleted", "GetDeletedKey"),
+    ("reading", "GetKey"),
+    ("creating", "CreateKey"),
+    ("importing", "ImportKey"),
+    ("updating", "UpdateKey"),
+    ("deleting", "DeleteKey"),
+    ("recovering", "RecoverDeletedKey"),
+)
+
+
+def operation_of(action: str) -> str:
+    """The Key Vault operation an action of the provider ("reading key x") performs."""
+    return next((operation for prefix, operation in _ACTIONS if action.startswith(prefix)), "GetKey")
+
+
+def is_read(operation: str) -> bool:
+    return operation.startswith("Get")

@@ -1,0 +1,123 @@
+"""The call limiter's arithmetic on a fake clock: pacing at the declared rate, AIMD on throttling,
+Retry-After honoured, throttled calls waited out, reads retried, the throttle timeout."""
+
+from __future__ import annotations
+
+import pytest
+
+from keyplan.limits import CallLimits, Clock, RateClass, TargetLimits, Throttled, apply_overrides
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+
+
+class Refused(Exception):
+    def __init__(self, *, throttle: float | bool = False, retryable: bool = False) -> None:
+        super().__init__("refused")
+        self.throttle = throttle
+        self.retryable = retryable
+
+
+def limits(clock: FakeClock, per_second: float = 5, *, paced: bool = True, timeout: float = 60) -> TargetLimits:
+    create = RateClass(name="CreateKey", per_second=per_second, operations=("CreateKey",), scope="s", source="t")
+    return TargetLimits("aws.main", [create], timeout, Clock(clock.now, clock.sleep), paced=lambda c: paced)
+
+
+def send_through(target: TargetLimits, answers: list[object], *, read: bool = False) -> object:
+    pending = list(answers)
+
+    def send() -> object:
+        answer = pending.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return target.call(
+        "CreateKey",
+        send,
+        read=read,
+        throttling=lambda e: e.throttle if isinstance(e, Refused) else False,
+        retryable=lambda e: isinstance(e, Refused) and e.retryable,
+    )
+
+
+def test_calls_are_paced_at_the_declared_rate_after_the_burst() -> None:
+    clock = FakeClock()
+    target = limits(clock, per_second=5)
+    start = clock.t
+    for _ in range(25):
+        send_through(target, ["ok"])
+    # five go at once (one second's worth), the other twenty at 5/s
+    assert clock.t - start == pytest.approx(4.0, abs=0.01)
+    assert target.limiter("CreateKey").stats.calls == 25  # type: ignore[union-attr]
+
+
+def test_a_throttled_call_is_waited_out_and_halves_the_rate() -> None:
+    clock = FakeClock()
+    target = limits(clock, per_second=4)
+    assert send_through(target, [Refused(throttle=True), Refused(throttle=True), "created"]) == "created"
+    limiter = target.limiter("CreateKey")
+    assert limiter is not None
+    assert limiter.stats.throttled == 2
+    assert limiter.rate == pytest.approx(1.0 + 4 * 0.05)  # 4 -> 2 -> 1, then one success adds 5 %
+
+
+def test_retry_after_holds_every_caller_of_the_class() -> None:
+    clock = FakeClock()
+    target = limits(clock, per_second=100)
+    start = clock.t
+    send_through(target, [Refused(throttle=7.5), "ok"])
+    assert clock.t - start >= 7.5
+
+
+def test_an_unpaced_class_sends_freely_until_throttled_then_paces_at_half_the_measured_rate() -> None:
+    clock = FakeClock()
+    target = limits(clock, per_second=5, paced=False)
+    for _ in range(40):
+        send_through(target, ["ok"])
+    assert clock.slept == []  # no pacing before the endpoint says no
+    send_through(target, [Refused(throttle=True), "ok"])
+    limiter = target.limiter("CreateKey")
+    assert limiter is not None and limiter.rate is not None
+    assert 20 <= limiter.rate <= 25  # 41 admitted in the last second, halved, plus one increase
+
+
+def test_throttling_without_progress_for_the_timeout_stops() -> None:
+    clock = FakeClock()
+    target = limits(clock, per_second=1, timeout=30)
+    with pytest.raises(Throttled) as stopped:
+        send_through(target, [Refused(throttle=10.0)] * 10)
+    assert stopped.value.rate_class == "CreateKey"
+    assert stopped.value.waited >= 30
+
+
+def test_reads_are_retried_with_backoff_and_writes_are_not() -> None:
+    clock = FakeClock()
+    target = limits(clock, per_second=100)
+    assert send_through(target, [Refused(retryable=True), Refused(retryable=True), "listed"], read=True) == "listed"
+    with pytest.raises(Refused):
+        send_through(target, [Refused(retryable=True), "never"], read=False)
+
+
+def test_overrides_replace_the_declared_rate_and_the_run_summary_lists_waits() -> None:
+    declared = RateClass(name="write", per_second=1, operations=("create",), scope="project", source="q")
+    (overridden,) = apply_overrides([declared], {"write": 10})
+    assert overridden.per_second == 10
+    clock = FakeClock()
+    run = CallLimits(clock=Clock(clock.now, clock.sleep))
+    target = run.target("gcp.main", [declared])
+    for _ in range(4):
+        target.call("create", lambda: None, read=False, throttling=lambda e: False, retryable=lambda e: False)
+    ((address, rate_class, stats),) = run.waits()
+    assert (address, rate_class.name, stats.calls) == ("gcp.main", "write", 4)
+    assert stats.waited_seconds == pytest.approx(3.0)
