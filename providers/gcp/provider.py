@@ -9,7 +9,7 @@ short timeouts: keyplan's apply walker retries what `errors` classifies as retry
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keyplan.provider import (
@@ -51,6 +51,7 @@ from providers.gcp.importjobs import ImportJobs, job_record
 from providers.gcp.mapping import (
     KIND_IMPORT_JOB,
     KIND_KEY_RING,
+    GcpKeyType,
     crypto_key_id,
     encode_label_value,
     gcp_key_type,
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from google.cloud.kms_v1 import CryptoKey, CryptoKeyVersion
 
 MAX_NAME_ATTEMPTS = 20
+LOST_ANSWER_SKEW = timedelta(seconds=30)  # clock difference tolerated between keyplan and Cloud KMS
 T = TypeVar("T")
 
 
@@ -244,11 +246,15 @@ class GcpProvider(Provider):
                     remote_id=request.remote_id,
                 )
             body["crypto_key_version"] = f"{request.remote_id}/cryptoKeyVersions/{request.reimport_version_id}"
+        started = datetime.now(UTC)
         try:
             version = self._kms.call(
                 "import key material", self._client.import_crypto_key_version, request.remote_id, request=body
             )
         except ProviderError as error:
+            landed = self._landed_import(request, job_name, started) if error.retryable else None
+            if landed is not None:
+                return self._settled_import(request, landed, job_name, key_type)
             if error.code == "FAILED_PRECONDITION" and self._jobs.expired(job_name):
                 raise ProviderError(
                     ErrorKind.PARAMETERS_EXPIRED,
@@ -259,6 +265,24 @@ class GcpProvider(Provider):
                     remote_id=request.remote_id,
                 ) from error
             raise
+        return self._settled_import(request, version, job_name, key_type)
+
+    def _landed_import(self, request: ImportMaterialRequest, job_name: str, started: datetime) -> CryptoKeyVersion | None:
+        """The version an import created although its answer was lost (a 5xx or a timeout after
+        Cloud KMS did the work): made from this import job since this import started. Sending
+        the import again would add a second version holding the same material."""
+        if request.purpose is ImportPurpose.REIMPORT:
+            return None  # a re-import targets its version: sending it again is harmless
+        landed = [
+            v
+            for v in self._versions(request.remote_id)
+            if v.import_job == job_name and (when(v.create_time) or started) >= started - LOST_ANSWER_SKEW
+        ]
+        return max(landed, key=lambda v: int(version_id(v.name)), default=None)
+
+    def _settled_import(
+        self, request: ImportMaterialRequest, version: CryptoKeyVersion, job_name: str, key_type: GcpKeyType
+    ) -> ImportMaterialResponse:
         version = self._kms.wait(
             f"importing into {request.remote_id}",
             lambda: self._kms.call(

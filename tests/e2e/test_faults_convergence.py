@@ -44,6 +44,29 @@ def test_apply_and_refresh_converge_under_random_faults_without_duplicates(works
     assert refreshed.code == 0, refreshed.output
     assert "No changes" in refreshed.stdout
 
+    assert_each_material_held_once(workspace)
+
+
+def test_lost_answers_to_creates_and_imports_leave_no_second_key_or_version(workspace: Workspace) -> None:
+    shutil.copy(REPO / "examples" / "multicloud" / "main.kp.hcl", workspace.path / "main.kp.hcl")
+
+    def lost(*operations: str) -> dict[str, object]:
+        return {"errors": [{"operation": op, "status": 503, "count": 1, "after": True} for op in operations]}
+
+    faults = {
+        "aws-main": lost("CreateKey", "ImportKeyMaterial"),
+        "gcp-main": lost("CreateCryptoKey", "ImportCryptoKeyVersion"),
+        "azure-hsm": lost("ImportKey"),
+        "azure-vault": lost("ImportKey"),
+    }
+    applied = workspace.keyplan("apply", "-auto-approve", env={"KEYPLAN_EMULATOR_FAULTS": json.dumps(faults)})
+    assert applied.code == 0, applied.output
+    assert workspace.keyplan("plan", "-detailed-exitcode").code == 0
+    assert_each_material_held_once(workspace)
+
+
+def assert_each_material_held_once(workspace: Workspace) -> None:
+    """What each emulator holds: exactly the keys state records, each material once."""
     state = workspace.state()
     for target, app in EMULATORS.items():
         expected = {
