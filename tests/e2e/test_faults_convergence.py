@@ -83,3 +83,17 @@ def assert_each_material_held_once(workspace: Workspace) -> None:
                 assert len(stored) == len(expected), f"{target}: a lost CreateKey answer left a second key"
         assert set(held) == expected, target
         assert all(count == 1 for count in held.values()), f"{target} holds a material twice: {held}"
+
+
+def test_refresh_reads_are_retried_like_writes(workspace: Workspace) -> None:
+    shutil.copy(REPO / "examples" / "multicloud" / "main.kp.hcl", workspace.path / "main.kp.hcl")
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    failing_reads = {
+        "aws-main": {"errors": [{"operation": op, "status": 503, "count": 2} for op in ("ListKeys", "DescribeKey")]},
+        "gcp-main": {"errors": [{"operation": "ListCryptoKeys", "status": 503, "count": 2}]},
+        "azure-hsm": {"errors": [{"operation": "GetKeys", "status": 500, "count": 2}]},
+        "azure-vault": {"errors": [{"operation": "GetKey", "status": 429, "count": 2}]},
+    }
+    planned = workspace.keyplan("plan", "-detailed-exitcode", env={"KEYPLAN_EMULATOR_FAULTS": json.dumps(failing_reads)})
+    assert planned.code == 0, planned.output
+    assert "No changes" in planned.stdout
