@@ -11,7 +11,9 @@ Control API (JSON, on every emulator, no auth):
 - `POST /_emulator/stats/reset`
 - `POST /_emulator/faults`: `{"latency_ms": 20, "seed": 7, "errors": [{"operation": "X", "status": 503, "count": 2}]}`;
   an error entry may instead carry `"rate": 0.1` (each matching call fails with that probability)
-  and `"after": true` (the emulator does the work, then answers the failure: a lost answer)
+  and `"after": true` (the emulator does the work, then answers the failure: a lost answer);
+  `{"profile": "realistic", "quota_scale": 1}` enforces the cloud's documented request quotas
+  with its own throttling answer (providers/emulation/quotas.py), `"default"` turns that off
 - `POST /_emulator/clock`: `{"advance_seconds": 86400}`; `GET /_emulator/clock`
 - `GET  /_emulator/materials`: what the emulator unwrapped and holds, as fingerprints only
 """

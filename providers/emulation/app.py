@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from keyplan.limits import RateClass
 from providers.emulation.clock import Clock
 from providers.emulation.store import DocumentStore
 
@@ -66,6 +67,12 @@ class EmulatorApp(ABC):
     @abstractmethod
     def fault_response(self, request: Request, status: int) -> Response:
         """The cloud's own error body for an injected fault (429 throttling, 500/503)."""
+
+    quota_window: float = 1.0  # seconds of quota a bucket holds in the realistic profile
+
+    def quota_classes(self) -> tuple[RateClass, ...]:
+        """The cloud's documented request quotas, by this emulator's operation names."""
+        return ()
 
     def material_fingerprints(self) -> list[dict[str, Any]]:
         """Every imported material the emulator holds: `{"key": …, "version": …, "fingerprint": …}`."""

@@ -30,14 +30,20 @@ def serve_main(
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 picks a free one)")
     parser.add_argument("--data-dir", type=Path, required=True, help="directory for the emulator's database")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every API call")
+    parser.add_argument(
+        "--profile",
+        choices=["default", "realistic"],
+        default="default",
+        help="realistic: enforce the cloud's documented request quotas with its own throttling answer",
+    )
+    parser.add_argument("--quota-scale", type=float, default=1.0, help="multiply every quota (realistic profile)")
     if arguments is not None:
         arguments(parser)
     args = parser.parse_args(argv)
     store = DocumentStore(args.data_dir / database)
     clock = Clock(float(store.get_meta("clock_offset") or 0.0))
     server = EmulatorServer(app(args)(store, clock), port=args.port, cert_dir=args.data_dir)
-    if args.latency_ms:
-        server.faults.configure({"latency_ms": args.latency_ms})
+    server.configure({"latency_ms": args.latency_ms, "profile": args.profile, "quota_scale": args.quota_scale})
     print(server.url, flush=True)
     if server.ca_cert is not None:
         print(f"ca-cert: {server.ca_cert}", flush=True)

@@ -6,6 +6,7 @@ import datetime as dt
 import fcntl
 import ipaddress
 import json
+import math
 import os
 import ssl
 import threading
@@ -24,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from providers.emulation.app import EmulatorApp, Request, Response
 from providers.emulation.clock import Clock
+from providers.emulation.quotas import QuotaEnforcer
 from providers.emulation.store import DocumentStore
 
 
@@ -125,6 +127,7 @@ class EmulatorServer:
     def __init__(self, app: EmulatorApp, *, port: int = 0, cert_dir: Path | None = None) -> None:
         self.app = app
         self.faults = FaultPlan()
+        self.quotas: QuotaEnforcer | None = None  # the realistic profile, when configured
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         self.ca_cert: Path | None = None
@@ -173,6 +176,16 @@ class EmulatorServer:
 
     # -- dispatch -------------------------------------------------------------------------------
 
+    def configure(self, payload: dict[str, Any]) -> None:
+        """Faults and latency (see FaultPlan), and the profile: `{"profile": "realistic",
+        "quota_scale": 10}` enforces the cloud's documented quotas (scaled), `"default"` none."""
+        self.faults.configure(payload)
+        if payload.get("profile") == "realistic":
+            scale = float(payload.get("quota_scale", 1.0))
+            self.quotas = QuotaEnforcer(self.app.quota_classes(), scale=scale, window=self.app.quota_window)
+        elif payload.get("profile") == "default":
+            self.quotas = None
+
     def dispatch(self, request: Request) -> Response:
         if request.path.startswith("/_emulator/"):
             return self._control(request)
@@ -181,6 +194,13 @@ class EmulatorServer:
             self.stats[operation] += 1
         if self.faults.latency_ms:
             time.sleep(self.faults.latency_ms / 1000.0)
+        if self.quotas is not None:
+            wait = self.quotas.admit(operation)
+            if wait is not None:
+                answer = self.app.fault_response(request, 429)
+                if "Retry-After" in answer.headers:
+                    answer.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+                return answer
         fault = self.faults.take(operation)
         if fault is None:
             return self.app.handle(request)
@@ -199,7 +219,7 @@ class EmulatorServer:
                 self.stats.clear()
             return Response.json({})
         if path == "/_emulator/faults" and request.method == "POST":
-            self.faults.configure(request.json())
+            self.configure(request.json())
             return Response.json({"latency_ms": self.faults.latency_ms, "errors": self.faults.errors})
         if path == "/_emulator/clock":
             if request.method == "POST":
@@ -267,10 +287,10 @@ def start_embedded(app_factory: type[EmulatorApp], data_dir: Path, name: str) ->
     # Test and benchmark hooks: latency for every embedded emulator, faults per emulator name.
     latency = os.environ.get("KEYPLAN_EMULATOR_LATENCY_MS")
     if latency:
-        server.faults.configure({"latency_ms": float(latency)})
+        server.configure({"latency_ms": float(latency)})
     faults = json.loads(os.environ.get("KEYPLAN_EMULATOR_FAULTS") or "{}").get(name)
     if faults:
-        server.faults.configure(faults)
+        server.configure(faults)
     return server.start()
 
 

@@ -21,15 +21,20 @@ operations, by resource), `material`, `wire` (specs, limits, body members), `err
 
 from __future__ import annotations
 
+from keyplan.limits import RateClass
 from providers.aws.emulator.aliases import AliasRoutes
 from providers.aws.emulator.crypto import CryptoRoutes
 from providers.aws.emulator.imports import ImportRoutes
 from providers.aws.emulator.keys import KeyRoutes
+from providers.aws.quotas import RATE_CLASSES
 from providers.emulation.main import serve_main
 
 
 class KmsEmulator(KeyRoutes, ImportRoutes, AliasRoutes, CryptoRoutes):
     """AWS KMS over the JSON 1.1 protocol, backed by a DocumentStore."""
+
+    def quota_classes(self) -> tuple[RateClass, ...]:
+        return RATE_CLASSES  # per operation, per second (realistic profile)
 
 
 def main(argv: list[str] | None = None) -> int:

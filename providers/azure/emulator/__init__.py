@@ -32,6 +32,7 @@ import argparse
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+from keyplan.limits import RateClass
 from providers.azure.emulator.bodies import CreateKeyBody, ImportKeyBody, KeyOperationBody, UpdateKeyBody
 from providers.azure.emulator.crypto import CryptoRoutes
 from providers.azure.emulator.deletion import DeletionRoutes
@@ -39,12 +40,18 @@ from providers.azure.emulator.errors import bad_parameter
 from providers.azure.emulator.keys import KeyRoutes
 from providers.azure.emulator.limits import VaultKind
 from providers.azure.emulator.listing import ListingRoutes
+from providers.azure.quotas import MANAGED_HSM_CLASSES, VAULT_CLASSES
 from providers.emulation.app import Request, Response
 from providers.emulation.main import serve_main
 
 
 class AzureKeyVaultEmulator(KeyRoutes, ListingRoutes, DeletionRoutes, CryptoRoutes):
     """One Key Vault (or, in the subclass, one Managed HSM) over a DocumentStore."""
+
+    quota_window = 10.0  # Key Vault counts transactions per 10 seconds
+
+    def quota_classes(self) -> tuple[RateClass, ...]:
+        return MANAGED_HSM_CLASSES if self.vault_kind == "managedhsm" else VAULT_CLASSES
 
     def _route(self, request: Request) -> Response:
         operation = self.operation(request)

@@ -31,16 +31,31 @@ from __future__ import annotations
 
 import re
 
+from keyplan.limits import RateClass
 from providers.emulation.main import serve_main
 from providers.gcp.emulator.crypto import CryptoRoutes
 from providers.gcp.emulator.imports import ImportRoutes
 from providers.gcp.emulator.keys import KeyRoutes
 from providers.gcp.emulator.versions import VersionRoutes
 from providers.gcp.emulator.wire import JOB, JOBS, KEY, KEYS, LOCATION, RING, RINGS, VERSION, VERSIONS, Handler
+from providers.gcp.quotas import RATE_CLASSES, READ, WRITE
 
 
 class GcpKmsEmulator(KeyRoutes, VersionRoutes, ImportRoutes, CryptoRoutes):
     """Google Cloud KMS v1 over REST, for the unmodified `google-cloud-kms` client."""
+
+    quota_window = 60.0  # Cloud KMS counts requests per minute
+
+    def quota_classes(self) -> tuple[RateClass, ...]:
+        """Read and write requests per minute (cryptographic requests are not limited here)."""
+        operations = [operation for _, _, operation, _ in self._routes]
+        reads = tuple(op for op in operations if op.startswith(("Get", "List")) and op != "GetPublicKey")
+        writes = tuple(op for op in operations if op.startswith(("Create", "Update", "Import", "Destroy", "Restore")))
+        by_name = {c.name: c for c in RATE_CLASSES}
+        return (
+            by_name[READ].model_copy(update={"operations": reads}),
+            by_name[WRITE].model_copy(update={"operations": writes}),
+        )
 
     def _route_table(self) -> list[tuple[str, re.Pattern[str], str, Handler]]:
         return [

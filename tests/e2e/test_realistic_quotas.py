@@ -1,0 +1,53 @@
+"""keyplan against the AWS KMS emulator's realistic profile: AWS's documented request quotas
+(CreateKey, GetParametersForImport, ImportKeyMaterial 5 per second...) enforced with
+ThrottlingException. Every key lands exactly once, no error or throttling answer is shown, and
+the summary says what was waited out."""
+
+from __future__ import annotations
+
+import json
+
+from azure_support import embedded, materials
+from conftest import Workspace
+
+from providers.aws import KmsEmulator
+
+KEYS = 14
+CONFIG = f"""
+source "software" "local" {{
+  keystore = ".keyplan/keystore.json"
+}}
+
+provider "aws" "main" {{
+  region   = "eu-west-1"
+  endpoint = "embedded"
+}}
+
+key "data" {{
+  for_each  = toset([for i in range({KEYS}) : "k${{i}}"])
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+}}
+"""
+
+
+def test_apply_under_aws_documented_quotas_waits_instead_of_failing(workspace: Workspace) -> None:
+    workspace.write(CONFIG)
+    realistic = {"aws-main": {"profile": "realistic", "quota_scale": 1}}
+    applied = workspace.keyplan("apply", "-auto-approve", env={"KEYPLAN_EMULATOR_FAULTS": json.dumps(realistic)})
+    assert applied.code == 0, applied.output
+    assert "Throttl" not in applied.output and "retry" not in applied.output
+    assert "Time spent within request quotas" in applied.stdout
+    assert "throttled answer(s) waited out" in applied.stdout  # the quotas really were enforced
+
+    state = workspace.state()
+    assert len(state["keys"]) == KEYS
+    remote_ids = {record["targets"]["aws.main"]["remote_id"] for record in state["keys"].values()}
+    with embedded(workspace.path, KmsEmulator, "aws.main") as server:
+        held = [m["key"] for m in materials(server)]
+        stored = [doc for _, doc in server.app.store.list("keys")]
+    assert sorted(held) == sorted(remote_ids), "every key holds its material once"
+    assert len(stored) == KEYS, "no key was created twice"
+    refreshed = workspace.keyplan("plan", "-detailed-exitcode", env={"KEYPLAN_EMULATOR_FAULTS": json.dumps(realistic)})
+    assert refreshed.code == 0, refreshed.output
