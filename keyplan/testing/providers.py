@@ -379,7 +379,7 @@ class ProviderConformance:
         fresh = key.parameters()
         key.import_material(make_material(key.algorithm), parameters=fresh)
 
-    def test_throttling_and_server_errors_are_retryable(self, harness: ProviderHarness) -> None:
+    def test_server_errors_are_retryable_and_throttling_is_waited_out(self, harness: ProviderHarness) -> None:
         key = ImportedKey(harness, self.algorithms[0])
         key.import_material(make_material(key.algorithm))
         harness.control("/_emulator/faults", {"errors": [{"operation": "*", "status": 503, "count": 50}]})
@@ -389,11 +389,12 @@ class ProviderConformance:
             assert caught.value.kind is ErrorKind.RETRYABLE
         finally:
             harness.control("/_emulator/faults", {"errors": []})
-        harness.control("/_emulator/faults", {"errors": [{"operation": "*", "status": 429, "count": 50}]})
+        # The cloud's throttling answer never leaves the provider: the call is admitted again,
+        # slower, until it goes through (keyplan.limits).
+        harness.control("/_emulator/faults", {"errors": [{"operation": "*", "status": 429, "count": 3}]})
         try:
-            with pytest.raises(ProviderError) as caught:
-                harness.provider.describe(key.remote_id)
-            assert caught.value.kind is ErrorKind.RETRYABLE
+            described = harness.provider.describe(key.remote_id)
+            assert described is not None and described.remote_id == key.remote_id
         finally:
             harness.control("/_emulator/faults", {"errors": []})
 
