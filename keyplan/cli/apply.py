@@ -111,13 +111,16 @@ def apply(
 
 
 def _confirm() -> bool:
-    if not sys.stdin.isatty():
+    """The answer from the terminal, or from a pipe (`echo yes | keyplan apply`)."""
+    answer = ui.ask("\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: ")
+    if answer is None:
         raise DiagnosticsError.single(
-            "No terminal to confirm the apply",
-            "keyplan apply asks for confirmation, but standard input is not a terminal. Review the plan and "
-            "pass -auto-approve, or save a plan with `keyplan plan -out=FILE` and run `keyplan apply FILE`.",
+            "No answer to confirm the apply",
+            "keyplan apply asks for confirmation, and standard input ended without an answer. Review the plan and "
+            "pass -auto-approve (or pipe the answer: echo yes | keyplan apply), or save a plan with "
+            "`keyplan plan -out=FILE` and run `keyplan apply FILE`.",
         )
-    return ui.confirm("\nDo you want to perform these actions? Only 'yes' will be accepted.\n  Enter a value: ")
+    return answer == "yes"
 
 
 def _progress(plan: Plan, colour: bool) -> ApplyHooks:

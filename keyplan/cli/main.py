@@ -8,15 +8,21 @@ it.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+from keyplan import __version__
 from keyplan.cli import apply, approve, check, emulator, options, plan, review, state, ui, verify
 from keyplan.cli.options import Exit
 from keyplan.diagnostics import DiagnosticsError
@@ -34,12 +40,31 @@ state_app = typer.Typer(help="Inspect and change the state.", no_args_is_help=Tr
 app.add_typer(state_app, name="state")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        options.emit(f"keyplan {__version__}\n")
+        raise Exit(0)
+
+
 @app.callback()
 def _main_options(
     chdir: Annotated[
         Path | None, typer.Option("-chdir", "--chdir", help="Switch to this directory before doing anything else.")
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "-version", "--version", help="Print keyplan's version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
 ) -> None:
+    if chdir is not None and not chdir.is_dir():
+        raise DiagnosticsError.single(
+            f"No directory {chdir}",
+            f"-chdir names the directory that holds the configuration, and {chdir} "
+            + ("is a file." if chdir.exists() else "does not exist.")
+            + " Check the path.",
+        )
     options.set_chdir(chdir)
     _configure_logging()
 
@@ -91,14 +116,64 @@ def _click() -> Any:
     return click
 
 
+INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
+_INTERRUPTED_MESSAGE = (
+    "\nInterrupted: no step started after the interrupt, the steps in flight finished, and the state records "
+    "every step that finished. Run `keyplan plan` to see what is left.\n"
+)
+
+
+@contextmanager
+def _termination_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job, `timeout`) and SIGHUP (a closed terminal) stop keyplan the way
+    Ctrl-C does: steps in flight finish and are recorded, the state is written, the lock released."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _unknown_flag(exc: Any, args: list[str]) -> str:
+    """`Error: keyplan plan has no flag -detailed-exitcod. Did you mean -detailed-exitcode?`: the
+    flag as typed (click names only its first letter for a single-dash flag it cannot split)."""
+    context = exc.ctx
+    known = [name for param in (context.command.params if context else []) for name in param.opts]
+    outer = context.parent if context else None
+    known_set = set(known) | {"-h", "-help", "--help"}
+    while outer is not None:  # the flags of `keyplan` itself and of command groups (-chdir)
+        known_set |= {name for param in outer.command.params for name in param.opts}
+        outer = outer.parent
+    typed = next(
+        (a.split("=", 1)[0] for a in args if a.startswith("-") and a.split("=", 1)[0] not in known_set and a != "-"),
+        exc.option_name,
+    )
+    where = context.command_path if context else "keyplan"
+    close = difflib.get_close_matches(typed, [k for k in known if k.startswith("-") and not k.startswith("--")], n=1)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return f"Error: {where} has no flag {typed}.{hint} Run `{where} -help` for its flags."
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     click = _click()
 
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        command.main(args=args, prog_name="keyplan", standalone_mode=False)
-        code = 0
+        with _termination_as_interrupt():
+            returned = command.main(args=args, prog_name="keyplan", standalone_mode=False)
+        # typer answers an interrupt (KeyboardInterrupt) by returning 130 instead of raising it
+        code = INTERRUPTED if returned == INTERRUPTED else 0
+        if code == INTERRUPTED:
+            sys.stderr.write(_INTERRUPTED_MESSAGE)
     except Exit as exc:
         code = exc.code
     except DiagnosticsError as exc:
@@ -106,20 +181,23 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = 1
     except typer.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:  # usage errors: unknown flag, missing argument
+    except click.exceptions.NoSuchOption as exc:  # a mistyped flag: name it as typed and suggest the closest
+        sys.stderr.write(_unknown_flag(exc, args) + "\n")
+        code = 1
+    except click.ClickException as exc:  # usage errors: missing argument, bad value
         exc.show()
         code = 1
-    except typer.Abort:
+    except click.exceptions.Abort:  # click's form of Ctrl-C
         sys.stderr.write("\nInterrupted.\n")
-        code = 1
+        code = INTERRUPTED
     except BrokenPipeError:
         # the reader of our output went away (`keyplan graph | head`): nothing left to say
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = 1
     except KeyboardInterrupt:
-        sys.stderr.write("\nInterrupted. State records every step that finished; run `keyplan plan` to see the rest.\n")
-        code = 1
+        sys.stderr.write(_INTERRUPTED_MESSAGE)
+        code = INTERRUPTED
     except Exception:
         traceback.print_exc()
         sys.stderr.write(

@@ -190,8 +190,10 @@ def graph(
     planfile: Annotated[Path | None, typer.Argument(help="A saved plan; without it, a fresh plan.")] = None,
     var: VarOpt = [],  # noqa: B006
     var_file: VarFileOpt = [],  # noqa: B006
+    no_color: NoColorOpt = False,  # accepted like everywhere: DOT has no colour
 ) -> None:
-    """Print the action graph in DOT format (for Graphviz)."""
+    """Print the action graph in DOT format: render it with Graphviz (`keyplan graph | dot -Tsvg > plan.svg`;
+    Graphviz is the `graphviz` package of most systems)."""
     from keyplan.operations.plan import plan_unlocked
     from keyplan.plan.graph import ActionGraph
     from keyplan.plan.planfile import load_plan

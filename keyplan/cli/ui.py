@@ -17,7 +17,7 @@ from keyplan.plan.model import Action
 
 
 def use_colour(stream: TextIO, no_color: bool) -> bool:
-    if no_color or os.environ.get("NO_COLOR"):
+    if no_color or os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False
     return stream.isatty()
 
@@ -99,6 +99,17 @@ class ProgressHooks:
 
     def mutated(self, action: Action, outcome: str, remote_id: str | None) -> None:
         return
+
+
+def ask(prompt: str) -> str | None:
+    """One line from standard input (a terminal or a pipe), stripped; None when it ended."""
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    answer = sys.stdin.readline()
+    if not answer:
+        sys.stdout.write("\n")
+        return None
+    return answer.strip()
 
 
 def confirm(prompt: str) -> bool:

@@ -1,0 +1,131 @@
+"""What a newcomer trips on, through the CLI: version flags, a mistyped flag, -chdir to a missing
+directory, a confirmation piped in, help texts, colour on dumb terminals, and interrupts (Ctrl-C,
+SIGTERM) during an apply: steps in flight finish, the state is written, the lock released, exit 130."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import KEYPLAN_BIN, Workspace
+
+from keyplan import __version__
+from keyplan.cli import ui
+from keyplan.state.local import LocalBackend
+
+CONFIG = """
+variable "apps" {
+  type    = set(string)
+  default = ["a", "b", "c", "d", "e", "f"]
+}
+
+source "software" "local" {}
+
+provider "aws" "main" {
+  region   = "eu-west-1"
+  endpoint = "embedded"
+}
+
+key "app" {
+  for_each  = var.apps
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+}
+"""
+
+
+@pytest.mark.parametrize("flag", ["-version", "--version"])
+def test_version_flags(workspace: Workspace, flag: str) -> None:
+    result = workspace.keyplan(flag)
+    assert result.code == 0 and result.stdout == f"keyplan {__version__}\n"
+
+
+def test_chdir_to_a_missing_directory_says_so(tmp_path: Path) -> None:
+    from conftest import run_keyplan
+
+    result = run_keyplan(tmp_path / "nowhere", "plan")
+    assert result.code == 1 and "does not exist" in result.stderr
+    assert "holds no" not in result.stderr
+
+
+def test_a_mistyped_flag_is_named_as_typed_with_a_suggestion(workspace: Workspace) -> None:
+    workspace.write(CONFIG)
+    result = workspace.keyplan("plan", "-detailed-exitcod")
+    assert result.code == 1
+    assert "-detailed-exitcod." in result.stderr and "Did you mean -detailed-exitcode?" in result.stderr
+    assert "No such option: -d" not in result.output and "Traceback" not in result.output
+
+
+def test_apply_reads_the_confirmation_from_a_pipe(workspace: Workspace) -> None:
+    workspace.write(CONFIG.replace('"a", "b", "c", "d", "e", "f"', '"a"'))
+    declined = workspace.keyplan("apply", stdin="no\n")
+    assert declined.code == 1 and "Apply cancelled." in declined.stdout
+    assert not workspace.state_path.exists()
+    accepted = workspace.keyplan("apply", stdin="yes\n")
+    assert accepted.code == 0 and "Apply complete!" in accepted.stdout, accepted.output
+    assert list(workspace.state()["keys"]) == ['key.app["a"]']
+
+
+def test_graph_takes_no_color_and_apply_flags_have_help(workspace: Workspace) -> None:
+    workspace.write(CONFIG.replace('"a", "b", "c", "d", "e", "f"', '"a"'))
+    graph = workspace.keyplan("graph", "-no-color")
+    assert graph.code == 0 and graph.stdout.startswith("digraph keyplan {"), graph.output
+    helped = workspace.keyplan("apply", "-help", env={"TERM": "dumb", "COLUMNS": "200"})
+    assert helped.code == 0
+    lines = {line.split()[1]: line for line in helped.stdout.splitlines() if line.strip().startswith("│ --")}
+    for flag in ("-target", "-replace", "-refresh", "-parallelism"):
+        described = re.sub(r"\[[^\]]*\]", "", lines[f"-{flag}"].split(">", 1)[-1].replace("│", "")).strip()
+        assert len(described) > 5, f"{flag} has no help text: {lines[f'-{flag}']}"
+
+
+def test_no_colour_on_a_dumb_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert ui.use_colour(Terminal(), no_color=False)
+    monkeypatch.setenv("TERM", "dumb")
+    assert not ui.use_colour(Terminal(), no_color=False)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_apply_records_what_finished_and_exits_130(workspace: Workspace, signum: int) -> None:
+    workspace.write(CONFIG)
+    env = dict(os.environ, KEYPLAN_EMULATOR_LATENCY_MS="150")
+    process = subprocess.Popen(
+        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "apply", "-auto-approve", "-parallelism", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if "create_key" in line and "done" in line:
+            process.send_signal(signum)
+            break
+    seen.extend(process.stdout)
+    process.wait(timeout=120)
+    output = "".join(seen)
+    assert process.returncode == 130, output
+    assert "Interrupted" in output and "Traceback" not in output
+    assert "Apply complete!" not in output
+    assert LocalBackend(workspace.state_path).current_lock() is None, "the lock is released"
+    recorded = json.loads(workspace.state_path.read_text())["keys"]
+    assert recorded, "what finished before the interrupt is in state"
+    assert not workspace.state_path.with_name(workspace.state_path.name + ".journal").exists(), "folded into state"
+    again = workspace.keyplan("apply", "-auto-approve")
+    assert again.code == 0, again.output
+    with workspace.aws() as (kms, _):
+        assert len(kms.list_keys()["Keys"]) == 6, "no key created twice"
