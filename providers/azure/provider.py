@@ -220,11 +220,16 @@ class AzureProvider(Provider):
             "listing keys", lambda: list(self._client.list_properties_of_keys(max_page_size=25))
         )
         kek_name = self.settings.kek_name.lower()
-        return [
-            remote_key(p, self.remote_id_for(p.name or ""), {})
-            for p in listed
-            if p.name and p.name.lower() != kek_name
-        ]
+        names = [p.name for p in listed if p.name and p.name.lower() != kek_name]
+        # A listing carries no key material type: each key is read for its JWK (kty, crv, n), so
+        # EC and AES keys are named by algorithm, not reported as unknown.
+        found = fan_out(
+            lambda name: self._describe_live(name, self.remote_id_for(name), list_versions=False, known={}),
+            names,
+            max_workers=self.settings.max_concurrency,
+            name="azure",
+        )
+        return [key for key in found.values() if key is not None]
 
     def ensure_prerequisite(self, request: EnsurePrerequisiteRequest) -> PrerequisiteRecord:
         if request.spec.kind != KEK_KIND:

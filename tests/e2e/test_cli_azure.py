@@ -432,3 +432,16 @@ def test_multicloud_example_imports_one_material_into_three_clouds(workspace: Wo
         assert mhsm.fingerprints() == {key_name(data_ids["azure.hsm"]): [data]}
     with azure_vault(workspace.path, "azure.vault", "https://contoso-signing.vault.azure.net") as kv:
         assert kv.fingerprints() == {key_name(signing_ids["azure.vault"]): [signing]}
+
+
+def test_discover_names_the_algorithm_of_ec_and_aes_keys(workspace: Workspace) -> None:
+    """A key listing carries no key type: discover reads each key, so keyplan's own EC and AES
+    keys are offered with their algorithm, not as UNKNOWN."""
+    workspace.write(CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    for target, expected in (("azure.hsm", ["AES_256"]), ("azure.vault", ["EC_P256", "RSA_3072"])):
+        found = workspace.keyplan("discover", target)
+        assert found.code == 0, found.output
+        assert "UNKNOWN" not in found.stdout and "an algorithm keyplan does not import" not in found.stdout
+        for algorithm in expected:
+            assert f": {algorithm}, enabled" in found.stdout, found.stdout
