@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
