@@ -15,14 +15,15 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from keyplan.state.local import JournalEntry, LocalBackend
+from keyplan.state.backend import JournalEntry
 from keyplan.state.model import State
+from keyplan.state.store import StateStore
 
 T = TypeVar("T")
 
 
 class StateCommitter:
-    def __init__(self, backend: LocalBackend, state: State) -> None:
+    def __init__(self, backend: StateStore, state: State) -> None:
         self.backend = backend
         self.state = state
         self._cond = threading.Condition()
@@ -79,7 +80,7 @@ class StateCommitter:
         with self._cond:
             while self._appending:
                 self._cond.wait()
-            if self._dirty or self.backend.journal_path.exists():
+            if self._dirty or self.backend.has_journal:
                 self._write_whole()
 
     def _write_whole(self) -> None:

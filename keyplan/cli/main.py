@@ -108,11 +108,12 @@ _register_commands()
 
 
 def _click() -> Any:
-    # typer ships its own copy of click in newer releases and depends on click in older ones.
+    # typer ships its own copy of click in newer releases and depends on click in older ones;
+    # its own copy wins even when another package installed click beside it.
     try:
-        import click  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError:
-        from typer import _click as click
+        from typer import _click as click  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        import click  # type: ignore[import-not-found,no-redef,unused-ignore]
     return click
 
 
@@ -162,6 +163,15 @@ def _unknown_flag(exc: Any, args: list[str]) -> str:
     return f"Error: {where} has no flag {typed}.{hint} Run `{where} -help` for its flags."
 
 
+def _close_state_backends() -> None:
+    from keyplan.state.workspaces import close_all
+
+    try:
+        close_all()
+    except Exception:  # closing must never hide the command's own outcome
+        logging.getLogger("keyplan").debug("closing a state backend failed", exc_info=True)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     click = _click()
 
@@ -205,4 +215,6 @@ def main(argv: list[str] | None = None) -> NoReturn:
             "traceback above and the command you ran.\n"
         )
         code = 1
+    finally:
+        _close_state_backends()
     sys.exit(code)

@@ -45,7 +45,7 @@ from keyplan.config.values import (
 )
 from keyplan.diagnostics import Diagnostic, Severity, SourceRange
 
-REFERENCE_ROOTS = ("var", "local", "each", "source", "provider")
+REFERENCE_ROOTS = ("var", "local", "each", "source", "provider", "keyplan")
 
 
 class EvaluationError(Exception):
@@ -89,6 +89,7 @@ class Scope:
     sensitive: set[str] | frozenset[str] = field(default_factory=set)
     sensitive_variables: frozenset[str] = frozenset()  # names of variables declared sensitive
     sensitive_locals: frozenset[str] = frozenset()  # names of locals derived from a sensitive value
+    workspace: str = "default"  # keyplan.workspace: the current state workspace
 
 
 @dataclass
@@ -209,7 +210,7 @@ class Evaluator:
         if expr.name in self.scope.bindings:
             return self.scope.bindings[expr.name]
         if expr.name in REFERENCE_ROOTS:
-            example = {"source": "source.software.main", "provider": "provider.KIND.NAME", "each": "each.key"}.get(
+            example = {"source": "source.software.main", "provider": "provider.KIND.NAME", "each": "each.key", "keyplan": "keyplan.workspace"}.get(
                 expr.name, f"{expr.name}.NAME"
             )
             raise fail(
@@ -223,7 +224,7 @@ class Evaluator:
         raise fail(
             "Unknown name",
             f"There is nothing called `{expr.name}` here. Values are referenced as var.NAME, local.NAME, "
-            f"each.key, each.value, source.KIND.NAME or provider.KIND.NAME; a plain word is only valid "
+            f"each.key, each.value, source.KIND.NAME, provider.KIND.NAME or keyplan.workspace; a plain word is only valid "
             f"inside a for expression that declares it; quote it if you meant a string.{hint}",
             expr.range,
         )
@@ -237,6 +238,8 @@ class Evaluator:
                 return self._lookup_declared(self.scope.locals, expr, "local value", "local")
             if root.name == "each":
                 return self._each(expr)
+            if root.name == "keyplan":
+                return self._keyplan(expr)
             if root.name in ("source", "provider"):
                 raise fail(
                     "Incomplete reference",
@@ -271,6 +274,16 @@ class Evaluator:
         if expr.name in marked:
             self._marks.sensitive = True
         return value
+
+    def _keyplan(self, expr: GetAttr) -> Any:
+        if expr.name == "workspace":
+            return self.scope.workspace
+        raise fail(
+            "Invalid keyplan attribute",
+            f"`keyplan` has only `workspace` (the current state workspace), not `{expr.name}`."
+            f"{did_you_mean(expr.name, ['workspace'], render='keyplan.{}')}",
+            expr.range,
+        )
 
     def _each(self, expr: GetAttr) -> Any:
         if self.scope.each is None:

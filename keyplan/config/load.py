@@ -29,7 +29,7 @@ from keyplan.config.suggestions import did_you_mean
 from keyplan.config.syntax import Attribute, Block, Body, Expr, ObjectExpr, TupleExpr, parse_file, quoted
 from keyplan.config.values import SetValue, canonical_json, plain, type_name
 from keyplan.config.variables import declare_variable, resolve_variables
-from keyplan.diagnostics import Diagnostic, Diagnostics, SourceRange
+from keyplan.diagnostics import Diagnostic, Diagnostics, DiagnosticsError, SourceRange
 from keyplan.policy.model import Policy
 
 FILE_SUFFIX = ".kp.hcl"
@@ -67,6 +67,7 @@ def load_config(
     var_files: list[Path] = [],  # noqa: B006
     environ: Mapping[str, str] = os.environ,
     planned_values: Mapping[str, object] | None = None,
+    workspace: str | None = None,
 ) -> tuple[Config | None, Diagnostics]:
     """Read, evaluate and check the shape of every `*.kp.hcl` file in `directory` (in name
     order). Returns the configuration, or None when any error was found, and every diagnostic.
@@ -104,6 +105,7 @@ def load_config(
         providers=frozenset(declarations.providers),
         sensitive=set(resolved.sensitive_leaves),
         sensitive_variables=resolved.sensitive_names,
+        workspace=workspace if workspace is not None else _current_workspace(directory, environ, diagnostics),
     )
     local_values, sensitive_locals = _evaluate_locals(declarations.locals, scope, diagnostics)
     scope = replace(scope, locals=local_values, sensitive_locals=sensitive_locals)
@@ -335,6 +337,16 @@ def _policy(blocks: list[Block], scope: Scope, keys: dict[str, KeyConfig], diagn
     return read_policy(blocks, scope, keys, diagnostics)
 
 
+def _current_workspace(directory: Path, environ: Mapping[str, str], diagnostics: Diagnostics) -> str:
+    from keyplan.state.workspaces import current_workspace
+
+    try:
+        return current_workspace(directory, environ)
+    except DiagnosticsError as exc:
+        diagnostics.extend(exc.diagnostics)
+        return "default"
+
+
 def _report(exc: EvaluationError, diagnostics: Diagnostics) -> None:
     diagnostics.extend(exc.diagnostics)
 
@@ -380,11 +392,11 @@ def _state_backend(blocks: list[Block], scope: Scope, diagnostics: Diagnostics) 
             range=state.range,
         )
         return default
-    attributes, _, sensitive = _evaluate_attributes(state.body, replace(scope, where="in the state block"), diagnostics)
+    attributes, ranges, sensitive = _evaluate_attributes(state.body, replace(scope, where="in the state block"), diagnostics)
     if state.labels[0] == "local":
         attributes.setdefault("path", DEFAULT_STATE_PATH)
     return StateBackendConfig(
-        kind=state.labels[0], attributes=attributes, range=state.label_ranges[0], sensitive=sensitive
+        kind=state.labels[0], attributes=attributes, range=state.label_ranges[0], sensitive=sensitive, attribute_ranges=ranges
     )
 
 

@@ -28,6 +28,7 @@ class StateBackendConfig(_Model):
     attributes: dict[str, Any] = {}  # local: {"path": "keyplan.kpstate.json"}
     range: SourceRange | None = None
     sensitive: frozenset[str] = frozenset()  # attributes derived from a sensitive value
+    attribute_ranges: dict[str, SourceRange] = {}
 
 
 class PluginBlock(_Model):

@@ -63,7 +63,7 @@ def validate_config(config: Config) -> Diagnostics:
     }
     for key in config.keys.values():
         _check_key(key, config, sources, providers, diagnostics)
-    _check_state_backend_kind(config, diagnostics)
+    _check_state_backend(config, diagnostics)
     _check_local_state_path(config, diagnostics)
     return diagnostics
 
@@ -111,6 +111,12 @@ def _check_local_state_path(config: Config, diagnostics: Diagnostics) -> None:
             f'`path = "{path.rstrip("/")}/keyplan.kpstate.json"`.'.replace('"//', '"/'),
             range=config.state.range,
         )
+def _check_state_backend(config: Config, diagnostics: Diagnostics) -> None:
+    """The `state "KIND"` block against the installed backends and the backend's settings model."""
+    from keyplan.state.workspaces import check_backend_settings
+
+    state = config.state
+    check_backend_settings(state.kind, state.attributes, state.range, state.attribute_ranges, diagnostics)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from keyplan.operations.plan import make_plan
 from keyplan.operations.workspace import LockOptions, Variables, Workspace, locked, read_state, state_backend
 from keyplan.plan.diff import PlanOptions
 from keyplan.plan.model import Plan
-from keyplan.state.local import LocalBackend
 from keyplan.state.model import State
+from keyplan.state.store import StateStore
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def recompute_fingerprints(config: Config, state: State) -> bool:
 def execute(
     plan: Plan,
     config: Config,
-    backend: LocalBackend,
+    backend: StateStore,
     state: State,
     parallelism: int,
     callbacks: ApplyCallbacks,
@@ -194,7 +194,10 @@ def execute(
 
     # Everything this apply must write is checked before the first change: the state's
     # directory, and (when there is work) the audit log, opened now.
-    ensure_writable(backend.path.parent, "the state")
+    from keyplan.state.local import LocalBackend
+
+    if isinstance(backend.backend, LocalBackend):  # a remote store reports its own errors as it is written
+        ensure_writable(backend.backend.state_path(backend.workspace).parent, "the state")
     walking = plan.mode != "refresh-only" and bool(plan.actions)
     audit = (
         AuditLog(Path(config.directory) / ".keyplan" / AUDIT_FILE, plan.digest or plan_digest(plan), approvers)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from keyplan.config.model import Config
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.operations.workspace import LockOptions, locked, read_state, state_backend
+from keyplan.state.backend import LockInfo
 from keyplan.state.edits import Move
-from keyplan.state.local import LockInfo
 from keyplan.state.model import KeyRecord, State
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
-from keyplan.state.local import LocalBackend
 from keyplan.state.model import State
+from keyplan.state.store import StateStore
 
 DEFAULT_STATE_FILE = "keyplan.kpstate.json"
 
@@ -80,19 +80,23 @@ class Workspace:
         return config, Diagnostics(diagnostics.warnings)
 
 
-def state_backend(config: Config) -> LocalBackend:
-    if config.state.kind != "local":
-        raise DiagnosticsError.single(
-            f"Unsupported state backend {config.state.kind!r}",
-            'keyplan stores state in a local file: use `state "local" { path = "..." }` in the keyplan block.',
-            range=config.state.range,
-        )
-    path = Path(str(config.state.attributes.get("path", DEFAULT_STATE_FILE)))
-    return LocalBackend(path if path.is_absolute() else Path(config.directory) / path)
+def state_backend(config: Config) -> StateStore:
+    """The current workspace's state in the configured backend."""
+    from keyplan.state.workspaces import current_workspace, open_store
+
+    directory = Path(config.directory)
+    return open_store(
+        config.state.kind,
+        config.state.attributes,
+        directory,
+        current_workspace(directory),
+        range=config.state.range,
+        attribute_ranges=config.state.attribute_ranges,
+    )
 
 
 @contextmanager
-def locked(backend: LocalBackend, operation: str, lock: LockOptions) -> Iterator[None]:
+def locked(backend: StateStore, operation: str, lock: LockOptions) -> Iterator[None]:
     if not lock.enabled:
         yield
         return
@@ -100,7 +104,7 @@ def locked(backend: LocalBackend, operation: str, lock: LockOptions) -> Iterator
         yield
 
 
-def read_state(backend: LocalBackend) -> tuple[State, bool]:
+def read_state(backend: StateStore) -> tuple[State, bool]:
     """The state, and whether it existed (a new state otherwise)."""
     state = backend.read()
     return (state, True) if state is not None else (State(), False)

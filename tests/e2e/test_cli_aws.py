@@ -204,7 +204,7 @@ def test_killed_apply_converges_without_duplicate_keys(workspace: Workspace) -> 
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, "".join(seen)
-    lock = LocalBackend(workspace.state_path).current_lock()
+    lock = LocalBackend(workspace.state_path).store().current_lock()
     assert lock is not None, "a killed apply leaves its lock behind"
     assert workspace.keyplan("force-unlock", lock.id, "-force").code == 0
     result = workspace.keyplan("apply", "-auto-approve")
@@ -243,7 +243,7 @@ def test_saved_plan_applies_exactly_and_stale_or_altered_plans_are_refused(works
 
 def test_held_lock_is_refused_with_who_holds_it(workspace: Workspace) -> None:
     applied(workspace)
-    backend = LocalBackend(workspace.state_path)
+    backend = LocalBackend(workspace.state_path).store()
     held = backend.acquire("apply")
     try:
         result = workspace.keyplan("apply", "-auto-approve")

@@ -507,7 +507,7 @@ def test_state_rm_and_mv_write_the_next_serial_keep_a_backup_and_retag(applied: 
     )
     assert "old keyplan-address tag" in whole.stdout
 
-    backend = LocalBackend(applied.state_path)
+    backend = LocalBackend(applied.state_path).store()
     held = backend.acquire("apply")
     try:
         locked = applied.keyplan("state", "rm", "key.soon")

@@ -26,7 +26,7 @@ def _record(address: str) -> KeyRecord:
 
 
 def test_every_commit_is_durable_when_it_returns(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "s.json")
+    backend = LocalBackend(tmp_path / "s.json").store()
     committer = StateCommitter(backend, State())
     seen_on_disk: list[bool] = []
     lock = threading.Lock()
@@ -44,41 +44,41 @@ def test_every_commit_is_durable_when_it_returns(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert seen_on_disk == [True] * 64
-    assert backend.journal_path.exists() and not backend.path.exists()
+    assert (tmp_path / "s.json.journal").exists() and not (tmp_path / "s.json").exists()
     assert 1 <= committer.writes <= 64, "appends are shared between concurrent commits"
     committer.finish()
-    assert not backend.journal_path.exists()
+    assert not (tmp_path / "s.json.journal").exists()
     final = backend.read()
     assert final is not None and len(final.keys) == 64 and final.serial == 64
 
 
 def test_an_interrupted_apply_is_replayed_and_a_torn_last_line_ignored(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "s.json")
+    backend = LocalBackend(tmp_path / "s.json").store()
     state = State()
     backend.write(state)  # serial 1 on disk
     committer = StateCommitter(backend, state)
     committer.commit(lambda s: s.keys.__setitem__("key.a", _record("key.a")), key="key.a")
     committer.commit(lambda s: s.keys.__setitem__("key.b", _record("key.b")), key="key.b")
     committer.commit(lambda s: s.keys.pop("key.a"), key="key.a")
-    with open(backend.journal_path, "ab") as journal:
+    with open(tmp_path / "s.json.journal", "ab") as journal:
         journal.write(b'{"serial": 5, "lineage": "')  # a crash in the middle of an append
     replayed = backend.read()
     assert replayed is not None and sorted(replayed.keys) == ["key.b"] and replayed.serial == 4
     backend.write(replayed)
-    assert not backend.journal_path.exists()
+    assert not (tmp_path / "s.json.journal").exists()
     assert backend.read().serial == 5  # type: ignore[union-attr]
 
 
 def test_a_journal_of_another_state_is_refused(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "s.json")
+    backend = LocalBackend(tmp_path / "s.json").store()
     other = StateCommitter(backend, State(lineage="other"))
     other.commit(lambda s: s.keys.__setitem__("key.a", _record("key.a")), key="key.a")
-    backend.path.write_text(State(lineage="mine").model_dump_json())
+    (tmp_path / "s.json").write_text(State(lineage="mine").model_dump_json())
     with pytest.raises(DiagnosticsError, match="another state"):
         backend.read()
 
 
 def test_finishing_an_apply_that_changed_nothing_writes_nothing(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "s.json")
+    backend = LocalBackend(tmp_path / "s.json").store()
     StateCommitter(backend, State()).finish()
-    assert not backend.path.exists()
+    assert not (tmp_path / "s.json").exists()

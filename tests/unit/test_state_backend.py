@@ -15,7 +15,7 @@ from keyplan.state.local import parse_state
 
 
 def test_writes_are_atomic_and_keep_the_previous_copy(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "s.json")
+    backend = LocalBackend(tmp_path / "s.json").store()
     state = State()
     backend.write(state)
     first = (tmp_path / "s.json").read_bytes()
@@ -27,7 +27,7 @@ def test_writes_are_atomic_and_keep_the_previous_copy(tmp_path: Path) -> None:
 
 
 def test_a_held_lock_names_its_holder_and_how_to_remove_it(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "s.json")
+    backend = LocalBackend(tmp_path / "s.json").store()
     held = backend.acquire("apply")
     with pytest.raises(DiagnosticsError) as caught:
         backend.acquire("plan")
@@ -38,7 +38,7 @@ def test_a_held_lock_names_its_holder_and_how_to_remove_it(tmp_path: Path) -> No
 
 
 def test_lock_timeout_waits_for_the_holder(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "s.json")
+    backend = LocalBackend(tmp_path / "s.json").store()
     held = backend.acquire("apply")
     releaser = threading.Timer(0.3, backend.release, args=(held,))
     releaser.start()
@@ -49,7 +49,7 @@ def test_lock_timeout_waits_for_the_holder(tmp_path: Path) -> None:
 
 
 def test_force_unlock_checks_the_id(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "s.json")
+    backend = LocalBackend(tmp_path / "s.json").store()
     held = backend.acquire("apply")
     with pytest.raises(DiagnosticsError, match="Lock ID does not match"):
         backend.force_unlock("not-the-id")
@@ -84,7 +84,7 @@ def test_format_0_is_upgraded_one_version_at_a_time() -> None:
 
 
 def test_a_lock_timeout_gives_up_and_says_how_long_it_waited(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "s.json")
+    backend = LocalBackend(tmp_path / "s.json").store()
     backend.acquire("apply")
     with pytest.raises(DiagnosticsError) as caught:
         backend.acquire("plan", timeout=0.2)

@@ -1,0 +1,210 @@
+"""The state-backend contract: where a team keeps its state, and how it is locked.
+
+A backend plugin (found through the `keyplan.state_backends` entry-point group, see
+`keyplan.state.registry`) has a static half, `StateBackendPlugin` (its settings model, the
+attributes of `keyplan { state "KIND" { ... } }`; no network), and a runtime half,
+`StateBackend`, opened per run. keyplan's own local file is one such plugin; others live in
+their own packages and keep state in systems a team already runs.
+
+A backend stores opaque documents: it never parses state. Per workspace it keeps
+
+- the **state document**, replaced whole by `write` with a compare-and-swap: the caller names
+  the version it read (the store's own token: an ETag, a row version, the file's serial) and the
+  write fails with `StateErrorKind.CONFLICT` if the stored copy is not that one any more;
+- the **journal**: groups of mutations an apply has finished since the state document was last
+  written, appended durably (`append_journal` returns once they would survive the process being
+  killed) and dropped by the next `write`, which supersedes them;
+- the **lock**: one holder at a time, with the holder's `LockInfo` (id, operation, who, where,
+  since when) readable by everyone so a refused user can be told who holds it.
+
+The core (`keyplan.state.store.StateStore`) parses, upgrades and replays; waits for locks;
+and turns these operations into the commands' behaviour. Backends report failures as
+`StateError` with a `StateErrorKind`, a diagnostic the user can act on (never a traceback,
+never a credential in the text).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.provider import PrerequisiteRecord
+from keyplan.state.model import KeyRecord
+
+DEFAULT_WORKSPACE = "default"
+
+
+class LockInfo(BaseModel):
+    """Who holds a workspace's lock: shown to anyone refused by it, and the id force-unlock needs."""
+
+    id: str
+    operation: str
+    who: str
+    host: str
+    pid: int
+    created: datetime
+    workspace: str = DEFAULT_WORKSPACE
+
+    @classmethod
+    def for_this_process(cls, operation: str, workspace: str = DEFAULT_WORKSPACE) -> LockInfo:
+        return cls(
+            id=str(uuid.uuid4()),
+            operation=operation,
+            who=_user(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            created=datetime.now(UTC),
+            workspace=workspace,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"ID:        {self.id}\n"
+            f"Operation: {self.operation}\n"
+            f"Who:       {self.who}@{self.host} (pid {self.pid})\n"
+            f"Since:     {self.created.isoformat(timespec='seconds')}"
+        )
+
+
+class JournalEntry(BaseModel):
+    """One group of mutations made during an apply: the new value of every key record and
+    prerequisite it touched (None: removed). Applied in order on top of the state document."""
+
+    serial: int
+    lineage: str
+    keys: dict[str, KeyRecord | None] = {}
+    prerequisites: dict[str, dict[str, PrerequisiteRecord]] = {}
+
+
+class StateErrorKind(StrEnum):
+    UNREACHABLE = "unreachable"  # endpoint or server not answering, connection dropped
+    AUTH = "auth"  # wrong or missing credentials, access denied
+    NOT_FOUND = "not_found"  # the bucket, database or schema does not exist
+    LOCKED = "locked"  # someone else holds the lock (`holder` says who)
+    CONFLICT = "conflict"  # compare-and-swap failed: someone else wrote first
+    FATAL = "fatal"  # anything else the backend cannot do
+
+
+class StateError(DiagnosticsError):
+    """A state backend failure, carried to the CLI as a diagnostic."""
+
+    def __init__(self, kind: StateErrorKind, summary: str, detail: str, *, holder: LockInfo | None = None) -> None:
+        diagnostics = Diagnostics()
+        diagnostics.error(summary, detail)
+        super().__init__(diagnostics)
+        self.kind = kind
+        self.summary = summary
+        self.detail = detail
+        self.holder = holder
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """What a backend holds for one workspace: the state document (None: never written), the
+    version to name in the next compare-and-swap, and journal groups in append order."""
+
+    data: bytes | None
+    version: str | None
+    journal: tuple[bytes, ...] = ()
+    origin: str = ""  # where it was read, for messages: a path, s3://bucket/key, pg schema.table
+
+
+class StateBackendSettings(BaseModel):
+    """Base of every `state "KIND" { ... }` block's attributes (each backend extends it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What a backend may use besides its settings."""
+
+    working_dir: Path  # the configuration directory; relative paths are read from here
+
+
+class StateBackend(ABC):
+    """The runtime half. One instance serves every workspace of one configured backend; it may
+    be used from several threads at once (apply commits from its worker threads)."""
+
+    #: True when a lock outlives a killed holder until `force_unlock` (a file, an object); False
+    #: when the store releases it as the holder's connection drops (a database session lock).
+    locks_outlive_their_holder: ClassVar[bool] = True
+
+    @abstractmethod
+    def describe(self, workspace: str) -> str:
+        """Where this workspace's state lives, for messages (never a credential)."""
+
+    @abstractmethod
+    def workspaces(self) -> list[str]:
+        """Every workspace with a state document or a journal, plus "default"."""
+
+    @abstractmethod
+    def read(self, workspace: str) -> StoredState:
+        """The state document, its version and its journal; a missing document is not an error."""
+
+    @abstractmethod
+    def write(self, workspace: str, data: bytes, expected_version: str | None) -> str:
+        """Replace the state document if the stored version is `expected_version` (None: only if
+        there is none), drop the journal, and return the new version. Durable when it returns.
+        Raises `StateError(CONFLICT)` if someone else wrote in between."""
+
+    @abstractmethod
+    def append_journal(self, workspace: str, sequence: int, data: bytes) -> None:
+        """Append one group of journal lines (`sequence` grows with every group of an apply).
+        Durable when it returns."""
+
+    @abstractmethod
+    def delete_workspace(self, workspace: str) -> None:
+        """Remove the workspace's state document, journal and lock record."""
+
+    @abstractmethod
+    def try_lock(self, info: LockInfo) -> LockInfo | None:
+        """Take `info.workspace`'s lock for `info`; return None when taken, else the current
+        holder (returned at once, never waiting: the core decides how long to retry)."""
+
+    @abstractmethod
+    def lock_holder(self, workspace: str) -> LockInfo | None:
+        """Who holds the lock now, if anyone."""
+
+    @abstractmethod
+    def unlock(self, workspace: str, lock_id: str) -> None:
+        """Release the lock if `lock_id` holds it; also how `force-unlock` clears a lock whose
+        holder is gone (the core checks the id against `lock_holder` first)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections (and with them any lock a session held)."""
+
+
+class StateBackendPlugin(ABC):
+    kind: ClassVar[str]
+    settings_model: ClassVar[type[StateBackendSettings]]
+
+    def check(self, settings: StateBackendSettings) -> Diagnostics:
+        """Static checks beyond the settings model (no network). Default: none."""
+        return Diagnostics()
+
+    @abstractmethod
+    def open(self, settings: StateBackendSettings, context: BackendContext) -> StateBackend: ...
+
+
+def valid_workspace_name(name: str) -> bool:
+    """Workspace names become path segments and object-key parts: letters, digits, - and _."""
+    return 0 < len(name) <= 64 and all(c.isalnum() or c in "-_" for c in name) and name.isascii()
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

@@ -1,0 +1,154 @@
+"""Which backend and workspace a command uses.
+
+The backend comes from the configuration's `keyplan { state "KIND" { ... } }` block (default:
+the local file), validated against the backend plugin's settings model. The current workspace is
+`KEYPLAN_WORKSPACE` when set, else the one `keyplan workspace select` recorded in
+`.keyplan/environment` under the configuration directory, else "default".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from keyplan.config.suggestions import did_you_mean
+from keyplan.diagnostics import Diagnostics, DiagnosticsError, SourceRange
+from keyplan.state.backend import (
+    DEFAULT_WORKSPACE,
+    BackendContext,
+    StateBackend,
+    StateBackendPlugin,
+    StateBackendSettings,
+    valid_workspace_name,
+)
+from keyplan.state.registry import backend_kinds, backend_plugin
+from keyplan.state.store import StateStore
+
+ENVIRONMENT_FILE = Path(".keyplan") / "environment"
+WORKSPACE_VARIABLE = "KEYPLAN_WORKSPACE"
+
+_opened: list[StateBackend] = []
+
+
+def current_workspace(directory: Path, environ: Mapping[str, str] = os.environ) -> str:
+    name = environ.get(WORKSPACE_VARIABLE, "").strip()
+    if not name:
+        try:
+            name = (directory / ENVIRONMENT_FILE).read_text().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            name = ""
+    name = name or DEFAULT_WORKSPACE
+    if not valid_workspace_name(name):
+        raise DiagnosticsError.single(
+            f"Invalid workspace name {name[:64]!r}",
+            f"Workspace names use letters, digits, - and _ (at most 64). Correct {WORKSPACE_VARIABLE} or run "
+            "`keyplan workspace select NAME`.",
+        )
+    return name
+
+
+def record_workspace(directory: Path, name: str) -> None:
+    path = directory / ENVIRONMENT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(name + "\n")
+
+
+def check_backend_settings(
+    kind: str,
+    attributes: Mapping[str, object],
+    range: SourceRange | None,
+    attribute_ranges: Mapping[str, SourceRange],
+    diagnostics: Diagnostics,
+) -> tuple[StateBackendPlugin, StateBackendSettings] | None:
+    """The plugin and its settings for a `state "KIND"` block; problems become diagnostics at
+    the block or the attribute, with a suggestion for misspelt kinds and arguments."""
+    kinds = backend_kinds()
+    if kind not in kinds:
+        diagnostics.error(
+            "Unknown state backend kind",
+            f"No state backend named {kind!r} is installed.{did_you_mean(kind, kinds)} The installed kinds are "
+            f"{', '.join(kinds)}; correct the kind or install the package that provides it.",
+            range=range,
+        )
+        return None
+    try:
+        plugin = backend_plugin(kind)
+    except ImportError as exc:
+        diagnostics.error(
+            "State backend cannot be loaded",
+            f"The state backend {kind!r} is registered but could not be imported ({type(exc).__name__}: {exc}). "
+            "Reinstall keyplan or the package that provides it.",
+            range=range,
+        )
+        return None
+    assert plugin is not None
+    fields = list(plugin.settings_model.model_fields)
+    try:
+        settings = plugin.settings_model.model_validate(dict(attributes))
+    except ValidationError as exc:
+        for error in exc.errors():
+            location = [str(part) for part in error["loc"]]
+            attribute = location[0] if location else ""
+            where = attribute_ranges.get(attribute, range)
+            if error["type"] == "extra_forbidden":
+                diagnostics.error(
+                    "Unsupported argument",
+                    f'A state "{kind}" block has no argument `{attribute}`.{did_you_mean(attribute, fields)} Its '
+                    f"arguments are {', '.join(fields)}; remove it or correct its name.",
+                    range=where,
+                )
+            elif error["type"] == "missing":
+                diagnostics.error(
+                    "Missing required argument",
+                    f'The state "{kind}" block must set `{attribute}`. Add `{attribute} = ...` to the block.',
+                    range=range,
+                )
+            else:
+                diagnostics.error(
+                    "Invalid argument value",
+                    f'`{".".join(location)}` of the state "{kind}" block is not valid: {error["msg"]}. Correct the value.',
+                    range=where,
+                )
+        return None
+    diagnostics.extend(plugin.check(settings))
+    return plugin, settings
+
+
+def open_backend(
+    kind: str,
+    attributes: Mapping[str, object],
+    directory: Path,
+    *,
+    range: SourceRange | None = None,
+    attribute_ranges: Mapping[str, SourceRange] | None = None,
+) -> StateBackend:
+    diagnostics = Diagnostics()
+    checked = check_backend_settings(kind, attributes, range, attribute_ranges or {}, diagnostics)
+    if checked is None or diagnostics.has_errors():
+        raise DiagnosticsError(diagnostics)
+    plugin, settings = checked
+    backend = plugin.open(settings, BackendContext(working_dir=directory))
+    _opened.append(backend)
+    return backend
+
+
+def open_store(
+    kind: str,
+    attributes: Mapping[str, object],
+    directory: Path,
+    workspace: str,
+    *,
+    range: SourceRange | None = None,
+    attribute_ranges: Mapping[str, SourceRange] | None = None,
+) -> StateStore:
+    backend = open_backend(kind, attributes, directory, range=range, attribute_ranges=attribute_ranges)
+    return StateStore(backend, workspace)
+
+
+def close_all() -> None:
+    """Close every backend this process opened (connections, and session locks with them)."""
+    while _opened:
+        _opened.pop().close()
