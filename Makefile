@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: quickstart test softhsm venv bench lint clean
+.PHONY: quickstart test softhsm postgresql venv bench lint clean
 
 venv: $(STAMP)
 
@@ -26,10 +26,17 @@ softhsm:
 	  echo "installing SoftHSM2 (Debian package softhsm2)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null; }
 
+# The PostgreSQL state backend's tests start a throwaway server from Debian's postgresql package.
+postgresql:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing PostgreSQL (Debian package postgresql)"; \
+	  apt-cache policy postgresql | grep -q 'Candidate: [0-9]' || $(SUDO) apt-get update -qq; \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 quickstart: venv
 	@bash examples/quickstart/run.sh
 
-test: venv softhsm
+test: venv softhsm postgresql
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: venv

@@ -112,7 +112,8 @@ class StateError(DiagnosticsError):
 @dataclass(frozen=True)
 class StoredState:
     """What a backend holds for one workspace: the state document (None: never written), the
-    version to name in the next compare-and-swap, and journal groups in append order."""
+    version to name in the next compare-and-swap, and the journal: everything appended since the
+    last write, in append order (one piece per group, or fewer pieces holding the same bytes)."""
 
     data: bytes | None
     version: str | None

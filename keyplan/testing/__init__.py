@@ -8,6 +8,9 @@ backends). They need pytest.
   that speaks keyplan's emulator control protocol (see the module's docstring).
 - `keyplan.testing.sources.KeySourceConformance`: subclass it and override the class-scoped
   `source` fixture to yield an opened `KeySource`.
+- `keyplan.testing.state_suite.StateBackendConformance`: subclass it and override the `harness`
+  fixture to yield a `BackendHarness` (backend kind, settings, working directory, environment)
+  for an empty store; every state backend passes it with the same test code.
 
 For example::
 

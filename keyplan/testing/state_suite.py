@@ -1,0 +1,270 @@
+"""The state-backend conformance suite: what every `StateBackend` must do, checked against a
+real store with the same test code for every backend.
+
+Subclass `StateBackendConformance` and provide a `harness` fixture returning a
+`BackendHarness` for a fresh, empty store (its own bucket, database, directory). Each
+`harness.open()` is a new backend instance with its own connections, as another keyplan process
+would have; the kill test runs a real child process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from keyplan.apply.committer import StateCommitter
+from keyplan.state.backend import LockInfo, StateBackend, StateError, StateErrorKind
+from keyplan.state.model import KeyRecord, MaterialVersion, State
+from keyplan.state.store import StateStore
+from keyplan.state.workspaces import open_backend
+
+
+@dataclass
+class BackendHarness:
+    kind: str
+    attributes: dict[str, object]
+    working_dir: Path
+    env: dict[str, str] = field(default_factory=dict)  # what a process needs in its environment
+    _opened: list[StateBackend] = field(default_factory=list)
+
+    def open(self) -> StateBackend:
+        saved = {name: os.environ.get(name) for name in self.env}
+        os.environ.update(self.env)
+        try:
+            backend = open_backend(self.kind, self.attributes, self.working_dir)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        self._opened.append(backend)
+        return backend
+
+    def close(self) -> None:
+        while self._opened:
+            self._opened.pop().close()
+
+
+def record(address: str, fingerprint: str = "kcv:00") -> KeyRecord:
+    return KeyRecord(
+        address=address,
+        algorithm="AES_256",
+        usage="encrypt",
+        source="software.s",
+        materials=[MaterialVersion(version=1, handle="h", fingerprint=fingerprint, created_at=datetime.now(UTC))],
+    )
+
+
+# A keyplan-like process: takes the lock, commits mutations one by one through the journal, says
+# how far it got after each, and waits to be killed.
+_CHILD = """
+import json, sys, time
+from keyplan.apply.committer import StateCommitter
+from keyplan.state.store import StateStore
+from keyplan.state.workspaces import open_backend
+from keyplan.testing.state_suite import record
+kind, attributes, working_dir, count = json.loads(sys.argv[1])
+store = StateStore(open_backend(kind, attributes, __import__("pathlib").Path(working_dir)), "default")
+info = store.acquire("apply", timeout=30)
+state = store.read()
+committer = StateCommitter(store, state)
+for n in range(count):
+    address = f"key.k{n}"
+    committer.commit(lambda s, a=address: s.keys.__setitem__(a, record(a)), key=address)
+    print(json.dumps({"lock": info.id, "done": n + 1}), flush=True)
+time.sleep(600)
+"""
+
+
+class StateBackendConformance:
+    @pytest.fixture
+    def harness(self) -> Iterator[BackendHarness]:
+        raise NotImplementedError("a backend's conformance test provides the harness fixture")
+
+    # -- documents --------------------------------------------------------------------------------
+
+    def test_a_workspace_never_written_reads_as_nothing(self, harness: BackendHarness) -> None:
+        stored = harness.open().read("default")
+        assert stored.data is None and stored.version is None and stored.journal == ()
+
+    def test_writes_are_compare_and_swap_on_the_version_read(self, harness: BackendHarness) -> None:
+        first, second = harness.open(), harness.open()
+        v1 = first.write("default", b'{"n": 1}', None)
+        assert second.read("default").version == v1
+        v2 = first.write("default", b'{"n": 2}', v1)
+        assert v2 != v1
+        with pytest.raises(StateError) as caught:
+            second.write("default", b'{"n": "lost"}', v1)
+        assert caught.value.kind is StateErrorKind.CONFLICT
+        assert "plan" in caught.value.detail
+        stored = second.read("default")
+        assert stored.data == b'{"n": 2}' and stored.version == v2
+
+    def test_only_one_of_two_creators_wins(self, harness: BackendHarness) -> None:
+        first, second = harness.open(), harness.open()
+        first.write("default", b'{"who": "first"}', None)
+        with pytest.raises(StateError) as caught:
+            second.write("default", b'{"who": "second"}', None)
+        assert caught.value.kind is StateErrorKind.CONFLICT
+        assert first.read("default").data == b'{"who": "first"}'
+
+    def test_journal_groups_come_back_in_order_and_a_write_drops_them(self, harness: BackendHarness) -> None:
+        backend = harness.open()
+        version = backend.write("default", b"{}", None)
+        for sequence in (1, 2, 10, 11):
+            backend.append_journal("default", sequence, f"group {sequence}\n".encode())
+        assert b"".join(harness.open().read("default").journal) == b"group 1\ngroup 2\ngroup 10\ngroup 11\n"
+        backend.write("default", b"{}", version)
+        assert harness.open().read("default").journal == ()
+
+    def test_every_commit_of_an_apply_is_readable_by_another_process_when_it_returns(
+        self, harness: BackendHarness
+    ) -> None:
+        store = StateStore(harness.open())
+        state = State()
+        store.write(state)
+        committer = StateCommitter(store, state)
+        seen: list[bool] = []
+        guard = threading.Lock()
+
+        def worker(n: int) -> None:
+            address = f"key.k{n}"
+            committer.commit(lambda s: s.keys.__setitem__(address, record(address)), key=address)
+            other = StateStore(harness.open()).read()
+            with guard:
+                seen.append(other is not None and address in other.keys)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(24)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert seen == [True] * 24
+        assert committer.writes < 24 + 1, "concurrent commits share journal appends"
+        committer.finish()
+        final_store = StateStore(harness.open())
+        final = final_store.read()
+        assert final is not None and len(final.keys) == 24 and final.serial == 25
+        assert not final_store.has_journal, "the whole-state write folded the journal"
+
+    # -- locks ------------------------------------------------------------------------------------
+
+    def test_a_held_lock_is_refused_to_others_with_its_holder(self, harness: BackendHarness) -> None:
+        holder, other = harness.open(), harness.open()
+        info = LockInfo.for_this_process("apply")
+        assert holder.try_lock(info) is None
+        refused_by = other.try_lock(LockInfo.for_this_process("plan"))
+        assert refused_by is not None
+        assert (refused_by.id, refused_by.operation, refused_by.who, refused_by.host, refused_by.pid) == (
+            info.id, "apply", info.who, info.host, info.pid,
+        )
+        assert abs((refused_by.created - info.created).total_seconds()) < 1
+        assert other.lock_holder("default") == refused_by
+        other.unlock("default", "not-the-holder")
+        assert holder.lock_holder("default") is not None, "unlock with another id leaves the lock"
+        holder.unlock("default", info.id)
+        assert other.try_lock(LockInfo.for_this_process("plan")) is None
+
+    def test_lock_timeout_waits_for_the_holder(self, harness: BackendHarness) -> None:
+        holder, waiter = StateStore(harness.open()), StateStore(harness.open())
+        held = holder.acquire("apply")
+        releaser = threading.Timer(0.5, holder.release, args=(held,))
+        releaser.start()
+        try:
+            got = waiter.acquire("plan", timeout=20)
+        finally:
+            releaser.join()
+        assert got.operation == "plan" and waiter.current_lock() is not None
+        assert waiter.current_lock().id == got.id  # type: ignore[union-attr]
+
+    def test_a_refused_lock_says_who_holds_it_and_how_to_force_unlock(self, harness: BackendHarness) -> None:
+        holder, other = StateStore(harness.open()), StateStore(harness.open())
+        held = holder.acquire("apply")
+        with pytest.raises(StateError) as caught:
+            other.acquire("plan")
+        assert caught.value.kind is StateErrorKind.LOCKED
+        assert held.id in caught.value.detail and "apply" in caught.value.detail
+        assert f"keyplan force-unlock {held.id}" in caught.value.detail
+        assert held.who in caught.value.detail and held.created.isoformat(timespec="seconds") in caught.value.detail
+
+    def test_locks_are_per_workspace(self, harness: BackendHarness) -> None:
+        first, second = harness.open(), harness.open()
+        assert first.try_lock(LockInfo.for_this_process("apply", "dev")) is None
+        assert second.try_lock(LockInfo.for_this_process("apply", "prod")) is None
+        assert second.try_lock(LockInfo.for_this_process("apply", "dev")) is not None
+
+    def test_force_unlock_from_another_process(self, harness: BackendHarness) -> None:
+        holder, other = StateStore(harness.open()), StateStore(harness.open())
+        held = holder.acquire("apply")
+        assert other.force_unlock(held.id).id == held.id
+        got = other.acquire("plan", timeout=10)
+        assert other.current_lock() is not None and other.current_lock().id == got.id  # type: ignore[union-attr]
+
+    # -- workspaces ----------------------------------------------------------------------------------
+
+    def test_workspaces_are_listed_kept_apart_and_deleted(self, harness: BackendHarness) -> None:
+        backend = harness.open()
+        assert backend.workspaces() == ["default"]
+        backend.write("default", b'{"w": "default"}', None)
+        backend.write("dev", b'{"w": "dev"}', None)
+        backend.append_journal("staging", 1, b"line\n")
+        assert harness.open().workspaces() == ["default", "dev", "staging"]
+        assert backend.read("dev").data == b'{"w": "dev"}'
+        assert backend.describe("dev") != backend.describe("default")
+        backend.delete_workspace("dev")
+        backend.delete_workspace("staging")
+        assert harness.open().workspaces() == ["default"]
+        assert backend.read("dev").data is None and backend.read("default").data == b'{"w": "default"}'
+
+    # -- a killed apply --------------------------------------------------------------------------------
+
+    def test_a_killed_apply_loses_no_finished_mutation_and_its_lock_can_be_cleared(
+        self, harness: BackendHarness
+    ) -> None:
+        StateStore(harness.open()).write(State())
+        arguments = json.dumps([harness.kind, harness.attributes, str(harness.working_dir), 5])
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, arguments],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **harness.env},
+        )
+        try:
+            assert child.stdout is not None
+            progress = {}
+            for line in child.stdout:
+                progress = json.loads(line)
+                if progress["done"] == 5:
+                    break
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.kill()
+            child.wait(timeout=30)
+        store = StateStore(harness.open())
+        recovered = store.read()
+        assert recovered is not None and sorted(recovered.keys) == [f"key.k{n}" for n in range(5)]
+        if type(store.backend).locks_outlive_their_holder:
+            held = store.current_lock()
+            assert held is not None and held.id == progress["lock"] and held.pid == child.pid
+            with pytest.raises(StateError):
+                store.acquire("apply")
+            store.force_unlock(held.id)
+        info = store.acquire("apply", timeout=10)
+        try:
+            store.write(recovered)
+        finally:
+            store.release(info)
+        after = StateStore(harness.open())
+        final = after.read()
+        assert final is not None and len(final.keys) == 5 and not after.has_journal
