@@ -13,6 +13,7 @@ import pytest
 from keyplan.testing.state_suite import BackendHarness, StateBackendConformance
 from providers.pgstate.testing import PostgresCluster
 from providers.s3state.testing import MotoServer
+from tests.state_servers import moto, postgres  # noqa: F401 - fixtures
 
 
 class TestLocalBackend(StateBackendConformance):
@@ -25,7 +26,8 @@ class TestLocalBackend(StateBackendConformance):
 
 class TestS3Backend(StateBackendConformance):
     @pytest.fixture
-    def harness(self, moto: MotoServer, tmp_path: Path) -> Iterator[BackendHarness]:
+    def harness(self, moto: MotoServer,  # noqa: F811
+     tmp_path: Path) -> Iterator[BackendHarness]:
         attributes: dict[str, object] = {
             "bucket": moto.new_bucket(versioned=True),
             "key": "team/keyplan.kpstate.json",
@@ -40,7 +42,8 @@ class TestS3Backend(StateBackendConformance):
 
 class TestPgBackend(StateBackendConformance):
     @pytest.fixture
-    def harness(self, postgres: PostgresCluster, tmp_path: Path) -> Iterator[BackendHarness]:
+    def harness(self, postgres: PostgresCluster,  # noqa: F811
+     tmp_path: Path) -> Iterator[BackendHarness]:
         conn_str = postgres.create_database(f"k{uuid.uuid4().hex[:12]}")
         harness = BackendHarness(
             "pg", {"conn_str_env": "KEYPLAN_TEST_PG", "schema_name": "team_state"}, tmp_path, env={"KEYPLAN_TEST_PG": conn_str}
