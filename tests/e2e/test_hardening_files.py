@@ -74,9 +74,9 @@ def test_an_audit_log_left_readable_by_an_older_keyplan_is_made_private(workspac
 
 
 def test_the_lock_file_is_private(tmp_path: Path, open_umask: None) -> None:
-    backend = LocalBackend(tmp_path / "keyplan.kpstate.json")
+    backend = LocalBackend(tmp_path / "keyplan.kpstate.json").store()
     info = backend.acquire("plan")
     try:
-        assert _mode(backend.lock_path) == 0o600
+        assert _mode(tmp_path / "keyplan.kpstate.json.lock") == 0o600
     finally:
         backend.release(info)
