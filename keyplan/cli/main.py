@@ -23,7 +23,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from keyplan import __version__
-from keyplan.cli import apply, approve, check, emulator, options, plan, review, state, ui, verify
+from keyplan.cli import apply, approve, check, emulator, options, plan, review, state, ui, verify, workspace
 from keyplan.cli.options import Exit
 from keyplan.diagnostics import DiagnosticsError
 
@@ -93,7 +93,7 @@ def _register_commands() -> None:
     """keyplan's own command modules, then what plugins contribute (`keyplan.commands` entry points)."""
     from keyplan.registry import command_contributions
 
-    for module in (plan, apply, state, review, check, verify, approve, emulator):
+    for module in (plan, apply, state, review, check, verify, approve, emulator, workspace):
         module.register(app, state_app)
     for _, contribute in command_contributions():
         contribute(app)

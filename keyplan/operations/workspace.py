@@ -82,8 +82,9 @@ class Workspace:
 
 def state_backend(config: Config) -> StateStore:
     """The current workspace's state in the configured backend."""
-    from keyplan.state.workspaces import current_workspace, open_store
+    from keyplan.state.workspaces import check_recorded_backend, current_workspace, open_store
 
+    check_recorded_backend(config)
     directory = Path(config.directory)
     return open_store(
         config.state.kind,

@@ -8,11 +8,16 @@ the local file), validated against the backend plugin's settings model. The curr
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from keyplan.config.model import Config
 
 from keyplan.config.suggestions import did_you_mean
 from keyplan.diagnostics import Diagnostics, DiagnosticsError, SourceRange
@@ -29,6 +34,8 @@ from keyplan.state.store import StateStore
 
 ENVIRONMENT_FILE = Path(".keyplan") / "environment"
 WORKSPACE_VARIABLE = "KEYPLAN_WORKSPACE"
+
+BACKEND_RECORD = Path(".keyplan") / "backend.json"
 
 _opened: list[StateBackend] = []
 
@@ -152,3 +159,43 @@ def close_all() -> None:
     """Close every backend this process opened (connections, and session locks with them)."""
     while _opened:
         _opened.pop().close()
+
+
+# The backend a directory last used: changing the `state` block needs `keyplan init`.
+
+
+def _configured(config: Config) -> dict[str, Any]:
+    return {"kind": config.state.kind, "attributes": config.state.attributes}
+
+
+def _recorded(directory: Path) -> dict[str, Any] | None:
+    try:
+        recorded = json.loads((directory / BACKEND_RECORD).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def _record(directory: Path, backend: dict[str, Any]) -> None:
+    path = directory / BACKEND_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(backend, indent=2, sort_keys=True) + "\n")
+
+
+def check_recorded_backend(config: Config) -> None:
+    """Refuse to use a backend other than the one this directory last used, until `keyplan init`
+    says whether to move the state there (-migrate-state) or start over (-reconfigure)."""
+    directory = Path(config.directory)
+    recorded, configured = _recorded(directory), _configured(config)
+    if recorded is None:
+        _record(directory, configured)
+        return
+    if recorded != configured:
+        raise DiagnosticsError.single(
+            "The state backend changed",
+            f'This directory last kept its state in state "{recorded.get("kind")}" and the configuration now says '
+            f'state "{configured["kind"]}" (or other settings). Run `keyplan init -migrate-state` to move every '
+            "workspace's state to the new backend, or `keyplan init -reconfigure` to use the new backend as it is "
+            "(the old state stays where it was).",
+            range=config.state.range,
+        )

@@ -1,0 +1,304 @@
+"""End to end through the CLI against every state backend with the same test code: the local
+file, S3 (moto's server mode, a separate process reached through boto3) and PostgreSQL (a
+throwaway cluster of the real server). plan / apply / drift / state commands, workspaces,
+two applies at once, a killed apply, migration between backends, and the errors users hit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from conftest import KEYPLAN_BIN, Result, Workspace
+
+from keyplan.state.store import StateStore
+from keyplan.state.workspaces import open_backend
+from providers.pgstate.testing import PostgresCluster
+from providers.s3state.testing import MotoServer
+from tests.state_servers import moto, postgres  # noqa: F401 - fixtures
+
+KEYS = """
+source "software" "local" {}
+
+provider "aws" "main" {
+  region   = "eu-west-1"
+  endpoint = "embedded"
+}
+
+key "app" {
+  for_each  = toset(var.apps)
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+  aliases   = ["alias/${keyplan.workspace}-${each.key}"]
+  labels = {
+    app       = each.key
+    workspace = keyplan.workspace
+  }
+}
+
+variable "apps" {
+  type    = list(string)
+  default = ["payments", "ledger"]
+}
+"""
+
+
+@dataclass
+class Team:
+    """One backend, configured in a `keyplan { state ... }` block, and how to look inside it."""
+
+    kind: str
+    attributes: dict[str, Any]
+    workspace: Workspace
+    env: dict[str, str] = field(default_factory=dict)
+
+    def block(self) -> str:
+        lines = [f"    {name} = {json.dumps(value)}" for name, value in self.attributes.items()]
+        return 'keyplan {\n  state "%s" {\n%s\n  }\n}\n' % (self.kind, "\n".join(lines))
+
+    def write(self, keys: str = KEYS) -> None:
+        self.workspace.write(self.block() + keys)
+
+    def keyplan(self, *args: str, **kwargs: Any) -> Result:
+        return self.workspace.keyplan(*args, env={**self.env, **kwargs.pop("env", {})}, **kwargs)
+
+    def store(self, workspace: str = "default") -> StateStore:
+        saved = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            return StateStore(open_backend(self.kind, self.attributes, self.workspace.path), workspace)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def state(self, workspace: str = "default") -> Any:
+        store = self.store(workspace)
+        try:
+            state = store.read()
+        finally:
+            store.backend.close()
+        return None if state is None else state.model_dump(mode="json")
+
+    def spawn(self, *args: str, latency_ms: int = 0) -> subprocess.Popen[str]:
+        env = {**os.environ, **self.env, "KEYPLAN_EMULATOR_LATENCY_MS": str(latency_ms)}
+        return subprocess.Popen(
+            [str(KEYPLAN_BIN), "-chdir", str(self.workspace.path), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+
+
+@pytest.fixture(params=["local", "s3", "pg"])
+def team(request: pytest.FixtureRequest, workspace: Workspace) -> Iterator[Team]:
+    if request.param == "local":
+        yield Team("local", {"path": "shared/keyplan.kpstate.json"}, workspace)
+    elif request.param == "s3":
+        server: MotoServer = request.getfixturevalue("moto")
+        attributes = {
+            "bucket": server.new_bucket(versioned=True),
+            "key": "keyplan/team.kpstate.json",
+            "region": "us-east-1",
+            "endpoint": server.url,
+            "credentials": "local",
+        }
+        yield Team("s3", attributes, workspace)
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        conn_str = cluster.create_database(f"k{uuid.uuid4().hex[:12]}")
+        yield Team("pg", {"conn_str_env": "KEYPLAN_TEAM_PG", "schema_name": "keyplan"}, workspace, {"KEYPLAN_TEAM_PG": conn_str})
+
+
+def _aws_keys(workspace: Workspace) -> list[str]:
+    with workspace.aws() as (kms, _):
+        return sorted(k["KeyArn"] for k in kms.list_keys()["Keys"])
+
+
+def test_plan_apply_drift_and_state_commands(team: Team) -> None:
+    team.write()
+    assert team.keyplan("validate").code == 0
+    applied = team.keyplan("apply", "-auto-approve")
+    assert applied.code == 0, applied.output
+    assert team.keyplan("plan", "-detailed-exitcode").code == 0
+    state = team.state()
+    assert sorted(state["keys"]) == ['key.app["ledger"]', 'key.app["payments"]']
+    assert state["keys"]['key.app["ledger"]']["targets"]["aws.main"]["aliases"] == ["alias/default-ledger"]
+    if team.kind != "local":
+        assert not (team.workspace.path / "keyplan.kpstate.json").exists(), "remote state leaves no local copy"
+    listed = team.keyplan("state", "list")
+    assert listed.stdout.split() == ['key.app["ledger"]', 'key.app["payments"]']
+    assert "alias/default-payments" in team.keyplan("state", "show", 'key.app["payments"]').stdout
+    pulled = team.keyplan("state", "pull")
+    assert json.loads(pulled.stdout)["lineage"] == state["lineage"]
+    drift = team.keyplan("drift", "-json")
+    assert drift.code == 0, drift.output
+
+    with team.workspace.aws() as (kms, _):
+        kms.disable_key(KeyId=state["keys"]['key.app["ledger"]']["targets"]["aws.main"]["remote_id"])
+    drifted = team.keyplan("drift", "-json")
+    assert drifted.code == 2 and json.loads(drifted.stdout)["drift"], drifted.output
+
+    backup = team.workspace.path / "pulled.json"
+    backup.write_text(pulled.stdout)
+    assert team.keyplan("state", "rm", 'key.app["ledger"]').code == 0
+    assert sorted(team.state()["keys"]) == ['key.app["payments"]']
+    refused = team.keyplan("state", "push", str(backup))
+    assert refused.code == 1 and "not newer" in refused.stderr
+    assert team.keyplan("state", "push", "-force", str(backup)).code == 0
+    assert sorted(team.state()["keys"]) == ['key.app["ledger"]', 'key.app["payments"]']
+    assert team.keyplan("apply", "-auto-approve").code == 0  # re-enables the key
+    assert team.keyplan("plan", "-detailed-exitcode").code == 0
+    assert len(_aws_keys(team.workspace)) == 2
+
+
+def test_each_workspace_has_its_own_state(team: Team) -> None:
+    team.write()
+    assert team.keyplan("apply", "-auto-approve").code == 0
+    created = team.keyplan("workspace", "new", "dev")
+    assert created.code == 0, created.output
+    assert team.keyplan("workspace", "show").stdout == "dev\n"
+    dev_plan = team.keyplan("plan", "-json")
+    assert {c["actions"][0] for c in json.loads(dev_plan.stdout)["changes"]} == {"create"}, "dev starts empty"
+    assert team.keyplan("apply", "-auto-approve").code == 0
+    dev = team.state("dev")
+    assert dev["keys"]['key.app["payments"]']["targets"]["aws.main"]["labels"]["workspace"] == "dev"
+    assert dev["lineage"] != team.state("default")["lineage"]
+    assert team.keyplan("workspace", "list").stdout == "  default\n* dev\n"
+    refused = team.keyplan("workspace", "delete", "dev")
+    assert refused.code == 1 and "current workspace" in refused.stderr
+    assert team.keyplan("workspace", "select", "default").code == 0
+    assert team.keyplan("plan", "-detailed-exitcode").code == 0
+    keeps = team.keyplan("workspace", "delete", "dev")
+    assert keeps.code == 1 and "still manages 2 key(s)" in keeps.stderr
+    assert team.keyplan("workspace", "delete", "-force", "dev").code == 0
+    assert team.keyplan("workspace", "list").stdout == "* default\n"
+    missing = team.keyplan("workspace", "select", "dve")
+    assert missing.code == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.output
+    assert len(_aws_keys(team.workspace)) == 4
+
+
+def test_two_applies_at_once_never_both_apply(team: Team) -> None:
+    team.write(KEYS.replace('["payments", "ledger"]', '["a", "b", "c", "d"]'))
+    first = team.spawn("apply", "-auto-approve", latency_ms=100)
+    assert first.stdout is not None
+    for line in first.stdout:  # the first holds the lock once it prints its plan
+        if "Plan:" in line or "to create" in line or "create" in line:
+            break
+    second = team.spawn("apply", "-auto-approve")
+    second_out, _ = second.communicate(timeout=120)
+    first_out = first.stdout.read()
+    assert first.wait(timeout=120) == 0, first_out
+    assert second.returncode == 1, second_out
+    assert "Error acquiring the state lock" in second_out and "Operation: apply" in second_out
+    assert "Traceback" not in second_out
+    waiting = team.spawn("apply", "-auto-approve", "-lock-timeout=60s")
+    out, _ = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0 and "No changes" in out, out
+    keys = _aws_keys(team.workspace)
+    assert len(keys) == 4, "no key was created twice"
+    assert sorted(r["targets"]["aws.main"]["remote_id"] for r in team.state()["keys"].values()) == keys
+
+
+def test_a_killed_apply_is_reported_cleared_and_converges(team: Team) -> None:
+    team.write(KEYS.replace('["payments", "ledger"]', '["a", "b", "c", "d", "e", "f"]'))
+    process = team.spawn("apply", "-auto-approve", "-parallelism", "3", latency_ms=150)
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if "create_key" in line and "done" in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "".join(seen)
+    recovered = team.state()
+    assert recovered is not None and recovered["keys"], "finished steps were journalled"
+    if team.kind == "pg":
+        # the server released the session lock with the killed process's connection
+        deadline = time.monotonic() + 10
+        while (holder := team.store().current_lock()) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert holder is None
+    else:
+        locked = team.keyplan("plan")
+        assert locked.code == 1 and "Error acquiring the state lock" in locked.stderr
+        holder = team.store().current_lock()
+        assert holder is not None and holder.pid == process.pid and holder.operation == "apply"
+        assert f"keyplan force-unlock {holder.id}" in locked.stderr
+        assert team.keyplan("force-unlock", holder.id, "-force").code == 0
+    result = team.keyplan("apply", "-auto-approve", "-lock-timeout=10s")
+    assert result.code == 0, result.output
+    assert team.keyplan("plan", "-detailed-exitcode").code == 0
+    keys = _aws_keys(team.workspace)
+    assert len(keys) == 6, "every key exists exactly once\n" + "".join(seen) + result.output
+    assert sorted(r["targets"]["aws.main"]["remote_id"] for r in team.state()["keys"].values()) == keys
+
+
+def test_init_migrates_state_from_the_local_file(team: Team) -> None:
+    if team.kind == "local":
+        pytest.skip("migrates from the local file to the other backends")
+    local = Team("local", {"path": "keyplan.kpstate.json"}, team.workspace)
+    local.write()
+    assert local.keyplan("apply", "-auto-approve").code == 0
+    assert local.keyplan("workspace", "new", "dev").code == 0
+    assert local.keyplan("apply", "-auto-approve").code == 0
+    before = {name: local.state(name) for name in ("default", "dev")}
+
+    team.write()
+    changed = team.keyplan("plan")
+    assert changed.code == 1 and "keyplan init -migrate-state" in changed.stderr
+    migrated = team.keyplan("init", "-migrate-state")
+    assert migrated.code == 0, migrated.output
+    for name in ("default", "dev"):
+        after = team.state(name)
+        assert (after["lineage"], after["serial"], after["keys"]) == (
+            before[name]["lineage"], before[name]["serial"], before[name]["keys"],
+        )
+    assert team.keyplan("plan", "-detailed-exitcode").code == 0
+    assert team.keyplan("workspace", "select", "default").code == 0
+    assert team.keyplan("plan", "-detailed-exitcode").code == 0
+
+    # a target with another history is refused
+    local.write()
+    assert local.keyplan("init", "-reconfigure").code == 0
+    other = team.workspace.path / "other.json"
+    other.write_text(json.dumps({**before["default"], "lineage": "another-history"}))
+    assert local.keyplan("state", "push", "-force", str(other)).code == 0
+    team.write()
+    refused = team.keyplan("init", "-migrate-state")
+    assert refused.code == 1 and "another state" in refused.stderr
+
+
+def test_backend_errors_are_diagnostics(team: Team) -> None:
+    if team.kind == "local":
+        pytest.skip("remote backends only")
+    broken = dict(team.attributes)
+    env = dict(team.env)
+    if team.kind == "s3":
+        broken["bucket"] = "no-such-keyplan-bucket"
+    else:
+        env["KEYPLAN_TEAM_PG"] = env["KEYPLAN_TEAM_PG"].replace("password=", "password=wrong-")
+    Team(team.kind, broken, team.workspace, env).write()
+    result = Team(team.kind, broken, team.workspace, env).keyplan("plan")
+    assert result.code == 1 and "Traceback" not in result.output
+    assert ("does not exist" in result.stderr) if team.kind == "s3" else ("Access denied" in result.stderr)
+    assert "wrong-" not in result.output, "no part of a password is shown"
+
+
+def test_validate_checks_the_keyplan_block(workspace: Workspace) -> None:
+    workspace.write('keyplan {\n  state "s4" {\n    bucket = "b"\n  }\n}\n' + KEYS)
+    unknown = workspace.keyplan("validate")
+    assert unknown.code == 1 and "Unknown state backend kind" in unknown.stderr and "local, pg, s3" in unknown.stderr
+    workspace.write('keyplan {\n  state "s3" {\n    bucket = "team-bucket"\n    key = "k"\n    regoin = "x"\n  }\n}\n' + KEYS)
+    misspelt = workspace.keyplan("validate")
+    assert misspelt.code == 1 and "Unsupported argument" in misspelt.stderr and "Did you mean" in misspelt.stderr
+    assert "main.kp.hcl:5:" in misspelt.stderr
+    workspace.write('keyplan {\n  state "pg" {\n    schema_name = 7\n  }\n}\n' + KEYS)
+    mistyped = workspace.keyplan("validate")
+    assert mistyped.code == 1 and "Invalid argument value" in mistyped.stderr and "main.kp.hcl:3:" in mistyped.stderr
