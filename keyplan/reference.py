@@ -17,6 +17,7 @@ from pydantic_core import PydanticUndefined
 
 from keyplan.algorithms import ALGORITHMS
 from keyplan.registry import provider_kinds, provider_plugin, source_kinds, source_plugin
+from keyplan.state.registry import backend_kinds, backend_plugin
 
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 
@@ -88,6 +89,12 @@ def render() -> str:
         if provider is None:
             continue
         out += ["", f"### `{kind}`", "", *_table(provider.settings_model), *_rate_classes(provider.settings_model)]
+    out += ["", "## State backends (`keyplan { state \"KIND\" { ... } }`)", "", "See docs/state.md for how each locks and journals."]
+    for kind in backend_kinds():
+        backend = backend_plugin(kind)
+        if backend is None:
+            continue
+        out += ["", f"### `{kind}`", "", *_table(backend.settings_model)]
     out += _policy_rules()
     out += ["", "## Algorithms", "", "| algorithm | kind | usages (first is the default) |", "|---|---|---|"]
     for name, algorithm in ALGORITHMS.items():

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -185,7 +186,7 @@ def test_each_workspace_has_its_own_state(team: Team) -> None:
 
 def test_two_applies_at_once_never_both_apply(team: Team) -> None:
     team.write(KEYS.replace('["payments", "ledger"]', '["a", "b", "c", "d"]'))
-    first = team.spawn("apply", "-auto-approve", latency_ms=100)
+    first = team.spawn("apply", "-auto-approve", latency_ms=1500)  # holds the lock for seconds
     assert first.stdout is not None
     for line in first.stdout:  # the first holds the lock once it prints its plan
         if "Plan:" in line or "to create" in line or "create" in line:
@@ -302,3 +303,26 @@ def test_validate_checks_the_keyplan_block(workspace: Workspace) -> None:
     workspace.write('keyplan {\n  state "pg" {\n    schema_name = 7\n  }\n}\n' + KEYS)
     mistyped = workspace.keyplan("validate")
     assert mistyped.code == 1 and "Invalid argument value" in mistyped.stderr and "main.kp.hcl:3:" in mistyped.stderr
+
+
+def test_the_ci_example_runs_against_shared_state(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "ci"
+    copy = tmp_path / "ci"
+    copy.mkdir()
+    for name in ("review.sh", "nightly-drift.sh"):
+        (copy / name).write_bytes((example / name).read_bytes())
+        (copy / name).chmod(0o755)
+    (copy / "team").mkdir()
+    for name in ("main.kp.hcl", "run.sh"):
+        (copy / "team" / name).write_bytes((example / "team" / name).read_bytes())
+    (copy / "team" / "run.sh").chmod(0o755)
+    env = {**os.environ, "PYTHON": str(KEYPLAN_BIN.parent / "python"), "KEYPLAN": str(KEYPLAN_BIN)}
+    env.pop("KEYPLAN_WORKSPACE", None)
+    result = subprocess.run(
+        ["bash", str(copy / "team" / "run.sh")], capture_output=True, text=True, timeout=300, env=env,
+        cwd=copy,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Apply complete!" in result.stdout and "drift: clean" in result.stdout
+    assert "1 versions kept" in result.stdout
+    assert not (copy / "team" / "keyplan.kpstate.json").exists()
