@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -187,16 +187,22 @@ class StateBackend(ABC):
         """Release connections (and with them any lock a session held)."""
 
 
-class StateBackendPlugin(ABC):
-    kind: ClassVar[str]
-    settings_model: ClassVar[type[StateBackendSettings]]
+BackendSettingsT = TypeVar("BackendSettingsT", bound=StateBackendSettings)
 
-    def check(self, settings: StateBackendSettings) -> Diagnostics:
+
+class StateBackendPlugin(ABC, Generic[BackendSettingsT]):
+    """The static half of a state backend, generic over its settings model: the core validates
+    the `state` block with `settings_model` and hands the plugin that very type."""
+
+    kind: ClassVar[str]
+    settings_model: type[BackendSettingsT]
+
+    def check(self, settings: BackendSettingsT) -> Diagnostics:
         """Static checks beyond the settings model (no network). Default: none."""
         return Diagnostics()
 
     @abstractmethod
-    def open(self, settings: StateBackendSettings, context: BackendContext) -> StateBackend: ...
+    def open(self, settings: BackendSettingsT, context: BackendContext) -> StateBackend: ...
 
 
 def valid_workspace_name(name: str) -> bool:

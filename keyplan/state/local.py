@@ -227,12 +227,11 @@ class LocalBackend(StateBackend):
             self.lock_path(workspace).unlink(missing_ok=True)
 
 
-class LocalPlugin(StateBackendPlugin):
+class LocalPlugin(StateBackendPlugin[LocalSettings]):
     kind = "local"
     settings_model = LocalSettings
 
-    def open(self, settings: StateBackendSettings, context: BackendContext) -> LocalBackend:
-        assert isinstance(settings, LocalSettings)
+    def open(self, settings: LocalSettings, context: BackendContext) -> LocalBackend:
         return LocalBackend(context.working_dir / settings.path, context.working_dir / settings.workspace_dir)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 from importlib.metadata import entry_points
+from typing import Any
 
 from keyplan.state.backend import StateBackendPlugin
 
@@ -26,7 +27,7 @@ def backend_kinds() -> tuple[str, ...]:
 
 
 @cache
-def backend_plugin(kind: str) -> StateBackendPlugin | None:
+def backend_plugin(kind: str) -> StateBackendPlugin[Any] | None:
     spec = _table().get(kind)
     if spec is None:
         return None

@@ -69,7 +69,7 @@ def check_backend_settings(
     range: SourceRange | None,
     attribute_ranges: Mapping[str, SourceRange],
     diagnostics: Diagnostics,
-) -> tuple[StateBackendPlugin, StateBackendSettings] | None:
+) -> tuple[StateBackendPlugin[Any], StateBackendSettings] | None:
     """The plugin and its settings for a `state "KIND"` block; problems become diagnostics at
     the block or the attribute, with a suggestion for misspelt kinds and arguments."""
     kinds = backend_kinds()

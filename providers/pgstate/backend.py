@@ -343,12 +343,11 @@ def _key(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class PgPlugin(StateBackendPlugin):
+class PgPlugin(StateBackendPlugin[PgSettings]):
     kind = "pg"
     settings_model = PgSettings
 
-    def open(self, settings: StateBackendSettings, context: BackendContext) -> PgBackend:
-        assert isinstance(settings, PgSettings)
+    def open(self, settings: PgSettings, context: BackendContext) -> PgBackend:
         conn_str = os.environ.get(settings.conn_str_env, "").strip()
         if not conn_str:
             raise StateError(

@@ -297,12 +297,11 @@ def _code(error: botocore.exceptions.ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-class S3Plugin(StateBackendPlugin):
+class S3Plugin(StateBackendPlugin[S3Settings]):
     kind = "s3"
     settings_model = S3Settings
 
-    def open(self, settings: StateBackendSettings, context: BackendContext) -> S3Backend:
-        assert isinstance(settings, S3Settings)
+    def open(self, settings: S3Settings, context: BackendContext) -> S3Backend:
         return S3Backend(settings)
 
 
