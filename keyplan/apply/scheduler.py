@@ -42,20 +42,27 @@ class Scheduler:
         self.parallelism = max(1, parallelism)
         self.name = name
 
-    def run(self, work: Callable[[str], None], listener: SchedulerListener) -> Outcome:
+    def run(self, work: Callable[[str], Future[None] | None], listener: SchedulerListener) -> Outcome:
+        """Run `work` per node. Work may return a future: its worker is free at once, and the node
+        counts as done (its dependents become ready) only when that future completes."""
         outcome = Outcome()
         remaining: nx.DiGraph = self.graph.copy()
         ready = deque(sorted(node for node, degree in remaining.in_degree() if degree == 0))
-        finished: queue.SimpleQueue[tuple[str, BaseException | None]] = queue.SimpleQueue()
-        in_flight = 0
+        finished: queue.SimpleQueue[tuple[str, str, BaseException | None]] = queue.SimpleQueue()
+        in_flight = 0  # nodes holding a worker
+        started = 0  # nodes started and not yet done (their future may still be pending)
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix=self.name) as pool:
-            while ready or in_flight:
+            while ready or started:
                 while ready and in_flight < self.parallelism:
                     node = ready.popleft()
                     pool.submit(work, node).add_done_callback(_reporter(finished, node))
                     in_flight += 1
-                node, error = finished.get()
-                in_flight -= 1
+                    started += 1
+                event, node, error = finished.get()
+                if event == "freed":
+                    in_flight -= 1
+                    continue
+                started -= 1
                 if error is None:
                     outcome.succeeded.append(node)
                     dependents = list(remaining.succ[node])
@@ -74,6 +81,15 @@ class Scheduler:
 
 
 def _reporter(
-    finished: queue.SimpleQueue[tuple[str, BaseException | None]], node: str
-) -> Callable[[Future[None]], None]:
-    return lambda future: finished.put((node, future.exception()))
+    finished: queue.SimpleQueue[tuple[str, str, BaseException | None]], node: str
+) -> Callable[[Future[Future[None] | None]], None]:
+    def report(future: Future[Future[None] | None]) -> None:
+        finished.put(("freed", node, None))
+        error = future.exception()
+        later = future.result() if error is None else None
+        if later is None:
+            finished.put(("done", node, error))
+        else:
+            later.add_done_callback(lambda done: finished.put(("done", node, done.exception())))
+
+    return report

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -73,6 +74,9 @@ class Walker:
         self._diagnostics = Diagnostics()
 
     def run(self) -> ApplyResult:
+        # Workers go on to other actions while a finished one's state write becomes durable; its
+        # dependents start only once it is (see committer).
+        self.committer.defer_durability()
         outcome = self.scheduler.run(self._run_one, self)
         result = ApplyResult(
             succeeded=outcome.succeeded,
@@ -87,14 +91,19 @@ class Walker:
         )
         return result
 
-    def _run_one(self, action_id: str) -> None:
+    def _run_one(self, action_id: str) -> Future[None] | None:
         action = self.graph.actions[action_id]
         log.debug("start %s", action.id)
         self.hooks.started(action)
         started = time.monotonic()
-        run_action(self.context, action)
+        self.committer.durability()  # nothing left over from this worker's previous action
+        try:
+            run_action(self.context, action)
+        finally:
+            durable = self.committer.durability()
         log.debug("done %s in %.2fs", action.id, time.monotonic() - started)
         self.hooks.finished(action, time.monotonic() - started)
+        return durable
 
     # -- scheduler listener ------------------------------------------------------------------
 

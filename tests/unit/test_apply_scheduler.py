@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 import networkx as nx
 import pytest
@@ -115,3 +116,22 @@ def test_a_malformed_plugin_answer_is_a_diagnostic_naming_the_plugin() -> None:
     assert "cloud.main" in diagnostic.summary
     assert "create_key answered dict, expected CreateKeyResponse" in diagnostic.detail
     assert "plugin" in diagnostic.detail
+
+
+def test_a_node_returning_a_future_frees_its_worker_and_is_done_when_the_future_is() -> None:
+    graph = nx.DiGraph([("a1", "a2"), ("b1", "b2")])
+    gate: Future[None] = Future()
+    seen_gate_open: list[bool] = []
+
+    def work(node: str) -> Future[None] | None:
+        if node == "a1":
+            return gate  # a1's outcome is known only later; its worker goes on with b1, b2
+        if node == "a2":
+            seen_gate_open.append(gate.done())
+        if node == "b2":
+            gate.set_result(None)
+        return None
+
+    outcome = Scheduler(graph, parallelism=1).run(work, Recorder())
+    assert sorted(outcome.succeeded) == ["a1", "a2", "b1", "b2"]
+    assert seen_gate_open == [True], "a2 started only once a1's future completed"

@@ -12,7 +12,7 @@ import pytest
 
 from keyplan.apply.committer import StateCommitter
 from keyplan.diagnostics import DiagnosticsError
-from keyplan.state import KeyRecord, LocalBackend, MaterialVersion, State
+from keyplan.state import KeyRecord, LocalBackend, MaterialVersion, State, StateError, StateErrorKind
 
 
 def _record(address: str) -> KeyRecord:
@@ -82,3 +82,41 @@ def test_finishing_an_apply_that_changed_nothing_writes_nothing(tmp_path: Path) 
     backend = LocalBackend(tmp_path / "s.json").store()
     StateCommitter(backend, State()).finish()
     assert not (tmp_path / "s.json").exists()
+
+
+def test_deferred_commits_free_the_thread_and_complete_once_durable(tmp_path: Path) -> None:
+    store = LocalBackend(tmp_path / "s.json").store()
+    committer = StateCommitter(store, State())
+    committer.defer_durability()
+    futures = []
+    for n in range(20):
+        committer.commit(lambda s, a=f"key.k{n}": s.keys.__setitem__(a, _record(a)), key=f"key.k{n}")
+        future = committer.durability()
+        assert future is not None
+        futures.append(future)
+    assert committer.durability() is None, "each future is handed out once"
+    for future in futures:
+        future.result(timeout=10)
+    durable = LocalBackend(tmp_path / "s.json").store().read()
+    assert durable is not None and len(durable.keys) == 20, "a completed future means the line is in the journal"
+    committer.finish()
+    assert not (tmp_path / "s.json.journal").exists()
+
+
+def test_a_failed_journal_append_fails_the_actions_waiting_on_it(tmp_path: Path) -> None:
+    store = LocalBackend(tmp_path / "s.json").store()
+
+    def unreachable(entries: object) -> None:
+        raise StateError(StateErrorKind.UNREACHABLE, "Cannot reach the state store", "connection dropped")
+
+    store.append_journal = unreachable  # type: ignore[method-assign]
+    committer = StateCommitter(store, State())
+    committer.defer_durability()
+    committer.commit(lambda s: s.keys.__setitem__("key.a", _record("key.a")), key="key.a")
+    future = committer.durability()
+    assert future is not None
+    with pytest.raises(StateError, match="Cannot reach"):
+        future.result(timeout=10)
+    committer.commit(lambda s: s.keys.__setitem__("key.b", _record("key.b")), key="key.b")
+    later = committer.durability()
+    assert later is not None and isinstance(later.exception(timeout=10), StateError)
