@@ -8,8 +8,10 @@ in `keyplan apply`. The store is reached through a TCP proxy that delays every c
 chunk by LATENCY_MS (one round trip per request): moto's S3 server process, and a throwaway
 PostgreSQL cluster (Unix socket behind a loopback TCP proxy). The local file has no latency.
 
-"Naive" is the same workload writing the whole state document per mutation (what apply did
-before the journal), shown side by side with the journal + group commit keyplan uses.
+Three ways side by side: "naive" writes the whole state document per mutation; "blocking"
+journals with group commit but keeps the worker waiting until its line is durable; "keyplan"
+(deferred) journals with group commit, frees the worker at once and starts the step's dependents
+only once its line is durable, as `keyplan apply` does.
 
     .venv/bin/python bench/state_backends.py [--keys 1000] [--latency-ms 20] [--cloud-ms 20]
 """
@@ -20,18 +22,21 @@ import argparse
 import asyncio
 import contextlib
 import os
-import queue
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import networkx as nx  # noqa: E402
+
 from keyplan.apply.committer import StateCommitter  # noqa: E402
+from keyplan.apply.scheduler import Scheduler  # noqa: E402
 from keyplan.state.model import KeyRecord, MaterialVersion, State  # noqa: E402
 from keyplan.state.store import StateStore  # noqa: E402
 from keyplan.state.workspaces import open_backend  # noqa: E402
@@ -81,38 +86,46 @@ def _record(address: str, step: int) -> KeyRecord:
     )
 
 
-def run_apply(store: StateStore, keys: int, parallelism: int, cloud_ms: float, naive: bool) -> tuple[float, int]:
+WAYS = {
+    "naive": "naive: whole state per mutation",
+    "blocking": "journal, group commit, worker waits",
+    "deferred": "journal, group commit, dependents wait (keyplan)",
+}
+
+
+class _Quiet:
+    def failed(self, node: str, error: BaseException) -> None:
+        raise error
+
+    def skipped(self, node: str, because: str) -> None:
+        pass
+
+
+def run_apply(store: StateStore, keys: int, parallelism: int, cloud_ms: float, way: str) -> tuple[float, int]:
+    """keyplan's scheduler over N chains of STEPS steps; each step is one cloud call then one
+    state mutation, made durable the way `way` says."""
     state = store.read() or State()
     store.write(state)
     committer = StateCommitter(store, state)
-    ready: queue.Queue[tuple[int, int] | None] = queue.Queue()
+    graph = nx.DiGraph()
     for k in range(keys):
-        ready.put((k, 0))
-    remaining = [keys]
-    lock = threading.Lock()
+        nx.add_path(graph, [f"{k}:{step}" for step in range(STEPS)])
+    if way == "deferred":
+        committer.defer_durability()
 
-    def worker() -> None:
-        while (item := ready.get()) is not None:
-            k, step = item
-            time.sleep(cloud_ms / 1000)  # the cloud call
-            address = f"key.k{k:05d}"
-            mutate = lambda s, a=address, st=step: s.keys.__setitem__(a, _record(a, st))  # noqa: E731
-            committer.commit(mutate) if naive else committer.commit(mutate, key=address)
-            if step + 1 < STEPS:
-                ready.put((k, step + 1))
-                continue
-            with lock:
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    for _ in range(parallelism):
-                        ready.put(None)
+    def work(node: str) -> Future[None] | None:
+        k, step = (int(part) for part in node.split(":"))
+        time.sleep(cloud_ms / 1000)  # the cloud call
+        address = f"key.k{k:05d}"
+        mutate = lambda s: s.keys.__setitem__(address, _record(address, step))  # noqa: E731
+        if way == "naive":
+            committer.commit(mutate)
+        else:
+            committer.commit(mutate, key=address)
+        return committer.durability()
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(parallelism)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    Scheduler(graph, parallelism=parallelism).run(work, _Quiet())
     committer.finish()
     return time.perf_counter() - started, committer.writes
 
@@ -149,30 +162,30 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--cloud-ms", type=float, default=20.0)
     parser.add_argument("--parallelism", type=int, default=10)
-    parser.add_argument("--naive-keys", type=int, default=100, help="keys for the naive runs (they are slow)")
+    parser.add_argument("--naive-keys", type=int, default=100, help="keys for the naive and blocking runs (slow)")
     args = parser.parse_args()
-    mutations = args.keys * STEPS
-    print(f"{args.keys} keys x {STEPS} mutations, {args.cloud_ms:g} ms per cloud call, store latency "
-          f"{args.latency_ms:g} ms, parallelism {args.parallelism}\n")
-    print("| backend | way | keys | wall time | vs local | state writes | state cost per mutation |")
-    print("|---|---|---|---|---|---|---|")
-    floor = args.keys * STEPS * args.cloud_ms / 1000 / args.parallelism
+    print(f"{STEPS} mutations per key, {args.cloud_ms:g} ms per cloud call, store latency {args.latency_ms:g} ms "
+          f"(none for local), parallelism {args.parallelism}\n")
+    print("| backend | way | keys | wall time | per key | vs local (keyplan) | state writes | state cost per mutation |")
+    print("|---|---|---|---|---|---|---|---|")
     with backends(args.latency_ms / 1000) as stores:
-        local_time = None
+        local_per_key = None
         for name, make in stores:
-            for naive in (False, True):
-                keys = args.naive_keys if naive else args.keys
-                run_floor = keys * STEPS * args.cloud_ms / 1000 / args.parallelism
-                store = make(("naive" if naive else "journal") + name.split()[0])
-                seconds, writes = run_apply(store, keys, args.parallelism, args.cloud_ms, naive)
+            for way in ("deferred", "blocking", "naive"):
+                keys = args.keys if way == "deferred" else args.naive_keys
+                floor = keys * STEPS * args.cloud_ms / 1000 / args.parallelism
+                store = make(way + name.split()[0])
+                seconds, writes = run_apply(store, keys, args.parallelism, args.cloud_ms, way)
                 store.backend.close()
-                if name == "local" and not naive:
-                    local_time = seconds
-                versus = f"{seconds / (local_time * keys / args.keys):.2f}x" if local_time else "—"
-                per = (seconds - run_floor) / (keys * STEPS) * 1000
-                print(f"| {name} | {'naive: whole state per mutation' if naive else 'journal + group commit'} | "
-                      f"{keys} | {seconds:.1f} s | {versus} | {writes} | {per:.2f} ms |")
-    print(f"\nNo state at all would take {floor:.1f} s for {args.keys} keys ({mutations} cloud calls / parallelism).")
+                per_key = seconds / keys
+                if name == "local" and way == "deferred":
+                    local_per_key = per_key
+                versus = f"{per_key / local_per_key:.2f}x" if local_per_key else "—"
+                cost = max(seconds - floor, 0.0) / (keys * STEPS) * 1000
+                print(f"| {name} | {WAYS[way]} | {keys} | {seconds:.1f} s | {per_key * 1000:.1f} ms | {versus} | "
+                      f"{writes} | {cost:.2f} ms |")
+    floor = args.keys * STEPS * args.cloud_ms / 1000 / args.parallelism
+    print(f"\nWith no state writes at all, {args.keys} keys take {floor:.1f} s (cloud calls / parallelism).")
 
 
 if __name__ == "__main__":
