@@ -118,7 +118,7 @@ class StoredState:
     data: bytes | None
     version: str | None
     journal: tuple[bytes, ...] = ()
-    origin: str = ""  # where it was read, for messages: a path, s3://bucket/key, pg schema.table
+    origin: str = ""  # where it was read, for messages: a path, an object URL, a table
 
 
 class StateBackendSettings(BaseModel):
