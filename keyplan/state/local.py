@@ -60,7 +60,13 @@ def parse_state(data: bytes, origin: str) -> State:
     """Read, upgrade and validate a state document; corrupt input is a user error."""
     try:
         raw = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise DiagnosticsError.single(
+            "State file is nested too deeply",
+            f"{origin} nests arrays or objects deeper than any keyplan state, so it is not one or it was damaged. "
+            f"Restore it from {origin}.backup.",
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number too long to read
         raise DiagnosticsError.single(
             "State file is not valid JSON",
             f"{origin} could not be read ({exc}). It may have been truncated or edited by hand. "
@@ -210,12 +216,16 @@ class LocalBackend(StateBackend):
 
     def try_lock(self, info: LockInfo) -> LockInfo | None:
         path = self.lock_path(info.workspace)
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
+            if not path.parent.is_dir():
+                raise _cannot_lock(path, "File exists") from None
             holder = self.lock_holder(info.workspace)
             return holder if holder is not None else self.try_lock(info)
+        except OSError as exc:
+            raise _cannot_lock(path, exc.strerror or type(exc).__name__) from None
         os.fchmod(fd, 0o600)  # it names who holds the state: private like the state itself
         with os.fdopen(fd, "w") as handle:
             handle.write(info.model_dump_json(indent=2))
@@ -254,6 +264,14 @@ def _upgraded(previous: bytes | None, origin: str) -> bytes | None:
         return serialize_state(parse_state(previous, origin))
     except DiagnosticsError:
         return None
+
+
+def _cannot_lock(path: Path, reason: str) -> DiagnosticsError:
+    return DiagnosticsError.single(
+        "Cannot lock the state",
+        f"{path} cannot be created ({reason}), so the state cannot be locked or written. "
+        "Nothing was changed. Make its directory writable, or point the state path elsewhere.",
+    )
 
 
 def _digest(data: bytes | None) -> str | None:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from pydantic import ValidationError
 
+from keyplan.crypto.fingerprint import is_current_fingerprint
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.state.backend import (
     DEFAULT_WORKSPACE,
@@ -165,6 +166,9 @@ def replay(state: State | None, journal: tuple[bytes, ...], origin: str) -> Stat
             if record is None:
                 state.keys.pop(address, None)
             else:
+                for material in record.materials:  # a journal left by an older keyplan: see upgrade.py
+                    if material.fingerprint is not None and not is_current_fingerprint(material.fingerprint):
+                        material.fingerprint = None
                 state.keys[address] = record
         for target, records in entry.prerequisites.items():
             state.prerequisites.setdefault(target, {}).update(records)

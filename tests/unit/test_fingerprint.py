@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from keyplan.algorithms import MaterialKind
 from keyplan.crypto import SecretBytes, fingerprint_material
 from keyplan.crypto.fingerprint import FINGERPRINT_MESSAGE, is_current_fingerprint
-from keyplan.state.local import JournalEntry, LocalBackend
+from keyplan.state import JournalEntry, LocalBackend
 from keyplan.state.model import KeyRecord, MaterialVersion, State
 
 
@@ -52,7 +52,7 @@ def test_old_definitions_are_not_current() -> None:
 
 
 def test_a_journal_left_by_an_older_keyplan_brings_no_old_fingerprint_back(tmp_path: Path) -> None:
-    backend = LocalBackend(tmp_path / "keyplan.kpstate.json")
+    backend = LocalBackend(tmp_path / "keyplan.kpstate.json").store()
     state = State(lineage="l", serial=1)
     backend.write_current(state)
     old = MaterialVersion(version=1, handle="h", fingerprint="kcv:" + "ab" * 16, created_at=datetime.now(UTC))
