@@ -121,7 +121,7 @@ def test_an_interrupted_apply_records_what_finished_and_exits_130(workspace: Wor
     assert process.returncode == 130, output
     assert "Interrupted" in output and "Traceback" not in output
     assert "Apply complete!" not in output
-    assert LocalBackend(workspace.state_path).current_lock() is None, "the lock is released"
+    assert LocalBackend(workspace.state_path).store().current_lock() is None, "the lock is released"
     recorded = json.loads(workspace.state_path.read_text())["keys"]
     assert recorded, "what finished before the interrupt is in state"
     assert not workspace.state_path.with_name(workspace.state_path.name + ".journal").exists(), "folded into state"
