@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except click.ClickException as exc:  # usage errors: missing argument, bad value
         exc.show()
         code = 1
-    except click.exceptions.Abort:  # click's form of Ctrl-C
+    except getattr(click.exceptions, "Abort", KeyboardInterrupt):  # click's form of Ctrl-C (typer's copy has none)
         sys.stderr.write("\nInterrupted.\n")
         code = INTERRUPTED
     except BrokenPipeError:

@@ -87,8 +87,27 @@ def load_plan(path: Path) -> Plan:
             f"The content digest of {path} does not match its content, so the plan was edited after it was saved "
             "(and after it may have been reviewed). Do not apply it; make a new plan and have it reviewed again.",
         )
+    _refuse_dangling_references(plan, path)
     refuse_disagreement(plan, str(path))
     return plan
+
+
+def _refuse_dangling_references(plan: Plan, path: Path) -> None:
+    """Every step an action waits on or reads from (`depends_on`, `args.*_action`) is in the plan;
+    otherwise the walk would fail half-way instead of before its first call."""
+    ids = {action.id for action in plan.actions}
+    for action in plan.actions:
+        named = list(action.depends_on) + [
+            value for field, value in action.args if field.endswith("_action") and isinstance(value, str)
+        ]
+        missing = next((name for name in named if name not in ids), None)
+        if missing is not None:
+            raise DiagnosticsError.single(
+                "Plan file was altered",
+                f"In {path}, step {action.id!r} refers to step {missing!r}, "
+                "which the plan does not have, so the plan was edited after it was saved. Do not apply it; "
+                "make a new plan and have it reviewed again.",
+            )
 
 
 def check_applicable(
