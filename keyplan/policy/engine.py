@@ -26,7 +26,8 @@ from keyplan.policy.model import (
     PolicyException,
     RuleSetting,
 )
-from keyplan.policy.rules import RULES, PolicyInputs, Rule, RuleParams, Violation
+from keyplan.policy.rule import PolicyInputs, Rule, RuleParams, Violation
+from keyplan.policy.rules import RULES
 from keyplan.policy.selectors import KeyFacts, matches
 from keyplan.provider import ProviderPlugin, ProviderSettings, RemoteKey, SourceCapabilities, SourcePlugin
 
