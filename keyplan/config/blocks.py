@@ -13,7 +13,8 @@ from pydantic import ValidationError
 
 from keyplan.approvals import CHANGE_KINDS, ApprovalPolicy
 from keyplan.config.durations import DurationError, parse_duration
-from keyplan.config.expressions import EvaluationError, Evaluator, Scope
+from keyplan.config.expressions import Evaluator, Scope
+from keyplan.config.failures import EvaluationError
 from keyplan.config.model import PluginBlock, StateBackendConfig
 from keyplan.config.suggestions import did_you_mean
 from keyplan.config.syntax import Block, Body

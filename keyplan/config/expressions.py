@@ -3,6 +3,11 @@
 
 An expression that cannot be evaluated raises `EvaluationError` carrying one diagnostic at the
 place of the offending sub-expression; callers collect it and go on with the next attribute.
+
+Why this file is long: it is one class, `Evaluator`, with one method per kind of syntax node
+(found by the node's class name) and the helpers those share; its length follows HCL's
+expression grammar. The limits it enforces live in `config/bounds.py`, its failures in
+`config/failures.py`, the functions in `config/functions.py`.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from keyplan.config.functions import FUNCTIONS, MAX_ELEMENTS, MAX_STRING_CHARS, FunctionError
+from keyplan.config.bounds import MAX_BITS, Budget, check_size, in_range, out_of_range
+from keyplan.config.failures import FAILED, EvaluationError, fail
+from keyplan.config.functions import FUNCTIONS, FunctionError
 from keyplan.config.suggestions import did_you_mean
 from keyplan.config.syntax import (
     Binary,
@@ -43,36 +50,9 @@ from keyplan.config.values import (
     type_name,
     values_equal,
 )
-from keyplan.diagnostics import Diagnostic, Severity, SourceRange
+from keyplan.diagnostics import Diagnostic, SourceRange
 
 REFERENCE_ROOTS = ("var", "local", "each", "source", "provider", "keyplan")
-
-
-class EvaluationError(Exception):
-    """The problems that stopped one expression. `diagnostics` is empty when the problem was
-    already reported elsewhere (a reference to a variable or local that itself failed)."""
-
-    def __init__(self, diagnostic: Diagnostic | None, *more: Diagnostic) -> None:
-        self.diagnostics = ([diagnostic] if diagnostic else []) + list(more)
-        super().__init__("; ".join(d.summary for d in self.diagnostics) or "already reported")
-
-    @property
-    def diagnostic(self) -> Diagnostic | None:
-        return self.diagnostics[0] if self.diagnostics else None
-
-
-def fail(summary: str, detail: str, range: SourceRange) -> EvaluationError:
-    return EvaluationError(Diagnostic(severity=Severity.ERROR, summary=summary, detail=detail, range=range))
-
-
-class Failed:
-    """Stands for the value of a variable or local whose own evaluation failed."""
-
-    def __repr__(self) -> str:
-        return "<failed>"
-
-
-FAILED = Failed()
 
 
 @dataclass(frozen=True)
@@ -485,7 +465,7 @@ class Evaluator:
         if operator in ("/", "%") and b == 0:
             raise fail("Division by zero", f"The right operand of `{operator}` is zero. Divide by another number.", expr.right.range)
         if operator == "*" and isinstance(a, int) and isinstance(b, int) and a.bit_length() + b.bit_length() > MAX_BITS:
-            raise _out_of_range(expr.range)  # refused before Python builds the product
+            raise out_of_range(expr.range)  # refused before Python builds the product
         if operator == "+":
             result = a + b
         elif operator == "-":
@@ -496,7 +476,7 @@ class Evaluator:
             try:
                 result = a / b
             except OverflowError:
-                raise _out_of_range(expr.range) from None
+                raise out_of_range(expr.range) from None
         else:
             result = math.fmod(a, b) if isinstance(a, float) or isinstance(b, float) else _int_mod(a, b)
         return in_range(normalize_number(result), expr.range)
@@ -508,7 +488,7 @@ class Evaluator:
         keys: list[Any] = []
         values: list[Any] = []
         grouped: dict[str, list[Any]] = {}
-        budget = _Budget(expr.range)
+        budget = Budget(expr.range)
         for item_key, item_value in self._iterate(collection, expr.collection.range):
             bindings = dict(self.scope.bindings)
             if expr.key_var is not None:
@@ -559,64 +539,6 @@ class Evaluator:
                 "Give it a collection.",
                 range,
             )
-
-
-MAX_BITS = 1024  # whole numbers up to about 1.8e308, like the largest float
-
-
-def _out_of_range(range: SourceRange) -> EvaluationError:
-    return fail(
-        "Number out of range",
-        f"The result is beyond what keyplan computes with (whole numbers of at most {MAX_BITS} bits, floats up to "
-        "about 1.8e308). Use smaller numbers.",
-        range,
-    )
-
-
-def in_range(number: int | float, range: SourceRange) -> int | float:
-    if isinstance(number, float) and not math.isfinite(number):
-        raise _out_of_range(range)
-    if isinstance(number, int) and number.bit_length() > MAX_BITS:
-        raise _out_of_range(range)
-    return number
-
-
-class _Budget:
-    """The size of a value being built, counted as it grows: elements (every list, map and
-    leaf) and string characters, each against its limit."""
-
-    def __init__(self, range: SourceRange) -> None:
-        self.range = range
-        self.elements = 0
-        self.characters = 0
-
-    def spend(self, value: Any) -> None:
-        pending = [value]
-        while pending:
-            item = pending.pop()
-            self.elements += 1
-            if isinstance(item, str):
-                self.characters += len(item)
-            elif isinstance(item, dict):
-                self.characters += sum(len(k) for k in item)
-                pending.extend(item.values())
-            elif isinstance(item, list | tuple):
-                pending.extend(item)
-            if self.elements > MAX_ELEMENTS or self.characters > MAX_STRING_CHARS:
-                raise fail(
-                    "Value too large",
-                    f"This expression builds a value of more than {MAX_ELEMENTS:,} elements or {MAX_STRING_CHARS:,} "
-                    "characters, far more than any key configuration needs; it may double itself through locals. "
-                    "Build a smaller value.",
-                    self.range,
-                )
-
-
-def check_size(value: Any, range: SourceRange) -> Any:
-    """`value`, when it is within the evaluation limits; the check stops as soon as it is not,
-    so a value that shares its parts many times over costs no more than the limit to check."""
-    _Budget(range).spend(value)
-    return value
 
 
 def _int_mod(a: int | float, b: int | float) -> int:

@@ -13,7 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 from keyplan.config.durations import DurationError, parse_duration
-from keyplan.config.expressions import FAILED, EvaluationError, Evaluator, Scope, show
+from keyplan.config.expressions import Evaluator, Scope, show
+from keyplan.config.failures import FAILED, EvaluationError
 from keyplan.config.model import KeyConfig
 from keyplan.config.suggestions import did_you_mean
 from keyplan.config.syntax import Attribute, Block, Expr, ObjectExpr, TupleExpr, quoted

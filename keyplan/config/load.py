@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from keyplan.config.blocks import approvals_policy, plugin_block, state_backend
-from keyplan.config.expressions import FAILED, EvaluationError, Evaluator, Scope, references
+from keyplan.config.expressions import Evaluator, Scope, references
+from keyplan.config.failures import FAILED, EvaluationError
 from keyplan.config.keys import expand_key
 from keyplan.config.model import Config, KeyConfig, VariableValue
 from keyplan.config.suggestions import did_you_mean

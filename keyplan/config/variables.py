@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from keyplan.config.constraints import ANY, ConversionError, TypeConstraint, TypeSyntaxError, convert, parse_type
-from keyplan.config.expressions import FAILED, EvaluationError, Evaluator, Scope, fail
+from keyplan.config.expressions import Evaluator, Scope
+from keyplan.config.failures import FAILED, EvaluationError, fail
 from keyplan.config.suggestions import did_you_mean
 from keyplan.config.syntax import Attribute, Block, Expr, parse_expression, parse_file
 from keyplan.config.values import canonical_json, leaves

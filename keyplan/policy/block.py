@@ -35,7 +35,8 @@ from pydantic import ValidationError
 
 from keyplan import registry
 from keyplan.algorithms import get_algorithm
-from keyplan.config.expressions import EvaluationError, Evaluator, Scope, show
+from keyplan.config.expressions import Evaluator, Scope, show
+from keyplan.config.failures import EvaluationError
 from keyplan.config.suggestions import did_you_mean
 from keyplan.config.syntax import Attribute, Block, quoted
 from keyplan.config.values import type_name

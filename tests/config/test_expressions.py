@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from keyplan.config.expressions import EvaluationError, Evaluator, Scope
+from keyplan.config.expressions import Evaluator, Scope
+from keyplan.config.failures import EvaluationError
 from keyplan.config.syntax import parse_expression
 from keyplan.config.values import SetValue, plain
 from keyplan.diagnostics import Diagnostics
