@@ -44,7 +44,6 @@ from keyplan.provider import (
     EnsurePrerequisiteRequest,
     ErrorKind,
     GenerateRequest,
-    ImportMaterialRequest,
     ImportParameters,
     ImportParametersRequest,
     ImportPurpose,
@@ -61,9 +60,9 @@ from keyplan.provider import (
     Verdict,
     WrapOffer,
     WrappedMaterial,
-    WrapRequest,
 )
 from keyplan.state.model import ImportedVersion, KeyRecord, MaterialVersion, State, TargetRecord
+from keyplan.transfer import checked_wrap, import_request, wrap_request
 
 
 class ActionFailed(Exception):
@@ -202,17 +201,18 @@ def generate_material(context: ApplyContext, action: GenerateMaterial) -> None:
     context.hooks.mutated(action, "generated", None)
 
 
+def parameters_request(context: ApplyContext, address: str, target: str, offer: WrapOffer) -> ImportParametersRequest:
+    return ImportParametersRequest(
+        remote_id=context.target_record(address, target).remote_id,
+        key=context.spec(address),
+        offer=offer,
+        prerequisites=context.prerequisites(target),
+    )
+
+
 def fetch_parameters(context: ApplyContext, action: Action, address: str, target: str, offer: WrapOffer) -> ImportParameters:
     return context.calls.provider(
-        action,
-        target,
-        Provider.get_import_parameters,
-        ImportParametersRequest(
-            remote_id=context.target_record(address, target).remote_id,
-            key=context.spec(address),
-            offer=offer,
-            prerequisites=context.prerequisites(target),
-        ),
+        action, target, Provider.get_import_parameters, parameters_request(context, address, target, offer)
     )
 
 
@@ -226,19 +226,9 @@ def wrap_for(
             f"{address} has no material version {version}, so there is nothing to wrap. Run `keyplan plan` again.",
         )
     wrapped = context.calls.source(
-        action,
-        source,
-        KeySource.wrap,
-        WrapRequest(
-            handle=material.handle,
-            algorithm=context.spec(address).algorithm,
-            method=parameters.method,
-            wrapping_public_key=parameters.wrapping_public_key,
-        ),
+        action, source, KeySource.wrap, wrap_request(material.handle, context.spec(address).algorithm, parameters)
     )
-    if wrapped.method is not parameters.method:
-        raise PluginAnswerError(source, f"wrap answered material wrapped with {wrapped.method}, asked for {parameters.method}")
-    return wrapped
+    return checked_wrap(source, wrapped, parameters)
 
 
 @handles(GetImportParameters)
@@ -268,13 +258,12 @@ def import_material(context: ApplyContext, action: ImportMaterial) -> None:
                 action,
                 target,
                 Provider.import_material,
-                ImportMaterialRequest(
-                    remote_id=context.target_record(address, target).remote_id,
+                import_request(
+                    parameters_request(context, address, target, args.offer),
+                    parameters,
+                    wrapped,
                     address=address,
                     managed_by=managed_by,
-                    key=spec,
-                    parameters=parameters,
-                    wrapped=wrapped.blob,
                     purpose=args.purpose,
                     reimport_version_id=args.reimport_version_id,
                     valid_to=valid_to,
