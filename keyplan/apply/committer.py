@@ -15,7 +15,9 @@ goes into it. Two ways to wait for durability:
   steps, not throughput.
 
 At the end of the apply `finish()` writes the whole state once, which drops the journal; a crash
-before that leaves the journal, which the next read replays.
+before that leaves the journal, which the next read replays. A commit after `finish()` is
+refused (`StateFinished`): a step abandoned in flight by a second interrupt may still complete
+while the process ends, and its change must not reach a state whose lock is being released.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from keyplan.state.store import StateStore
 T = TypeVar("T")
 
 
+class StateFinished(RuntimeError):
+    """A mutation committed after the apply's final state write."""
+
+
 class StateCommitter:
     def __init__(self, backend: StateStore, state: State) -> None:
         self.backend = backend
@@ -46,6 +52,7 @@ class StateCommitter:
         self._deferred = False
         self._flusher: threading.Thread | None = None
         self._closing = False
+        self._finished = False
         self._failure: BaseException | None = None
         self._waiting: deque[tuple[int, Future[None]]] = deque()  # deferred commits not yet durable
         self._mine = threading.local()
@@ -72,6 +79,8 @@ class StateCommitter:
         """Apply `mutate` and return once it is durable. Name the key address or the target whose
         prerequisites it changes; a mutation that names neither rewrites the whole state."""
         with self._cond:
+            if self._finished:
+                raise StateFinished("the apply's state was already written for the last time")
             mutate(self.state)
             self.state.serial += 1
             if key is None and prerequisites_of is None:
@@ -164,6 +173,7 @@ class StateCommitter:
         with self._cond:
             while self._appending:
                 self._cond.wait()
+            self._finished = True
             if self._dirty or self.backend.has_journal:
                 self._write_whole()
 

@@ -22,7 +22,7 @@ from keyplan.apply.committer import StateCommitter
 from keyplan.apply.handlers import ActionFailed, ApplyContext, run_action
 from keyplan.apply.hooks import ApplyHooks, CompositeHooks, SilentHooks
 from keyplan.apply.retry import RetryPolicy
-from keyplan.apply.scheduler import Scheduler
+from keyplan.apply.scheduler import Interruption, Scheduler
 from keyplan.diagnostics import Diagnostic, Diagnostics, DiagnosticsError, Severity
 from keyplan.plan.graph import ActionGraph
 from keyplan.plan.model import Action, Plan
@@ -30,7 +30,9 @@ from keyplan.provider import PluginAnswerError, ProviderError, RemoteKey, Source
 from keyplan.runtime import Session
 from keyplan.state.model import State
 
-__all__ = ["ApplyHooks", "ApplyResult", "CompositeHooks", "RetryPolicy", "SilentHooks", "Walker", "accept_live"]
+__all__ = [
+    "ApplyHooks", "ApplyResult", "CompositeHooks", "Interruption", "RetryPolicy", "SilentHooks", "Walker", "accept_live",
+]
 
 log = logging.getLogger("keyplan.apply")
 
@@ -42,10 +44,14 @@ class ApplyResult:
     skipped: list[str] = field(default_factory=list)
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
     state_writes: int = 0
+    not_started: list[str] = field(default_factory=list)  # interrupted: never handed out
+    in_flight: list[str] = field(default_factory=list)  # abandoned by a second interrupt while running
+    interrupted: bool = False
+    abandoned: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.diagnostics.has_errors()
+        return not self.failed and not self.interrupted and not self.diagnostics.has_errors()
 
 
 class Walker:
@@ -59,8 +65,10 @@ class Walker:
         parallelism: int = 10,
         retry: RetryPolicy | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        interruption: Interruption | None = None,
     ) -> None:
         self.hooks: ApplyHooks = hooks or SilentHooks()
+        self.interruption = interruption
         self.graph = ActionGraph(plan.actions)
         self.scheduler = Scheduler(self.graph.graph, parallelism=parallelism)
         self.committer = committer
@@ -77,17 +85,22 @@ class Walker:
         # Workers go on to other actions while a finished one's state write becomes durable; its
         # dependents start only once it is (see committer).
         self.committer.defer_durability()
-        outcome = self.scheduler.run(self._run_one, self)
+        outcome = self.scheduler.run(self._run_one, self, self.interruption)
         result = ApplyResult(
             succeeded=outcome.succeeded,
             failed=outcome.failed,
             skipped=outcome.skipped,
             diagnostics=self._diagnostics,
             state_writes=self.committer.writes,
+            not_started=outcome.not_started,
+            in_flight=outcome.in_flight,
+            interrupted=outcome.interrupted,
+            abandoned=outcome.abandoned,
         )
         log.debug(
-            "apply: %d done, %d failed, %d skipped, %d state writes",
-            len(result.succeeded), len(result.failed), len(result.skipped), result.state_writes,
+            "apply: %d done, %d failed, %d skipped, %d not started, %d abandoned in flight, %d state writes",
+            len(result.succeeded), len(result.failed), len(result.skipped), len(result.not_started),
+            len(result.in_flight), result.state_writes,
         )
         return result
 

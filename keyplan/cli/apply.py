@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from keyplan.apply.walker import ApplyHooks
+from keyplan.apply.summary import KeyProgress, keys_progress
+from keyplan.apply.walker import ApplyHooks, ApplyResult, Interruption
 from keyplan.cli import ui
 from keyplan.cli.options import (
     Exit,
@@ -27,8 +34,11 @@ from keyplan.cli.options import (
 )
 from keyplan.cli.plan import ParallelismOpt, RefreshOpt, ReplaceOpt, TargetOpt, VerifyOpt, plan_options
 from keyplan.diagnostics import DiagnosticsError
+from keyplan.escaping import for_terminal
 from keyplan.operations.apply import ApplyCallbacks, ApplyOutcome, ApplyStatus
 from keyplan.plan.model import Plan
+
+INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
 
 
 def apply(
@@ -68,7 +78,7 @@ def apply(
     from keyplan.plan.planfile import load_plan
     from keyplan.plan.render import render_text
 
-    colour = ui.use_colour(sys.stdout, no_color)
+    view = _ApplyView(ui.use_colour(sys.stdout, no_color))
     locking = lock_options(lock, lock_timeout)
     patience = parse_duration("throttle-timeout", throttle_timeout).total_seconds()
     if planfile is not None:
@@ -81,33 +91,37 @@ def apply(
         saved = load_plan(from_working_dir(planfile))
         approvals = read_approvals(from_working_dir(planfile))
         max_age = parse_duration("max-plan-age", max_plan_age) if max_plan_age not in ("0", "0s") else None
-        _, outcome = apply_saved(
-            saved,
-            workspace(),
-            variables(var, var_file),
-            lock=locking,
-            parallelism=parallelism,
-            throttle_timeout=patience,
-            max_age=max_age,
-            approvals=approvals,
-            callbacks=ApplyCallbacks(
-                progress=lambda plan: _progress(plan, colour),
-                warnings=lambda warnings: ui.print_diagnostics(warnings, no_color=no_color),
-            ),
-        )
-        raise Exit(_render(outcome, colour))
+        with _interrupts_as_requests(view.interruption):
+            _, outcome = apply_saved(
+                saved,
+                workspace(),
+                variables(var, var_file),
+                lock=locking,
+                parallelism=parallelism,
+                throttle_timeout=patience,
+                max_age=max_age,
+                approvals=approvals,
+                callbacks=ApplyCallbacks(
+                    progress=view.progress,
+                    warnings=lambda warnings: ui.print_diagnostics(warnings, no_color=no_color),
+                    interruption=view.interruption,
+                ),
+            )
+        view.end(outcome)
 
     config = load(var, var_file, no_color=no_color)
     callbacks = ApplyCallbacks(
-        show=lambda plan: emit(render_text(plan, colour=colour)),
+        show=lambda plan: emit(render_text(plan, colour=view.colour)),
         approve=lambda plan: auto_approve or _confirm(),
-        progress=lambda plan: _progress(plan, colour),
+        progress=view.progress,
+        interruption=view.interruption,
     )
     options = plan_options(target, replace, refresh, refresh_only, None, verify)
-    outcome = apply_plan(
-        config, options, lock=locking, parallelism=parallelism, throttle_timeout=patience, callbacks=callbacks
-    )
-    raise Exit(_render(outcome, colour))
+    with _interrupts_as_requests(view.interruption):
+        outcome = apply_plan(
+            config, options, lock=locking, parallelism=parallelism, throttle_timeout=patience, callbacks=callbacks
+        )
+    view.end(outcome)
 
 
 def _confirm() -> bool:
@@ -123,9 +137,64 @@ def _confirm() -> bool:
     return answer == "yes"
 
 
-def _progress(plan: Plan, colour: bool) -> ApplyHooks:
-    emit("\n")
-    return ui.ProgressHooks(sys.stdout, colour=colour, total=len(plan.actions))
+@contextmanager
+def _interrupts_as_requests(interruption: Interruption) -> Iterator[None]:
+    """While the plan is walked and its state committed, Ctrl-C, SIGTERM (a cancelled CI job,
+    `timeout`) and SIGHUP (a closed terminal) ask the walk to stop instead of raising where they
+    land: the first lets the steps in flight finish, the second abandons them. Before the walk
+    (planning, the confirmation) and for a second signal after it, they interrupt at once."""
+
+    def request(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if interruption.walking or (interruption.walked and not interruption.stopping):
+            interruption.request(name)
+            if interruption.requests == 1:
+                _notice(f"\n{name}: stopping after the steps in flight; interrupt again to abandon them at once.\n")
+        else:
+            raise KeyboardInterrupt(name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {number: signal.signal(number, request) for number in signals}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _notice(text: str) -> None:
+    """A line to standard error from a signal handler: written with os.write, since the handler
+    may run in the middle of a buffered write to the same stream."""
+    try:
+        os.write(sys.stderr.fileno(), text.encode())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+class _ApplyView:
+    """What an apply shows: the walk's progress, then how it ended (and the exit code)."""
+
+    def __init__(self, colour: bool) -> None:
+        self.colour = colour
+        self.interruption = Interruption()
+        self.hooks: ui.ProgressHooks | None = None
+
+    def progress(self, plan: Plan) -> ApplyHooks:
+        emit("\n")
+        self.hooks = ui.ProgressHooks(sys.stdout, colour=self.colour, total=len(plan.actions))
+        return self.hooks
+
+    def end(self, outcome: ApplyOutcome) -> None:
+        if self.hooks is not None:
+            self.hooks.close()  # steps abandoned in flight may still report: nothing after the summary
+        code = _render(outcome, self.colour)
+        result = outcome.result
+        if result is not None and (result.interrupted or self.interruption.stopping):
+            raise Exit(INTERRUPTED, abandoned=result.abandoned)
+        raise Exit(code)
 
 
 def _render(outcome: ApplyOutcome, colour: bool) -> int:
@@ -144,8 +213,12 @@ def _render(outcome: ApplyOutcome, colour: bool) -> int:
     result = outcome.result
     assert result is not None
     emit(ui.quota_waits(outcome.quota_waits))
-    if not result.ok:
+    if result.diagnostics:
         ui.print_diagnostics(result.diagnostics, no_color=not colour)
+    if result.interrupted:
+        emit(_interrupted(outcome.plan, result))
+        return INTERRUPTED
+    if not result.ok:
         emit(
             f"\nApply failed: {len(result.succeeded)} step(s) done, {len(result.failed)} failed, "
             f"{len(result.skipped)} skipped. The state records everything that was done; run `keyplan plan` to see "
@@ -154,6 +227,44 @@ def _render(outcome: ApplyOutcome, colour: bool) -> int:
         return 1
     emit(f"\nApply complete! {len(result.succeeded)} step(s) done.\n")
     return 0
+
+
+_SHOWN_PER_LIST = 8
+
+
+def _keys(addresses: list[str]) -> str:
+    shown = ", ".join(for_terminal(address) for address in addresses[:_SHOWN_PER_LIST])
+    more = len(addresses) - _SHOWN_PER_LIST
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _interrupted(plan: Plan, result: ApplyResult) -> str:
+    """Per key, what an interrupted apply did and did not do."""
+    progress = keys_progress(plan, result)
+    parts = []
+    for kind, words in (
+        (KeyProgress.DONE, "done"),
+        (KeyProgress.PARTLY_DONE, "partly done"),
+        (KeyProgress.CUT_SHORT, "cut short in flight"),
+        (KeyProgress.FAILED, "failed"),
+        (KeyProgress.NOT_STARTED, "not started"),
+    ):
+        addresses = progress.of(kind)
+        if addresses or kind in (KeyProgress.DONE, KeyProgress.NOT_STARTED):
+            noun = "key" if len(addresses) == 1 else "keys"
+            listed = f" ({_keys(addresses)})" if addresses else ""
+            parts.append(f"{len(addresses)} {noun} {words}{listed}")
+    if result.abandoned:
+        how = (
+            "Interrupted twice: the steps in flight were abandoned; a remote change they made may or may not have "
+            "happened, and the next plan finds it (keyplan tags the keys it creates)."
+        )
+    else:
+        how = "Interrupted: no step started after the interrupt, and the steps in flight finished."
+    return (
+        f"\n{how}\n{', '.join(parts)}.\n"
+        "The state records every step that finished. Run `keyplan apply` again to finish.\n"
+    )
 
 
 def register(app: typer.Typer, state_app: typer.Typer) -> None:

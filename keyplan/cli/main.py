@@ -119,8 +119,7 @@ def _click() -> Any:
 
 INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
 _INTERRUPTED_MESSAGE = (
-    "\nInterrupted: no step started after the interrupt, the steps in flight finished, and the state records "
-    "every step that finished. Run `keyplan plan` to see what is left.\n"
+    "\nInterrupted. The state records every change keyplan finished; run `keyplan plan` to see what is left.\n"
 )
 
 
@@ -177,6 +176,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
+    abandoned = False
     try:
         with _termination_as_interrupt():
             returned = command.main(args=args, prog_name="keyplan", standalone_mode=False)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if code == INTERRUPTED:
             sys.stderr.write(_INTERRUPTED_MESSAGE)
     except Exit as exc:
-        code = exc.code
+        code, abandoned = exc.code, exc.abandoned
     except DiagnosticsError as exc:
         ui.print_diagnostics(exc.diagnostics, no_color="-no-color" in args or "--no-color" in args)
         code = 1
@@ -217,4 +217,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = 1
     finally:
         _close_state_backends()
+    if abandoned:
+        # An apply interrupted twice left steps running in worker threads; the state is written
+        # and the lock released, and waiting for them is what the second interrupt refused.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)

@@ -18,10 +18,13 @@ from keyplan.operations.workspace import LockOptions, Variables, Workspace
 
 
 class Exit(Exception):
-    """Ends a command with this exit code (only `main` turns it into the process's exit)."""
+    """Ends a command with this exit code (only `main` turns it into the process's exit).
+    `abandoned`: threads were left running (an apply interrupted twice), so the process ends
+    without waiting for them."""
 
-    def __init__(self, code: int) -> None:
+    def __init__(self, code: int, *, abandoned: bool = False) -> None:
         self.code = code
+        self.abandoned = abandoned
 
 
 @dataclass

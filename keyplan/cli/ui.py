@@ -59,9 +59,20 @@ class ProgressHooks:
         self.lock = threading.Lock()
         self.live = stream.isatty()
         self.running: dict[str, float] = {}
+        self.closed = False
+
+    def close(self) -> None:
+        """Nothing more is shown: the apply's summary follows."""
+        with self.lock:
+            if self.live and not self.closed:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            self.closed = True
 
     def _line(self, text: str) -> None:
         with self.lock:
+            if self.closed:
+                return
             if self.live:
                 self.stream.write("\r\x1b[K")
             self.stream.write(text + "\n")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from keyplan.apply.walker import ApplyHooks, ApplyResult
+from keyplan.apply.walker import ApplyHooks, ApplyResult, Interruption
 from keyplan.approvals import Approval
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
@@ -33,6 +33,9 @@ class ApplyCallbacks:
     approve: Callable[[Plan], bool] = lambda plan: True  # called only when the plan changes something
     progress: Callable[[Plan], ApplyHooks | None] = lambda plan: None  # a listener for the walk
     warnings: Callable[[Diagnostics], None] = lambda warnings: None  # configuration warnings (apply_saved)
+    # Stop requests from outside (Ctrl-C): the walk hands out no new step after the first, and
+    # abandons the steps in flight after the second; the state is committed either way.
+    interruption: Interruption | None = None
 
 
 class ApplyStatus(StrEnum):
@@ -215,7 +218,10 @@ def execute(
     hooks = CompositeHooks(progress, audit) if progress is not None else CompositeHooks(audit)
     with Session(config, throttle_timeout=throttle_timeout) as session:
         try:
-            result = Walker(plan, session, committer, hooks=hooks, parallelism=parallelism).run()
+            walker = Walker(
+                plan, session, committer, hooks=hooks, parallelism=parallelism, interruption=callbacks.interruption
+            )
+            result = walker.run()
         finally:
             committer.finish()
     return ApplyOutcome(plan, ApplyStatus.APPLIED, result=result, quota_waits=session.limits.waits())

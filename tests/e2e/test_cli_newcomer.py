@@ -1,23 +1,18 @@
 """What a newcomer trips on, through the CLI: version flags, a mistyped flag, -chdir to a missing
-directory, a confirmation piped in, help texts, colour on dumb terminals, and interrupts (Ctrl-C,
-SIGTERM) during an apply: steps in flight finish, the state is written, the lock released, exit 130."""
+directory, a confirmation piped in, help texts, colour on dumb terminals. Interrupted applies are
+in test_interrupted_apply.py."""
 
 from __future__ import annotations
 
 import io
-import json
-import os
 import re
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import KEYPLAN_BIN, Workspace
+from conftest import Workspace
 
 from keyplan import __version__
 from keyplan.cli import ui
-from keyplan.state.local import LocalBackend
 
 CONFIG = """
 variable "apps" {
@@ -95,37 +90,3 @@ def test_no_colour_on_a_dumb_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ui.use_colour(Terminal(), no_color=False)
     monkeypatch.setenv("TERM", "dumb")
     assert not ui.use_colour(Terminal(), no_color=False)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_apply_records_what_finished_and_exits_130(workspace: Workspace, signum: int) -> None:
-    workspace.write(CONFIG)
-    env = dict(os.environ, KEYPLAN_EMULATOR_LATENCY_MS="150")
-    process = subprocess.Popen(
-        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "apply", "-auto-approve", "-parallelism", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    assert process.stdout is not None
-    seen = []
-    for line in process.stdout:
-        seen.append(line)
-        if "create_key" in line and "done" in line:
-            process.send_signal(signum)
-            break
-    seen.extend(process.stdout)
-    process.wait(timeout=120)
-    output = "".join(seen)
-    assert process.returncode == 130, output
-    assert "Interrupted" in output and "Traceback" not in output
-    assert "Apply complete!" not in output
-    assert LocalBackend(workspace.state_path).store().current_lock() is None, "the lock is released"
-    recorded = json.loads(workspace.state_path.read_text())["keys"]
-    assert recorded, "what finished before the interrupt is in state"
-    assert not workspace.state_path.with_name(workspace.state_path.name + ".journal").exists(), "folded into state"
-    again = workspace.keyplan("apply", "-auto-approve")
-    assert again.code == 0, again.output
-    with workspace.aws() as (kms, _):
-        assert len(kms.list_keys()["Keys"]) == 6, "no key created twice"

@@ -9,7 +9,7 @@ import networkx as nx
 import pytest
 
 from keyplan.apply.handlers import HANDLERS
-from keyplan.apply.scheduler import Scheduler
+from keyplan.apply.scheduler import Interruption, Scheduler
 from keyplan.plan.model import ACTION_MODELS, ActionKind
 
 
@@ -135,3 +135,52 @@ def test_a_node_returning_a_future_frees_its_worker_and_is_done_when_the_future_
     outcome = Scheduler(graph, parallelism=1).run(work, Recorder())
     assert sorted(outcome.succeeded) == ["a1", "a2", "b1", "b2"]
     assert seen_gate_open == [True], "a2 started only once a1's future completed"
+
+
+def chains(count: int, length: int) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    for c in range(count):
+        nx.add_path(graph, [f"c{c}-{step}" for step in range(length)])
+    return graph
+
+
+def test_a_started_chain_is_finished_before_new_chains_start() -> None:
+    order: list[str] = []
+    Scheduler(chains(3, 3), parallelism=1).run(order.append, Recorder())
+    assert order == ["c0-0", "c0-1", "c0-2", "c1-0", "c1-1", "c1-2", "c2-0", "c2-1", "c2-2"]
+
+
+def test_one_interruption_hands_out_nothing_more_and_lets_the_nodes_in_flight_finish() -> None:
+    interruption = Interruption()
+    ran: list[str] = []
+
+    def work(node: str) -> None:
+        ran.append(node)
+        if node == "c1-1":
+            interruption.request("test")
+
+    outcome = Scheduler(chains(3, 3), parallelism=1).run(work, Recorder(), interruption)
+    assert outcome.interrupted and not outcome.abandoned
+    assert outcome.succeeded == ran == ["c0-0", "c0-1", "c0-2", "c1-0", "c1-1"]
+    assert outcome.not_started == ["c1-2", "c2-0", "c2-1", "c2-2"]
+    assert outcome.in_flight == [] and outcome.failed == [] and outcome.skipped == []
+
+
+def test_a_second_interruption_abandons_the_nodes_in_flight() -> None:
+    interruption = Interruption()
+    release = threading.Event()
+
+    def work(node: str) -> None:
+        if node == "c0-1":
+            interruption.request("first")
+            interruption.request("second")
+            release.wait(10)  # still running when the walk ends
+
+    try:
+        outcome = Scheduler(chains(2, 2), parallelism=1).run(work, Recorder(), interruption)
+    finally:
+        release.set()
+    assert outcome.interrupted and outcome.abandoned
+    assert outcome.succeeded == ["c0-0"] and outcome.in_flight == ["c0-1"]
+    assert outcome.not_started == ["c1-0", "c1-1"]
+    assert not interruption.walking and interruption.walked

@@ -1,0 +1,161 @@
+"""An apply interrupted by Ctrl-C, SIGTERM or SIGHUP: no step starts after the first signal, the
+steps in flight finish and are recorded, the lock is released, and the summary says per key what
+was done and what was not (exit 130); a second Ctrl-C abandons the steps in flight at once. The
+next apply converges with no key created twice, checked against what the emulator holds."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import KEYPLAN_BIN, Workspace
+
+from keyplan.state.local import LocalBackend
+from providers.aws.mapping import decode_address
+
+APPS = [f"k{n}" for n in range(8)]
+
+CONFIG = """
+source "software" "local" {}
+
+provider "aws" "main" {
+  region   = "eu-west-1"
+  endpoint = "embedded"
+}
+
+key "app" {
+  for_each  = toset([%s])
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+}
+""" % ", ".join(f'"{app}"' for app in APPS)
+
+ADDRESSES = {f'key.app["{app}"]' for app in APPS}
+_SUMMARY = re.compile(r"(\d+) keys? (done|partly done|cut short in flight|failed|not started)(?: \(([^)]*)\))?")
+
+
+def start_apply(workspace: Workspace, latency_ms: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "apply", "-auto-approve", "-parallelism", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, KEYPLAN_EMULATOR_LATENCY_MS=str(latency_ms)),
+    )
+
+
+def read_until(process: subprocess.Popen[str], seen: list[str], *words: str) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        seen.append(line)
+        if all(word in line for word in words):
+            return
+    raise AssertionError("the apply ended before printing " + repr(words) + ":\n" + "".join(seen))
+
+
+def finish(process: subprocess.Popen[str], seen: list[str]) -> str:
+    assert process.stdout is not None
+    seen.extend(process.stdout)
+    process.wait(timeout=120)
+    return "".join(seen)
+
+
+def summary(output: str) -> dict[str, set[str]]:
+    """The interrupted apply's per-key summary: `3 keys done (key.app["k0"], ...), 5 keys not started (...)`."""
+    line = next(line for line in output.splitlines() if " not started" in line and "done" in line)
+    found: dict[str, set[str]] = {}
+    for count, kind, listed in _SUMMARY.findall(line):
+        keys = {address.strip() for address in listed.split(", ")} if listed else set()
+        assert len(keys) == int(count), line
+        found[kind] = keys
+    return found
+
+
+def remote_keys(workspace: Workspace) -> dict[str, list[dict[str, Any]]]:
+    """Every key the emulator holds, by its keyplan-address tag."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    with workspace.aws() as (kms, _):
+        for entry in kms.list_keys()["Keys"]:
+            tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=entry["KeyId"])["Tags"]}
+            metadata = kms.describe_key(KeyId=entry["KeyId"])["KeyMetadata"]
+            address = decode_address(tags["keyplan-address"])
+            assert address is not None, tags
+            found.setdefault(address, []).append(metadata)
+    return found
+
+
+def assert_converges(workspace: Workspace) -> None:
+    again = workspace.keyplan("apply", "-auto-approve")
+    assert again.code == 0 and "Apply complete!" in again.stdout, again.output
+    held = remote_keys(workspace)
+    assert set(held) == ADDRESSES and all(len(keys) == 1 for keys in held.values()), "every key exactly once"
+    assert all(keys[0]["KeyState"] == "Enabled" for keys in held.values())
+    recorded = {a: k["targets"]["aws.main"]["remote_id"] for a, k in workspace.state()["keys"].items()}
+    assert recorded == {address: keys[0]["Arn"] for address, keys in held.items()}
+    assert workspace.keyplan("plan", "-detailed-exitcode").code == 0
+
+
+def assert_unlocked_and_folded(state_path: Path) -> None:
+    assert LocalBackend(state_path).store().current_lock() is None, "the lock is released"
+    assert not state_path.with_name(state_path.name + ".journal").exists(), "the journal is folded into the state"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_one_interrupt_finishes_the_steps_in_flight_and_says_what_is_left(
+    workspace: Workspace, signum: int
+) -> None:
+    workspace.write(CONFIG)
+    process = start_apply(workspace, latency_ms=150)
+    seen: list[str] = []
+    read_until(process, seen, "update_key", "done")
+    process.send_signal(signum)
+    output = finish(process, seen)
+
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and "Apply complete!" not in output
+    assert f"{signal.Signals(signum).name}: stopping after the steps in flight" in output
+    assert "Run `keyplan apply` again to finish." in output
+    keys = summary(output)
+    assert set().union(*keys.values()) == ADDRESSES and sum(map(len, keys.values())) == len(ADDRESSES)
+    assert keys["done"] and keys["not started"], output
+    assert "cut short in flight" not in keys, "one interrupt lets every step in flight finish"
+    assert_unlocked_and_folded(workspace.state_path)
+
+    # The state records every step that finished, and the cloud holds nothing the state lacks.
+    recorded = workspace.state()["keys"]
+    held = remote_keys(workspace)
+    for address in keys["done"]:
+        arn = recorded[address]["targets"]["aws.main"]["remote_id"]
+        assert [k["Arn"] for k in held[address]] == [arn] and held[address][0]["KeyState"] == "Enabled"
+    for address in keys["not started"]:
+        assert address not in recorded and address not in held
+    for address, found in held.items():
+        assert [k["Arn"] for k in found] == [recorded[address]["targets"]["aws.main"]["remote_id"]]
+
+    assert_converges(workspace)
+
+
+def test_a_second_interrupt_abandons_the_steps_in_flight(workspace: Workspace) -> None:
+    workspace.write(CONFIG)
+    process = start_apply(workspace, latency_ms=1500)
+    seen: list[str] = []
+    read_until(process, seen, "create_key", "done")
+    process.send_signal(signal.SIGINT)
+    read_until(process, seen, "SIGINT: stopping after the steps in flight")
+    process.send_signal(signal.SIGINT)
+    output = finish(process, seen)
+
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and "Apply complete!" not in output
+    assert "Interrupted twice: the steps in flight were abandoned" in output
+    keys = summary(output)
+    assert keys["cut short in flight"], "the second interrupt ended the walk with steps still in flight"
+    assert set().union(*keys.values()) == ADDRESSES
+    assert_unlocked_and_folded(workspace.state_path)
+    assert_converges(workspace)
