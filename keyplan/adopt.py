@@ -31,6 +31,7 @@ from keyplan.diagnostics import Diagnostic, DiagnosticsError, Severity
 from keyplan.escaping import for_terminal
 from keyplan.plan.negotiate import negotiate
 from keyplan.provider import (
+    DescribeKeyRequest,
     KeySpec,
     KeyState,
     MaterialProofRequest,
@@ -128,7 +129,7 @@ def import_remote_key(
     address = record.address
     spec = key_spec(session.config.keys[address])
     provider = session.provider(target)
-    live = _call(lambda: provider.describe(remote_id), f"Cannot read {remote_id} at {target}", address)
+    live = _call(lambda: provider.describe(DescribeKeyRequest(remote_id=remote_id)).key, f"Cannot read {remote_id} at {target}", address)
     if live is None:
         raise _error(
             f"No key {remote_id} at {target}",
@@ -336,7 +337,7 @@ def retag_remote_keys(config: Config, state: State, record: KeyRecord, destinati
                 )
             try:
                 provider = session.provider(target)
-                live = provider.describe(target_record.remote_id)
+                live = provider.describe(DescribeKeyRequest(remote_id=target_record.remote_id)).key
                 if live is None:
                     continue  # gone: the next plan reports it
                 provider.update_key(

@@ -544,6 +544,10 @@ class PromoteVersionRequest(_Model):
     version_id: str
 
 
+class PromoteVersionResponse(_Model):
+    promoted: bool  # False: this cloud makes an imported version current by itself, nothing was sent
+
+
 class UpdateKeyRequest(_Model):
     remote_id: str
     address: str
@@ -563,6 +567,26 @@ class ScheduleDeletionResponse(_Model):
 
 class CancelDeletionRequest(_Model):
     remote_id: str
+
+
+class CancelDeletionResponse(_Model):
+    enabled: bool  # whether the restored key is enabled (most clouds restore a key disabled)
+
+
+class DescribeKeyRequest(_Model):
+    remote_id: str
+
+
+class DescribeKeyResponse(_Model):
+    key: RemoteKey | None  # None: the cloud has no such key
+
+
+class DiscoverRequest(_Model):
+    """Every imported (bring-your-own-key) key visible to the provider, managed by keyplan or not."""
+
+
+class DiscoverResponse(_Model):
+    keys: tuple[RemoteKey, ...]
 
 
 class ProofMethod(StrEnum):
@@ -698,7 +722,7 @@ class Provider(ABC):
     def import_material(self, request: ImportMaterialRequest) -> ImportMaterialResponse: ...
 
     @abstractmethod
-    def promote_version(self, request: PromoteVersionRequest) -> None:
+    def promote_version(self, request: PromoteVersionRequest) -> PromoteVersionResponse:
         """Make an imported version current (where importing a version does not already)."""
 
     @abstractmethod
@@ -708,15 +732,15 @@ class Provider(ABC):
     def schedule_deletion(self, request: ScheduleDeletionRequest) -> ScheduleDeletionResponse: ...
 
     @abstractmethod
-    def cancel_deletion(self, request: CancelDeletionRequest) -> None: ...
+    def cancel_deletion(self, request: CancelDeletionRequest) -> CancelDeletionResponse: ...
 
     @abstractmethod
-    def describe(self, remote_id: str) -> RemoteKey | None:
-        """One key by id, None when the cloud does not have it."""
+    def describe(self, request: DescribeKeyRequest) -> DescribeKeyResponse:
+        """One key by id; its `key` is None when the cloud does not have it."""
 
-    def discover(self) -> list[RemoteKey]:
+    def discover(self, request: DiscoverRequest) -> DiscoverResponse:
         """Every imported (BYOK) key visible to this provider, managed by keyplan or not."""
-        return []
+        return DiscoverResponse(keys=())
 
     def prove_material(self, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
         """The strongest proof this cloud allows that the remote version holds the witness's
@@ -771,10 +795,7 @@ AnswerT = TypeVar("AnswerT")
 def checked_answer(plugin: str, operation: Callable[..., Any], answer: AnswerT) -> AnswerT:
     """`answer` if it is the response model `operation` declares, else a `PluginAnswerError`."""
     expected = _answer_type(operation)
-    if expected is type(None):
-        if answer is not None:
-            raise PluginAnswerError(plugin, f"{operation.__name__} answered {type(answer).__name__}, expected nothing")
-    elif not isinstance(answer, expected):
+    if not isinstance(answer, expected):
         raise PluginAnswerError(
             plugin, f"{operation.__name__} answered {type(answer).__name__}, expected {expected.__name__}"
         )

@@ -389,12 +389,12 @@ def adopt_key(context: ApplyContext, action: AdoptKey) -> None:
 def cancel_deletion(context: ApplyContext, action: CancelDeletion) -> None:
     address, target = action.address, action.target
     remote_id = context.target_record(address, target).remote_id
-    context.calls.provider(action, target, Provider.cancel_deletion, CancelDeletionRequest(remote_id=remote_id))
+    response = context.calls.provider(action, target, Provider.cancel_deletion, CancelDeletionRequest(remote_id=remote_id))
 
     def restored(state: State) -> None:
         record = state.keys[address].targets[target]
         record.deletion_date = None
-        record.enabled = False
+        record.enabled = response.enabled
 
     context.committer.commit(restored, key=address)
     context.hooks.mutated(action, "deletion cancelled", remote_id)

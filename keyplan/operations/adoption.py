@@ -41,7 +41,7 @@ def discover(config: Config, target: str) -> Discovery:
     """Every imported key at `target`, classified against the state (read without the lock:
     nothing is written)."""
     from keyplan.adopt import classify
-    from keyplan.provider import ProviderError
+    from keyplan.provider import DiscoverRequest, ProviderError
     from keyplan.runtime import Session
 
     if target not in config.providers:
@@ -53,7 +53,7 @@ def discover(config: Config, target: str) -> Discovery:
     state, _ = read_state(state_backend(config))
     with Session(config) as session:
         try:
-            keys = session.provider(target).discover()
+            keys = list(session.provider(target).discover(DiscoverRequest()).keys)
         except ProviderError as error:
             raise DiagnosticsError.single(f"Cannot list the keys of {target}: {error.summary}", error.detail) from None
     return Discovery(target, classify(keys, state, target), state, datetime.now(UTC))

@@ -36,6 +36,7 @@ from keyplan.crypto import SecretBytes, fingerprint_material, wrap
 from keyplan.provider import (
     CancelDeletionRequest,
     CreateKeyRequest,
+    DescribeKeyRequest,
     EnsurePrerequisiteRequest,
     ErrorKind,
     ImportMaterialRequest,
@@ -48,6 +49,7 @@ from keyplan.provider import (
     KeyState,
     PrerequisiteRecord,
     PromoteVersionRequest,
+    PromoteVersionResponse,
     Provider,
     ProviderError,
     ProviderPlugin,
@@ -290,8 +292,8 @@ class ProviderConformance:
         key = ImportedKey(harness, self.algorithms[0])
         key.import_material(make_material(key.algorithm))
         missing_id = key.remote_id[: -len(key.remote_id.split("/")[-1])] + "keyplan-missing-" + uuid.uuid4().hex[:8]
-        assert harness.provider.describe(missing_id) is None
-        described = harness.provider.describe(key.remote_id)
+        assert harness.provider.describe(DescribeKeyRequest(remote_id=missing_id)).key is None
+        described = harness.provider.describe(DescribeKeyRequest(remote_id=key.remote_id)).key
         assert described is not None and described.address == key.address
 
     # -- metadata ----------------------------------------------------------------------------
@@ -333,7 +335,8 @@ class ProviderConformance:
         v1 = key.import_material(first)
         v2 = key.import_material(second, ImportPurpose.NEW_VERSION)
         assert v1 != v2
-        harness.provider.promote_version(PromoteVersionRequest(remote_id=key.remote_id, version_id=v2))
+        promoted = harness.provider.promote_version(PromoteVersionRequest(remote_id=key.remote_id, version_id=v2))
+        assert isinstance(promoted, PromoteVersionResponse)
         fingerprints = harness.emulator_fingerprints()
         assert fingerprint_material(key.algorithm.kind, first) in fingerprints
         assert fingerprint_material(key.algorithm.kind, second) in fingerprints
@@ -349,10 +352,11 @@ class ProviderConformance:
         entry, inventory = key.inventory_entry()
         assert entry is not None, inventory
         assert entry.state in (KeyState.PENDING_DELETION, KeyState.DELETED)
-        harness.provider.cancel_deletion(CancelDeletionRequest(remote_id=key.remote_id))
+        restored = harness.provider.cancel_deletion(CancelDeletionRequest(remote_id=key.remote_id))
         entry, _ = key.inventory_entry()
         assert entry is not None
         assert entry.state in (KeyState.DISABLED, KeyState.ENABLED)
+        assert restored.enabled == (entry.state is KeyState.ENABLED)  # the answer says what the cloud holds
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -385,7 +389,7 @@ class ProviderConformance:
         harness.control("/_emulator/faults", {"errors": [{"operation": "*", "status": 503, "count": 50}]})
         try:
             with pytest.raises(ProviderError) as caught:
-                harness.provider.describe(key.remote_id)
+                harness.provider.describe(DescribeKeyRequest(remote_id=key.remote_id))
             assert caught.value.kind is ErrorKind.RETRYABLE
         finally:
             harness.control("/_emulator/faults", {"errors": []})
@@ -393,7 +397,7 @@ class ProviderConformance:
         # slower, until it goes through (keyplan.limits).
         harness.control("/_emulator/faults", {"errors": [{"operation": "*", "status": 429, "count": 3}]})
         try:
-            described = harness.provider.describe(key.remote_id)
+            described = harness.provider.describe(DescribeKeyRequest(remote_id=key.remote_id)).key
             assert described is not None and described.remote_id == key.remote_id
         finally:
             harness.control("/_emulator/faults", {"errors": []})

@@ -17,8 +17,13 @@ from keyplan.algorithms import MaterialKind
 from keyplan.provider import (
     RESERVED_TAG_MANAGED_BY,
     CancelDeletionRequest,
+    CancelDeletionResponse,
     CreateKeyRequest,
     CreateKeyResponse,
+    DescribeKeyRequest,
+    DescribeKeyResponse,
+    DiscoverRequest,
+    DiscoverResponse,
     EnsurePrerequisiteRequest,
     ErrorKind,
     ImportMaterialRequest,
@@ -34,6 +39,7 @@ from keyplan.provider import (
     MaterialWitness,
     PrerequisiteRecord,
     PromoteVersionRequest,
+    PromoteVersionResponse,
     Provider,
     ProviderError,
     RemoteKey,
@@ -124,7 +130,10 @@ class AwsKmsProvider(Provider):
         versions = self._versions(remote_id, metadata) if with_versions else None
         return remote_key(metadata, tags, aliases.get(metadata["KeyId"], []), addresses, versions)
 
-    def describe(self, remote_id: str) -> RemoteKey | None:
+    def describe(self, request: DescribeKeyRequest) -> DescribeKeyResponse:
+        return DescribeKeyResponse(key=self._describe(request.remote_id))
+
+    def _describe(self, remote_id: str) -> RemoteKey | None:
         return unless_not_found(lambda: self._read_key(remote_id, (), None, with_versions=False))
 
     def inventory(self, request: InventoryRequest) -> Inventory:
@@ -165,7 +174,10 @@ class AwsKmsProvider(Provider):
 
         return [key for key in self._concurrently(read_if_managed, arns).values() if key is not None]
 
-    def discover(self) -> list[RemoteKey]:
+    def discover(self, request: DiscoverRequest) -> DiscoverResponse:
+        return DiscoverResponse(keys=tuple(self._discover()))
+
+    def _discover(self) -> list[RemoteKey]:
         listed = [k["KeyArn"] for k in self._kms.pages("ListKeys", "Keys", Limit=1000)]
         aliases = self._aliases_by_key()
 
@@ -285,13 +297,14 @@ class AwsKmsProvider(Provider):
             expires_at=request.valid_to,
         )
 
-    def promote_version(self, request: PromoteVersionRequest) -> None:
+    def promote_version(self, request: PromoteVersionRequest) -> PromoteVersionResponse:
         try:
             self._kms.call("RotateKeyOnDemand", request.remote_id, KeyId=request.remote_id)
         except ProviderError as error:
             # A retried promotion finds nothing pending because the first one succeeded.
             if error.kind is not ErrorKind.CONFLICT or self._current_material(request.remote_id) != request.version_id:
                 raise
+        return PromoteVersionResponse(promoted=True)
 
     def _current_material(self, remote_id: str) -> str | None:
         metadata = self._kms.call("DescribeKey", remote_id, KeyId=remote_id)["KeyMetadata"]
@@ -368,7 +381,7 @@ class AwsKmsProvider(Provider):
             return ScheduleDeletionResponse(deletion_date=utc(metadata.get("DeletionDate")))
         return ScheduleDeletionResponse(deletion_date=utc(result.get("DeletionDate")))
 
-    def cancel_deletion(self, request: CancelDeletionRequest) -> None:
+    def cancel_deletion(self, request: CancelDeletionRequest) -> CancelDeletionResponse:
         try:
             self._kms.call("CancelKeyDeletion", request.remote_id, KeyId=request.remote_id)
         except ProviderError as error:
@@ -377,6 +390,7 @@ class AwsKmsProvider(Provider):
             metadata = self._kms.call("DescribeKey", request.remote_id, KeyId=request.remote_id)["KeyMetadata"]
             if metadata.get("KeyState") == "PendingDeletion":
                 raise
+        return CancelDeletionResponse(enabled=False)  # KMS restores a key disabled
 
     def prove_material(self, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
         from providers.aws.proof import prove

@@ -22,8 +22,13 @@ from keyplan.provider import (
     RESERVED_TAG_ADDRESS,
     RESERVED_TAG_MANAGED_BY,
     CancelDeletionRequest,
+    CancelDeletionResponse,
     CreateKeyRequest,
     CreateKeyResponse,
+    DescribeKeyRequest,
+    DescribeKeyResponse,
+    DiscoverRequest,
+    DiscoverResponse,
     EnsurePrerequisiteRequest,
     ErrorKind,
     ImportMaterialRequest,
@@ -38,6 +43,7 @@ from keyplan.provider import (
     MaterialWitness,
     PrerequisiteRecord,
     PromoteVersionRequest,
+    PromoteVersionResponse,
     Provider,
     ProviderError,
     RemoteKey,
@@ -188,7 +194,10 @@ class AzureProvider(Provider):
                 missing.append(remote_id)
         return deleted, missing
 
-    def describe(self, remote_id: str) -> RemoteKey | None:
+    def describe(self, request: DescribeKeyRequest) -> DescribeKeyResponse:
+        return DescribeKeyResponse(key=self._describe(request.remote_id))
+
+    def _describe(self, remote_id: str) -> RemoteKey | None:
         name = self._name_of(remote_id)
         live = self._describe_live(name, remote_id, list_versions=True, known={})
         if live is not None:
@@ -215,7 +224,10 @@ class AzureProvider(Provider):
         )
         return remote_versions(listed, current, datetime.now(UTC))
 
-    def discover(self) -> list[RemoteKey]:
+    def discover(self, request: DiscoverRequest) -> DiscoverResponse:
+        return DiscoverResponse(keys=tuple(self._discover()))
+
+    def _discover(self) -> list[RemoteKey]:
         listed: list[KeyProperties] = self._call(
             "listing keys", lambda: list(self._client.list_properties_of_keys(max_page_size=25))
         )
@@ -382,8 +394,9 @@ class AzureProvider(Provider):
         kek_usable = self._kek.still_usable(request.parameters.reference or "")
         return import_refused(error, request.parameters.reference or "", request.remote_id, kek_usable=kek_usable)
 
-    def promote_version(self, request: PromoteVersionRequest) -> None:
+    def promote_version(self, request: PromoteVersionRequest) -> PromoteVersionResponse:
         """Azure's versionless key id always resolves to the newest version: nothing to do."""
+        return PromoteVersionResponse(promoted=False)
 
     def update_key(self, request: UpdateKeyRequest) -> RemoteKey:
         """Set tags, enabled and expiry on the latest version. Right after this run imported the
@@ -435,20 +448,22 @@ class AzureProvider(Provider):
             deleted = self._call(action, lambda: self._client.get_deleted_key(name), remote_id=request.remote_id)
         return ScheduleDeletionResponse(deletion_date=deleted.scheduled_purge_date)
 
-    def cancel_deletion(self, request: CancelDeletionRequest) -> None:
+    def cancel_deletion(self, request: CancelDeletionRequest) -> CancelDeletionResponse:
         name = self._name_of(request.remote_id)
 
-        def recover() -> None:
-            self._client.begin_recover_deleted_key(name).wait()
+        def recover() -> KeyVaultKey:
+            return self._client.begin_recover_deleted_key(name).result()
 
         try:
-            self._call(f"recovering key {name}", recover, remote_id=request.remote_id)
+            recovered = self._call(f"recovering key {name}", recover, remote_id=request.remote_id)
         except ProviderError as error:
             live = self._optional(
                 f"reading key {name}", lambda: self._client.get_key(name), remote_id=request.remote_id
             )
             if error.kind is not ErrorKind.NOT_FOUND or live is None:
                 raise
+            recovered = live
+        return CancelDeletionResponse(enabled=bool(recovered.properties.enabled))
 
     def prove_material(self, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
         from providers.azure.proof import prove

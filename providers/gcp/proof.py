@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from keyplan.algorithms import MaterialKind
 from keyplan.crypto.proofs import SignatureScheme, same_public_key, signature_verifies
 from keyplan.provider import (
+    DescribeKeyRequest,
     ErrorKind,
     MaterialProof,
     MaterialProofRequest,
@@ -60,7 +61,7 @@ def prove(provider: GcpProvider, request: MaterialProofRequest, witness: Materia
 
 
 def _current_version(provider: GcpProvider, remote_id: str) -> str | None:
-    live = provider.describe(remote_id)
+    live = provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     return live.current_version if live is not None else None
 
 

@@ -17,8 +17,13 @@ from keyplan.provider import (
     RESERVED_TAG_MANAGED_BY,
     RESERVED_TAGS,
     CancelDeletionRequest,
+    CancelDeletionResponse,
     CreateKeyRequest,
     CreateKeyResponse,
+    DescribeKeyRequest,
+    DescribeKeyResponse,
+    DiscoverRequest,
+    DiscoverResponse,
     EnsurePrerequisiteRequest,
     ErrorKind,
     ImportMaterialRequest,
@@ -35,6 +40,7 @@ from keyplan.provider import (
     MaterialWitness,
     PrerequisiteRecord,
     PromoteVersionRequest,
+    PromoteVersionResponse,
     Provider,
     ProviderError,
     RemoteKey,
@@ -316,11 +322,12 @@ class GcpProvider(Provider):
         key = self._get_key(request.remote_id)
         return key is not None and (not key.primary.name or key.primary.state.name != "ENABLED")
 
-    def promote_version(self, request: PromoteVersionRequest) -> None:
+    def promote_version(self, request: PromoteVersionRequest) -> PromoteVersionResponse:
         key = self._kms.call("read the key", self._client.get_crypto_key, request.remote_id, name=request.remote_id)
         if key.purpose.name != "ENCRYPT_DECRYPT":
-            return  # asymmetric and MAC keys have no primary; callers name versions
+            return PromoteVersionResponse(promoted=False)  # asymmetric and MAC keys have no primary; callers name versions
         self._make_primary(request.remote_id, request.version_id)
+        return PromoteVersionResponse(promoted=True)
 
     def _make_primary(self, remote_id: str, version_id: str) -> None:
         self._kms.call(
@@ -373,7 +380,7 @@ class GcpProvider(Provider):
                 latest = destroy_time
         return ScheduleDeletionResponse(deletion_date=latest)
 
-    def cancel_deletion(self, request: CancelDeletionRequest) -> None:
+    def cancel_deletion(self, request: CancelDeletionRequest) -> CancelDeletionResponse:
         """Restore every version scheduled for destruction. Restored versions come back DISABLED,
         as at Cloud KMS; enabling them is `update_key`'s part (the plan adds it when the key is
         meant to be enabled). A version already DESTROYED cannot be restored: it needs its
@@ -386,8 +393,12 @@ class GcpProvider(Provider):
                     request.remote_id,
                     name=version.name,
                 )
+        return CancelDeletionResponse(enabled=False)
 
-    def describe(self, remote_id: str) -> RemoteKey | None:
+    def describe(self, request: DescribeKeyRequest) -> DescribeKeyResponse:
+        return DescribeKeyResponse(key=self._describe(request.remote_id))
+
+    def _describe(self, remote_id: str) -> RemoteKey | None:
         key = self._get_key(remote_id)
         if key is None:
             return None
@@ -437,7 +448,10 @@ class GcpProvider(Provider):
         )
         return Inventory(keys=remote, missing=missing, prerequisites=self._jobs.records())
 
-    def discover(self) -> list[RemoteKey]:
+    def discover(self, request: DiscoverRequest) -> DiscoverResponse:
+        return DiscoverResponse(keys=tuple(self._discover()))
+
+    def _discover(self) -> list[RemoteKey]:
         try:
             listed = self._kms.list("list keys", self._client.list_crypto_keys, {"parent": self._ring, "page_size": 1000})
         except ProviderError as error:

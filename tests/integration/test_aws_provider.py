@@ -21,6 +21,8 @@ from keyplan.crypto import SecretBytes, WrapMethod, fingerprint_material, wrap
 from keyplan.diagnostics import SourceRange
 from keyplan.provider import (
     CreateKeyRequest,
+    DescribeKeyRequest,
+    DiscoverRequest,
     ErrorKind,
     ImportMaterialRequest,
     ImportParametersRequest,
@@ -226,7 +228,7 @@ def test_create_key_tags_and_description(aws: Setup) -> None:
         "keyplan-address": encode_address(key.address),
         "keyplan-managed-by": MANAGED_BY,
     }
-    described = aws.provider.describe(remote_id)
+    described = aws.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     assert (
         described is not None
         and described.state is KeyState.PENDING_IMPORT
@@ -255,7 +257,7 @@ def test_aliases_description_and_enabled_are_reconciled(aws: Setup) -> None:
     updated = update(aws, remote_id, changed)
     assert updated.aliases == ("alias/app", "alias/shared")
     assert updated.description == "two" and updated.state is KeyState.DISABLED
-    moved = aws.provider.describe(other_id)
+    moved = aws.provider.describe(DescribeKeyRequest(remote_id=other_id)).key
     assert moved is not None and moved.aliases == ()
     assert aws.kms.describe_key(KeyId="alias/shared")["KeyMetadata"]["Arn"] == remote_id
 
@@ -267,7 +269,7 @@ def test_disabling_a_key_pending_import_is_a_conflict_after_the_other_changes(aw
         update(aws, remote_id, key.model_copy(update={"labels": {"b": "2"}, "enabled": False}))
     assert caught.value.kind is ErrorKind.CONFLICT
     assert "import" in caught.value.detail.lower()
-    described = aws.provider.describe(remote_id)
+    described = aws.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     assert described is not None and described.labels == {"b": "2"}
 
 
@@ -277,14 +279,14 @@ def test_reimport_after_the_cloud_lost_the_material(aws: Setup) -> None:
     material = material_for("AES_256")
     version = import_into(aws, remote_id, key, material)
     aws.kms.delete_imported_key_material(KeyId=remote_id)
-    lost = aws.provider.describe(remote_id)
+    lost = aws.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     assert lost is not None and lost.state is KeyState.PENDING_IMPORT and lost.current_version == version
     with pytest.raises(ProviderError) as caught:
         import_into(aws, remote_id, key, material_for("AES_256"), ImportPurpose.REIMPORT, reimport_version_id=version)
     assert caught.value.kind is ErrorKind.FATAL and caught.value.code == "IncorrectKeyMaterialException"
     again = import_into(aws, remote_id, key, material, ImportPurpose.REIMPORT, reimport_version_id=version)
     assert again == version
-    restored = aws.provider.describe(remote_id)
+    restored = aws.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     assert restored is not None and restored.state is KeyState.ENABLED
 
 
@@ -320,10 +322,10 @@ def test_valid_to_becomes_expiry_and_expired_material_shows_pending_import(aws: 
     remote_id = create(aws, key)
     valid_to = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10)
     import_into(aws, remote_id, key, material_for("AES_256"), valid_to=valid_to)
-    described = aws.provider.describe(remote_id)
+    described = aws.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     assert described is not None and described.expires_at == valid_to
     aws.control("/_emulator/clock", {"advance_seconds": 11 * 86400})
-    expired = aws.provider.describe(remote_id)
+    expired = aws.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     assert expired is not None and expired.state is KeyState.PENDING_IMPORT and expired.enabled is False
 
 
@@ -375,7 +377,7 @@ def test_discover_lists_imported_keys_only(aws: Setup) -> None:
     remote_id = create(aws, spec_for("AES_256"))
     aws.kms.create_key()
     unmanaged = aws.kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["Arn"]
-    found = {k.remote_id: k for k in aws.provider.discover()}
+    found = {k.remote_id: k for k in aws.provider.discover(DiscoverRequest()).keys}
     assert set(found) == {remote_id, unmanaged}
     assert found[unmanaged].managed_by is None and found[unmanaged].external
 
@@ -408,7 +410,7 @@ def test_embedded_endpoint_runs_and_persists_the_emulator(tmp_path: Path) -> Non
     assert (tmp_path / ".keyplan" / "emulators" / "aws-main.sqlite").exists()
     reopened = PLUGIN.open(settings, context)
     try:
-        described = reopened.describe(remote_id)
+        described = reopened.describe(DescribeKeyRequest(remote_id=remote_id)).key
         assert described is not None and described.address == "key.a"
     finally:
         reopened.close()

@@ -24,6 +24,7 @@ from keyplan.diagnostics import SourceRange
 from keyplan.provider import (
     CancelDeletionRequest,
     CreateKeyRequest,
+    DescribeKeyRequest,
     EnsurePrerequisiteRequest,
     ErrorKind,
     ImportMaterialRequest,
@@ -262,7 +263,7 @@ def test_remote_ids_name_the_configured_vault_and_imports_prove_the_material(hsm
     assert params.reference and params.reference.startswith(f"{HSM_URL}/keys/keyplan-kek/")
     assert len(version) == 32
     assert fingerprint_material(key.algorithm.kind, material) in hsm.fingerprints()
-    described = hsm.provider.describe(remote_id)
+    described = hsm.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     assert described is not None and described.algorithm == "AES_256" and described.current_version == version
     assert described.versions is not None and [v.version_id for v in described.versions] == [version]
 
@@ -339,12 +340,12 @@ def _ec_material() -> SecretBytes:
 def test_expiry_is_set_on_import_and_update(hsm: Target) -> None:
     key = spec("AES_256", expiry=timedelta(days=30))
     remote_id, _, _ = hsm.imported(key)
-    entry = hsm.provider.describe(remote_id)
+    entry = hsm.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     assert entry is not None and entry.expires_at is None
     updated = hsm.provider.update_key(
         UpdateKeyRequest(remote_id=remote_id, address=key.address, managed_by=MANAGED_BY, key=key)
     )
-    described = hsm.provider.describe(remote_id)
+    described = hsm.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     assert described is not None and described.expires_at == updated.expires_at
     assert described.versions and described.versions[0].created_at
     assert described.expires_at is not None
@@ -396,7 +397,7 @@ def test_forbidden_and_challenge_failures_are_auth_errors(hsm: Target) -> None:
     remote_id, _, _ = hsm.imported(spec("AES_256"))
     hsm.control("/_emulator/faults", {"errors": [{"operation": "GetKey", "status": 403, "count": 1}]})
     with pytest.raises(ProviderError) as caught:
-        hsm.provider.describe(remote_id)
+        hsm.provider.describe(DescribeKeyRequest(remote_id=remote_id))
     assert caught.value.kind is ErrorKind.AUTH and "Crypto Officer" in caught.value.detail
     where = ErrorContext("listing keys", HSM_URL, hsm.server.url)
     error = classify(ClientAuthenticationError(message="DefaultAzureCredential failed to retrieve a token"), where)
@@ -436,7 +437,7 @@ def test_embedded_endpoint_persists_between_runs(tmp_path: Path) -> None:
     assert (tmp_path / ".keyplan" / "emulators" / "azure-main.sqlite").exists()
     reopened = PLUGIN.open(settings, context)
     try:
-        described = reopened.describe(remote_id)
+        described = reopened.describe(DescribeKeyRequest(remote_id=remote_id)).key
         assert described is not None and described.address == key.address and described.state is KeyState.ENABLED
         assert reopened.ensure_prerequisite(EnsurePrerequisiteRequest(spec=prerequisite)) == kek
     finally:

@@ -20,6 +20,8 @@ from keyplan.diagnostics import SourceRange
 from keyplan.provider import (
     CancelDeletionRequest,
     CreateKeyRequest,
+    DescribeKeyRequest,
+    DiscoverRequest,
     EnsurePrerequisiteRequest,
     ErrorKind,
     ImportMaterialRequest,
@@ -306,20 +308,20 @@ def test_destroyed_material_is_reimported_into_the_same_version(target: Target) 
     deletion = target.provider.schedule_deletion(ScheduleDeletionRequest(remote_id=remote_id))
     assert deletion.deletion_date is not None
     target.control("/_emulator/clock", {"advance_seconds": 31 * 86400})
-    described = target.provider.describe(remote_id)
+    described = target.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     # Destroyed is not deleted-and-restorable: the key waits for the same material again.
     assert described is not None and described.state is KeyState.PENDING_IMPORT
     assert described.current_version == version and not described.enabled
     assert described.versions and described.versions[0].state is VersionState.DESTROYED
     target.provider.cancel_deletion(CancelDeletionRequest(remote_id=remote_id))  # too late: nothing to restore
-    still = target.provider.describe(remote_id)
+    still = target.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     assert still is not None and still.state is KeyState.PENDING_IMPORT
     with pytest.raises(ProviderError) as caught:
         target.import_(remote_id, spec, records, aes(), ImportPurpose.REIMPORT, version)
     assert caught.value.kind is ErrorKind.FATAL and "does not match" in caught.value.detail
     again = target.import_(remote_id, spec, records, material, ImportPurpose.REIMPORT, version)
     assert again == version
-    described = target.provider.describe(remote_id)
+    described = target.provider.describe(DescribeKeyRequest(remote_id=remote_id)).key
     assert described is not None and described.state is KeyState.ENABLED and described.current_version == version
 
 
@@ -411,7 +413,7 @@ def test_inventory_lists_in_bulk_and_fetches_only_what_the_listing_cannot_tell(t
         entry = by_id[remote_id]
         assert entry.address == known[remote_id] and entry.managed_by == MANAGED_BY
         assert entry.labels == {"team": "t"} and entry.state is KeyState.ENABLED and entry.current_version == "1"
-    discovered = {k.remote_id: k for k in target.provider.discover()}
+    discovered = {k.remote_id: k for k in target.provider.discover(DiscoverRequest()).keys}
     assert set(discovered) == set(known) and all(k.external for k in discovered.values())
     mac_id = list(known)[2]
     assert by_id[mac_id].algorithm == "HMAC_SHA256" and by_id[mac_id].versions is None
@@ -475,7 +477,7 @@ def test_embedded_endpoint_runs_the_emulator_in_process_and_persists(tmp_path: P
     assert (tmp_path / ".keyplan" / "emulators" / "gcp-main.sqlite").exists()
     reopened = PLUGIN.open(settings, context)
     try:
-        described = reopened.describe(remote_id)
+        described = reopened.describe(DescribeKeyRequest(remote_id=remote_id)).key
         assert (
             described is not None and described.state is KeyState.PENDING_IMPORT and described.address == spec.address
         )

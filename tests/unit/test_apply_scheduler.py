@@ -106,7 +106,8 @@ def test_a_malformed_plugin_answer_is_a_diagnostic_naming_the_plugin() -> None:
 
     good = CreateKeyResponse(remote_id="k-1")
     assert checked_answer("cloud.main", Provider.create_key, good) is good
-    assert checked_answer("cloud.main", Provider.promote_version, None) is None
+    with pytest.raises(PluginAnswerError):
+        checked_answer("cloud.main", Provider.promote_version, None)  # every operation answers a model
     with pytest.raises(PluginAnswerError) as caught:
         checked_answer("cloud.main", Provider.create_key, {"remote_id": "k-1"})
     with pytest.raises(PluginAnswerError):
