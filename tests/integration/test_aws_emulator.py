@@ -570,3 +570,36 @@ def test_material_is_reported_as_fingerprints_only(cloud: Cloud) -> None:
     text = str(listing)
     assert material.reveal().hex() not in text and base64.b64encode(material.reveal()).decode() not in text
     assert listing["materials"][0]["key"] == key["Arn"]
+
+
+def test_request_members_are_typed_as_kms_types_them(cloud: Cloud) -> None:
+    """Each operation's body is validated before it runs: a missing required member is a
+    ValidationException naming it in camelCase, a member of the wrong JSON type a
+    SerializationException, and neither echoes the value sent (boto3's own checks are off, so
+    the emulator sees what a careless client would send)."""
+    loose = boto3.client(
+        "kms",
+        endpoint_url=cloud.server.url,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}, parameter_validation=False),
+    )
+    with pytest.raises(ClientError) as caught:
+        loose.describe_key()
+    code, message, status = error_of(caught)
+    assert (code, status) == ("ValidationException", 400)
+    assert "Value null at 'keyId'" in message and "Member must not be null" in message
+
+    key_id = cloud.kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as caught:
+        loose.schedule_key_deletion(KeyId=key_id, PendingWindowInDays="seven-secret-days")
+    code, message, _ = error_of(caught)
+    assert code == "SerializationException" and "pendingWindowInDays" in message
+    assert "seven-secret-days" not in message
+    with pytest.raises(ClientError) as caught:
+        loose.tag_resource(KeyId=key_id, Tags=[{"TagKey": "env"}])
+    code, message, _ = error_of(caught)
+    assert code == "ValidationException" and "'tags.member.tagValue'" in message
+    assert cloud.kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingImport"  # nothing changed
+    assert cloud.kms.list_resource_tags(KeyId=key_id)["Tags"] == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from providers.aws.emulator.bodies import AliasBody, AliasTargetBody, ListAliasesBody
 from providers.aws.emulator.core import KmsCore
 from providers.aws.emulator.errors import KmsError, validation
 from providers.aws.emulator.wire import (
@@ -15,8 +16,8 @@ from providers.aws.emulator.wire import (
 
 class AliasRoutes(KmsCore):
     @staticmethod
-    def _validate_alias_name(name: Any) -> str:
-        if not isinstance(name, str) or not name.startswith("alias/"):
+    def _validate_alias_name(name: str) -> str:
+        if not name.startswith("alias/"):
             raise validation(
                 'Alias must start with the prefix "alias/". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html'
             )
@@ -31,16 +32,16 @@ class AliasRoutes(KmsCore):
             )
         return name
 
-    def _alias_target(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        target = body.get("TargetKeyId")
-        if isinstance(target, str) and "alias/" in target:
+    def _alias_target(self, region: str, body: AliasTargetBody) -> dict[str, Any]:
+        target = body.target_key_id
+        if "alias/" in target:
             raise validation("TargetKeyId must name a key, not an alias")
         key = self._load(region, target)
         self._refuse_pending_deletion(key)
         return key
 
-    def _op_CreateAlias(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = self._validate_alias_name(body.get("AliasName"))
+    def _op_CreateAlias(self, region: str, body: AliasTargetBody) -> dict[str, Any]:
+        name = self._validate_alias_name(body.alias_name)
         with self.store.transaction():
             key = self._alias_target(region, body)
             if self.store.get("aliases", f"{region}:{name}") is not None:
@@ -53,8 +54,8 @@ class AliasRoutes(KmsCore):
             )
         return {}
 
-    def _op_UpdateAlias(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = self._validate_alias_name(body.get("AliasName"))
+    def _op_UpdateAlias(self, region: str, body: AliasTargetBody) -> dict[str, Any]:
+        name = self._validate_alias_name(body.alias_name)
         with self.store.transaction():
             alias = self.store.get("aliases", f"{region}:{name}")
             if alias is None:
@@ -64,16 +65,16 @@ class AliasRoutes(KmsCore):
             self.store.put("aliases", f"{region}:{name}", alias)
         return {}
 
-    def _op_DeleteAlias(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = self._validate_alias_name(body.get("AliasName"))
+    def _op_DeleteAlias(self, region: str, body: AliasBody) -> dict[str, Any]:
+        name = self._validate_alias_name(body.alias_name)
         with self.store.transaction():
             if not self.store.delete("aliases", f"{region}:{name}"):
                 raise KmsError("NotFoundException", f"Alias {self._alias_arn(region, name)} is not found.")
         return {}
 
-    def _op_ListAliases(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _op_ListAliases(self, region: str, body: ListAliasesBody) -> dict[str, Any]:
         with self.store.transaction():
-            key_id = self._load(region, body["KeyId"])["id"] if body.get("KeyId") else None
+            key_id = self._load(region, body.key_id)["id"] if body.key_id else None
             aliases = [
                 alias
                 for _, alias in self.store.list("aliases", f"{region}:")

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import base64
 import threading
+import typing
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from keyplan.algorithms import MaterialKind
 from keyplan.crypto.fingerprint import fingerprint_material
+from providers.aws.emulator.bodies import Body, parse_body
 from providers.aws.emulator.errors import KmsError, validation
 from providers.aws.emulator.material import (
     forget_material,
@@ -39,8 +41,14 @@ class KmsCore(EmulatorApp):
     def __init__(self, store: DocumentStore, clock: Clock) -> None:
         super().__init__(store, clock)
         self._wrapping_lock = threading.Lock()
-        self._operations: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
+        self._operations: dict[str, Callable[[str, Any], dict[str, Any]]] = {
             name.removeprefix("_op_"): getattr(self, name) for name in dir(self) if name.startswith("_op_")
+        }
+        # The typed body each operation declares (a `Body` model), validated before it runs.
+        self._bodies: dict[str, type[Body]] = {
+            operation: hint
+            for operation, handler in self._operations.items()
+            if isinstance(hint := typing.get_type_hints(handler).get("body"), type) and issubclass(hint, Body)
         }
 
     def operation(self, request: Request) -> str:
@@ -61,7 +69,8 @@ class KmsCore(EmulatorApp):
                 raise KmsError("SerializationException", "The request body is not JSON") from None
             if not isinstance(body, dict):
                 raise KmsError("SerializationException", "The request body is not a JSON object")
-            result = handler(self._region(request), body)
+            model = self._bodies.get(operation)
+            result = handler(self._region(request), parse_body(model, body) if model is not None else body)
         except KmsError as error:
             return error.response()
         return Response.json(result, content_type=JSON_CONTENT_TYPE)
@@ -130,7 +139,7 @@ class KmsCore(EmulatorApp):
         """Resolve a key id, key ARN, alias name or alias ARN to a key id."""
         if not isinstance(reference, str) or not reference:
             raise validation(
-                "1 validation error detected: Value at 'keyId' failed to satisfy constraint: Member must not be null"
+                "1 validation error detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null"
             )
         text = reference
         if text.startswith("arn:"):

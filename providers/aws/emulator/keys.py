@@ -7,6 +7,18 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from providers.aws.emulator.bodies import (
+    CreateKeyBody,
+    DescribeKeyBody,
+    KeyReference,
+    ListKeysBody,
+    ListResourceTagsBody,
+    ScheduleKeyDeletionBody,
+    Tag,
+    TagResourceBody,
+    UntagResourceBody,
+    UpdateKeyDescriptionBody,
+)
 from providers.aws.emulator.core import KmsCore
 from providers.aws.emulator.errors import KmsError, validation
 from providers.aws.emulator.material import (
@@ -17,25 +29,16 @@ from providers.aws.emulator.wire import (
     KEY_SPECS,
     MAX_TAGS,
     marker_page,
-    required,
 )
 
 
 class KeyRoutes(KmsCore):
     @staticmethod
-    def _validate_tags(tags: Any) -> list[tuple[str, str]]:
-        if not isinstance(tags, list):
-            raise validation("Tags must be a list")
+    def _validate_tags(tags: list[Tag]) -> list[tuple[str, str]]:
         result: list[tuple[str, str]] = []
         seen: set[str] = set()
         for tag in tags:
-            if (
-                not isinstance(tag, dict)
-                or not isinstance(tag.get("TagKey"), str)
-                or not isinstance(tag.get("TagValue"), str)
-            ):
-                raise validation("Each tag needs a TagKey and a TagValue")
-            key, value = tag["TagKey"], tag["TagValue"]
+            key, value = tag.tag_key, tag.tag_value
             if not 1 <= len(key) <= 128:
                 raise validation(
                     "1 validation error detected: Value at 'tags.member.tagKey' failed to satisfy constraint: Member must have length less than or equal to 128"
@@ -61,23 +64,23 @@ class KeyRoutes(KmsCore):
             raise KmsError("TagException", "Too many tags")
         return [[k, v] for k, v in merged.items()]
 
-    def _op_CreateKey(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        spec_name = body.get("KeySpec") or body.get("CustomerMasterKeySpec") or "SYMMETRIC_DEFAULT"
+    def _op_CreateKey(self, region: str, body: CreateKeyBody) -> dict[str, Any]:
+        spec_name = body.key_spec or body.customer_master_key_spec or "SYMMETRIC_DEFAULT"
         spec = KEY_SPECS.get(spec_name)
         if spec is None:
             raise validation(f"KeySpec {spec_name} is not supported by this emulator")
-        usage = body.get("KeyUsage") or spec.usages[0]
+        usage = body.key_usage or spec.usages[0]
         if usage not in spec.usages:
             raise validation(f"KeyUsage {usage} is not compatible with KeySpec {spec_name}")
-        origin = body.get("Origin") or "AWS_KMS"
+        origin = body.origin or "AWS_KMS"
         if origin not in ("AWS_KMS", "EXTERNAL"):
             raise KmsError("UnsupportedOperationException", f"Origin {origin} is not supported by this emulator")
-        if body.get("MultiRegion"):
+        if body.multi_region:
             raise KmsError("UnsupportedOperationException", "Multi-Region keys are not supported by this emulator")
-        description = body.get("Description") or ""
+        description = body.description or ""
         if len(description) > 8192:
             raise validation("Description must be at most 8192 characters")
-        tags = self._merge_tags([], self._validate_tags(body.get("Tags") or []))
+        tags = self._merge_tags([], self._validate_tags(body.tags))
         key_id = str(uuid.uuid4())
         now = self._now()
         key: dict[str, Any] = {
@@ -104,36 +107,36 @@ class KeyRoutes(KmsCore):
             self.store.put("keys", key_id, key)
         return {"KeyMetadata": self._metadata(key)}
 
-    def _op_DescribeKey(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _op_DescribeKey(self, region: str, body: DescribeKeyBody) -> dict[str, Any]:
         with self.store.transaction():
-            return {"KeyMetadata": self._metadata(self._load(region, body.get("KeyId")))}
+            return {"KeyMetadata": self._metadata(self._load(region, body.key_id))}
 
-    def _op_ListKeys(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _op_ListKeys(self, region: str, body: ListKeysBody) -> dict[str, Any]:
         with self.store.transaction():
             keys = [key for _, key in self.store.list("keys") if key["region"] == region and not self._sweep(key)]
         page, extra = marker_page(keys, body, 100, 1000)
         return {"Keys": [{"KeyId": k["id"], "KeyArn": k["arn"]} for k in page], **extra}
 
-    def _op_UpdateKeyDescription(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        description = body.get("Description")
-        if not isinstance(description, str) or len(description) > 8192:
+    def _op_UpdateKeyDescription(self, region: str, body: UpdateKeyDescriptionBody) -> dict[str, Any]:
+        description = body.description
+        if len(description) > 8192:
             raise validation("Description must be a string of at most 8192 characters")
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
             self._refuse_pending_deletion(key)
             key["description"] = description
             self.store.put("keys", key["id"], key)
         return {}
 
-    def _op_EnableKey(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _op_EnableKey(self, region: str, body: KeyReference) -> dict[str, Any]:
         return self._set_enabled(region, body, True)
 
-    def _op_DisableKey(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _op_DisableKey(self, region: str, body: KeyReference) -> dict[str, Any]:
         return self._set_enabled(region, body, False)
 
-    def _set_enabled(self, region: str, body: dict[str, Any], enabled: bool) -> dict[str, Any]:
+    def _set_enabled(self, region: str, body: KeyReference, enabled: bool) -> dict[str, Any]:
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
             state = self._state(key)
             if state == "PendingImport":
                 raise KmsError("KMSInvalidStateException", f"{key['arn']} is pending import.")
@@ -142,12 +145,12 @@ class KeyRoutes(KmsCore):
             self.store.put("keys", key["id"], key)
         return {}
 
-    def _op_ScheduleKeyDeletion(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        window = body.get("PendingWindowInDays", 30)
-        if not isinstance(window, int) or not 7 <= window <= 30:
+    def _op_ScheduleKeyDeletion(self, region: str, body: ScheduleKeyDeletionBody) -> dict[str, Any]:
+        window = body.pending_window_in_days
+        if not 7 <= window <= 30:
             raise validation("PendingWindowInDays must be between 7 and 30")
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
             self._refuse_pending_deletion(key)
             deletion_date = self._now() + timedelta(days=window)
             key.update(deletion_date=deletion_date.isoformat(), pending_window=window)
@@ -159,9 +162,9 @@ class KeyRoutes(KmsCore):
             "PendingWindowInDays": window,
         }
 
-    def _op_CancelKeyDeletion(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _op_CancelKeyDeletion(self, region: str, body: KeyReference) -> dict[str, Any]:
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
             if not key.get("deletion_date"):
                 raise KmsError("KMSInvalidStateException", f"{key['arn']} is not pending deletion.")
             # A cancelled deletion leaves the key Disabled, never Enabled.
@@ -169,28 +172,26 @@ class KeyRoutes(KmsCore):
             self.store.put("keys", key["id"], key)
         return {"KeyId": key["arn"]}
 
-    def _op_TagResource(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        tags = self._validate_tags(required(body, "Tags"))
+    def _op_TagResource(self, region: str, body: TagResourceBody) -> dict[str, Any]:
+        tags = self._validate_tags(body.tags)
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
             self._refuse_pending_deletion(key)
             key["tags"] = self._merge_tags(key["tags"], tags)
             self.store.put("keys", key["id"], key)
         return {}
 
-    def _op_UntagResource(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        names = required(body, "TagKeys")
-        if not isinstance(names, list):
-            raise validation("TagKeys must be a list")
+    def _op_UntagResource(self, region: str, body: UntagResourceBody) -> dict[str, Any]:
+        names = body.tag_keys
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
             self._refuse_pending_deletion(key)
             key["tags"] = [[k, v] for k, v in key["tags"] if k not in names]
             self.store.put("keys", key["id"], key)
         return {}
 
-    def _op_ListResourceTags(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _op_ListResourceTags(self, region: str, body: ListResourceTagsBody) -> dict[str, Any]:
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
         page, extra = marker_page(key["tags"], body, 50, 50)
         return {"Tags": [{"TagKey": k, "TagValue": v} for k, v in page], **extra}

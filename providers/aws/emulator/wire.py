@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyplan.algorithms import MaterialKind
 from keyplan.crypto.wrap import WrapMethod
+from providers.aws.emulator.bodies import Paged
 from providers.aws.emulator.errors import KmsError, validation
 from providers.emulation.paging import offset_token, token_offset
 
@@ -107,7 +108,7 @@ def blob_member(body: dict[str, Any], name: str) -> bytes:
     value = body.get(name)
     if not isinstance(value, str) or not value:
         raise validation(
-            f"1 validation error detected: Value at '{name[0].lower() + name[1:]}' failed to satisfy constraint: Member must not be null"
+            f"1 validation error detected: Value null at '{name[0].lower() + name[1:]}' failed to satisfy constraint: Member must not be null"
         )
     try:
         return base64.b64decode(value, validate=True)
@@ -120,26 +121,30 @@ def required(body: dict[str, Any], name: str) -> Any:
     if value is None or value == "":
         member = name[0].lower() + name[1:]
         raise validation(
-            f"1 validation error detected: Value at '{member}' failed to satisfy constraint: Member must not be null"
+            f"1 validation error detected: Value null at '{member}' failed to satisfy constraint: Member must not be null"
         )
     return value
 
 
-def _limit(body: dict[str, Any], default: int, maximum: int) -> int:
-    limit = body.get("Limit", default)
-    if not isinstance(limit, int) or not 1 <= limit <= maximum:
+def _limit(limit: Any, maximum: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= maximum:
         raise validation(f"Limit must be between 1 and {maximum}")
     return limit
 
 
 
-def marker_page(items: list[Any], body: dict[str, Any], default: int, maximum: int) -> tuple[list[Any], dict[str, Any]]:
+def marker_page(
+    items: list[Any], body: dict[str, Any] | Paged, default: int, maximum: int
+) -> tuple[list[Any], dict[str, Any]]:
     """Marker/NextMarker/Truncated pagination over a stable list."""
-    limit = _limit(body, default, maximum)
+    if isinstance(body, Paged):
+        limit, marker = _limit(default if body.limit is None else body.limit, maximum), body.marker
+    else:
+        limit, marker = _limit(body.get("Limit", default), maximum), body.get("Marker")
     start = 0
-    if body.get("Marker"):
+    if marker:
         try:
-            start = token_offset(str(body["Marker"]))
+            start = token_offset(str(marker))
         except ValueError:
             raise KmsError("InvalidMarkerException", "The marker is invalid.") from None
     chunk = items[start : start + limit]
