@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -539,6 +540,39 @@ def test_enum_names_are_accepted_and_answered_without_int_encoding(gcp: Emulated
     assert created["purpose"] == "MAC" and created["versionTemplate"]["algorithm"] == "HMAC_SHA512"
     key = gcp.client.get_crypto_key(name=created["name"])
     assert key.purpose == Purpose.MAC and key.version_template.protection_level == Level.SOFTWARE
+
+
+def test_request_bodies_are_typed_and_proto_names_are_accepted(gcp: Emulated) -> None:
+    """A body is validated before its handler reads it: proto (snake_case) member names work like
+    their JSON (camelCase) names, and a member of the wrong JSON type is INVALID_ARGUMENT naming
+    the member without quoting the value; nothing is created."""
+
+    def post(key_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(
+            f"{gcp.server.url}/v1/{gcp.ring}/cryptoKeys?cryptoKeyId={key_id}&skipInitialVersionCreation=true",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    status, created = post(
+        "snake", {"purpose": "MAC", "import_only": True, "version_template": {"algorithm": "HMAC_SHA256"}}
+    )
+    assert status == 200 and created["importOnly"] is True
+    status, refused = post(
+        "typed", {"purpose": "MAC", "importOnly": "yes-secret", "versionTemplate": {"algorithm": "HMAC_SHA256"}}
+    )
+    assert status == 400 and refused["error"]["status"] == "INVALID_ARGUMENT"
+    assert "importOnly" in refused["error"]["message"] and "yes-secret" not in refused["error"]["message"]
+    status, refused = post("labels", {"purpose": "MAC", "labels": {"env": 5}})
+    assert status == 400 and "labels.env" in refused["error"]["message"]
+    names = {key.name.rsplit("/", 1)[-1] for key in gcp.client.list_crypto_keys(parent=gcp.ring)}
+    assert "snake" in names and not names & {"typed", "labels"}
 
 
 def test_injected_faults_use_google_error_bodies(gcp: Emulated) -> None:

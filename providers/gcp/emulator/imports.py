@@ -13,6 +13,7 @@ from keyplan.algorithms import MaterialKind
 from keyplan.crypto.fingerprint import fingerprint_material
 from keyplan.crypto.wrap import UnwrapError, WrapMethod, unwrap
 from providers.emulation.app import Request, Response
+from providers.gcp.emulator.bodies import ImportJobBody, ImportVersionBody, parse_body
 from providers.gcp.emulator.core import GcpCore
 from providers.gcp.emulator.errors import ApiError, invalid, precondition
 from providers.gcp.emulator.material import format_problem
@@ -31,7 +32,6 @@ from providers.gcp.emulator.wire import (
     VERSIONS,
     b64,
     b64decode_field,
-    body_member,
     compile_filter,
     list_page,
     timestamp,
@@ -40,21 +40,21 @@ from providers.gcp.emulator.wire import (
 
 class ImportRoutes(GcpCore):
     def _import_version(self, request: Request, key_name: str) -> Response:
-        body = self._body(request)
+        body: ImportVersionBody = parse_body(ImportVersionBody, self._body(request))
         key = self._key(key_name)
-        algorithm = ALGORITHM.parse(body_member(body, "algorithm"))
+        algorithm = ALGORITHM.parse(body.algorithm)
         rule = ALGORITHM_RULES.get(algorithm or "")
         if algorithm is None or rule is None:
             raise invalid("ImportCryptoKeyVersionRequest.algorithm is required and must be an importable algorithm.")
         if rule.purpose != key["purpose"]:
             raise invalid(f"Algorithm {algorithm} is not compatible with the purpose {key['purpose']} of {key_name}.")
-        job_name = body_member(body, "importJob")
+        job_name = body.import_job
         if not job_name:
             raise invalid("ImportCryptoKeyVersionRequest.import_job is required.")
-        wrapped_key, legacy = body_member(body, "wrappedKey"), body_member(body, "rsaAesWrappedKey")
+        wrapped_key, legacy = body.wrapped_key, body.rsa_aes_wrapped_key
         if (wrapped_key is None) == (legacy is None):
             raise invalid("Exactly one of wrapped_key and rsa_aes_wrapped_key must be set.")
-        job = self._job(str(job_name))
+        job = self._job(job_name)
         if job["state"] != "ACTIVE":
             raise precondition(f"ImportJob {job['name']} is not active, current state is: {job['state']}.")
         level = key["versionTemplate"]["protectionLevel"]
@@ -73,9 +73,9 @@ class ImportRoutes(GcpCore):
         blob = b64decode_field(wrapped_key if wrapped_key is not None else legacy, "wrapped_key")
         outcome = self._unwrap_outcome(job, method, rule, algorithm, blob)
         with self.store.transaction():
-            target = body_member(body, "cryptoKeyVersion")
+            target = body.crypto_key_version
             if target:
-                doc = self._reimport_target(key, str(target), algorithm)
+                doc = self._reimport_target(key, target, algorithm)
                 if outcome["state"] == "ENABLED" and doc.get("_digest") not in (None, outcome["digest"]):
                     outcome = {
                         "state": "IMPORT_FAILED",
@@ -147,13 +147,13 @@ class ImportRoutes(GcpCore):
     def _create_import_job(self, request: Request, ring: str) -> Response:
         job_id = self._new_id(request, "importJobId", "ImportJob")
         self._ring(ring)
-        body = self._body(request)
-        method = IMPORT_METHOD.parse(body_member(body, "importMethod"))
+        body: ImportJobBody = parse_body(ImportJobBody, self._body(request))
+        method = IMPORT_METHOD.parse(body.import_method)
         if method in (None, "IMPORT_METHOD_UNSPECIFIED"):
             raise invalid("ImportJob.import_method is required.")
         if method not in IMPORT_METHOD_WRAPS:
             raise invalid(f"Import method {method} is not supported.")
-        level = PROTECTION_LEVEL.parse(body_member(body, "protectionLevel"))
+        level = PROTECTION_LEVEL.parse(body.protection_level)
         if level not in ("SOFTWARE", "HSM", "HSM_SINGLE_TENANT"):
             raise invalid("ImportJob.protection_level is required and must be SOFTWARE, HSM or HSM_SINGLE_TENANT.")
         name = f"{ring}/importJobs/{job_id}"

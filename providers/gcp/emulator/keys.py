@@ -8,6 +8,13 @@ from typing import Any
 from keyplan.crypto.fingerprint import fingerprint_material
 from keyplan.crypto.secret import SecretBytes
 from providers.emulation.app import Request, Response
+from providers.gcp.emulator.bodies import (
+    CryptoKeyBody,
+    CryptoKeyUpdateBody,
+    UpdatePrimaryVersionBody,
+    VersionTemplate,
+    parse_body,
+)
 from providers.gcp.emulator.core import GcpCore
 from providers.gcp.emulator.errors import ApiError, invalid, precondition
 from providers.gcp.emulator.material import fresh_material
@@ -25,7 +32,6 @@ from providers.gcp.emulator.wire import (
     RINGS,
     VERSIONS,
     b64,
-    body_member,
     compile_filter,
     list_page,
     parse_duration,
@@ -56,31 +62,31 @@ class KeyRoutes(GcpCore):
     def _create_crypto_key(self, request: Request, ring: str) -> Response:
         key_id = self._new_id(request, "cryptoKeyId", "CryptoKey")
         self._ring(ring)
-        body = self._body(request)
-        purpose = PURPOSE.parse(body_member(body, "purpose"))
+        body: CryptoKeyBody = parse_body(CryptoKeyBody, self._body(request))
+        purpose = PURPOSE.parse(body.purpose)
         if purpose in (None, "CRYPTO_KEY_PURPOSE_UNSPECIFIED"):
             raise invalid("CryptoKey.purpose is required.")
-        template = body_member(body, "versionTemplate") or {}
-        algorithm = ALGORITHM.parse(body_member(template, "algorithm"))
+        template = body.version_template or VersionTemplate()
+        algorithm = ALGORITHM.parse(template.algorithm)
         if algorithm in (None, "CRYPTO_KEY_VERSION_ALGORITHM_UNSPECIFIED"):
             raise invalid("CryptoKey.version_template.algorithm is required.")
         rule = ALGORITHM_RULES.get(algorithm)
         if rule is None or rule.purpose != purpose:
             raise invalid(f"Algorithm {algorithm} is not compatible with purpose {purpose}.")
-        level = PROTECTION_LEVEL.parse(body_member(template, "protectionLevel") or "SOFTWARE")
+        level = PROTECTION_LEVEL.parse(template.protection_level or "SOFTWARE")
         if level in (None, "PROTECTION_LEVEL_UNSPECIFIED"):
             level = "SOFTWARE"
         if rule.hsm_only and level == "SOFTWARE":
             raise invalid(f"Algorithm {algorithm} requires protection level HSM.")
-        import_only = bool(body_member(body, "importOnly"))
+        import_only = bool(body.import_only)
         skip_initial = (request.query_one("skipInitialVersionCreation") or "false").lower() == "true"
         if import_only and not skip_initial:
             raise invalid("Keys with import_only=true must be created with skip_initial_version_creation=true.")
-        duration_text = body_member(body, "destroyScheduledDuration")
+        duration_text = body.destroy_scheduled_duration
         duration = parse_duration(duration_text) if duration_text is not None else DEFAULT_DESTROY_DURATION
         if not MIN_DESTROY_DURATION <= duration <= MAX_DESTROY_DURATION:
             raise invalid("destroy_scheduled_duration must be between 24 hours and 120 days.")
-        labels = validate_labels(body_member(body, "labels"))
+        labels = validate_labels(body.labels)
         name = f"{ring}/cryptoKeys/{key_id}"
         now = self.clock.now()
         doc: dict[str, Any] = {
@@ -147,13 +153,13 @@ class KeyRoutes(GcpCore):
         fields = [f.strip() for f in mask.split(",") if f.strip()]
         if not fields:
             raise invalid("update_mask is required.")
-        body = self._body(request)
+        update: CryptoKeyUpdateBody = parse_body(CryptoKeyUpdateBody, self._body(request))
         with self.store.transaction():
             doc = self._key(name)
             for field in fields:
                 if field != "labels":
                     raise invalid(f"Field {field!r} of a CryptoKey cannot be updated by this call.")
-                labels = validate_labels(body_member(body, "labels"))
+                labels = validate_labels(update.labels)
                 if labels:
                     doc["labels"] = labels
                 else:
@@ -162,8 +168,8 @@ class KeyRoutes(GcpCore):
         return self._ok(request, self._render_key(doc, self._ints(request)))
 
     def _update_primary_version(self, request: Request, name: str) -> Response:
-        body = self._body(request)
-        version_id = str(body_member(body, "cryptoKeyVersionId") or "")
+        body: UpdatePrimaryVersionBody = parse_body(UpdatePrimaryVersionBody, self._body(request))
+        version_id = body.crypto_key_version_id or ""
         with self.store.transaction():
             doc = self._key(name)
             if doc["purpose"] != "ENCRYPT_DECRYPT":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from providers.emulation.app import Request, Response
+from providers.gcp.emulator.bodies import VersionUpdateBody, parse_body
 from providers.gcp.emulator.core import GcpCore
 from providers.gcp.emulator.errors import invalid, precondition
 from providers.gcp.emulator.protos import (
@@ -10,7 +11,6 @@ from providers.gcp.emulator.protos import (
 )
 from providers.gcp.emulator.wire import (
     VERSIONS,
-    body_member,
     compile_filter,
     list_page,
     parse_duration,
@@ -39,7 +39,7 @@ class VersionRoutes(GcpCore):
         fields = [f.strip() for f in mask.split(",") if f.strip()]
         if fields != ["state"]:
             raise invalid("update_mask must be exactly 'state' for a CryptoKeyVersion.")
-        desired = VERSION_STATE.parse(body_member(self._body(request), "state"))
+        desired = VERSION_STATE.parse(parse_body(VersionUpdateBody, self._body(request)).state)
         if desired not in ("ENABLED", "DISABLED"):
             raise invalid("A CryptoKeyVersion's state can only be updated to ENABLED or DISABLED.")
         with self.store.transaction():
