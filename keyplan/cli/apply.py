@@ -32,7 +32,15 @@ from keyplan.cli.options import (
     variables,
     workspace,
 )
-from keyplan.cli.plan import ParallelismOpt, RefreshOpt, ReplaceOpt, TargetOpt, VerifyOpt, plan_options
+from keyplan.cli.plan import (
+    AllowNewLineageOpt,
+    ParallelismOpt,
+    RefreshOpt,
+    ReplaceOpt,
+    TargetOpt,
+    VerifyOpt,
+    plan_options,
+)
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.escaping import for_terminal
 from keyplan.operations.apply import ApplyCallbacks, ApplyOutcome, ApplyStatus
@@ -57,6 +65,7 @@ def apply(
         str, typer.Option("-max-plan-age", "--max-plan-age", help="Refuse saved plans older than this.")
     ] = "24h",
     verify: VerifyOpt = False,
+    allow_new_lineage: AllowNewLineageOpt = False,
     throttle_timeout: Annotated[
         str,
         typer.Option(
@@ -88,6 +97,12 @@ def apply(
                 "A saved plan applies exactly as it was reviewed. Make it with `keyplan plan -verify -out=FILE` to "
                 "prove each import as it is applied.",
             )
+        if allow_new_lineage:
+            raise DiagnosticsError.single(
+                "-allow-new-lineage does not change a saved plan",
+                "A saved plan applies exactly as it was reviewed. Make it with `keyplan plan -allow-new-lineage "
+                "-out=FILE` to plan new keys beside those of another state.",
+            )
         saved = load_plan(from_working_dir(planfile))
         approvals = read_approvals(from_working_dir(planfile))
         max_age = parse_duration("max-plan-age", max_plan_age) if max_plan_age not in ("0", "0s") else None
@@ -116,7 +131,7 @@ def apply(
         progress=view.progress,
         interruption=view.interruption,
     )
-    options = plan_options(target, replace, refresh, refresh_only, None, verify)
+    options = plan_options(target, replace, refresh, refresh_only, None, verify, allow_new_lineage)
     with _interrupts_as_requests(view.interruption):
         outcome = apply_plan(
             config, options, lock=locking, parallelism=parallelism, throttle_timeout=patience, callbacks=callbacks

@@ -50,6 +50,17 @@ VerifyOpt = Annotated[
 ]
 
 
+AllowNewLineageOpt = Annotated[
+    bool,
+    typer.Option(
+        "-allow-new-lineage",
+        "--allow-new-lineage",
+        help="Plan new keys even where keys for the same addresses exist under another keyplan state, or the "
+        "state is missing beside its backup or journal (signs of a lost state, which stop the plan otherwise).",
+    ),
+]
+
+
 def plan_options(
     target: list[str],
     replace: list[str],
@@ -57,6 +68,7 @@ def plan_options(
     refresh_only: bool,
     expiry_horizon: str | None,
     verify: bool = False,
+    allow_new_lineage: bool = False,
 ) -> PlanOptions:
     return PlanOptions(
         targets=tuple(target),
@@ -65,6 +77,7 @@ def plan_options(
         refresh_only=refresh_only,
         expiry_horizon=parse_duration("expiry-horizon", expiry_horizon) if expiry_horizon else None,
         verify=verify,
+        allow_new_lineage=allow_new_lineage,
     )
 
 
@@ -119,6 +132,7 @@ def plan(
     ] = None,
     parallelism: ParallelismOpt = 10,
     verify: VerifyOpt = False,
+    allow_new_lineage: AllowNewLineageOpt = False,
     var: VarOpt = [],  # noqa: B006
     var_file: VarFileOpt = [],  # noqa: B006
     lock: LockOpt = "true",
@@ -131,7 +145,7 @@ def plan(
     from keyplan.plan.render import render_json, render_text
 
     config = load(var, var_file, no_color=no_color)
-    options = plan_options(target, replace, refresh, refresh_only, expiry_horizon, verify)
+    options = plan_options(target, replace, refresh, refresh_only, expiry_horizon, verify, allow_new_lineage)
     result = make_plan(config, options, lock=lock_options(lock, lock_timeout), parallelism=parallelism)
     if out is not None:
         out = from_working_dir(out)

@@ -20,7 +20,15 @@ from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.limits import DEFAULT_THROTTLE_TIMEOUT, ClassStats, RateClass
 from keyplan.operations.plan import make_plan
-from keyplan.operations.workspace import LockOptions, Variables, Workspace, locked, read_state, state_backend
+from keyplan.operations.workspace import (
+    LockOptions,
+    Variables,
+    Workspace,
+    locked,
+    read_state,
+    refuse_lost_state,
+    state_backend,
+)
 from keyplan.plan.diff import PlanOptions
 from keyplan.plan.model import Plan
 from keyplan.state.model import State
@@ -83,6 +91,8 @@ def apply(
     backend = state_backend(config)
     with locked(backend, "apply", lock):
         state, exists = read_state(backend)
+        if not (options.refresh_only or options.allow_new_lineage):
+            refuse_lost_state(backend)
         findings = policy_findings(config, state if exists else None)
         gate(findings, "apply")
         planned = make_plan(config, state, exists, options, parallelism).model_copy(update={"findings": findings})

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostic, DiagnosticsError
-from keyplan.operations.workspace import LockOptions, locked, read_state, state_backend
+from keyplan.operations.workspace import LockOptions, locked, read_state, refuse_lost_state, state_backend
 from keyplan.plan.diff import PlanOptions
 from keyplan.plan.model import Plan
 from keyplan.policy.engine import PolicyReport
@@ -38,6 +38,8 @@ def plan(config: Config, options: PlanOptions, *, lock: LockOptions, parallelism
     backend = state_backend(config)
     with locked(backend, "plan", lock):
         state, exists = read_state(backend)
+        if not (options.refresh_only or options.allow_new_lineage):
+            refuse_lost_state(backend)
         findings = policy_findings(config, state if exists else None)
         gate(findings, "plan")
         return make_plan(config, state, exists, options, parallelism).model_copy(update={"findings": findings})

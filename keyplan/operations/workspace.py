@@ -105,6 +105,37 @@ def locked(backend: StateStore, operation: str, lock: LockOptions) -> Iterator[N
         yield
 
 
+def refuse_lost_state(backend: StateStore) -> None:
+    """After `read_state`: a state document that is missing while its backup or a journal is
+    there was lost (deleted, moved, a path changed), not never written. Planning from nothing
+    would create every key a second time, so say how to get it back instead."""
+    if backend.document_found:
+        return
+    backup = backend.backend.previous_copy(backend.workspace)
+    partial_journal = backend.has_journal and not backend.journal_is_whole
+    if backup is None and not partial_journal:
+        return  # never written, or a first apply interrupted (its journal holds everything)
+    where = backend.where
+    if backup is not None:
+        restore = (
+            f"{backup} is its copy from before the last write. Restore it (for a file: `cp -p '{backup}' "
+            f"'{where}'`), then run `keyplan plan` again and read it before applying."
+        )
+        found = f"its backup {backup} is there"
+    else:
+        restore = (
+            "The journal holds only what the last apply finished, not the keys recorded before it. Restore the "
+            "state from your copies or the backend's history, then run `keyplan plan` again."
+        )
+        found = "the journal of an interrupted apply, which started from a state document, is there"
+    raise DiagnosticsError.single(
+        "The state is missing, but it existed",
+        f"No state was found at {where}, yet {found}. Planning from an empty state would create a second key for "
+        f"every address at its targets. {restore} To start a new state here on purpose, move the leftovers aside "
+        "or pass -allow-new-lineage.",
+    )
+
+
 def read_state(backend: StateStore) -> tuple[State, bool]:
     """The state, and whether it existed (a new state otherwise)."""
     state = backend.read()

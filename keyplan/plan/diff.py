@@ -62,6 +62,9 @@ class PlanOptions:
     refresh_only: bool = False
     expiry_horizon: timedelta | None = None
     verify: bool = False  # -verify: prove each import right after it (a verify_material action)
+    # -allow-new-lineage: a new state creates keys although keys for the same addresses exist under
+    # another keyplan state (another lineage), which otherwise stops the plan as a sign of a lost state
+    allow_new_lineage: bool = False
 
     def selects(self, address: str) -> bool:
         if not self.targets:
@@ -145,8 +148,10 @@ class _Differ:
         capabilities: dict[str, SourceCapabilities],
         options: PlanOptions,
         now: datetime,
+        new_state: bool,
     ) -> None:
         self.desired = desired
+        self.new_state = new_state  # no state was ever written here (or it was lost)
         self.state = state
         self.live = live
         self.targets = targets
@@ -160,6 +165,7 @@ class _Differ:
         self._live_by_id: dict[str, dict[str, RemoteKey]] = {}
         self._missing: dict[str, set[str]] = {}
         self._by_address: dict[str, dict[str, list[RemoteKey]]] = {}
+        self._other_lineage: dict[str, list[RemoteKey]] = {}  # target -> live keys another state manages
         for target, inventory in (live or {}).items():
             self._live_by_id[target] = {k.remote_id: k for k in inventory.keys}
             self._missing[target] = set(inventory.missing)
@@ -180,6 +186,7 @@ class _Differ:
                 self._removed_key(self.state.keys[address])
         if self.live is not None:
             self._orphans()
+        self._refuse_other_lineages()
         return DiffResult(self.changes, self.drift, self.work, self.diagnostics)
 
     # -- keys in configuration ---------------------------------------------------------------
@@ -416,16 +423,21 @@ class _Differ:
                 change.actions.append(ChangeAction.UPDATE)
             change.before = live_metadata(adopted)
         else:
-            for other in candidates:
-                if other.managed_by != self.state.managed_by:
-                    self.diagnostics.warning(
-                        "A key with this address belongs to another keyplan state",
-                        f"{other.remote_id} at {target} is tagged {tw.address} but managed by {other.managed_by}, "
-                        f"not this state ({self.state.managed_by}). keyplan plans a key of its own for this address "
-                        "(a target that names keys after their address refuses it while that key exists). "
-                        "If that key should be managed here, run `keyplan import` instead.",
-                        address=tw.address,
-                    )
+            others = [
+                k for k in candidates
+                if k.managed_by and k.managed_by != self.state.managed_by and k.state not in _GONE
+            ]
+            if others and self.new_state and not self.options.allow_new_lineage:
+                self._other_lineage.setdefault(target, []).extend(others)
+            for other in () if self.new_state and not self.options.allow_new_lineage else others:
+                self.diagnostics.warning(
+                    "A key with this address belongs to another keyplan state",
+                    f"{other.remote_id} at {target} is tagged {tw.address} but managed by {other.managed_by}, "
+                    f"not this state ({self.state.managed_by}). keyplan plans a key of its own for this address "
+                    "(a target that names keys after their address refuses it while that key exists). "
+                    "If that key should be managed here, run `keyplan import` instead.",
+                    address=tw.address,
+                )
             tw.create = True
             tw.update = True
             tw.import_version = material_version
@@ -438,6 +450,30 @@ class _Differ:
         change.material_version = tw.import_version
         self.changes.append(change)
         return tw
+
+    def _refuse_other_lineages(self) -> None:
+        """Keys a new state would create while the target holds keyplan-managed keys for the same
+        addresses under another lineage: most often the state was lost, and going on would make a
+        second key for every address. One error per target, saying how to recover."""
+        for target, keys in sorted(self._other_lineage.items()):
+            shown = sorted(keys, key=lambda k: (k.address or "", k.remote_id))
+            listed = "\n".join(f"  {k.address}: {k.remote_id} (managed by {k.managed_by})" for k in shown[:10])
+            more = f"\n  ... and {len(shown) - 10} more" if len(shown) > 10 else ""
+            example = shown[0]
+            self.diagnostics.error(
+                f"Keys for these addresses already exist at {target}, managed by another keyplan state",
+                f"This state ({self.state.managed_by}) has no record of them, so the plan would create a second "
+                f"key for each:\n{listed}{more}\n"
+                "A lost or replaced state file looks like this. To recover, either:\n"
+                "  - restore the state these keys belong to (the backup beside the state file, or your state "
+                "history) and plan again: its keys are then recognised and nothing is duplicated;\n"
+                "  - or take a key over from its state: remove it there (`keyplan state rm`) and its "
+                f"keyplan-managed-by tag, then `keyplan import '{example.address}' {target} {example.remote_id}` "
+                "here (this state must hold its material);\n"
+                "  - or, if those keys belong to another state on purpose (another workspace or configuration "
+                "sharing this account), create this state's own keys beside them with `-allow-new-lineage`.",
+                address=target,
+            )
 
     def _negotiate(self, tw: TargetWork, desired: DesiredKey, target: str, info: TargetInfo) -> bool:
         capabilities = self.capabilities.get(desired.source)
@@ -659,6 +695,9 @@ class _Differ:
                 )
 
 
+_GONE = (KeyState.PENDING_DELETION, KeyState.DELETED)
+
+
 def _base(address: str) -> str:
     return address.split("[", 1)[0]
 
@@ -671,5 +710,10 @@ def diff(
     capabilities: dict[str, SourceCapabilities],
     options: PlanOptions,
     now: datetime,
+    *,
+    new_state: bool = False,
 ) -> DiffResult:
-    return _Differ(desired, state, live, targets, capabilities, options, now).run()
+    """`new_state`: the state document does not exist yet. A new state that meets keys another
+    state manages under the same addresses was most likely lost, so the plan stops (unless
+    `options.allow_new_lineage`); an existing state planning beside them is only warned."""
+    return _Differ(desired, state, live, targets, capabilities, options, now, new_state).run()

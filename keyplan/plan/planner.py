@@ -213,7 +213,7 @@ def make_plan(
         live = refresh(session, desired, state, list(infos), options, parallelism, diagnostics)
     if diagnostics.has_errors():
         return None, diagnostics
-    result = diff(desired, state, live, infos, capabilities, options, now())
+    result = diff(desired, state, live, infos, capabilities, options, now(), new_state=not prior_exists)
     diagnostics.extend(result.diagnostics)
     if diagnostics.has_errors():
         return None, diagnostics

@@ -183,6 +183,12 @@ class StateBackend(ABC):
         """Release the lock if `lock_id` holds it; also how `force-unlock` clears a lock whose
         holder is gone (the core checks the id against `lock_holder` first)."""
 
+    def previous_copy(self, workspace: str) -> str | None:
+        """Where a copy of this workspace's state from before its last write is kept, when the
+        backend keeps one and it is there (a path, an object URL: for messages); else None. A
+        missing state document beside such a copy is a lost state, not a new one."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (and with them any lock a session held)."""
 

@@ -133,6 +133,14 @@ class LocalBackend(StateBackend):
     def describe(self, workspace: str) -> str:
         return str(self.state_path(workspace))
 
+    def backup_path(self, workspace: str = DEFAULT_WORKSPACE) -> Path:
+        path = self.state_path(workspace)
+        return path.with_name(path.name + BACKUP_SUFFIX)
+
+    def previous_copy(self, workspace: str) -> str | None:
+        backup = self.backup_path(workspace)
+        return str(backup) if backup.is_file() else None
+
     def workspaces(self) -> list[str]:
         found = {DEFAULT_WORKSPACE}
         if self.workspace_dir.is_dir():

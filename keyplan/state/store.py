@@ -42,6 +42,10 @@ class StateStore:
         self._version: str | None = None
         self._read_once = False
         self.has_journal = False  # the last read replayed a journal an interrupted apply left
+        self.document_found = False  # the last read found a state document (not only a journal)
+        # Without a document, whether the journal starts from an empty state (an interrupted first
+        # apply: it holds the whole state) rather than from a document that is now gone.
+        self.journal_is_whole = False
         self._sequence = 0
         self._lock = threading.Lock()
 
@@ -54,6 +58,8 @@ class StateStore:
             self._version = stored.version
             self._read_once = True
             self.has_journal = bool(stored.journal)
+            self.document_found = stored.data is not None
+            self.journal_is_whole = stored.data is None and _first_serial(stored.journal) == 1
         state = parse_state(stored.data, origin) if stored.data is not None else None
         return replay(state, stored.journal, origin)
 
@@ -174,6 +180,18 @@ def replay(state: State | None, journal: tuple[bytes, ...], origin: str) -> Stat
             state.prerequisites.setdefault(target, {}).update(records)
         state.serial = entry.serial
     return state
+
+
+def _first_serial(journal: tuple[bytes, ...]) -> int | None:
+    """The serial of the journal's first entry (1 when its apply started from no state)."""
+    for group in journal:
+        for line in group.splitlines():
+            if line.strip():
+                try:
+                    return JournalEntry.model_validate_json(line).serial
+                except ValidationError:
+                    return None
+    return None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -139,3 +139,62 @@ def lifecycle_commands(planfile: Path, rotate: str, show: str) -> list[tuple[str
         ("drift", "-verify", "-json"),
         ("graph",),
     ]
+
+
+# -- the same small configuration on each cloud's embedded emulator (two AES keys) ------------
+
+_SMALL_KEYS = """
+variable "team" {
+  type    = string
+  default = "core"
+}
+
+source "software" "local" {}
+
+key "app" {
+  for_each  = toset(["a", "b"])
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.%s]
+  labels    = { team = var.team }
+}
+"""
+
+CLOUD_CONFIGS = {
+    "aws": _SMALL_KEYS % "aws.main"
+    + """
+provider "aws" "main" {
+  region   = "eu-west-1"
+  endpoint = "embedded"
+}
+""",
+    "gcp": _SMALL_KEYS % "gcp.main"
+    + """
+provider "gcp" "main" {
+  project  = "p"
+  location = "global"
+  key_ring = "ring"
+  endpoint = "embedded"
+}
+""",
+    "azure": _SMALL_KEYS % "azure.hsm"
+    + """
+provider "azure" "hsm" {
+  endpoint  = "embedded"
+  vault_url = "https://payments.managedhsm.azure.net"
+}
+""",
+}
+
+
+def emulator_counts(workdir: Path) -> dict[str, int]:
+    """How many documents of each kind (keys, versions, aliases, import jobs ...) the workspace's
+    embedded emulators hold, read from their stores: what a refused command must leave as it was."""
+    import sqlite3
+
+    counts: dict[str, int] = {}
+    for database in sorted((workdir / ".keyplan" / "emulators").glob("*.sqlite")):
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            for collection, count in db.execute("SELECT coll, count(*) FROM docs GROUP BY coll"):
+                counts[collection] = counts.get(collection, 0) + count
+    return counts

@@ -3,7 +3,8 @@ live inventory the providers would report, and the expected changes, drift kinds
 graph. The diff runs with the real rules of the plugins each case configures (AWS, Google
 Cloud and Azure providers: what each imports, its prerequisites such as key rings, import jobs
 and key-exchange keys, the metadata it keeps) and the software source's capabilities, at a
-fixed time."""
+fixed time. A case may set plan options (`options.json`: PlanOptions' fields) and may expect
+the plan to be refused (`"errors"` in expected.json: the summaries of its errors)."""
 
 from __future__ import annotations
 
@@ -44,9 +45,14 @@ def test_case(case: str) -> None:
         assert plugin is not None
         capabilities[address] = plugin.declared_capabilities(plugin.settings_model.model_validate(block.attributes))
 
-    result = diff(desired_keys(config), state, live, targets, capabilities, PlanOptions(), NOW)
+    options_file = folder / "options.json"
+    options = PlanOptions(**json.loads(options_file.read_text())) if options_file.exists() else PlanOptions()
+    result = diff(desired_keys(config), state, live, targets, capabilities, options, NOW, new_state=not state_file.exists())
 
     expected = json.loads((folder / "expected.json").read_text())
+    if "errors" in expected:  # a case the plan refuses: the errors' summaries, nothing else checked
+        assert [d.summary for d in result.diagnostics.errors] == expected["errors"]
+        return
     assert not result.diagnostics.has_errors(), list(result.diagnostics)
     assert [
         {"address": c.address, "target": c.target, "actions": [a.value for a in c.actions]} for c in result.changes
