@@ -98,6 +98,8 @@ def apply(
         planned = make_plan(config, state, exists, options, parallelism).model_copy(update={"findings": findings})
         callbacks.show(planned)
         if not planned.has_changes:
+            if recompute_fingerprints(config, state):  # a state upgrade dropped them: filled in even with no change
+                backend.write(state)
             return ApplyOutcome(planned, ApplyStatus.NO_CHANGES)
         if not callbacks.approve(planned):
             return ApplyOutcome(planned, ApplyStatus.CANCELLED)

@@ -89,3 +89,20 @@ def test_old_fingerprints_are_dropped_recomputed_and_scrubbed_from_every_copy(wo
     for path in workspace.path.rglob("*"):
         if path.is_file() and "emulators" not in path.parts:
             assert hash_subkey.encode() not in path.read_bytes(), path
+
+
+def test_an_apply_with_no_changes_still_recomputes_dropped_fingerprints(workspace: Workspace) -> None:
+    workspace.write(CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    current = workspace.state()["keys"]["key.data"]["materials"][0]["fingerprint"]
+    _make_old(workspace, _hash_subkey(workspace))
+
+    applied = workspace.keyplan("apply", "-auto-approve")
+    assert applied.code == 0, applied.output
+    assert "No changes" in applied.stdout
+    state = workspace.state()
+    assert state["format_version"] == 2
+    assert state["keys"]["key.data"]["materials"][0]["fingerprint"] == current, "recomputed through the source"
+    verified = workspace.keyplan("verify", "-json")
+    assert verified.code == 0, verified.output
+    assert [r["verdict"] for r in json.loads(verified.stdout)["results"]] == ["proven"]
