@@ -185,6 +185,18 @@ class MaterialInfo(_Model):
     present: bool = True
 
 
+class HoldingRequest(_Model):
+    """Every material version the state records in a source, by handle: asked before a plan or an
+    apply uses the source, so a store that went missing is an error, never a fresh empty one."""
+
+    handles: tuple[str, ...] = ()
+
+
+class Holding(_Model):
+    missing: tuple[str, ...] = ()  # the handles the source does not hold
+    reason: str = ""  # why, when the source knows (its store is gone, not only some entries)
+
+
 class PublicKeyRequest(_Model):
     """The public half of an RSA or EC material version, read or derived where the material lives."""
 
@@ -251,6 +263,12 @@ class KeySource(ABC):
 
     @abstractmethod
     def describe(self, handle: str) -> MaterialInfo: ...
+
+    def holding(self, request: HoldingRequest) -> Holding:
+        """Which of the recorded handles the source no longer holds. Also the moment to open what
+        protects the store (a passphrase, a PIN) when it exists, so a wrong one is reported by
+        `plan`, before anyone confirms anything. Default: `describe` each handle."""
+        return Holding(missing=tuple(h for h in request.handles if not self.describe(h).present))
 
     # Proofs of possession (`keyplan verify`): computed where the material lives, never
     # returning it. A source that cannot compute one raises SourceError saying why.

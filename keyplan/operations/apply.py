@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keyplan.apply.walker import ApplyHooks, ApplyResult, Interruption
 from keyplan.approvals import Approval
@@ -33,6 +34,9 @@ from keyplan.plan.diff import PlanOptions
 from keyplan.plan.model import Plan
 from keyplan.state.model import State
 from keyplan.state.store import StateStore
+
+if TYPE_CHECKING:
+    from keyplan.runtime import Session
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,18 @@ def recompute_fingerprints(config: Config, state: State) -> bool:
     return any(material.fingerprint is not None for _, material in missing)
 
 
+def _check_sources_hold(session: Session, plan: Plan, state: State) -> None:
+    """Checked again before the walk (a saved plan may be applied long after it was made): a
+    source whose recorded material went missing meanwhile stops the apply before any change."""
+    from keyplan.plan.planner import check_sources_hold
+
+    refused = Diagnostics()
+    replacing = plan.options.get("replace") or []
+    sources = {key.source for key in plan.keys.values()}
+    check_sources_hold(session, state, sources, refused, tuple(str(a) for a in replacing if isinstance(replacing, list)))
+    refused.raise_if_errors()
+
+
 def execute(
     plan: Plan,
     config: Config,
@@ -229,6 +245,7 @@ def execute(
     progress = callbacks.progress(plan)
     hooks = CompositeHooks(progress, audit) if progress is not None else CompositeHooks(audit)
     with Session(config, throttle_timeout=throttle_timeout) as session:
+        _check_sources_hold(session, plan, state)
         try:
             walker = Walker(
                 plan, session, committer, hooks=hooks, parallelism=parallelism, interruption=callbacks.interruption

@@ -18,6 +18,8 @@ from keyplan.plan.diff import DesiredKey, KeyWork, PlanOptions, TargetInfo, diff
 from keyplan.plan.graph import build_actions
 from keyplan.plan.model import Plan, PlannedKey, PriorState
 from keyplan.provider import (
+    Holding,
+    HoldingRequest,
     Inventory,
     InventoryRequest,
     KeySource,
@@ -145,6 +147,55 @@ def source_capabilities(
     return capabilities
 
 
+def check_sources_hold(
+    session: Session, state: State, sources: set[str], diagnostics: Diagnostics, replacing: tuple[str, ...] = ()
+) -> None:
+    """Each source in `sources` must still hold every material version the state records in it:
+    a keystore file moved away or an HSM object deleted is an error naming the keys it affects,
+    before the source is used (and would otherwise start a fresh, empty store). Opening the
+    source's protection here also reports a wrong passphrase or PIN at plan time. Keys being
+    given new material (`replacing`, as -replace names them) are the way out of a loss: excused."""
+    excused = PlanOptions(targets=replacing)
+    for source in sorted(sources):
+        if source not in session.config.sources:
+            continue
+        recorded = {
+            material.handle: (address, material.version)
+            for address, record in state.keys.items()
+            if record.source == source and not (replacing and excused.selects(address))
+            for material in record.materials
+        }
+        try:
+            holding = checked_answer(
+                source, KeySource.holding, session.source(source).holding(HoldingRequest(handles=tuple(recorded)))
+            )
+        except PluginAnswerError as exc:
+            diagnostics.error(exc.summary, exc.detail, address=source)
+            continue
+        except SourceError as exc:
+            diagnostics.error(f"Source {source}: {exc.summary}", exc.detail, address=source)
+            continue
+        except DiagnosticsError as exc:
+            diagnostics.extend(exc.diagnostics)
+            continue
+        lost = sorted((*recorded[h], h) for h in holding.missing if h in recorded)
+        if lost:
+            diagnostics.error("Key material is missing from its source", _loss_detail(source, holding, lost), address=source)
+
+
+def _loss_detail(source: str, holding: Holding, lost: list[tuple[str, int, str]]) -> str:
+    listed = "\n".join(f"  {address} material version {version} (handle {handle})" for address, version, handle in lost[:20])
+    more = f"\n  ... and {len(lost) - 20} more" if len(lost) > 20 else ""
+    reason = f"{holding.reason} " if holding.reason else ""
+    return (
+        f"{reason}State records material in {source} that the source no longer holds:\n{listed}{more}\n"
+        "Nothing was changed, and keyplan does not start an empty store in its place. Restore the source from its "
+        "backup (a keystore file with its key file, an HSM token or its objects) and run the command again. If the "
+        f"material is lost for good, rotate each affected key so new material is generated, e.g. "
+        f"`-replace='{lost[0][0]}'`."
+    )
+
+
 def check_material_present(session: Session, state: State, work: list[KeyWork], diagnostics: Diagnostics) -> None:
     """Material the plan will wrap again (re-imports, new targets, resumed rotations) must still
     be in its source: say so at plan time rather than fail half-way through apply."""
@@ -208,6 +259,8 @@ def make_plan(
         plugin, settings = session.provider_plugin(target)
         infos[target] = TargetInfo(address=target, plugin=plugin, settings=settings)
     capabilities = source_capabilities(session, desired, options, diagnostics)
+    if not options.refresh_only:
+        check_sources_hold(session, state, set(capabilities), diagnostics, options.replace)
     live: dict[str, Inventory] | None = None
     if options.refresh or options.refresh_only:
         live = refresh(session, desired, state, list(infos), options, parallelism, diagnostics)

@@ -38,11 +38,13 @@ from keyplan.provider import (
     AesGcmRequest,
     GeneratedMaterial,
     GenerateRequest,
+    HoldingRequest,
     KeySource,
     MacRequest,
     PublicKeyRequest,
     SourceError,
     WrapRequest,
+    checked_answer,
 )
 
 WRAPPING_KEY_BITS = 2048
@@ -319,6 +321,13 @@ class KeySourceConformance:
         info = source.describe("key.never-generated/v1/000000000000")
         assert info.present is False
         assert info.fingerprint is None
+
+    def test_holding_names_exactly_the_handles_it_lacks(self, source: KeySource, generated: GeneratedCache) -> None:
+        held = generated.get(self.aes(source)).handle
+        lacking = "keyplan-conformance-missing-handle#00"
+        answer = checked_answer(source.address, KeySource.holding, source.holding(HoldingRequest(handles=(held, lacking))))
+        assert answer.missing == (lacking,)
+        assert source.holding(HoldingRequest()).missing == ()
 
     def test_wrap_of_a_missing_handle_fails_with_source_error(
         self, source: KeySource, wrapping_key: tuple[rsa.RSAPrivateKey, bytes]

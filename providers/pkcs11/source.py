@@ -36,6 +36,8 @@ from keyplan.provider import (
     AesGcmResponse,
     GeneratedMaterial,
     GenerateRequest,
+    Holding,
+    HoldingRequest,
     KeySource,
     MacRequest,
     MacResponse,
@@ -369,6 +371,22 @@ class Pkcs11Source(KeySource):
                 return MaterialInfo(handle=handle, fingerprint=fingerprint)
             except p11.PKCS11Error as exc:
                 raise token_error(f"looking up {parsed.label}", exc, token=self._settings.token_label) from None
+
+    def holding(self, request: HoldingRequest) -> Holding:
+        """Looks each recorded object up in the token (no operation on it, so cheaper than
+        `describe`); the session is logged in already, so a wrong PIN failed at open."""
+        missing = []
+        with self._library.lock:
+            session = self._open_session()
+            for handle in request.handles:
+                parsed = TokenHandle.parse(handle)
+                try:
+                    if parsed is None or find_target(session, parsed) is None:
+                        missing.append(handle)
+                except p11.PKCS11Error as exc:
+                    raise token_error("looking up recorded objects", exc, token=self._settings.token_label) from None
+        reason = f"The token {self._settings.token_label} has no object under these handles." if missing else ""
+        return Holding(missing=tuple(missing), reason=reason)
 
     def close(self) -> None:
         with self._library.lock:

@@ -23,6 +23,8 @@ from keyplan.provider import (
     AesGcmResponse,
     GeneratedMaterial,
     GenerateRequest,
+    Holding,
+    HoldingRequest,
     KeySource,
     MacRequest,
     MacResponse,
@@ -156,6 +158,17 @@ class SoftwareSource(KeySource):
         if found is None:
             return MaterialInfo(handle=handle, present=False)
         return MaterialInfo(handle=handle, fingerprint=found[0].fingerprint, present=True)
+
+    def holding(self, request: HoldingRequest) -> Holding:
+        """One read of the keystore; a missing file is reported as such, never started afresh
+        while entries are expected. An existing keystore is unlocked now, so a wrong passphrase
+        or key file is reported by `plan`."""
+        document = self._keystore.read()
+        if document is None:
+            reason = f"The keystore file {self._keystore.path} does not exist (moved, deleted, or `keystore` points elsewhere)."
+            return Holding(missing=request.handles, reason=reason if request.handles else "")
+        self._keystore.unlock(document)
+        return Holding(missing=tuple(h for h in request.handles if h not in document.entries))
 
     def close(self) -> None:
         self._keystore.close()

@@ -420,3 +420,26 @@ def test_trust_refuses_keys_that_do_not_need_it(workspace: Workspace) -> None:
     assert_diagnostic(soft, "Not a key of a PKCS#11 source")
     unknown = workspace.keyplan("hsm", "trust", "key.nope", env=PINS)
     assert_diagnostic(unknown, "No key key.nope in the configuration")
+
+
+def test_a_token_object_deleted_after_plan_out_stops_the_saved_apply(workspace: Workspace) -> None:
+    init_token(workspace)
+    workspace.write(config(keys=(("data", "AES_256", "provider.aws.main"),)))
+    assert workspace.keyplan("apply", "-auto-approve", env=PINS).code == 0
+    workspace.write(config(keys=(("data", "AES_256", "provider.aws.main"), ("more", "AES_256", "provider.aws.main"))))
+    planfile = workspace.path / "review.kpplan"
+    assert workspace.keyplan("plan", f"-out={planfile}", env=PINS).code == 0
+    handle = workspace.state()["keys"]["key.data"]["materials"][0]["handle"]
+    with token_session(workspace) as session:
+        for found in session.get_objects({Attribute.LABEL: handle.split("#")[0]}):
+            found.destroy()
+    with workspace.aws() as (kms, _):
+        before = len(kms.list_keys()["Keys"])
+
+    applied = workspace.keyplan("apply", str(planfile), env=PINS)
+    assert_diagnostic(applied, "Key material is missing from its source")
+    assert "key.data material version 1" in applied.stderr and handle in applied.stderr
+    assert "Apply complete!" not in applied.output
+    with workspace.aws() as (kms, _):
+        assert len(kms.list_keys()["Keys"]) == before, "nothing was created"
+    assert sorted(workspace.state()["keys"]) == ["key.data"]
