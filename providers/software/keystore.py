@@ -21,11 +21,13 @@ from __future__ import annotations
 import base64
 import binascii
 import fcntl
+import hmac
 import json
 import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from logging import Logger
 from pathlib import Path
@@ -153,6 +155,7 @@ class Keystore:
         self._warn = warn
         self._lock = threading.Lock()
         self._master: MasterKey | None = None
+        self._master_for: Sealed | None = None  # the verifier the master key was checked against
         # The parsed document and the file identity it was read from or written as: while the
         # file is unchanged on disk, reads reuse it instead of parsing the whole keystore again.
         self._cached: tuple[tuple[int, int, int], KeystoreDocument] | None = None
@@ -201,10 +204,12 @@ class Keystore:
             return self._unlocked(document)
 
     def _unlocked(self, document: KeystoreDocument) -> MasterKey:
-        if self._master is None:
+        # Re-derived when the keystore was re-protected since (another verifier): an entry sealed
+        # under the old master key into the new document would never open again.
+        if self._master is None or self._master_for != document.verifier:
             master = self._derive(document.protection)
             self._check_verifier(master, document)
-            self._master = master
+            self._master, self._master_for = master, document.verifier
         return self._master
 
     def open_entry(self, handle: str, entry: KeystoreEntry, master: MasterKey) -> SecretBytes:
@@ -275,6 +280,74 @@ class Keystore:
             self._write(upgraded)
             return upgraded
 
+    def reprotect(self, current_passphrase: str | None, new_passphrase: str) -> Reprotected:
+        """Seal every entry again under a master key derived from `new_passphrase` (fresh salt),
+        and replace the keystore in one atomic write. The current protection is opened with
+        `current_passphrase` or the development key file, whichever the keystore records; a wrong
+        one changes nothing. Each entry is opened again under the new key and compared with the
+        material it held before anything is written."""
+        try:
+            with self._lock, self._file_lock():
+                return self._reprotect(current_passphrase, new_passphrase)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+
+    def _reprotect(self, current_passphrase: str | None, new_passphrase: str) -> Reprotected:
+        document = self.read()
+        if document is None:
+            raise SourceError(
+                "There is no software keystore to re-protect",
+                f"{self.path} does not exist. A new keystore takes its protection when it is first written: set "
+                f"{self.passphrase_env} before the first apply.",
+            )
+        previous = document.protection
+        if isinstance(previous, PassphraseProtection):
+            if not current_passphrase:
+                raise SourceError(
+                    "The software keystore needs its current passphrase",
+                    f"{self.path} is protected by a passphrase: set {self.passphrase_env} to it (the new one goes in "
+                    "the other variable). Nothing was changed.",
+                )
+            old_master = MasterKey(self._scrypt(previous, current_passphrase))
+        else:
+            old_master = MasterKey(self._key_file_bytes(previous))
+        try:
+            self._check_verifier(old_master, document)
+            if isinstance(previous, PassphraseProtection) and current_passphrase == new_passphrase:
+                raise SourceError(
+                    "The new passphrase is the current one",
+                    f"{self.path} is already protected by that passphrase. Nothing was changed.",
+                )
+            protection = PassphraseProtection(salt=_b64(os.urandom(16)), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+            new_master = MasterKey(self._scrypt(protection, new_passphrase))
+            entries = {
+                handle: self._sealed_again(handle, entry, old_master, new_master)
+                for handle, entry in document.entries.items()
+            }
+            verifier = new_master.seal(SecretBytes(_VERIFIER_PLAINTEXT), _VERIFIER_AAD)
+            updated = document.model_copy(update={"protection": protection, "verifier": verifier, "entries": entries})
+            self._write(updated)
+            self._master, self._master_for = new_master, verifier
+        finally:
+            old_master.wipe()
+        key_file = self.path.parent / previous.key_file if isinstance(previous, KeyFileProtection) else None
+        return Reprotected(entries=len(entries), previous=previous.kind, key_file=key_file)
+
+    def _sealed_again(self, handle: str, entry: KeystoreEntry, old: MasterKey, new: MasterKey) -> KeystoreEntry:
+        aad = _entry_aad(handle, entry.algorithm, entry.fingerprint)
+        material = self.open_entry(handle, entry, old)
+        try:
+            sealed = new.seal(material, aad)
+            reopened = new.open(sealed, aad)
+            try:
+                if not hmac.compare_digest(reopened.reveal(), material.reveal()):
+                    raise SourceError("Re-protecting the keystore failed", f"The entry {handle!r} did not seal again intact. Nothing was changed.")
+            finally:
+                reopened.wipe()
+        finally:
+            material.wipe()
+        return entry.model_copy(update={"sealed": sealed})
+
     def close(self) -> None:
         with self._lock:
             if self._master is not None:
@@ -289,8 +362,8 @@ class Keystore:
             self._ensure_key_file()
             protection = KeyFileProtection(key_file=self.key_file_path.name)
         master = self._derive(protection)
-        self._master = master
         verifier = master.seal(SecretBytes(_VERIFIER_PLAINTEXT), _VERIFIER_AAD)
+        self._master, self._master_for = master, verifier
         return KeystoreDocument(protection=protection, verifier=verifier)
 
     def _write(self, document: KeystoreDocument) -> None:
@@ -324,6 +397,9 @@ class Keystore:
                 f"{self.path} is protected by a passphrase, and the environment variable "
                 f"{self.passphrase_env} is not set. Set it to the keystore's passphrase.",
             )
+        return self._scrypt(protection, passphrase)
+
+    def _scrypt(self, protection: PassphraseProtection, passphrase: str) -> SecretBytes:
         try:
             kdf = Scrypt(salt=_unb64(protection.salt), length=32, n=protection.n, r=protection.r, p=protection.p)
             return SecretBytes(kdf.derive(passphrase.encode("utf-8")))
@@ -337,17 +413,23 @@ class Keystore:
         key_file = self.path.parent / protection.key_file
         if os.environ.get(self.passphrase_env):
             raise SourceError(
-                "The software keystore is not protected by a passphrase",
+                "The software keystore is not protected by a passphrase yet",
                 f"{self.path} is protected by the development key file {key_file}, but "
-                f"{self.passphrase_env} is set. Unset {self.passphrase_env} to use this keystore, "
-                "or point `keystore` at a new file to start a passphrase-protected one.",
+                f"{self.passphrase_env} is set. To protect this keystore with that passphrase from now on, run "
+                f"`keyplan keystore re-protect` (it keeps every key's material). Otherwise unset "
+                f"{self.passphrase_env} to use the key file.",
             )
         self._warn.warning(
-            "development key file; set %s for real use (the software keystore %s is protected by %s)",
-            self.passphrase_env,
+            "development key file; for real use protect the software keystore %s with a passphrase: set %s "
+            "and run `keyplan keystore re-protect` (it is protected by %s now)",
             self.path,
+            self.passphrase_env,
             key_file,
         )
+        return self._key_file_bytes(protection)
+
+    def _key_file_bytes(self, protection: KeyFileProtection) -> SecretBytes:
+        key_file = self.path.parent / protection.key_file
         try:
             key = key_file.read_bytes()
         except FileNotFoundError:
@@ -399,6 +481,16 @@ class Keystore:
             f"The key in {self.path.parent / protection.key_file} does not open {self.path}. "
             "Restore the key file that belongs to this keystore.",
         )
+
+
+@dataclass(frozen=True)
+class Reprotected:
+    """What `Keystore.reprotect` did: how many entries it sealed again, the protection it
+    replaced, and the development key file that no longer protects it (if it was one)."""
+
+    entries: int
+    previous: str
+    key_file: Path | None
 
 
 class WarnOnce:

@@ -138,7 +138,8 @@ def test_development_key_file_is_private_and_warned_about_once(
         source.close()
     warnings = [r.getMessage() for r in caplog.records if r.name == log.name]
     assert len(warnings) == 1
-    assert warnings[0].startswith(f"development key file; set {passphrase_env} for real use")
+    assert warnings[0].startswith("development key file; for real use protect the software keystore")
+    assert f"set {passphrase_env} and run `keyplan keystore re-protect`" in warnings[0]
 
     key_file = tmp_path / ".keyplan" / "keystore.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
