@@ -368,6 +368,7 @@ class EmulatorOptions:
     """How `keyplan emulator KIND` runs a provider's local emulator."""
 
     data_dir: Path
+    name: str = "main"  # the provider block's name: <data_dir>/<kind>-<name>.sqlite, as the embedded emulator keeps it
     port: int = 0  # 0: any free loopback port
     latency_ms: float = 0.0
     variant: str | None = None  # one of the plugin's `emulator_variants`; None: the first

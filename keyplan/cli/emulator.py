@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from keyplan import __version__
-from keyplan.cli.options import Exit, emit
+from keyplan.cli.options import Exit, emit, from_working_dir
 from keyplan.diagnostics import DiagnosticsError
 
 
@@ -20,13 +20,22 @@ def version() -> None:
 def emulator(
     kind: Annotated[str, typer.Argument(help="The provider kind, as in a `provider \"KIND\"` block.")],
     port: Annotated[int, typer.Option("--port", "-port", help="Loopback port (0: any free port).")] = 0,
-    data_dir: Annotated[Path, typer.Option("--data-dir", "-data-dir", help="Where the emulator keeps its data.")] = Path(
+    data_dir: Annotated[Path, typer.Option("--data-dir", "-data-dir", help="Where the emulator keeps its data (relative to -chdir).")] = Path(
         ".keyplan/emulators"
     ),
     latency_ms: Annotated[float, typer.Option("--latency-ms", "-latency-ms", help="Delay added to every call.")] = 0.0,
     variant: Annotated[
         str | None, typer.Option("--kind", "-kind", help="Which of the provider's emulators, when it has several.")
     ] = None,
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            "-name",
+            help='Serve the data of `provider "KIND" "NAME"` with endpoint = "embedded" (KIND-NAME.sqlite in the '
+            "data directory), e.g. to change keys behind keyplan's back between runs.",
+        ),
+    ] = "main",
 ) -> None:
     """Run a cloud emulator on loopback until interrupted (for tools other than keyplan)."""
     from keyplan.provider import EmulatorOptions
@@ -40,7 +49,7 @@ def emulator(
         raise DiagnosticsError.single(
             f"{kind} has no emulator kind {variant!r}", f"Choose one of: {', '.join(plugin.emulator_variants)}."
         )
-    raise Exit(plugin.serve_emulator(EmulatorOptions(data_dir=data_dir, port=port, latency_ms=latency_ms, variant=variant)))
+    raise Exit(plugin.serve_emulator(EmulatorOptions(data_dir=from_working_dir(data_dir), name=name, port=port, latency_ms=latency_ms, variant=variant)))
 
 
 def register(app: typer.Typer, state_app: typer.Typer) -> None:

@@ -154,6 +154,7 @@ class AwsKmsPlugin(ProviderPlugin[AwsSettings]):
         from providers.aws.emulator import main
 
         args = ["--port", str(options.port), "--data-dir", str(options.data_dir), "--latency-ms", str(options.latency_ms)]
+        args += ["--name", options.name]
         return main(args)
 
     def open(self, settings: AwsSettings, context: RuntimeContext) -> Provider:

@@ -169,6 +169,7 @@ class AzurePlugin(ProviderPlugin[AzureSettings]):
         from providers.azure.emulator import main
 
         args = ["--port", str(options.port), "--data-dir", str(options.data_dir), "--latency-ms", str(options.latency_ms)]
+        args += ["--name", options.name]
         if options.variant is not None:
             args += ["--kind", options.variant]
         return main(args)

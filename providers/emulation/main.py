@@ -15,12 +15,18 @@ from providers.emulation.store import DocumentStore
 AppFactory = Callable[[argparse.Namespace], type[EmulatorApp]]
 
 
+def embedded_database(kind: str, name: str) -> str:
+    """The database file of the emulator of `provider "KIND" "NAME"`: the same name whether keyplan
+    embeds it (`endpoint = "embedded"`) or `keyplan emulator KIND --name NAME` serves it."""
+    return f"{kind}-{name}.sqlite"
+
+
 def serve_main(
     argv: list[str] | None,
     *,
     prog: str,
     description: str,
-    database: str,
+    kind: str,
     app: AppFactory,
     arguments: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
@@ -29,6 +35,12 @@ def serve_main(
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 picks a free one)")
     parser.add_argument("--data-dir", type=Path, required=True, help="directory for the emulator's database")
+    parser.add_argument(
+        "--name",
+        default="main",
+        help=f"the database is <data-dir>/{kind}-<name>.sqlite, the file keyplan's embedded emulator of "
+        f'`provider "{kind}" "<name>"` keeps in .keyplan/emulators',
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every API call")
     parser.add_argument(
         "--profile",
@@ -40,7 +52,7 @@ def serve_main(
     if arguments is not None:
         arguments(parser)
     args = parser.parse_args(argv)
-    store = DocumentStore(args.data_dir / database)
+    store = DocumentStore(args.data_dir / embedded_database(kind, args.name))
     clock = Clock(float(store.get_meta("clock_offset") or 0.0))
     server = EmulatorServer(app(args)(store, clock), port=args.port, cert_dir=args.data_dir)
     server.configure({"latency_ms": args.latency_ms, "profile": args.profile, "quota_scale": args.quota_scale})

@@ -166,6 +166,7 @@ class GcpPlugin(ProviderPlugin[GcpSettings]):
         from providers.gcp.emulator import main
 
         args = ["--port", str(options.port), "--data-dir", str(options.data_dir), "--latency-ms", str(options.latency_ms)]
+        args += ["--name", options.name]
         return main(args)
 
     def open(self, settings: GcpSettings, context: RuntimeContext) -> Provider:

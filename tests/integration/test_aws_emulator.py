@@ -554,7 +554,7 @@ def test_standalone_emulator_prints_its_url_and_serves(tmp_path: Path) -> None:
         kms = client(url, REGION)
         key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
         assert [k["KeyId"] for k in kms.list_keys()["Keys"]] == [key_id]
-        assert (tmp_path / "aws.sqlite").exists()
+        assert (tmp_path / "aws-main.sqlite").exists()
     finally:
         process.terminate()
         process.wait(timeout=10)

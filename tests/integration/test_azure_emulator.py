@@ -514,7 +514,7 @@ def test_the_emulator_runs_standalone(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
-    assert (tmp_path / "azure.sqlite").exists()
+    assert (tmp_path / "azure-main.sqlite").exists()
 
 
 def test_embedded_class_options(tmp_path: Path) -> None:

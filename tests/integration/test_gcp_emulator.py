@@ -636,4 +636,4 @@ def test_runs_standalone_and_prints_its_url(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
-    assert (tmp_path / "gcp.sqlite").exists()
+    assert (tmp_path / "gcp-main.sqlite").exists()

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         prog="python -m providers.aws.emulator",
         description="keyplan's AWS KMS emulator",
-        database="aws.sqlite",
+        kind="aws",
         app=lambda args: KmsEmulator,
     )
 

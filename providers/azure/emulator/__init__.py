@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         prog="python -m providers.azure.emulator",
         description=(__doc__ or "").split("\n")[0],
-        database="azure.sqlite",
+        kind="azure",
         app=lambda args: emulator_class(
             args.kind, purge_protection=args.purge_protection, retention_days=args.retention_days, vault_url=args.vault_url
         ),

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         argv,
         prog="python -m providers.gcp.emulator",
         description=(__doc__ or "").splitlines()[0],
-        database="gcp.sqlite",
+        kind="gcp",
         app=lambda args: GcpKmsEmulator,
     )
 
