@@ -102,7 +102,9 @@ def apply(
         planned = make_plan(config, state, exists, options, parallelism).model_copy(update={"findings": findings})
         callbacks.show(planned)
         if not planned.has_changes:
-            if recompute_fingerprints(config, state):  # a state upgrade dropped them: filled in even with no change
+            # Fingerprints a state upgrade dropped are filled in, and a journal an interrupted apply
+            # left is folded into the state document, even when nothing else changes.
+            if recompute_fingerprints(config, state) or backend.has_journal:
                 backend.write(state)
             return ApplyOutcome(planned, ApplyStatus.NO_CHANGES)
         if not callbacks.approve(planned):

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import math
 import os
+import signal
 import ssl
 import threading
 import time
@@ -81,6 +82,38 @@ class FaultPlan:
         return fault.status if fault is not None else None
 
 
+class CrashPoint:
+    """A test hook for crash suites: the process serving the emulator dies (SIGKILL) at the
+    `at`-th API call it receives, `before` the emulator does the work or `after` it did it (the
+    answer never sent). An embedded emulator runs inside keyplan, so this kills keyplan at an
+    exact remote call. The count spans every server sharing the point (each keyplan run opens
+    its embedded emulators once to plan and once to apply)."""
+
+    def __init__(self, at: int, when: str) -> None:
+        if when not in ("before", "after") or at < 1:
+            raise ValueError('a crash point is {"at": N >= 1, "when": "before" | "after"}')
+        self.at = at
+        self.when = when
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def count(self) -> int:
+        """This call's number, from 1."""
+        with self._lock:
+            self._calls += 1
+            return self._calls
+
+    def reached(self, call: int, when: str) -> bool:
+        return call == self.at and when == self.when
+
+    @staticmethod
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_crash_points: dict[str, CrashPoint] = {}  # per embedded emulator name, for this process
+
+
 def ensure_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1/localhost, made once per data directory."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -129,6 +162,7 @@ class EmulatorServer:
         self.faults = FaultPlan()
         self.quotas: QuotaEnforcer | None = None  # the realistic profile, when configured
         self.stats: Counter[str] = Counter()
+        self.crash_point: CrashPoint | None = None  # test hook (KEYPLAN_EMULATOR_FAULTS "crash")
         self._stats_lock = threading.Lock()
         self.ca_cert: Path | None = None
         handler = self._handler_class()
@@ -192,6 +226,16 @@ class EmulatorServer:
         operation = self.app.operation(request)
         with self._stats_lock:
             self.stats[operation] += 1
+        crash = self.crash_point
+        call = crash.count() if crash is not None else 0
+        if crash is not None and crash.reached(call, "before"):
+            crash.die()
+        answer = self._answer(request, operation)
+        if crash is not None and crash.reached(call, "after"):
+            crash.die()  # the work is done (and stored); its answer never leaves
+        return answer
+
+    def _answer(self, request: Request, operation: str) -> Response:
         if self.faults.latency_ms:
             time.sleep(self.faults.latency_ms / 1000.0)
         if self.quotas is not None:
@@ -291,6 +335,10 @@ def start_embedded(app_factory: type[EmulatorApp], data_dir: Path, name: str) ->
     faults = json.loads(os.environ.get("KEYPLAN_EMULATOR_FAULTS") or "{}").get(name)
     if faults:
         server.configure(faults)
+        if "crash" in faults:
+            crash = faults["crash"]
+            point = _crash_points.setdefault(name, CrashPoint(int(crash["at"]), str(crash.get("when", "before"))))
+            server.crash_point = point
     return server.start()
 
 

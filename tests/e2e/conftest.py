@@ -198,3 +198,93 @@ def emulator_counts(workdir: Path) -> dict[str, int]:
             for collection, count in db.execute("SELECT coll, count(*) FROM docs GROUP BY coll"):
                 counts[collection] = counts.get(collection, 0) + count
     return counts
+
+
+# -- killing an apply at an exact remote call, and resuming it -----------------------------------
+
+EMULATOR_NAMES = {"aws": "aws-main", "gcp": "gcp-main", "azure": "azure-hsm"}
+
+
+def apply_killed_at(workspace: Workspace, cloud: str, call: int, when: str) -> bool:
+    """`keyplan apply` (one step at a time) in a forked copy of this process, SIGKILLed by its
+    embedded emulator at its `call`-th API call, `before` the work or `after` it (the answer
+    never sent). The fork keeps the test process's loaded modules and RSA key pool, so each kill
+    costs an apply, not a process start. True when it was killed; False when it finished first
+    (it made fewer calls)."""
+    import signal
+
+    faults = {EMULATOR_NAMES[cloud]: {"crash": {"at": call, "when": when}}}
+    pid = os.fork()
+    if pid == 0:  # the child: run keyplan, never return into pytest
+        code = 1
+        try:
+            code = run_keyplan(
+                workspace.path, "apply", "-auto-approve", "-parallelism", "1",
+                env={"KEYPLAN_EMULATOR_FAULTS": json.dumps(faults)},
+            ).code
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL, status
+        return True
+    assert os.WEXITSTATUS(status) == 0, f"the apply failed instead of being killed (exit {os.WEXITSTATUS(status)})"
+    return False
+
+
+def resume_after_kill(workspace: Workspace) -> Result:
+    """The next apply after a kill, as a user runs it. While the local lock is a file that
+    outlives its holder (`StateBackend.locks_outlive_their_holder`), a killed apply's lock is
+    the one manual step left: it is cleared only in that case, and only when it names a dead
+    process on this host."""
+    from keyplan.state.local import LocalBackend
+
+    result = workspace.keyplan("apply", "-auto-approve")
+    if result.code != 0 and "Error acquiring the state lock" in result.stderr and LocalBackend.locks_outlive_their_holder:
+        holder = LocalBackend(workspace.state_path).store().current_lock()
+        assert holder is not None and "no longer running" in result.stderr, result.output
+        assert workspace.keyplan("force-unlock", holder.id, "-force").code == 0
+        result = workspace.keyplan("apply", "-auto-approve")
+    return result
+
+
+def assert_each_key_once(workspace: Workspace, cloud: str) -> None:
+    """The cloud holds exactly the keys state records (no duplicate, no orphan), and every
+    material it holds for a key is the material state recorded for it. (An import whose answer
+    a crash lost may be made again as a second version of the same material where the cloud
+    adds versions: Google Cloud KMS, Azure. Never other material, never another key.)"""
+    from collections import Counter
+    from urllib.parse import urlsplit
+
+    from providers.azure.emulator import emulator_class
+    from providers.emulation.clock import Clock
+    from providers.emulation.store import DocumentStore
+    from providers.gcp.emulator import GcpKmsEmulator
+
+    app_class, collection = {
+        "aws": (KmsEmulator, "keys"),
+        "gcp": (GcpKmsEmulator, "cryptoKeys"),
+        "azure": (emulator_class("managedhsm"), "keys"),
+    }[cloud]
+    state = workspace.state()
+    recorded = {
+        target["remote_id"]: record["materials"][-1]["fingerprint"]
+        for record in state["keys"].values()
+        for target in record["targets"].values()
+    }
+    if cloud == "azure":  # the vault names keys; keyplan records https://<vault>/keys/<name>
+        recorded = {urlsplit(rid).path.split("/")[2].lower(): fp for rid, fp in recorded.items()}
+    store = DocumentStore(workspace.path / ".keyplan" / "emulators" / f"{EMULATOR_NAMES[cloud]}.sqlite")
+    try:
+        app = app_class(store, Clock())
+        keys = [doc_id for doc_id, _ in store.list(collection) if not doc_id.endswith("keyplan-kek")]
+        held = [
+            (m["key"].lower() if cloud == "azure" else m["key"].split("/cryptoKeyVersions/")[0], m["fingerprint"])
+            for m in app.material_fingerprints()
+            if m.get("imported", True)
+        ]
+    finally:
+        store.close()
+    assert len(keys) == len(recorded) == 2, f"{cloud} holds {keys}, state records {sorted(recorded)}"
+    assert set(Counter(key for key, _ in held)) == set(recorded), f"every key holds material: {held}"
+    assert all(recorded[key] == fingerprint for key, fingerprint in held), f"only the material state recorded: {held}"
