@@ -373,20 +373,27 @@ class Pkcs11Source(KeySource):
                 raise token_error(f"looking up {parsed.label}", exc, token=self._settings.token_label) from None
 
     def holding(self, request: HoldingRequest) -> Holding:
-        """Looks each recorded object up in the token (no operation on it, so cheaper than
-        `describe`); the session is logged in already, so a wrong PIN failed at open."""
-        missing = []
+        """One pass over the token's secret and private keys (label and id, no operation on
+        them), however many handles state records; the session is logged in already, so a wrong
+        PIN failed at open."""
+        if not request.handles:
+            return Holding()
+        present: set[tuple[str, bytes]] = set()
         with self._library.lock:
             session = self._open_session()
-            for handle in request.handles:
-                parsed = TokenHandle.parse(handle)
-                try:
-                    if parsed is None or find_target(session, parsed) is None:
-                        missing.append(handle)
-                except p11.PKCS11Error as exc:
-                    raise token_error("looking up recorded objects", exc, token=self._settings.token_label) from None
+            try:
+                for object_class in (ObjectClass.SECRET_KEY, ObjectClass.PRIVATE_KEY):
+                    for found in session.get_objects({Attribute.CLASS: object_class}):
+                        present.add((str(found[Attribute.LABEL]), bytes(found[Attribute.ID])))
+            except p11.PKCS11Error as exc:
+                raise token_error("listing the token's keys", exc, token=self._settings.token_label) from None
+        missing = tuple(
+            handle
+            for handle in request.handles
+            if (parsed := TokenHandle.parse(handle)) is None or (parsed.label, parsed.object_id) not in present
+        )
         reason = f"The token {self._settings.token_label} has no object under these handles." if missing else ""
-        return Holding(missing=tuple(missing), reason=reason)
+        return Holding(missing=missing, reason=reason)
 
     def close(self) -> None:
         with self._library.lock:
