@@ -52,8 +52,9 @@ def test_a_lost_state_stops_the_plan_and_creates_nothing(workspace: Workspace, c
 KEYS = {"aws": "keys", "gcp": "cryptoKeys", "azure": "keys"}
 
 
-def test_a_state_missing_beside_its_backup_is_refused_naming_the_backup(workspace: Workspace) -> None:
-    workspace.write(CLOUD_CONFIGS["aws"])
+@pytest.mark.parametrize("cloud", sorted(CLOUD_CONFIGS))
+def test_a_state_missing_beside_its_backup_is_refused_naming_the_backup(workspace: Workspace, cloud: str) -> None:
+    workspace.write(CLOUD_CONFIGS[cloud])
     assert workspace.keyplan("apply", "-auto-approve").code == 0
     relabelled = workspace.keyplan("apply", "-auto-approve", "-var", "team=platform")
     assert relabelled.code == 0, relabelled.output
