@@ -457,7 +457,9 @@ class _Differ:
         second key for every address. One error per target, saying how to recover."""
         for target, keys in sorted(self._other_lineage.items()):
             shown = sorted(keys, key=lambda k: (k.address or "", k.remote_id))
-            listed = "\n".join(f"  {k.address}: {k.remote_id} (managed by {k.managed_by})" for k in shown[:10])
+            listed = "\n".join(
+                _one_line(f"  {k.address}: {k.remote_id} (managed by {k.managed_by})") for k in shown[:10]
+            )
             more = f"\n  ... and {len(shown) - 10} more" if len(shown) > 10 else ""
             example = shown[0]
             self.diagnostics.error(
@@ -468,7 +470,7 @@ class _Differ:
                 "  - restore the state these keys belong to (the backup beside the state file, or your state "
                 "history) and plan again: its keys are then recognised and nothing is duplicated;\n"
                 "  - or take a key over from its state: remove it there (`keyplan state rm`) and its "
-                f"keyplan-managed-by tag, then `keyplan import '{example.address}' {target} {example.remote_id}` "
+                f"keyplan-managed-by tag, then `keyplan import '{_one_line(example.address or '')}' {target} {_one_line(example.remote_id)}` "
                 "here (this state must hold its material);\n"
                 "  - or, if those keys belong to another state on purpose (another workspace or configuration "
                 "sharing this account), create this state's own keys beside them with `-allow-new-lineage`.",
@@ -696,6 +698,11 @@ class _Differ:
 
 
 _GONE = (KeyState.PENDING_DELETION, KeyState.DELETED)
+
+
+def _one_line(text: str) -> str:
+    """A value from a cloud's tags on one line of a message, so it cannot start lines of its own."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _base(address: str) -> str:
