@@ -157,11 +157,12 @@ def _interrupts_as_requests(interruption: Interruption) -> Iterator[None]:
     """While the plan is walked and its state committed, Ctrl-C, SIGTERM (a cancelled CI job,
     `timeout`) and SIGHUP (a closed terminal) ask the walk to stop instead of raising where they
     land: the first lets the steps in flight finish, the second abandons them. Before the walk
-    (planning, the confirmation) and for a second signal after it, they interrupt at once."""
+    (planning, the confirmation) they interrupt at once; after it they are only counted, so the
+    final state write and the summary are never cut short."""
 
     def request(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
-        if interruption.walking or (interruption.walked and not interruption.stopping):
+        if interruption.walked:
             interruption.request(name)
             if interruption.requests == 1:
                 _notice(f"\n{name}: stopping after the steps in flight; interrupt again to abandon them at once.\n")

@@ -40,13 +40,13 @@ ADDRESSES = {f'key.app["{app}"]' for app in APPS}
 _SUMMARY = re.compile(r"(\d+) keys? (done|partly done|cut short in flight|failed|not started)(?: \(([^)]*)\))?")
 
 
-def start_apply(workspace: Workspace, latency_ms: int) -> subprocess.Popen[str]:
+def start_apply(workspace: Workspace, latency_ms: int, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "apply", "-auto-approve", "-parallelism", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=dict(os.environ, KEYPLAN_EMULATOR_LATENCY_MS=str(latency_ms)),
+        env=dict(os.environ, KEYPLAN_EMULATOR_LATENCY_MS=str(latency_ms), **env),
     )
 
 
@@ -68,7 +68,8 @@ def finish(process: subprocess.Popen[str], seen: list[str]) -> str:
 
 def summary(output: str) -> dict[str, set[str]]:
     """The interrupted apply's per-key summary: `3 keys done (key.app["k0"], ...), 5 keys not started (...)`."""
-    line = next(line for line in output.splitlines() if " not started" in line and "done" in line)
+    lines = output.splitlines()
+    line = next(lines[n + 1] for n, line in enumerate(lines) if line.startswith("Interrupted"))
     found: dict[str, set[str]] = {}
     for count, kind, listed in _SUMMARY.findall(line):
         keys = {address.strip() for address in listed.split(", ")} if listed else set()
@@ -143,9 +144,11 @@ def test_one_interrupt_finishes_the_steps_in_flight_and_says_what_is_left(
 
 def test_a_second_interrupt_abandons_the_steps_in_flight(workspace: Workspace) -> None:
     workspace.write(CONFIG)
-    process = start_apply(workspace, latency_ms=1500)
+    # Every call to the emulator takes 3 s; the debug log says when one starts, so both signals
+    # come while it is in flight.
+    process = start_apply(workspace, latency_ms=3000, KEYPLAN_LOG="DEBUG")
     seen: list[str] = []
-    read_until(process, seen, "create_key", "done")
+    read_until(process, seen, "DEBUG: start create_key")
     process.send_signal(signal.SIGINT)
     read_until(process, seen, "SIGINT: stopping after the steps in flight")
     process.send_signal(signal.SIGINT)
@@ -155,7 +158,7 @@ def test_a_second_interrupt_abandons_the_steps_in_flight(workspace: Workspace) -
     assert "Traceback" not in output and "Apply complete!" not in output
     assert "Interrupted twice: the steps in flight were abandoned" in output
     keys = summary(output)
-    assert keys["cut short in flight"], "the second interrupt ended the walk with steps still in flight"
+    assert keys.get("cut short in flight"), "the second interrupt ended the walk with steps in flight:\n" + output
     assert set().union(*keys.values()) == ADDRESSES
     assert_unlocked_and_folded(workspace.state_path)
     assert_converges(workspace)
