@@ -1,22 +1,33 @@
 """The local state backend (`state "local"`, the default): a JSON file written atomically, its
-previous copy kept as a backup, and an exclusive lock file that says who holds it. It is a
-state-backend plugin like any other (`keyplan.state.backend`); other workspaces live under
+previous copy kept as a backup, and a lock that dies with its process. It is a state-backend
+plugin like any other (`keyplan.state.backend`); other workspaces live under
 `keyplan.kpstate.d/<name>/`.
 
 Writes go to a temporary file in the same directory, are fsynced, then renamed over the state,
 so a crash leaves either the old or the new state, never half of one. The copy being replaced
-is kept as `<path>.backup`. The lock is `<path>.lock`, created with O_EXCL; it records an id,
-the operation, user, host, pid and time so a held lock can be explained and, if its holder is
-gone, removed with `keyplan force-unlock ID`.
+is kept as `<path>.backup`.
+
+The lock is an OS lock (`flock`, exclusive) on `<path>.lock`, held for as long as the command
+runs; the file records the holder (id, operation, user, host, pid, time) for the message a
+refused command shows. The kernel releases the lock when its process ends however it ends, so
+after a crash or a SIGKILL the next command simply takes it: a lock file whose OS lock nobody
+holds is a leftover and counts as no lock. (The `filelock` library would do the locking, but it
+truncates the lock file each time it opens it, which would erase the holder's record.)
+Releasing removes the file while still holding the lock; a command that opened the old file
+meanwhile sees that it is no longer the one at the path and opens the new one. `force-unlock`
+removes the file, so the next command locks a new one even while a stuck holder lives on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import stat
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,12 +115,16 @@ class LocalBackend(StateBackend):
     """The state file, plus `<path>.journal` while an apply runs: each completed mutation is an
     appended, fsynced line (cost independent of the number of keys), and the apply ends by
     writing the whole state once and removing the journal. The version named in a
-    compare-and-swap is a digest of the file's content; the lock is `<path>.lock`."""
+    compare-and-swap is a digest of the file's content; the lock is an OS lock on `<path>.lock`."""
+
+    locks_outlive_their_holder = False  # the kernel releases a dead process's lock
 
     def __init__(self, path: Path, workspace_dir: Path | None = None) -> None:
         self.path = path
         self.workspace_dir = workspace_dir if workspace_dir is not None else path.with_name(DEFAULT_WORKSPACE_DIR)
         self._write_lock = threading.Lock()
+        self._locks_lock = threading.Lock()
+        self._held: dict[str, tuple[int, str]] = {}  # workspace -> (locked descriptor, lock id)
 
     def store(self, workspace: str = DEFAULT_WORKSPACE) -> StateStore:
         """One workspace of this backend, as commands use it."""
@@ -212,37 +227,71 @@ class LocalBackend(StateBackend):
     # -- locking -------------------------------------------------------------------------------
 
     def lock_holder(self, workspace: str) -> LockInfo | None:
+        """Who holds the lock, or None when no process does (a file left by a dead one is no lock)."""
+        path = self.lock_path(workspace)
+        with self._locks_lock:
+            held = self._held.get(workspace)
+            if held is not None:
+                return _recorded_holder(held[0], workspace)
         try:
-            return LockInfo.model_validate_json(self.lock_path(workspace).read_bytes())
-        except FileNotFoundError:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        except ValidationError:
-            return LockInfo(
-                id="unreadable", operation="unknown", who="unknown", host="unknown", pid=0,
-                created=datetime.now(UTC), workspace=workspace,
-            )
+        except OSError:
+            return _unreadable_holder(workspace)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _recorded_holder(fd, workspace)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
 
     def try_lock(self, info: LockInfo) -> LockInfo | None:
         path = self.lock_path(info.workspace)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            if not path.parent.is_dir():
-                raise _cannot_lock(path, "File exists") from None
-            holder = self.lock_holder(info.workspace)
-            return holder if holder is not None else self.try_lock(info)
-        except OSError as exc:
-            raise _cannot_lock(path, exc.strerror or type(exc).__name__) from None
-        os.fchmod(fd, 0o600)  # it names who holds the state: private like the state itself
-        with os.fdopen(fd, "w") as handle:
-            handle.write(info.model_dump_json(indent=2))
-        return None
+        with self._locks_lock:
+            held = self._held.get(info.workspace)
+            if held is not None:  # this backend already holds it (another command of this process)
+                return _recorded_holder(held[0], info.workspace)
+        holder: LockInfo | None = None
+        for _ in range(_LOCK_ATTEMPTS):
+            fd = _open_lock_file(path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # Held, or looked at for an instant by `lock_holder`: ask again shortly before saying who.
+                holder = _recorded_holder(fd, info.workspace)
+                os.close(fd)
+                time.sleep(_LOCK_RETRY_SECONDS)
+                continue
+            if not _is_at(fd, path):  # released (and removed) between our open and our lock
+                os.close(fd)
+                continue
+            _record(fd, info)
+            with self._locks_lock:
+                self._held[info.workspace] = (fd, info.id)
+            return None
+        return holder or _unreadable_holder(info.workspace)
 
     def unlock(self, workspace: str, lock_id: str) -> None:
-        held = self.lock_holder(workspace)
-        if held is not None and held.id == lock_id:
-            self.lock_path(workspace).unlink(missing_ok=True)
+        path = self.lock_path(workspace)
+        with self._locks_lock:
+            held = self._held.get(workspace)
+            if held is not None and held[1] == lock_id:
+                del self._held[workspace]
+                fd = held[0]
+                try:
+                    if _is_at(fd, path):  # not replaced by a force-unlock and someone else's lock
+                        path.unlink(missing_ok=True)
+                finally:
+                    os.close(fd)  # the OS lock goes with the descriptor
+                return
+        holder = self.lock_holder(workspace)
+        if holder is not None and holder.id == lock_id:
+            # force-unlock of another process's lock: it keeps its OS lock on a file no command opens again
+            path.unlink(missing_ok=True)
 
 
 class LocalPlugin(StateBackendPlugin[LocalSettings]):
@@ -272,6 +321,59 @@ def _upgraded(previous: bytes | None, origin: str) -> bytes | None:
         return serialize_state(parse_state(previous, origin))
     except DiagnosticsError:
         return None
+
+
+_LOCK_ATTEMPTS = 5
+_LOCK_RETRY_SECONDS = 0.02
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise _cannot_lock(path, exc.strerror or type(exc).__name__) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _cannot_lock(path, "it is not a regular file")
+    return fd
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """The locked descriptor is still the file at `path` (not one removed and created again)."""
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _record(fd: int, info: LockInfo) -> None:
+    """Write who holds the lock into the lock file (private like the state it names)."""
+    data = info.model_dump_json(indent=2).encode()
+    os.fchmod(fd, 0o600)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+    os.fsync(fd)
+
+
+def _recorded_holder(fd: int, workspace: str) -> LockInfo | None:
+    """The holder recorded in an open lock file; None while the holder has not written it yet."""
+    data = os.pread(fd, 64 * 1024, 0)
+    if not data.strip():
+        return None
+    try:
+        return LockInfo.model_validate_json(data)
+    except ValidationError:
+        return _unreadable_holder(workspace)
+
+
+def _unreadable_holder(workspace: str) -> LockInfo:
+    return LockInfo(
+        id="unreadable", operation="unknown", who="unknown", host="unknown", pid=0,
+        created=datetime.now(UTC), workspace=workspace,
+    )
 
 
 def _cannot_lock(path: Path, reason: str) -> DiagnosticsError:

@@ -8,6 +8,7 @@ format, the journal's meaning and the messages a refused user reads is here, onc
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -29,6 +30,8 @@ from keyplan.state.backend import (
 )
 from keyplan.state.local import parse_state, serialize_state
 from keyplan.state.model import State
+
+log = logging.getLogger("keyplan.state")
 
 
 class StateStore:
@@ -93,12 +96,19 @@ class StateStore:
     def acquire(self, operation: str, timeout: float = 0.0) -> LockInfo:
         info = LockInfo.for_this_process(operation, self.workspace)
         deadline = time.monotonic() + max(timeout, 0.0)
+        waited_for: str | None = None
         while True:
             holder = self.backend.try_lock(info)
             if holder is None:
                 return info
             if time.monotonic() >= deadline:
                 raise self._held_error(holder, timeout)
+            if holder.id != waited_for:
+                waited_for = holder.id
+                log.debug(
+                    "the state %s is locked by %s (%s@%s, pid %d); waiting for it up to %gs",
+                    self.where, holder.id, holder.who, holder.host, holder.pid, timeout,
+                )
             time.sleep(min(0.2, max(deadline - time.monotonic(), 0.01)))
 
     def release(self, info: LockInfo) -> None:
@@ -128,16 +138,24 @@ class StateStore:
         return held
 
     def _held_error(self, held: LockInfo, timeout: float) -> StateError:
-        alive = ""
-        if held.host == socket.gethostname() and held.pid and not _pid_alive(held.pid):
-            alive = " The process that holds it is no longer running on this host."
+        if not type(self.backend).locks_outlive_their_holder:
+            # The store frees the lock when its holder ends, however it ends: a refusal means it runs.
+            advice = (
+                " The lock is released as soon as that process ends, even if it is killed. If it hangs, stop "
+                f"it, or remove the lock with `keyplan force-unlock {held.id}`."
+            )
+        else:
+            dead = held.host == socket.gethostname() and held.pid and not _pid_alive(held.pid)
+            advice = (
+                (" The process that holds it is no longer running on this host." if dead else "")
+                + f" If you are sure no operation is running, remove the lock with `keyplan force-unlock {held.id}`."
+            )
         waited = f" after waiting {timeout:g}s" if timeout else ""
         return StateError(
             StateErrorKind.LOCKED,
             "Error acquiring the state lock",
             f"The state {self.where} is locked by another keyplan operation{waited}:\n{held.describe()}\n"
-            f"Wait for it to finish, or pass -lock-timeout=DURATION to wait longer.{alive} If you are sure "
-            f"no operation is running, remove the lock with `keyplan force-unlock {held.id}`.",
+            f"Wait for it to finish, or pass -lock-timeout=DURATION to wait longer.{advice}",
             holder=held,
         )
 

@@ -233,19 +233,9 @@ def apply_killed_at(workspace: Workspace, cloud: str, call: int, when: str) -> b
 
 
 def resume_after_kill(workspace: Workspace) -> Result:
-    """The next apply after a kill, as a user runs it. While the local lock is a file that
-    outlives its holder (`StateBackend.locks_outlive_their_holder`), a killed apply's lock is
-    the one manual step left: it is cleared only in that case, and only when it names a dead
-    process on this host."""
-    from keyplan.state.local import LocalBackend
-
-    result = workspace.keyplan("apply", "-auto-approve")
-    if result.code != 0 and "Error acquiring the state lock" in result.stderr and LocalBackend.locks_outlive_their_holder:
-        holder = LocalBackend(workspace.state_path).store().current_lock()
-        assert holder is not None and "no longer running" in result.stderr, result.output
-        assert workspace.keyplan("force-unlock", holder.id, "-force").code == 0
-        result = workspace.keyplan("apply", "-auto-approve")
-    return result
+    """The next apply after a kill, as a user runs it: no force-unlock, no -lock-timeout (the
+    local lock is an OS lock that died with the killed process)."""
+    return workspace.keyplan("apply", "-auto-approve")
 
 
 def assert_each_key_once(workspace: Workspace, cloud: str) -> None:

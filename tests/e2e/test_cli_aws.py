@@ -204,6 +204,7 @@ def test_killed_apply_converges_without_duplicate_keys(workspace: Workspace) -> 
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, "".join(seen)
+    assert LocalBackend(workspace.state_path).store().current_lock() is None, "the lock died with its process"
     result = resume_after_kill(workspace)  # parallel steps in flight; tests/e2e/test_crash_at_every_call.py kills at each call
     assert result.code == 0, result.output
     assert workspace.keyplan("plan", "-detailed-exitcode").code == 0

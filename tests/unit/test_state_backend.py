@@ -89,3 +89,19 @@ def test_a_lock_timeout_gives_up_and_says_how_long_it_waited(tmp_path: Path) -> 
     with pytest.raises(DiagnosticsError) as caught:
         backend.acquire("plan", timeout=0.2)
     assert "after waiting 0.2s" in next(iter(caught.value.diagnostics)).detail
+
+
+def test_a_lock_file_nobody_holds_is_no_lock(tmp_path: Path) -> None:
+    """What a killed keyplan leaves: the lock file with its holder's record, but no OS lock."""
+    from keyplan.state.backend import LockInfo
+
+    left = LockInfo.for_this_process("apply").model_copy(update={"pid": 999_999_999, "id": "left-by-a-crash"})
+    (tmp_path / "s.json.lock").write_text(left.model_dump_json())
+    backend = LocalBackend(tmp_path / "s.json").store()
+    assert backend.current_lock() is None
+    with pytest.raises(DiagnosticsError, match="not locked"):
+        backend.force_unlock("left-by-a-crash")
+    held = backend.acquire("plan")
+    assert backend.current_lock() == held and LocalBackend(tmp_path / "s.json").store().current_lock() == held
+    backend.release(held)
+    assert not (tmp_path / "s.json.lock").exists()
