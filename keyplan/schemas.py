@@ -32,7 +32,14 @@ def plan_schema() -> dict[str, Any]:
     schema = Plan.model_json_schema(mode="serialization")
     schema["properties"]["summary"] = {
         "type": "object",
-        "description": "Only in `-json` output: how many changes of each kind (create, import, update, rotate, delete, forget).",
+        "description": "Only in `-json` output: how many keys have a change of each kind (create, adopt, import, "
+        "update, rotate, delete, forget); a key changed at several targets counts once per kind.",
+        "additionalProperties": {"type": "integer", "minimum": 0},
+    }
+    schema["properties"]["summary_targets"] = {
+        "type": "object",
+        "description": "Only in `-json` output: the same counts per key and target (a key created at three targets "
+        "counts three times).",
         "additionalProperties": {"type": "integer", "minimum": 0},
     }
     schema["properties"]["approvals"] = {

@@ -9,11 +9,12 @@ not have happened, and the next plan finds out (keys carry keyplan's tags).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from keyplan.apply.walker import ApplyResult
-from keyplan.plan.model import Plan
+from keyplan.plan.model import Plan, key_changes
 
 
 class KeyProgress(StrEnum):
@@ -62,3 +63,11 @@ def keys_progress(plan: Plan, result: ApplyResult) -> KeysProgress:
             kind = KeyProgress.PARTLY_DONE
         progress.keys.setdefault(kind, []).append(address)
     return progress
+
+
+def keys_done_by_change(plan: Plan, result: ApplyResult) -> Counter[str]:
+    """How many keys the apply created, adopted, imported, updated, rotated, deleted, forgot:
+    each key whose every step succeeded counts once per kind of change it had (`key_changes`)."""
+    changes = key_changes(plan)
+    done = keys_progress(plan, result).of(KeyProgress.DONE)
+    return Counter(kind for address in done for kind in changes.get(address, []))

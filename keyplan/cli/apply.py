@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from keyplan.apply.summary import KeyProgress, keys_progress
+from keyplan.apply.summary import KeyProgress, keys_done_by_change, keys_progress
 from keyplan.apply.walker import ApplyHooks, ApplyResult, Interruption
 from keyplan.cli import ui
 from keyplan.cli.options import (
@@ -234,15 +234,35 @@ def _render(outcome: ApplyOutcome, colour: bool) -> int:
     if result.interrupted:
         emit(_interrupted(outcome.plan, result))
         return INTERRUPTED
+    done = _keys_done(outcome.plan, result)
     if not result.ok:
+        failed = keys_progress(outcome.plan, result).of(KeyProgress.FAILED)
+        noun = "key" if len(failed) == 1 else "keys"
+        listed = f" ({_keys(failed)})" if failed else ""
         emit(
-            f"\nApply failed: {len(result.succeeded)} step(s) done, {len(result.failed)} failed, "
-            f"{len(result.skipped)} skipped. The state records everything that was done; run `keyplan plan` to see "
-            "what is left.\n"
+            f"\nApply failed! {done}; {len(failed)} {noun} failed{listed}. The state records everything that was "
+            "done; run `keyplan plan` to see what is left.\n"
         )
         return 1
-    emit(f"\nApply complete! {len(result.succeeded)} step(s) done.\n")
+    emit(f"\nApply complete! {done}.\n")
     return 0
+
+
+def _keys_done(plan: Plan, result: ApplyResult) -> str:
+    """`Keys: 2 created, 1 imported, 1 updated, 0 rotated, 0 deleted` (adopted and forgotten when any)."""
+    counts = keys_done_by_change(plan, result)
+    parts = [f"{counts['create']} created"]
+    if counts["adopt"]:
+        parts.append(f"{counts['adopt']} adopted")
+    parts += [
+        f"{counts['import']} imported",
+        f"{counts['update']} updated",
+        f"{counts['rotate']} rotated",
+        f"{counts['delete']} deleted",
+    ]
+    if counts["forget"]:
+        parts.append(f"{counts['forget']} forgotten")
+    return "Keys: " + ", ".join(parts)
 
 
 _SHOWN_PER_LIST = 8

@@ -443,3 +443,37 @@ class Plan(_Model):
         return any(ChangeAction.NOOP not in c.actions for c in self.changes) or (
             self.mode == "refresh-only" and bool(self.drift)
         )
+
+
+# The kinds of change a summary counts, in the order it shows them.
+CHANGE_KINDS = ("create", "adopt", "import", "update", "rotate", "delete", "forget")
+
+
+def change_kind(change: PlannedChange) -> str | None:
+    """What one change of one key at one target counts as in a summary (None: no change)."""
+    actions = change.actions
+    if ChangeAction.NOOP in actions:
+        return None
+    for action, kind in (
+        (ChangeAction.CREATE, "create"),
+        (ChangeAction.ADOPT, "adopt"),
+        (ChangeAction.DELETE, "delete"),
+        (ChangeAction.FORGET, "forget"),
+        (ChangeAction.ROTATE, "rotate"),
+        (ChangeAction.REIMPORT, "import"),
+        (ChangeAction.IMPORT, "import"),
+    ):
+        if action in actions:
+            return kind
+    return "update"
+
+
+def key_changes(plan: Plan) -> dict[str, list[str]]:
+    """Per key address, the kinds of change it has across its targets (each kind once, in
+    `CHANGE_KINDS` order): a key created at three targets is one key to create."""
+    kinds: dict[str, set[str]] = {}
+    for change in plan.changes:
+        kind = change_kind(change)
+        if kind is not None:
+            kinds.setdefault(change.address, set()).add(kind)
+    return {address: [k for k in CHANGE_KINDS if k in found] for address, found in kinds.items()}

@@ -14,7 +14,7 @@ import json
 from collections import Counter
 
 from keyplan.escaping import for_markdown, for_terminal, markdown_code, markdown_fence
-from keyplan.plan.model import ChangeAction, Drift, Plan, PlannedChange
+from keyplan.plan.model import ChangeAction, Drift, Plan, PlannedChange, change_kind, key_changes
 from keyplan.policy.report import plan_section_markdown, plan_section_text
 
 _COLOURS = {"+": "32", "-": "31", "~": "33", "±": "35", "!": "35"}
@@ -43,31 +43,24 @@ def _value(field: str, value: object) -> str:
 
 
 def summary_counts(plan: Plan) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for change in plan.changes:
-        if ChangeAction.NOOP in change.actions:
-            continue
-        if ChangeAction.CREATE in change.actions or ChangeAction.ADOPT in change.actions:
-            counts["create"] += 1
-        elif ChangeAction.DELETE in change.actions:
-            counts["delete"] += 1
-        elif ChangeAction.FORGET in change.actions:
-            counts["forget"] += 1
-        elif ChangeAction.ROTATE in change.actions:
-            counts["rotate"] += 1
-        elif ChangeAction.REIMPORT in change.actions or ChangeAction.IMPORT in change.actions:
-            counts["import"] += 1
-        else:
-            counts["update"] += 1
-    return counts
+    """How many keys will be created, adopted, imported, updated, rotated, deleted or forgotten:
+    a key counts once per kind of change, however many targets it changes at (`key_changes`)."""
+    return Counter(kind for kinds in key_changes(plan).values() for kind in kinds)
+
+
+def target_counts(plan: Plan) -> Counter[str]:
+    """The same per key and target (a key created at three targets counts three times)."""
+    return Counter(kind for change in plan.changes if (kind := change_kind(change)) is not None)
 
 
 def summary_line(plan: Plan) -> str:
     if plan.mode == "refresh-only":
         return f"Drift: {len(plan.drift)} change{'s' if len(plan.drift) != 1 else ''} outside keyplan."
     counts = summary_counts(plan)
-    parts = [
-        f"{counts['create']} to create",
+    parts = [f"{counts['create']} to create"]
+    if counts["adopt"]:
+        parts.append(f"{counts['adopt']} to adopt")
+    parts += [
         f"{counts['import']} to import",
         f"{counts['update']} to update",
         f"{counts['rotate']} to rotate",
@@ -75,7 +68,9 @@ def summary_line(plan: Plan) -> str:
     ]
     if counts["forget"]:
         parts.append(f"{counts['forget']} to forget")
-    return "Plan: " + ", ".join(parts) + "."
+    changes = sum(target_counts(plan).values())
+    per_key = f" Keys are counted once; {changes} changes across their targets." if changes > sum(counts.values()) else ""
+    return "Plan: " + ", ".join(parts) + "." + per_key
 
 
 def _heading(change: PlannedChange) -> str:
@@ -166,6 +161,7 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
 def render_json(plan: Plan) -> str:
     document = plan.model_dump(mode="json")
     document["summary"] = dict(summary_counts(plan))
+    document["summary_targets"] = dict(target_counts(plan))
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
