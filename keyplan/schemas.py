@@ -1,5 +1,5 @@
 """The JSON Schemas of keyplan's documents (plan and `-json` plan output, state, drift report,
-policy report, verification report), generated from the models so they cannot drift from the
+policy report, verification report, `apply -json` events), generated from the models so they cannot drift from the
 code. `schemas/*.schema.json` are these, committed for readers and other tools; a test checks
 the committed files match.
 
@@ -66,6 +66,7 @@ def state_schema() -> dict[str, Any]:
 
 
 def documents() -> dict[str, dict[str, Any]]:
+    from keyplan.apply.events import apply_events_schema
     from keyplan.drift_report import drift_schema
     from keyplan.policy.report import policy_schema
     from keyplan.verification import verify_schema
@@ -76,6 +77,12 @@ def documents() -> dict[str, dict[str, Any]]:
         "drift.schema.json": drift_schema(),
         "policy.schema.json": policy_schema(),
         "verify.schema.json": verify_schema(),
+        "apply-events.schema.json": _with_meta(
+            apply_events_schema(),
+            "apply-events.schema.json",
+            "keyplan apply -json event",
+            "One line of `keyplan apply -json`: plan, step, key, progress, diagnostic or apply_end, told apart by `type`.",
+        ),
     }
 
 

@@ -1,6 +1,6 @@
 """Listeners on an apply: the walker reports every step through `ApplyHooks` and never prints.
 
-The terminal's progress lines (`keyplan.cli.ui.ProgressHooks`) and the audit log
+Apply progress (`keyplan.cli.progress`: a bar on a terminal, lines in a log, JSON events) and the audit log
 (`keyplan.apply.audit.AuditLog`) are listeners; `CompositeHooks` hands each event to several.
 """
 

@@ -5,16 +5,22 @@ skipped because of a failure, not started when an interrupt came before any of i
 partly done when an interrupt stopped it between steps (the next apply finishes it). After a
 second interrupt, a key whose step was still running is cut short: its remote change may or may
 not have happened, and the next plan finds out (keys carry keyplan's tags).
+
+`KeyTracker` follows the same thing live, for progress output: it says when a key is finished
+and how far the walk is (counts, rate, time left).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from keyplan.apply.walker import ApplyResult
-from keyplan.plan.model import Plan, key_changes
+from keyplan.plan.model import Action, Plan, key_changes
 
 
 class KeyProgress(StrEnum):
@@ -71,3 +77,109 @@ def keys_done_by_change(plan: Plan, result: ApplyResult) -> Counter[str]:
     changes = key_changes(plan)
     done = keys_progress(plan, result).of(KeyProgress.DONE)
     return Counter(kind for address in done for kind in changes.get(address, []))
+
+
+@dataclass(frozen=True)
+class KeyFinished:
+    """A key whose every step has now succeeded (or, `failed`, whose first step failed)."""
+
+    address: str
+    kinds: list[str]  # what it counts as: create, adopt, import, update, rotate, delete, forget
+    targets: list[str]
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    keys_total: int
+    keys_done: int
+    keys_failed: int
+    steps_total: int
+    steps_finished: int  # succeeded, failed or skipped
+    steps_running: int
+    elapsed_seconds: float
+
+    @property
+    def keys_per_second(self) -> float:
+        return self.keys_done / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Time left at the rate steps finished so far; None before the first finished."""
+        if not self.steps_finished or self.elapsed_seconds <= 0:
+            return None
+        return (self.steps_total - self.steps_finished) * self.elapsed_seconds / self.steps_finished
+
+
+class KeyTracker:
+    """Follows a walk step by step and says when a key is finished: what progress output shows
+    and counts. Safe to call from the walk's worker threads."""
+
+    def __init__(self, plan: Plan, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._lock = threading.Lock()
+        self._left: dict[str, set[str]] = {}
+        self._targets: dict[str, list[str]] = {}
+        for action in plan.actions:
+            if action.address is not None:
+                self._left.setdefault(action.address, set()).add(action.id)
+                targets = self._targets.setdefault(action.address, [])
+                if action.target is not None and action.target not in targets:
+                    targets.append(action.target)
+        self._kinds = key_changes(plan)
+        self._failed: set[str] = set()
+        self.keys_total = len(self._left)
+        self.steps_total = len(plan.actions)
+        self._keys_done = 0
+        self._steps_finished = 0
+        self._running = 0
+
+    def started(self, action: Action) -> None:
+        with self._lock:
+            self._running += 1
+
+    def succeeded(self, action: Action) -> KeyFinished | None:
+        with self._lock:
+            self._running -= 1
+            self._steps_finished += 1
+            if action.address is None or action.address in self._failed:
+                return None
+            left = self._left[action.address]
+            left.discard(action.id)
+            if left:
+                return None
+            self._keys_done += 1
+            return self._finished(action.address, failed=False)
+
+    def failed(self, action: Action) -> KeyFinished | None:
+        with self._lock:
+            self._running -= 1
+            self._steps_finished += 1
+            return self._first_failure(action)
+
+    def skipped(self, action: Action) -> KeyFinished | None:
+        with self._lock:
+            self._steps_finished += 1
+            return self._first_failure(action)
+
+    def snapshot(self) -> ProgressSnapshot:
+        with self._lock:
+            return ProgressSnapshot(
+                keys_total=self.keys_total,
+                keys_done=self._keys_done,
+                keys_failed=len(self._failed),
+                steps_total=self.steps_total,
+                steps_finished=self._steps_finished,
+                steps_running=self._running,
+                elapsed_seconds=self._clock() - self._started,
+            )
+
+    def _first_failure(self, action: Action) -> KeyFinished | None:
+        if action.address is None or action.address in self._failed:
+            return None
+        self._failed.add(action.address)
+        return self._finished(action.address, failed=True)
+
+    def _finished(self, address: str, *, failed: bool) -> KeyFinished:
+        return KeyFinished(address, self._kinds.get(address, []), self._targets.get(address, []), failed)

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from keyplan.apply.events import ApplyEndEvent, PlanEvent, event_line
 from keyplan.apply.summary import KeyProgress, keys_done_by_change, keys_progress
 from keyplan.apply.walker import ApplyHooks, ApplyResult, Interruption
 from keyplan.cli import ui
@@ -41,6 +42,7 @@ from keyplan.cli.plan import (
     VerifyOpt,
     plan_options,
 )
+from keyplan.cli.progress import JsonProgress, LineProgress, TerminalProgress
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.escaping import for_terminal
 from keyplan.operations.apply import ApplyCallbacks, ApplyOutcome, ApplyStatus
@@ -79,6 +81,15 @@ def apply(
     lock: LockOpt = "true",
     lock_timeout: LockTimeoutOpt = "0s",
     no_color: NoColorOpt = False,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "-json",
+            "--json",
+            help="Progress and outcome as JSON events, one per line (schemas/apply-events.schema.json); needs "
+            "-auto-approve or a saved plan.",
+        ),
+    ] = False,
 ) -> None:
     """Make the clouds match the configuration (or apply a saved plan exactly)."""
     from keyplan.approvals import read_approvals
@@ -87,7 +98,14 @@ def apply(
     from keyplan.plan.planfile import load_plan
     from keyplan.plan.render import render_text
 
-    view = _ApplyView(ui.use_colour(sys.stdout, no_color))
+    if json_output and planfile is None and not auto_approve:
+        raise DiagnosticsError.single(
+            "apply -json needs -auto-approve or a saved plan",
+            "With -json, standard output carries JSON events only, so keyplan cannot show the plan and ask for "
+            "confirmation. Pass -auto-approve, or apply a reviewed plan: `keyplan plan -out=FILE`, then "
+            "`keyplan apply -json FILE`.",
+        )
+    view = _ApplyView(ui.use_colour(sys.stdout, no_color), json_output=json_output)
     locking = lock_options(lock, lock_timeout)
     patience = parse_duration("throttle-timeout", throttle_timeout).total_seconds()
     if planfile is not None:
@@ -126,7 +144,7 @@ def apply(
 
     config = load(var, var_file, no_color=no_color)
     callbacks = ApplyCallbacks(
-        show=lambda plan: emit(render_text(plan, colour=view.colour)),
+        show=lambda plan: None if json_output else emit(render_text(plan, colour=view.colour)),
         approve=lambda plan: auto_approve or _confirm(),
         progress=view.progress,
         interruption=view.interruption,
@@ -193,24 +211,73 @@ def _notice(text: str) -> None:
 class _ApplyView:
     """What an apply shows: the walk's progress, then how it ended (and the exit code)."""
 
-    def __init__(self, colour: bool) -> None:
+    def __init__(self, colour: bool, *, json_output: bool = False) -> None:
         self.colour = colour
+        self.json_output = json_output
         self.interruption = Interruption()
-        self.hooks: ui.ProgressHooks | None = None
+        self.hooks: LineProgress | TerminalProgress | JsonProgress | None = None
 
     def progress(self, plan: Plan) -> ApplyHooks:
-        emit("\n")
-        self.hooks = ui.ProgressHooks(sys.stdout, colour=self.colour, total=len(plan.actions))
+        if self.json_output:
+            emit(event_line(_plan_event(plan)))
+            self.hooks = JsonProgress(sys.stdout, plan)
+        elif sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
+            emit("\n")
+            self.hooks = TerminalProgress(sys.stdout, plan, colour=self.colour)
+        else:
+            emit("\n")
+            self.hooks = LineProgress(sys.stdout, plan, colour=self.colour)
         return self.hooks
 
     def end(self, outcome: ApplyOutcome) -> None:
         if self.hooks is not None:
             self.hooks.close()  # steps abandoned in flight may still report: nothing after the summary
-        code = _render(outcome, self.colour)
+        code = _json_end(outcome) if self.json_output else _render(outcome, self.colour)
         result = outcome.result
         if result is not None and (result.interrupted or self.interruption.stopping):
             raise Exit(INTERRUPTED, abandoned=result.abandoned)
         raise Exit(code)
+
+
+def _plan_event(plan: Plan) -> PlanEvent:
+    from keyplan.plan.render import summary_counts, target_counts
+
+    return PlanEvent(
+        keys=len({a.address for a in plan.actions if a.address is not None}),
+        steps=len(plan.actions),
+        summary=dict(summary_counts(plan)),
+        summary_targets=dict(target_counts(plan)),
+    )
+
+
+def _json_end(outcome: ApplyOutcome) -> int:
+    """`apply -json`: the last event, with what the text summary says; the exit code."""
+    statuses = {ApplyStatus.NO_CHANGES: "no_changes", ApplyStatus.NOTHING_TO_DO: "no_changes"}
+    if outcome.status in statuses:
+        emit(event_line(ApplyEndEvent(outcome="no_changes")))
+        return 0
+    if outcome.status is ApplyStatus.ACCEPTED:
+        emit(event_line(ApplyEndEvent(outcome="accepted", accepted=outcome.accepted)))
+        return 0
+    result = outcome.result
+    assert result is not None, outcome.status  # -json applies only with -auto-approve or a saved plan
+    progress = keys_progress(outcome.plan, result)
+    ended = (
+        "abandoned" if result.abandoned else "interrupted" if result.interrupted else "complete" if result.ok else "failed"
+    )
+    emit(
+        event_line(
+            ApplyEndEvent(
+                outcome=ended,
+                keys=dict(keys_done_by_change(outcome.plan, result)),
+                failed=progress.of(KeyProgress.FAILED),
+                partly_done=progress.of(KeyProgress.PARTLY_DONE),
+                cut_short=progress.of(KeyProgress.CUT_SHORT),
+                not_started=progress.of(KeyProgress.NOT_STARTED),
+            )
+        )
+    )
+    return INTERRUPTED if result.interrupted else 0 if result.ok else 1
 
 
 def _render(outcome: ApplyOutcome, colour: bool) -> int:

@@ -1,19 +1,16 @@
-"""Terminal output: diagnostics, apply progress and prompts. The only module besides the
-command functions that writes to the terminal."""
+"""Terminal output: diagnostics, quota waits and prompts. With `progress.py` (apply progress), the
+only module besides the command functions that writes to the terminal."""
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
-import time
 from collections.abc import Iterable
 from typing import TextIO
 
 from keyplan.diagnostics import Diagnostic, Severity
 from keyplan.escaping import for_terminal, for_terminal_lines
 from keyplan.limits import ClassStats, RateClass
-from keyplan.plan.model import Action
 
 
 def use_colour(stream: TextIO, no_color: bool) -> bool:
@@ -45,71 +42,6 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic], *, no_color: bool = Fal
     for diagnostic in diagnostics:
         stream.write("\n" + format_diagnostic(diagnostic, colour) + "\n")
     stream.flush()
-
-
-class ProgressHooks:
-    """Apply progress as plain lines (one per finished step), safe from many threads. On a
-    terminal a status line shows what is running."""
-
-    def __init__(self, stream: TextIO, *, colour: bool, total: int) -> None:
-        self.stream = stream
-        self.colour = colour
-        self.total = total
-        self.done = 0
-        self.lock = threading.Lock()
-        self.live = stream.isatty()
-        self.running: dict[str, float] = {}
-        self.closed = False
-
-    def close(self) -> None:
-        """Nothing more is shown: the apply's summary follows."""
-        with self.lock:
-            if self.live and not self.closed:
-                self.stream.write("\r\x1b[K")
-                self.stream.flush()
-            self.closed = True
-
-    def _line(self, text: str) -> None:
-        with self.lock:
-            if self.closed:
-                return
-            if self.live:
-                self.stream.write("\r\x1b[K")
-            self.stream.write(text + "\n")
-            if self.live and self.running:
-                self.stream.write(f"[{self.done}/{self.total}] running: {len(self.running)} step(s)…")
-            self.stream.flush()
-
-    def started(self, action: Action) -> None:
-        with self.lock:
-            self.running[action.id] = time.monotonic()
-
-    def finished(self, action: Action, seconds: float) -> None:
-        with self.lock:
-            self.running.pop(action.id, None)
-            self.done += 1
-            done = self.done
-        self._line(f"[{done}/{self.total}] {for_terminal(action.label)}: done ({seconds:.1f}s)")
-
-    def failed(self, action: Action, diagnostic: Diagnostic) -> None:
-        with self.lock:
-            self.running.pop(action.id, None)
-            self.done += 1
-            done = self.done
-        text = f"[{done}/{self.total}] {for_terminal(action.label)}: failed"
-        self._line(f"\x1b[31m{text}\x1b[0m" if self.colour else text)
-
-    def skipped(self, action: Action, because: str) -> None:
-        with self.lock:
-            self.done += 1
-            done = self.done
-        self._line(f"[{done}/{self.total}] {for_terminal(action.label)}: skipped (depends on a failed step)")
-
-    def retrying(self, action: Action, attempt: int, delay: float, reason: str) -> None:
-        self._line(f"  {for_terminal(action.label)}: retry {attempt} in {delay:.1f}s ({for_terminal(reason)})")
-
-    def mutated(self, action: Action, outcome: str, remote_id: str | None) -> None:
-        return
 
 
 def ask(prompt: str) -> str | None:

@@ -5,6 +5,7 @@ deleted; -json carries the same counts."""
 from __future__ import annotations
 
 import json
+import re
 
 from conftest import Workspace
 
@@ -71,3 +72,55 @@ def test_counts_are_keys_not_key_targets_and_adoptions_are_apart(workspace: Work
     workspace.write(renamed.replace('default = ["a", "b"]', 'default = ["a"]'))
     removed = workspace.keyplan("apply", "-auto-approve")
     assert "Keys: 0 created, 0 imported, 0 updated, 0 rotated, 1 deleted." in removed.stdout, removed.output
+
+
+def test_without_a_terminal_apply_prints_at_most_a_line_per_key(workspace: Workspace) -> None:
+    workspace.write(CONFIG.replace('default = ["a", "b"]', 'default = ["a", "b", "c", "d", "e"]'))
+    applied = workspace.keyplan("apply", "-auto-approve")
+    assert applied.code == 0, applied.output
+    walk = applied.stdout.split("Plan: ", 1)[1].split("Apply complete!", 1)[0].strip().splitlines()[1:]
+    lines = [line for line in walk if line.strip()]
+    finished = [re.fullmatch(r'key\.app\["(\w)"\]: created at aws\.main, aws\.backup \((\d)/5 keys\)', line) for line in lines]
+    assert all(finished), applied.stdout
+    assert sorted(m.group(1) for m in finished if m) == ["a", "b", "c", "d", "e"]
+    assert [m.group(2) for m in finished if m] == ["1", "2", "3", "4", "5"], "one line per key, as each finishes"
+    assert "create_key" not in applied.output and "import_material" not in applied.output, "per-step detail is DEBUG"
+
+    debug = workspace.keyplan("apply", "-auto-approve", "-replace", 'key.app["a"]', env={"KEYPLAN_LOG": "DEBUG"})
+    assert debug.code == 0 and "DEBUG: done import_material key.app[\"a\"] @ aws.main" in debug.stderr, debug.output
+    assert 'key.app["a"]: rotated at aws.main, aws.backup (1/1 keys)' in debug.stdout
+
+
+def test_apply_json_prints_well_formed_events(workspace: Workspace) -> None:
+    import jsonschema
+
+    from keyplan.apply.events import apply_events_schema
+
+    workspace.write(CONFIG)
+    refused = workspace.keyplan("apply", "-json")
+    assert refused.code == 1 and "-auto-approve" in refused.stderr and refused.stdout == ""
+    applied = workspace.keyplan("apply", "-json", "-auto-approve")
+    assert applied.code == 0, applied.output
+    validator = jsonschema.Draft202012Validator(apply_events_schema())
+    events = [json.loads(line) for line in applied.stdout.splitlines()]
+    for event in events:
+        validator.validate(event)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "plan" and kinds[-1] == "apply_end" and kinds[-2] == "progress"
+    assert events[0]["summary"] == {"create": 2} and events[0]["keys"] == 2 and events[0]["steps"] == len(
+        [e for e in events if e["type"] == "step" and e["status"] == "done"]
+    )
+    finished = [e for e in events if e["type"] == "key"]
+    assert sorted(e["address"] for e in finished) == ['key.app["a"]', 'key.app["b"]']
+    assert all(e["status"] == "done" and e["changes"] == ["create"] for e in finished)
+    assert all(e["targets"] == ["aws.main", "aws.backup"] for e in finished)
+    last_progress = events[-2]
+    assert (last_progress["keys_done"], last_progress["keys_total"]) == (2, 2)
+    assert last_progress["steps_finished"] == last_progress["steps_total"] == events[0]["steps"]
+    assert events[-1]["outcome"] == "complete" and events[-1]["keys"] == {"create": 2}
+    started = {e["step"] for e in events if e["type"] == "step" and e["status"] == "started"}
+    assert started == {e["step"] for e in events if e["type"] == "step" and e["status"] == "done"}
+
+    again = workspace.keyplan("apply", "-json", "-auto-approve")
+    assert [json.loads(line)["type"] for line in again.stdout.splitlines()] == ["apply_end"]
+    assert json.loads(again.stdout)["outcome"] == "no_changes"

@@ -114,7 +114,7 @@ def test_one_interrupt_finishes_the_steps_in_flight_and_says_what_is_left(
     workspace.write(CONFIG)
     process = start_apply(workspace, latency_ms=150)
     seen: list[str] = []
-    read_until(process, seen, "update_key", "done")
+    read_until(process, seen, ": created at aws.main")  # the first key finished
     process.send_signal(signum)
     output = finish(process, seen)
 
