@@ -124,7 +124,7 @@ def apply(
         saved = load_plan(from_working_dir(planfile))
         approvals = read_approvals(from_working_dir(planfile))
         max_age = parse_duration("max-plan-age", max_plan_age) if max_plan_age not in ("0", "0s") else None
-        with _interrupts_as_requests(view.interruption):
+        with _interrupts_as_requests(view.interruption), view.showing():
             _, outcome = apply_saved(
                 saved,
                 workspace(),
@@ -150,7 +150,7 @@ def apply(
         interruption=view.interruption,
     )
     options = plan_options(target, replace, refresh, refresh_only, None, verify, allow_new_lineage)
-    with _interrupts_as_requests(view.interruption):
+    with _interrupts_as_requests(view.interruption), view.showing():
         outcome = apply_plan(
             config, options, lock=locking, parallelism=parallelism, throttle_timeout=patience, callbacks=callbacks
         )
@@ -229,9 +229,20 @@ class _ApplyView:
             self.hooks = LineProgress(sys.stdout, plan, colour=self.colour)
         return self.hooks
 
-    def end(self, outcome: ApplyOutcome) -> None:
+    @contextmanager
+    def showing(self) -> Iterator[None]:
+        """The progress display ends with the operation, even when it raises."""
+        try:
+            yield
+        finally:
+            self.close()
+
+    def close(self) -> None:
         if self.hooks is not None:
             self.hooks.close()  # steps abandoned in flight may still report: nothing after the summary
+
+    def end(self, outcome: ApplyOutcome) -> None:
+        self.close()
         code = _json_end(outcome) if self.json_output else _render(outcome, self.colour)
         result = outcome.result
         if result is not None and (result.interrupted or self.interruption.stopping):

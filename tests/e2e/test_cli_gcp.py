@@ -221,8 +221,8 @@ def test_destroyed_version_is_restored_while_scheduled_and_reimported_once_destr
     assert change["actions"] == ["reimport"] and change["material_version"] == 1
     apply = workspace.keyplan("apply", "-auto-approve", *ONE_KEY)
     assert apply.code == 0, apply.output
-    assert 'import_material key.app["payments"] @ gcp.main: done' in apply.stdout
-    assert "create_key" not in apply.stdout, "the same key, not a new one"
+    assert 'key.app["payments"]: material imported at gcp.main (1/1 keys)' in apply.stdout, "the same key, not a new one"
+    assert "Keys: 0 created, 1 imported" in apply.stdout
     with gcp_cloud(workspace.path) as cloud:
         assert cloud.fingerprints()[name] == {version: fingerprint}, "the same material, in the same version"
         assert cloud.version_states(name) == {version: "ENABLED"} and cloud.primary(name) == version
