@@ -56,7 +56,7 @@ def duration(seconds: float) -> str:
 
 
 def key_line(finished: KeyFinished, snapshot: ProgressSnapshot) -> str:
-    """`key.app["a"]: created at aws.main (3/8 keys)`, or `...: failed at ...` for a failed key."""
+    """`key.app["a"]: created at cloud.main (3/8 keys)`, or `...: failed at ...` for a failed key."""
     what = "failed" if finished.failed else ", ".join(_DONE.get(kind, kind) for kind in finished.kinds) or "done"
     at = f" at {', '.join(finished.targets)}" if finished.targets else ""
     return for_terminal(f"{finished.address}: {what}{at}") + f" ({snapshot.keys_done}/{snapshot.keys_total} keys)"

@@ -90,10 +90,12 @@ def test_a_failing_target_does_not_stop_independent_keys(workspace: Workspace) -
                  'key "signing" {\n  algorithm = "EC_P256"\n  source    = source.software.local\n  targets   = [provider.aws.broken]')
     )
     faults = {"aws-broken": {"errors": [{"operation": "CreateKey", "status": 500, "count": 1000}]}}
-    env = {"KEYPLAN_EMULATOR_FAULTS": json.dumps(faults)}
+    env = {"KEYPLAN_EMULATOR_FAULTS": json.dumps(faults), "KEYPLAN_LOG": "DEBUG"}
     result = workspace.keyplan("apply", "-auto-approve", env=env)
     assert result.code == 1, result.output
-    assert "retry" in result.stdout, "server errors are retried before giving up"
+    assert "create_key key.signing @ aws.broken: attempt 1 failed" in result.stderr, "retried before giving up"
+    assert "retry" not in result.stdout and "attempt" not in result.stdout, "retries are debug detail"
+    assert "key.signing: failed at aws.broken" in result.stdout
     assert "create_key key.signing @ aws.broken" in result.stderr
     state = workspace.state()
     assert sorted(state["keys"]) == ['key.data["a"]', 'key.data["b"]', "key.hmac", "key.signing"]
