@@ -140,10 +140,10 @@ def _prove_mac(provider: AwsKmsProvider, request: MaterialProofRequest, witness:
 
 def _prove_by_reimport(provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
     remote_id = request.remote_id
-    live = provider._read_key(remote_id, (), {}, with_versions=True)
+    # one read: ListKeyRotations names every material with its state, the current one marked
+    versions = provider.material_versions(remote_id)
     version_id = request.remote_version_id if _MATERIAL_ID.fullmatch(request.remote_version_id or "") else None
-    version_id = version_id or live.current_version
-    version = next((v for v in live.versions or () if v.version_id == version_id), None)
+    version = next((v for v in versions if (v.version_id == version_id if version_id else v.current)), None)
     if version is None or version.state not in (VersionState.ENABLED, VersionState.PENDING_ROTATION):
         held = version.state.value.replace("_", " ") if version else "not listed"
         return _verdict(

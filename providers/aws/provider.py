@@ -110,6 +110,10 @@ class AwsKmsProvider(Provider):
     def _versions(self, remote_id: str, metadata: dict[str, Any]) -> tuple[RemoteVersion, ...]:
         if metadata.get("KeySpec") != "SYMMETRIC_DEFAULT":
             return single_material_version(metadata)
+        return self.material_versions(remote_id)
+
+    def material_versions(self, remote_id: str) -> tuple[RemoteVersion, ...]:
+        """Every material a symmetric key holds or held (ListKeyRotations with its material)."""
         rotations = self._kms.pages(
             "ListKeyRotations",
             "Rotations",

@@ -15,7 +15,8 @@ from conftest import Workspace
 from gcp_support import gcp_cloud
 from test_cli_hsm import EMULATORS, EVERY_TARGET, PINS, config, init_token
 
-from providers.emulation import start_embedded
+from providers.aws import KmsEmulator
+from providers.emulation import Clock, DocumentStore, EmulatorServer, start_embedded
 from providers.emulation.server import fetch_json
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -435,3 +436,28 @@ def test_import_proves_ec_keys_at_google_and_azure_and_refuses_other_material(wo
     assert refused.code == 1
     assert "does not hold keyplan's material for key.signer" in refused.stderr
     assert workspace.state() == before
+
+
+def test_aws_proofs_make_only_the_calls_they_need(workspace: Workspace, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Counted at the emulator: a proof reads no tags, aliases or key description it does not use."""
+    data = tmp_path_factory.mktemp("aws-emulator")
+    store = DocumentStore(data / "aws.sqlite")
+    server = EmulatorServer(KmsEmulator(store, Clock()), cert_dir=data).start()
+    try:
+        workspace.write(AWS_CONFIG.replace('endpoint = "embedded"', f'endpoint = "{server.url}"\n  credentials = "local"'))
+        assert workspace.keyplan("apply", "-auto-approve").code == 0
+        calls = {}
+        for address in ("key.data", "key.mac", "key.signer", "key.decrypter"):
+            fetch_json(server.url + "/_emulator/stats/reset", "POST", {})
+            code, _ = verify_json(workspace, address)
+            assert code == 0
+            calls[address] = fetch_json(server.url + "/_emulator/stats")["calls"]
+    finally:
+        server.stop()
+        store.close()
+    assert calls == {
+        "key.data": {"ListKeyRotations": 1, "GetParametersForImport": 1, "ImportKeyMaterial": 1},
+        "key.mac": {"GenerateMac": 1},
+        "key.signer": {"GetPublicKey": 1, "Sign": 1},
+        "key.decrypter": {"GetPublicKey": 1, "Decrypt": 1},
+    }
