@@ -646,6 +646,9 @@ class MaterialProof(_Model):
     detail: str  # what was compared, or why it could not be; never anything derived from material
     remote_version_id: str | None = None  # the version the cloud proved (re-import proofs name it)
     expires_at: datetime | None = None
+    # cannot_prove because the cloud offers no proof for this kind of key at all (not because an
+    # operation was refused, a block is missing or the key is unusable now): nothing to fix
+    by_design: bool = False
 
 
 class MaterialWrapper(Protocol):

@@ -7,9 +7,13 @@ it). The core only orchestrates: which versions, a fresh random challenge per ru
 transient errors, and the report. Which proof a cloud allows is the provider's to say.
 
 Verdicts: `proven`, `mismatch` (the target holds other material), `cannot_prove` (with the
-reason: the cloud offers no proof for this key type, or refused an operation it needs). Errors
-that stop a proof from being tried at all (credentials, an unreachable endpoint) are reported as
-diagnostics beside the results.
+reason: the cloud offers no proof for this key type, `by_design`, or refused an operation it
+needs). Errors that stop a proof from being tried at all (credentials, an unreachable endpoint)
+are reported as diagnostics beside the results.
+
+A verification is complete when every version is proven or unprovable by design; the CLI exits 0
+then, 2 when any version mismatched, and 1 when it is incomplete (`unproven_diagnostics` says
+which proofs were refused and how to let them run).
 """
 
 from __future__ import annotations
@@ -71,12 +75,14 @@ class VerificationResult(_Model):
     method: ProofMethod
     verdict: Verdict
     detail: str
+    by_design: bool = False  # cannot_prove because the cloud offers no proof for this kind of key
 
 
 class VerificationSummary(_Model):
     proven: int
     mismatch: int
     cannot_prove: int
+    cannot_prove_by_design: int  # of cannot_prove: no proof exists for the kind of key (nothing to fix)
     errors: int
 
 
@@ -94,6 +100,19 @@ class VerificationReport(_Model):
     def mismatches(self) -> list[VerificationResult]:
         return [r for r in self.results if r.verdict is Verdict.MISMATCH]
 
+    @property
+    def unproven(self) -> list[VerificationResult]:
+        """Versions that could have been proven but were not: an operation refused, a key unusable
+        now, a configuration block missing."""
+        return [r for r in self.results if r.verdict is Verdict.CANNOT_PROVE and not r.by_design]
+
+    @property
+    def complete(self) -> bool:
+        """Every version proven, or unprovable by design, and every proof tried."""
+        return not self.errors and all(
+            r.verdict is Verdict.PROVEN or (r.verdict is Verdict.CANNOT_PROVE and r.by_design) for r in self.results
+        )
+
 
 def summarize(results: list[VerificationResult], errors: list[Diagnostic]) -> VerificationSummary:
     def count(verdict: Verdict) -> int:
@@ -103,6 +122,7 @@ def summarize(results: list[VerificationResult], errors: list[Diagnostic]) -> Ve
         proven=count(Verdict.PROVEN),
         mismatch=count(Verdict.MISMATCH),
         cannot_prove=count(Verdict.CANNOT_PROVE),
+        cannot_prove_by_design=sum(1 for r in results if r.verdict is Verdict.CANNOT_PROVE and r.by_design),
         errors=len(errors),
     )
 
@@ -291,6 +311,7 @@ class Verifier:
             method=proof.method,
             verdict=proof.verdict,
             detail=proof.detail,
+            by_design=proof.verdict is Verdict.CANNOT_PROVE and proof.by_design,
         )
 
 
@@ -351,12 +372,16 @@ def render_text(report: VerificationReport, *, colour: bool = False) -> str:
             f"{mark} {_printable(r.address)} @ {r.target}: material v{r.material_version} ({r.fingerprint or 'unknown'})"
         )
         lines.append(f"    {_printable(r.remote_id)}{_printable(version)}")
-        lines.append(f"    {_VERDICT_TEXT[r.verdict]} by {r.method.value.replace('_', ' ')}: {_printable(r.detail)}")
+        verdict = _VERDICT_TEXT[r.verdict] + (" (no proof exists for this kind of key)" if r.by_design else "")
+        lines.append(f"    {verdict} by {r.method.value.replace('_', ' ')}: {_printable(r.detail)}")
     s = report.summary
     lines.append("")
     lines.append(
         f"Verified {len(report.results)} imported version(s): {s.proven} proven, {s.mismatch} mismatch, "
-        f"{s.cannot_prove} cannot prove" + (f", {s.errors} not tried (errors below)" if s.errors else "") + "."
+        f"{s.cannot_prove} cannot prove"
+        + (f" ({s.cannot_prove_by_design} by design)" if s.cannot_prove_by_design else "")
+        + (f", {s.errors} not tried (errors below)" if s.errors else "")
+        + "."
     )
     return "\n".join(lines) + "\n"
 
@@ -412,6 +437,22 @@ def warnings_for(report: VerificationReport) -> list[Diagnostic]:
             address=r.address,
         )
         for r in report.mismatches
+    ]
+
+
+def unproven_diagnostics(report: VerificationReport) -> list[Diagnostic]:
+    """Why the verification is incomplete: one error per version that could have been proven but
+    was not (the reason, and how to let the proof run)."""
+    return [
+        Diagnostic(
+            severity=Severity.ERROR,
+            summary=f"Cannot prove material v{r.material_version} of {r.address} at {r.target}",
+            detail=f"{r.detail}. Nothing was changed. Once the key is usable for the operation its proof needs (enabled, "
+            "with a usage or key operations that allow it) and the configuration has its source and provider blocks, run "
+            "`keyplan verify` again.",
+            address=r.address,
+        )
+        for r in report.unproven
     ]
 
 

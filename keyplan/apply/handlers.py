@@ -303,8 +303,9 @@ def import_material(context: ApplyContext, action: ImportMaterial) -> None:
 @handles(VerifyMaterial)
 def verify_material(context: ApplyContext, action: VerifyMaterial) -> None:
     """`apply -verify`: prove the version just imported holds the material (as `keyplan verify`
-    does), under the target's admission like any call. A mismatch fails the action; a proof the
-    cloud cannot give is reported and the apply goes on."""
+    does), under the target's admission like any call. As for `keyplan verify`, only a proof, or
+    a proof the cloud offers for no key of this kind (reported), lets the apply go on: a mismatch
+    fails the action, and so does a proof that was refused (the key's later steps are skipped)."""
     from keyplan.verification import ProofTask, Verifier
 
     address, target, version = action.address, action.target, action.args.version
@@ -332,6 +333,12 @@ def verify_material(context: ApplyContext, action: VerifyMaterial) -> None:
             f"{target} does not hold the material v{version} just imported",
             f"{result.detail}. The key {result.remote_id} holds other material than {result.fingerprint}; do not "
             "rely on it, and find out how it changed before applying again.",
+        )
+    if result.verdict is Verdict.CANNOT_PROVE and not result.by_design:
+        raise ActionFailed(
+            f"cannot prove that {target} holds the material v{version} just imported",
+            f"{result.detail}. The import itself succeeded and is recorded. Let the proof run (see why above) and "
+            "apply again, or apply without -verify.",
         )
     context.hooks.mutated(action, outcome, target_record.remote_id)
 

@@ -193,11 +193,11 @@ def drift(
     result, report = outcome.plan, outcome.policy
     if outcome.proof_errors:
         ui.print_diagnostics(outcome.proof_errors, no_color=no_color)
-        if not result.drift:
-            raise Exit(1)
     emit(render_drift_report(result) if json_output else render_text(result, colour=ui.use_colour(sys.stdout, no_color)))
     if result.drift or (report and report.errors):
         raise Exit(2)
+    if outcome.proof_errors:  # with -verify, as keyplan verify: a proof not tried or refused is incomplete
+        raise Exit(1)
 
 
 def graph(

@@ -1,6 +1,9 @@
 """`keyplan verify`: prove that each target holds exactly the material its key source holds
-(registered by keyplan.cli.main; the work is `keyplan.operations.verify`). Exit 0 when nothing mismatched, 2 when any target holds other
-material, 1 when a proof could not be tried (credentials, an unreachable endpoint)."""
+(registered by keyplan.cli.main; the work is `keyplan.operations.verify`). Exit 0 when every
+imported version is proven or unprovable by design (no proof exists for that kind of key), 2 when
+any target holds other material, 1 when the verification is incomplete: a proof could not be
+tried (credentials, an unreachable endpoint) or was refused (a disabled key, a usage that forbids
+the operation, a configuration block missing)."""
 
 from __future__ import annotations
 
@@ -44,16 +47,18 @@ def verify(
 ) -> None:
     """Prove, per key, target and imported version, that the cloud holds the source's material."""
     from keyplan.operations.verify import verify as prove_all
-    from keyplan.verification import render_json, render_text, warnings_for
+    from keyplan.verification import render_json, render_text, unproven_diagnostics, warnings_for
 
     config = load(var, var_file, no_color=no_color)
     report = prove_all(config, addresses or [], lock=lock_options(lock, lock_timeout), parallelism=parallelism)
     if json_output:
         emit(render_json(report))
     else:
-        ui.print_diagnostics([*warnings_for(report), *report.errors], no_color=no_color)
+        ui.print_diagnostics(
+            [*warnings_for(report), *unproven_diagnostics(report), *report.errors], no_color=no_color
+        )
         emit(render_text(report, colour=ui.use_colour(sys.stdout, no_color)))
     if report.mismatches:
         raise Exit(2)
-    if report.errors:
+    if not report.complete:
         raise Exit(1)

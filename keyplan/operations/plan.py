@@ -49,7 +49,7 @@ def plan(config: Config, options: PlanOptions, *, lock: LockOptions, parallelism
 class DriftOutcome:
     plan: Plan  # refresh-only, its drift including material mismatches when verified
     policy: PolicyReport | None  # a declared policy's live rules
-    proof_errors: list[Diagnostic]  # proofs that could not be tried (with `verify`)
+    proof_errors: list[Diagnostic]  # proofs that could not be tried or were refused (with `verify`)
 
 
 def drift(config: Config, options: PlanOptions, *, lock: LockOptions, verify: bool = False) -> DriftOutcome:
@@ -63,10 +63,10 @@ def drift(config: Config, options: PlanOptions, *, lock: LockOptions, verify: bo
         state, exists = read_state(backend)
         result = make_plan(config, state, exists, options, 10)
         if verify:
-            from keyplan.verification import material_drift, run_verify
+            from keyplan.verification import material_drift, run_verify, unproven_diagnostics
 
             proofs = run_verify(config, state)
-            proof_errors = list(proofs.errors)
+            proof_errors = [*unproven_diagnostics(proofs), *proofs.errors]
             result = result.model_copy(update={"drift": [*result.drift, *material_drift(proofs)]})
     report = live_findings(config, state, result.live)
     return DriftOutcome(result.model_copy(update={"findings": report.findings if report else []}), report, proof_errors)

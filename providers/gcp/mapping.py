@@ -29,10 +29,18 @@ class GcpKeyType:
     algorithm: str  # CryptoKeyVersion.algorithm
 
 
-def gcp_key_type(algorithm: Algorithm, usage: KeyUsage) -> GcpKeyType | None:
-    """The purpose and algorithm keyplan creates for one of its algorithms, or None if GCP has none."""
+SYMMETRIC_ENCRYPTION = "GOOGLE_SYMMETRIC_ENCRYPTION"  # Encrypt/Decrypt; Google's own ciphertext format
+RAW_AES_GCM = "AES_256_GCM"  # RawEncrypt/RawDecrypt; standard AES-GCM ciphertexts
+
+
+def gcp_key_type(algorithm: Algorithm, usage: KeyUsage, symmetric: str = SYMMETRIC_ENCRYPTION) -> GcpKeyType | None:
+    """The purpose and algorithm keyplan creates for one of its algorithms, or None if GCP has none.
+    `symmetric` chooses what an AES key is: GOOGLE_SYMMETRIC_ENCRYPTION (purpose ENCRYPT_DECRYPT)
+    or raw AES_256_GCM (purpose RAW_ENCRYPT_DECRYPT)."""
     if algorithm.name == "AES_256" and usage is KeyUsage.ENCRYPT:
-        return GcpKeyType("ENCRYPT_DECRYPT", "GOOGLE_SYMMETRIC_ENCRYPTION")
+        if symmetric == RAW_AES_GCM:
+            return GcpKeyType("RAW_ENCRYPT_DECRYPT", RAW_AES_GCM)
+        return GcpKeyType("ENCRYPT_DECRYPT", SYMMETRIC_ENCRYPTION)
     if algorithm.kind is MaterialKind.HMAC and usage is KeyUsage.MAC:
         return GcpKeyType("MAC", algorithm.name)  # HMAC_SHA224 … HMAC_SHA512 share keyplan's names
     if algorithm.kind is MaterialKind.RSA and algorithm.bits in (2048, 3072, 4096):
@@ -50,7 +58,7 @@ def gcp_key_type(algorithm: Algorithm, usage: KeyUsage) -> GcpKeyType | None:
 
 def keyplan_algorithm_name(gcp_algorithm: str) -> str | None:
     """keyplan's name for a GCP version algorithm, when keyplan manages that kind of key."""
-    if gcp_algorithm == "GOOGLE_SYMMETRIC_ENCRYPTION":
+    if gcp_algorithm in (SYMMETRIC_ENCRYPTION, RAW_AES_GCM):
         return "AES_256"
     if gcp_algorithm in ("HMAC_SHA224", "HMAC_SHA256", "HMAC_SHA384", "HMAC_SHA512"):
         return gcp_algorithm

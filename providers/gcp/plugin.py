@@ -37,7 +37,7 @@ class GcpPlugin(ProviderPlugin[GcpSettings]):
 
     def check_key(self, settings: GcpSettings, address: str, key: KeySpec) -> Diagnostics:
         diags = Diagnostics()
-        key_type = gcp_key_type(key.algorithm, key.usage)
+        key_type = gcp_key_type(key.algorithm, key.usage, settings.symmetric_algorithm)
         if key_type is None:
             diags.error(
                 f"Google Cloud KMS cannot import {key.algorithm.name} keys for {key.usage.value}",

@@ -5,9 +5,13 @@ addressable, so every version keyplan imported is proven on its own.
   AsymmetricSign of the digest of the run's fresh challenge then verifies under the source's
   public key.
 - HMAC versions: MacSign of the challenge equals the source's HMAC of it.
-- AES: keyplan's AES keys are GOOGLE_SYMMETRIC_ENCRYPTION, whose ciphertext format Google does
-  not document, and Cloud KMS imports material into a version only once (re-import is only for
-  destroyed versions), so there is no proof for them: "cannot prove", with that reason.
+- AES raw encryption versions (AES_256_GCM, `symmetric_algorithm = "AES_256_GCM"`): RawEncrypt
+  of the challenge equals the source's AES-GCM encryption of it under the IV Cloud KMS chose
+  (ciphertext and tag), and RawDecrypt opens what the source encrypted under a fresh IV.
+- AES GOOGLE_SYMMETRIC_ENCRYPTION versions (the default): Google does not document their
+  ciphertext format, and Cloud KMS imports material into a version only once (re-import is only
+  for destroyed versions), so there is no proof for them: "cannot prove" by design, with that
+  reason and the advice to use raw encryption keys.
 
 A version that is disabled or destroyed is answered with FAILED_PRECONDITION, which becomes a
 "cannot prove" verdict with Cloud KMS's reason.
@@ -16,6 +20,7 @@ A version that is disabled or destroyed is answered with FAILED_PRECONDITION, wh
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import TYPE_CHECKING
 
 from keyplan.algorithms import MaterialKind
@@ -30,10 +35,14 @@ from keyplan.provider import (
     ProviderError,
     Verdict,
 )
-from providers.gcp.mapping import gcp_key_type
+from providers.gcp.mapping import RAW_AES_GCM, gcp_key_type
 
 if TYPE_CHECKING:
     from providers.gcp.provider import GcpProvider
+
+AAD = b"keyplan verify"
+GCM_IV_LENGTH = 12
+GCM_TAG_LENGTH = 16
 
 
 def _verdict(verdict: Verdict, method: ProofMethod, detail: str, version: str | None = None) -> MaterialProof:
@@ -51,13 +60,83 @@ def prove(provider: GcpProvider, request: MaterialProofRequest, witness: Materia
     elif kind is MaterialKind.HMAC:
         proof = _prove_mac(provider, request, witness, name)
     else:
-        proof = _verdict(
-            Verdict.CANNOT_PROVE,
-            ProofMethod.NONE,
-            "Cloud KMS does not document the ciphertext format of GOOGLE_SYMMETRIC_ENCRYPTION keys and takes material "
-            "into a version only once, so no operation shows which AES material a version holds",
-        )
+        proof = _prove_aes(provider, request, witness, name)
     return proof.model_copy(update={"remote_version_id": version_id})
+
+
+def _prove_aes(provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness, name: str) -> MaterialProof:
+    version = provider._kms.call(
+        "read the version", provider._client.get_crypto_key_version, request.remote_id, name=name
+    )
+    algorithm = version.algorithm.name
+    if algorithm == RAW_AES_GCM:
+        return _prove_raw_aes_gcm(provider, request, witness, name)
+    return MaterialProof(
+        verdict=Verdict.CANNOT_PROVE,
+        method=ProofMethod.NONE,
+        detail=f"the version is {algorithm}: Cloud KMS does not document its ciphertext format and takes material "
+        "into a version only once, so no operation shows which AES material it holds. To have AES keys proven, "
+        'create them as raw encryption keys (symmetric_algorithm = "AES_256_GCM" in the provider block)',
+        by_design=True,
+    )
+
+
+def _prove_raw_aes_gcm(
+    provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness, name: str
+) -> MaterialProof:
+    """RawEncrypt's AES-GCM ciphertext is standard: the source, encrypting the same challenge
+    under the IV Cloud KMS chose, gets the same bytes only with the same key. Then the reverse:
+    the version opens (RawDecrypt) what the source encrypted under a fresh IV of its own."""
+    client = provider._client
+    sealed = provider._kms.call(
+        "encrypt with the raw key",
+        client.raw_encrypt,
+        request.remote_id,
+        request={"name": name, "plaintext": request.challenge, "additional_authenticated_data": AAD},
+    )
+    tag_length = sealed.tag_length or GCM_TAG_LENGTH
+    ciphertext, tag = witness.aes_gcm_encrypt(bytes(sealed.initialization_vector), request.challenge, AAD)
+    if ciphertext + tag[:tag_length] != bytes(sealed.ciphertext):
+        return _verdict(
+            Verdict.MISMATCH,
+            ProofMethod.ENCRYPTION,
+            "the version's AES-256-GCM encryption (RawEncrypt) of a fresh challenge differs from the source's under "
+            "the same IV",
+        )
+    iv = os.urandom(GCM_IV_LENGTH)
+    other = request.challenge[::-1]
+    ours, our_tag = witness.aes_gcm_encrypt(iv, other, AAD)
+    try:
+        opened = provider._kms.call(
+            "decrypt with the raw key",
+            client.raw_decrypt,
+            request.remote_id,
+            request={
+                "name": name,
+                "ciphertext": ours + our_tag,
+                "additional_authenticated_data": AAD,
+                "initialization_vector": iv,
+                "tag_length": GCM_TAG_LENGTH,
+            },
+        )
+    except ProviderError as error:
+        if error.retryable or error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE):
+            raise
+        return _verdict(
+            Verdict.MISMATCH,
+            ProofMethod.ENCRYPTION,
+            f"the version's ciphertext matched, but it refused what the source encrypted ({error.summary})",
+        )
+    if bytes(opened.plaintext) != other:
+        return _verdict(
+            Verdict.MISMATCH, ProofMethod.ENCRYPTION, "the version decrypted the source's ciphertext to other bytes"
+        )
+    return _verdict(
+        Verdict.PROVEN,
+        ProofMethod.ENCRYPTION,
+        "the version's AES-256-GCM encryption (RawEncrypt) of a fresh challenge equals the source's under the same "
+        "IV, and it decrypted (RawDecrypt) the source's encryption of another under a fresh IV",
+    )
 
 
 def _current_version(provider: GcpProvider, remote_id: str) -> str | None:

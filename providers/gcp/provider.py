@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from keyplan.algorithms import MaterialKind
 from keyplan.provider import (
     RESERVED_TAG_ADDRESS,
     RESERVED_TAG_MANAGED_BY,
@@ -157,7 +158,7 @@ class GcpProvider(Provider):
         return labels
 
     def create_key(self, request: CreateKeyRequest) -> CreateKeyResponse:
-        key_type = gcp_key_type(request.key.algorithm, request.key.usage)
+        key_type = gcp_key_type(request.key.algorithm, request.key.usage, self.settings.symmetric_algorithm)
         if key_type is None:
             raise ProviderError(
                 ErrorKind.FATAL,
@@ -227,7 +228,7 @@ class GcpProvider(Provider):
         )
 
     def import_material(self, request: ImportMaterialRequest) -> ImportMaterialResponse:
-        key_type = gcp_key_type(request.key.algorithm, request.key.usage)
+        key_type = gcp_key_type(request.key.algorithm, request.key.usage, self.settings.symmetric_algorithm)
         job_name = request.parameters.reference
         if key_type is None or not job_name:
             raise ProviderError(
@@ -237,6 +238,7 @@ class GcpProvider(Provider):
                 "`keyplan plan` again.",
                 remote_id=request.remote_id,
             )
+        key_type = self._existing_key_type(request, key_type)
         body: dict[str, Any] = {
             "parent": request.remote_id,
             "algorithm": key_type.algorithm,
@@ -272,6 +274,16 @@ class GcpProvider(Provider):
                 ) from error
             raise
         return self._settled_import(request, version, job_name, key_type)
+
+    def _existing_key_type(self, request: ImportMaterialRequest, configured: GcpKeyType) -> GcpKeyType:
+        """An AES key takes new material as what it was created as: `symmetric_algorithm` only
+        decides for keys keyplan creates, and Cloud KMS cannot change a key's purpose."""
+        if request.purpose is ImportPurpose.INITIAL or request.key.algorithm.kind is not MaterialKind.SYMMETRIC:
+            return configured
+        key = self._get_key(request.remote_id)
+        if key is None or not key.version_template.algorithm.name:
+            return configured
+        return GcpKeyType(key.purpose.name, key.version_template.algorithm.name)
 
     def _landed_import(self, request: ImportMaterialRequest, job_name: str, started: datetime) -> CryptoKeyVersion | None:
         """The version an import created although its answer was lost (a 5xx or a timeout after

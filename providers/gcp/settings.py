@@ -42,6 +42,14 @@ class GcpSettings(ProviderSettings):
         'metadata server). "local": anonymous credentials and no call to an identity service, for a local '
         'endpoint such as the emulator (implied by endpoint = "embedded").',
     )
+    symmetric_algorithm: Literal["GOOGLE_SYMMETRIC_ENCRYPTION", "AES_256_GCM"] = Field(
+        default="GOOGLE_SYMMETRIC_ENCRYPTION",
+        description="What AES_256 keys are at Cloud KMS, chosen when keyplan creates a key (Cloud KMS cannot change "
+        'it afterwards). "GOOGLE_SYMMETRIC_ENCRYPTION": Encrypt/Decrypt with Google\'s own ciphertext format, '
+        "usable as a customer-managed key by Google services; `keyplan verify` cannot prove its material. "
+        '"AES_256_GCM": raw encryption (RawEncrypt/RawDecrypt, standard AES-GCM ciphertexts that the key source '
+        "can open too), which `keyplan verify` proves; not usable by Google services as a customer-managed key.",
+    )
     import_method: ImportMethodName | None = Field(
         default=None,
         description="Use only this import method instead of negotiating the strongest one both sides support.",

@@ -492,6 +492,70 @@ def test_mac_keys_sign_and_have_no_primary(gcp: Emulated, active: kms.ImportJob)
     assert status_of(caught.value) == "FAILED_PRECONDITION"
 
 
+def test_raw_aes_keys_encrypt_standard_ciphertexts_both_ways(gcp: Emulated, active: kms.ImportJob) -> None:
+    """RawEncrypt/RawDecrypt as Google documents them: AES-GCM with a service-chosen 12-byte IV and
+    the 16-byte tag appended, readable by any AES-GCM implementation, and the reverse."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = gcp.key("raw", algorithm=Alg.AES_256_GCM, purpose=Purpose.RAW_ENCRYPT_DECRYPT)
+    material = aes()
+    version = gcp.import_(key, active, material, WrapMethod.RSA_AES_KEY_WRAP_SHA_256, Alg.AES_256_GCM)
+    assert version.state == VState.ENABLED
+    sealed = gcp.client.raw_encrypt(
+        request={"name": version.name, "plaintext": b"payload", "additional_authenticated_data": b"ctx"}
+    )
+    assert len(sealed.initialization_vector) == 12 and sealed.tag_length == 16
+    assert AESGCM(material.reveal()).decrypt(sealed.initialization_vector, sealed.ciphertext, b"ctx") == b"payload"
+    iv = os.urandom(12)
+    ours = AESGCM(material.reveal()).encrypt(iv, b"from outside", b"ctx")
+    opened = gcp.client.raw_decrypt(
+        request={
+            "name": version.name,
+            "ciphertext": ours,
+            "additional_authenticated_data": b"ctx",
+            "initialization_vector": iv,
+            "tag_length": 16,
+        }
+    )
+    assert opened.plaintext == b"from outside"
+    for bad in (
+        {"additional_authenticated_data": b"other", "initialization_vector": iv},  # the tag does not verify
+        {"additional_authenticated_data": b"ctx", "initialization_vector": iv[:8]},
+        {"additional_authenticated_data": b"ctx", "initialization_vector": iv, "tag_length": 8},
+    ):
+        with pytest.raises(api.BadRequest) as caught:
+            gcp.client.raw_decrypt(request={"name": version.name, "ciphertext": ours, **bad})
+        assert status_of(caught.value) == "INVALID_ARGUMENT"
+    with pytest.raises(api.BadRequest) as caught:  # GCM's IV is the service's to choose
+        gcp.client.raw_encrypt(request={"name": version.name, "plaintext": b"x", "initialization_vector": iv + iv[:4]})
+    assert status_of(caught.value) == "INVALID_ARGUMENT"
+    with pytest.raises(api.BadRequest) as caught:  # an HSM key takes at most 8 KiB of plaintext and AAD
+        gcp.client.raw_encrypt(request={"name": version.name, "plaintext": b"x" * 8000, "additional_authenticated_data": b"y" * 500})
+    assert status_of(caught.value) == "INVALID_ARGUMENT"
+    # CBC: a caller's 16-byte IV, whole blocks only, no AAD
+    cbc_key = gcp.key("raw-cbc", algorithm=Alg.AES_256_CBC, purpose=Purpose.RAW_ENCRYPT_DECRYPT)
+    cbc_material = aes()
+    cbc = gcp.import_(cbc_key, active, cbc_material, WrapMethod.RSA_AES_KEY_WRAP_SHA_256, Alg.AES_256_CBC)
+    block_iv = os.urandom(16)
+    sealed = gcp.client.raw_encrypt(request={"name": cbc.name, "plaintext": b"a" * 32, "initialization_vector": block_iv})
+    decryptor = Cipher(algorithms.AES(cbc_material.reveal()), modes.CBC(block_iv)).decryptor()
+    assert decryptor.update(sealed.ciphertext) + decryptor.finalize() == b"a" * 32 and sealed.tag_length == 0
+    for bad in ({"plaintext": b"a" * 17}, {"plaintext": b"a" * 16, "additional_authenticated_data": b"ctx"}):
+        with pytest.raises(api.BadRequest):
+            gcp.client.raw_encrypt(request={"name": cbc.name, **bad})
+    # other purposes and unusable versions are refused
+    with pytest.raises(api.BadRequest) as caught:
+        gcp.client.raw_encrypt(request={"name": f"{gcp.key('plain').name}/cryptoKeyVersions/1", "plaintext": b"x"})
+    assert status_of(caught.value) == "INVALID_ARGUMENT" and "RAW_ENCRYPT_DECRYPT" in caught.value.message
+    gcp.client.update_crypto_key_version(
+        request={"crypto_key_version": {"name": version.name, "state": VState.DISABLED}, "update_mask": {"paths": ["state"]}}
+    )
+    with pytest.raises(api.BadRequest) as caught:
+        gcp.client.raw_encrypt(request={"name": version.name, "plaintext": b"x"})
+    assert status_of(caught.value) == "FAILED_PRECONDITION"
+
+
 def test_imported_rsa_key_signs_with_pss(gcp: Emulated, active: kms.ImportJob) -> None:
     key = gcp.key("rsa", algorithm=Alg.RSA_SIGN_PSS_2048_SHA256, purpose=Purpose.ASYMMETRIC_SIGN)
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)

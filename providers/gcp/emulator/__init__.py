@@ -85,6 +85,8 @@ class GcpKmsEmulator(KeyRoutes, VersionRoutes, ImportRoutes, CryptoRoutes):
             ("PATCH", re.compile(rf"^/v1/({VERSION})$"), "UpdateCryptoKeyVersion", self._update_version),
             ("POST", re.compile(rf"^/v1/({VERSION}):destroy$"), "DestroyCryptoKeyVersion", self._destroy_version),
             ("POST", re.compile(rf"^/v1/({VERSION}):restore$"), "RestoreCryptoKeyVersion", self._restore_version),
+            ("POST", re.compile(rf"^/v1/({VERSION}):rawEncrypt$"), "RawEncrypt", self._raw_encrypt),
+            ("POST", re.compile(rf"^/v1/({VERSION}):rawDecrypt$"), "RawDecrypt", self._raw_decrypt),
             ("POST", re.compile(rf"^/v1/({VERSION}):macSign$"), "MacSign", self._mac_sign),
             ("POST", re.compile(rf"^/v1/({VERSION}):macVerify$"), "MacVerify", self._mac_verify),
             ("POST", re.compile(rf"^/v1/({VERSION}):asymmetricSign$"), "AsymmetricSign", self._asymmetric_sign),

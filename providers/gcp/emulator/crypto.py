@@ -1,5 +1,12 @@
-"""Using imported material, so tests can prove what Cloud KMS holds: encrypt/decrypt, macSign/
-macVerify, asymmetricSign and getPublicKey."""
+"""Using imported material, so tests can prove what Cloud KMS holds: encrypt/decrypt, rawEncrypt/
+rawDecrypt, macSign/macVerify, asymmetricSign and getPublicKey.
+
+Raw encryption (RAW_ENCRYPT_DECRYPT keys) produces standard ciphertexts, as Google documents: for
+AES-GCM the service picks a 12-byte IV and appends the 16-byte tag to the ciphertext, and an IV
+from the caller is refused; for AES-CBC (no padding: the plaintext must be whole blocks) and
+AES-CTR the caller may give a 16-byte IV, else the service picks one. Additional authenticated
+data is accepted with AES-GCM only. Plaintext is at most 64 KiB, and at most 8 KiB together with
+the AAD for HSM keys."""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyplan.algorithms import MaterialKind
@@ -86,6 +94,98 @@ class CryptoRoutes(GcpCore):
                 "plaintext": b64(plaintext),
                 "usedPrimary": version_id == key.get("_primary"),
                 "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], self._ints(request)),
+            },
+        )
+
+    def _raw_version(self, name: str, operation: str) -> tuple[dict[str, Any], bytes, str]:
+        key_name = name.partition("/cryptoKeyVersions/")[0]
+        key = self._key(key_name)
+        if key["purpose"] != "RAW_ENCRYPT_DECRYPT":
+            raise invalid(f"{key_name} has purpose {key['purpose']}; {operation} needs RAW_ENCRYPT_DECRYPT.")
+        version, material = self._usable(name)
+        return version, material, version["algorithm"].rsplit("_", 1)[-1]  # GCM, CBC or CTR
+
+    @staticmethod
+    def _raw_sizes(version: dict[str, Any], data: bytes, aad: bytes, mode: str) -> None:
+        if len(data) > 64 * 1024:
+            raise invalid("The plaintext must be at most 65536 bytes.")
+        if aad and mode != "GCM":
+            raise invalid(f"additional_authenticated_data is only accepted by AES-GCM, not {version['algorithm']}.")
+        if version["protectionLevel"] == "HSM" and len(data) + len(aad) > 8 * 1024:
+            raise invalid("For HSM keys, plaintext and additional_authenticated_data together must be at most 8192 bytes.")
+
+    def _raw_encrypt(self, request: Request, name: str) -> Response:
+        body = self._body(request)
+        version, material, mode = self._raw_version(name, "RawEncrypt")
+        plaintext = b64decode_field(body_member(body, "plaintext") or "", "plaintext")
+        aad = b64decode_field(body_member(body, "additionalAuthenticatedData") or "", "additional_authenticated_data")
+        iv = b64decode_field(body_member(body, "initializationVector") or "", "initialization_vector")
+        self._raw_sizes(version, plaintext, aad, mode)
+        tag_length = 0
+        if mode == "GCM":
+            if iv:
+                raise invalid("initialization_vector is not accepted for AES-GCM: the service generates it.")
+            iv = os.urandom(12)
+            ciphertext = AESGCM(material).encrypt(iv, plaintext, aad)
+            tag_length = 16
+        else:
+            if iv and len(iv) != 16:
+                raise invalid("initialization_vector must be 16 bytes for AES-CBC and AES-CTR.")
+            if mode == "CBC" and len(plaintext) % 16:
+                raise invalid("AES-CBC plaintext must be a multiple of 16 bytes; pad it before encrypting.")
+            iv = iv or os.urandom(16)
+            encryptor = Cipher(algorithms.AES(material), modes.CBC(iv) if mode == "CBC" else modes.CTR(iv)).encryptor()
+            ciphertext = encryptor.update(plaintext) + encryptor.finalize()
+        return self._ok(
+            request,
+            {
+                "ciphertext": b64(ciphertext),
+                "initializationVector": b64(iv),
+                "tagLength": tag_length,
+                "verifiedPlaintextCrc32c": False,
+                "verifiedAdditionalAuthenticatedDataCrc32c": False,
+                "verifiedInitializationVectorCrc32c": False,
+                "name": name,
+                "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], self._ints(request)),
+            },
+        )
+
+    def _raw_decrypt(self, request: Request, name: str) -> Response:
+        body = self._body(request)
+        version, material, mode = self._raw_version(name, "RawDecrypt")
+        ciphertext = b64decode_field(body_member(body, "ciphertext") or "", "ciphertext")
+        aad = b64decode_field(body_member(body, "additionalAuthenticatedData") or "", "additional_authenticated_data")
+        iv = b64decode_field(body_member(body, "initializationVector") or "", "initialization_vector")
+        tag_length = body_member(body, "tagLength") or 0
+        if not ciphertext:
+            raise invalid("ciphertext is required.")
+        self._raw_sizes(version, ciphertext, aad, mode)
+        if mode == "GCM":
+            if len(iv) != 12:
+                raise invalid("initialization_vector must be the 12 bytes RawEncrypt returned for AES-GCM.")
+            if tag_length not in (0, 16):
+                raise invalid("tag_length must be 16 for AES-GCM (or 0 for the default).")
+            try:
+                plaintext = AESGCM(material).decrypt(iv, ciphertext, aad)
+            except Exception:
+                raise invalid("Decryption failed: the ciphertext is invalid.") from None
+        else:
+            if len(iv) != 16:
+                raise invalid("initialization_vector must be 16 bytes for AES-CBC and AES-CTR.")
+            if tag_length:
+                raise invalid(f"tag_length must be 0 for {version['algorithm']}.")
+            if mode == "CBC" and len(ciphertext) % 16:
+                raise invalid("AES-CBC ciphertext must be a multiple of 16 bytes.")
+            decryptor = Cipher(algorithms.AES(material), modes.CBC(iv) if mode == "CBC" else modes.CTR(iv)).decryptor()
+            plaintext = decryptor.update(ciphertext) + decryptor.finalize()
+        return self._ok(
+            request,
+            {
+                "plaintext": b64(plaintext),
+                "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], self._ints(request)),
+                "verifiedCiphertextCrc32c": False,
+                "verifiedAdditionalAuthenticatedDataCrc32c": False,
+                "verifiedInitializationVectorCrc32c": False,
             },
         )
 
