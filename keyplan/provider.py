@@ -237,6 +237,20 @@ class AesGcmResponse(_Model):
     tag: bytes  # 16 bytes
 
 
+class AesKeyWrapRequest(_Model):
+    """AES key wrap (RFC 3394; JWA A256KW, PKCS#11 CKM_AES_KEY_WRAP) of `plaintext` (at least 16
+    bytes, a multiple of 8) under an AES material version. Key wrap is deterministic, so equal
+    outputs for a fresh plaintext prove the same key; the source only ever wraps."""
+
+    handle: str
+    algorithm: Algorithm
+    plaintext: bytes
+
+
+class AesKeyWrapResponse(_Model):
+    wrapped: bytes  # 8 bytes longer than the plaintext
+
+
 class SourceError(Exception):
     """A key source could not do what was asked (wrong PIN, missing token, missing handle …)."""
 
@@ -281,6 +295,9 @@ class KeySource(ABC):
 
     def aes_gcm_encrypt(self, request: AesGcmRequest) -> AesGcmResponse:
         raise SourceError(f"{self.address} cannot encrypt with its material", "This key source offers no proofs.")
+
+    def aes_key_wrap(self, request: AesKeyWrapRequest) -> AesKeyWrapResponse:
+        raise SourceError(f"{self.address} cannot wrap with its material", "This key source offers no key-wrap proofs.")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions and files."""
@@ -615,6 +632,7 @@ class ProofMethod(StrEnum):
     SIGNATURE = "signature"  # ... and the cloud's signature of a fresh challenge verifies under the source's
     MAC = "mac"  # the cloud's MAC of a fresh challenge equals the source's
     ENCRYPTION = "encryption"  # AES-GCM: the cloud's ciphertext equals the source's under the same IV, and back
+    KEY_WRAP = "key_wrap"  # AES key wrap (RFC 3394): the cloud's wrap of a fresh challenge equals the source's, and back
     REIMPORT = "reimport"  # the cloud accepted the same material again as this key's (it refuses any other)
     NONE = "none"  # no proof was possible
 
@@ -803,6 +821,12 @@ class MaterialWitness:
             AesGcmRequest(handle=self._handle, algorithm=self.algorithm, iv=iv, plaintext=plaintext, aad=aad)
         )
         return response.ciphertext, response.tag
+
+    def aes_key_wrap(self, plaintext: bytes) -> bytes:
+        """RFC 3394 key wrap of `plaintext` under the material."""
+        return self._source.aes_key_wrap(
+            AesKeyWrapRequest(handle=self._handle, algorithm=self.algorithm, plaintext=plaintext)
+        ).wrapped
 
     def wrap(self, method: WrapMethod, wrapping_public_key: bytes) -> bytes:
         """The material wrapped for a cloud, as for an import (re-import proofs)."""

@@ -29,6 +29,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from keyplan.algorithms import ALGORITHMS, Algorithm, MaterialKind
 from keyplan.crypto import SecretBytes, fingerprint_material
@@ -36,6 +37,7 @@ from keyplan.crypto.fingerprint import spki_fingerprint
 from keyplan.crypto.wrap import WrapMethod, direct_oaep_limit, unwrap
 from keyplan.provider import (
     AesGcmRequest,
+    AesKeyWrapRequest,
     GeneratedMaterial,
     GenerateRequest,
     HoldingRequest,
@@ -300,6 +302,8 @@ class KeySourceConformance:
             )
             assert len(sealed.tag) == 16
             assert sealed.ciphertext + sealed.tag == AESGCM(held.reveal()).encrypt(iv, message, b"context")
+            wrapped = source.aes_key_wrap(AesKeyWrapRequest(handle=material.handle, algorithm=algorithm, plaintext=message))
+            assert wrapped.wrapped == aes_key_wrap(held.reveal(), message)
 
     def test_proof_operations_refuse_other_kinds_and_missing_handles(
         self, source: KeySource, generated: GeneratedCache
@@ -314,6 +318,10 @@ class KeySourceConformance:
             source.aes_gcm_encrypt(
                 AesGcmRequest(handle="key.never-generated/v1/000000000000", algorithm=algorithm, iv=bytes(12), plaintext=b"x")
             )
+        with pytest.raises(SourceError):
+            source.aes_key_wrap(AesKeyWrapRequest(handle="key.never-generated/v1/000000000000", algorithm=algorithm, plaintext=bytes(16)))
+        with pytest.raises(SourceError):  # not a whole number of 64-bit blocks
+            source.aes_key_wrap(AesKeyWrapRequest(handle=material.handle, algorithm=algorithm, plaintext=bytes(20)))
 
     # ---- missing handles ----------------------------------------------------------------------
 

@@ -24,6 +24,16 @@ class ErrorContext:
     remote_id: str | None = None
 
 
+# 403 answers about the key, not the caller: Key Vault's inner error codes for a key that is
+# disabled, expired or not yet valid, or whose key_ops do not include the operation.
+KEY_STATE_REFUSALS = {
+    "KeyDisabled": "it is disabled",
+    "KeyExpired": "it is past its expiry date",
+    "KeyNotYetValid": "it is before its activation date",
+    "KeyOperationForbidden": "its key_ops do not include the operation",
+}
+
+
 def classify(exc: Exception, where: ErrorContext) -> ProviderError:
     """Map an SDK exception to a ProviderError; messages quote the service, never request bodies."""
     from azure.core.exceptions import (
@@ -85,6 +95,13 @@ def classify(exc: Exception, where: ErrorContext) -> ProviderError:
             f"Azure Key Vault is throttling or unavailable while {where.action}",
             f"{message} keyplan retries with backoff; if it persists, lower max_concurrency.",
             code,
+        )
+    if status == 403 and inner in KEY_STATE_REFUSALS:
+        return error(
+            ErrorKind.CONFLICT,
+            f"The key refused {where.action}: {KEY_STATE_REFUSALS[inner]} ({inner})",
+            f"{message} The key itself does not allow the operation now; this is not about permissions.",
+            inner,
         )
     if status in (401, 403):
         return error(
@@ -170,7 +187,7 @@ def name_held_by_deleted_key(
 
 
 def import_refused(error: ProviderError, kek_kid: str, remote_id: str, *, kek_usable: bool) -> ProviderError:
-    """A refused import (FATAL, NOT_FOUND or AUTH): the material's fault while the KEK it was
+    """A refused import (FATAL, NOT_FOUND, AUTH or a key refusing): the material's fault while the KEK it was
     wrapped for is usable, else stale parameters to fetch afresh."""
     if kek_usable:
         if error.kind is not ErrorKind.FATAL:

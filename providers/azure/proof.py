@@ -9,7 +9,10 @@ imported is proven on its own.
 - AES (oct-HSM, Managed HSM): AES-GCM is documented (JWA A256GCM: the HSM picks the IV and
   returns IV and tag), so the version encrypts the challenge and the source encrypts it under
   the same IV: the ciphertexts and tags are equal only for the same key. Then the reverse: the
-  version decrypts what the source encrypted under a fresh IV.
+  version decrypts what the source encrypted under a fresh IV. A key whose key_ops were narrowed
+  to wrapKey/unwrapKey (a key-encryption key) is proven with AES key wrap instead (JWA A256KW,
+  RFC 3394, deterministic): the version's wrap of the challenge equals the source's, and it
+  unwraps the source's wrap of another. The verdict's method says which was used.
 
 Disabled or expired versions and operations outside the key's `key_ops` are refused with 403,
 which becomes a "cannot prove" verdict with the vault's reason.
@@ -165,8 +168,13 @@ def _prove_aes(
     from azure.keyvault.keys.crypto import EncryptionAlgorithm
 
     if not {"encrypt", "decrypt"} <= operations:
+        if operations & {"wrapKey", "unwrapKey"}:
+            return _prove_aes_key_wrap(provider, request, witness, crypto, operations)
         return _verdict(
-            Verdict.CANNOT_PROVE, ProofMethod.ENCRYPTION, "the key's key_ops do not allow encrypt and decrypt"
+            Verdict.CANNOT_PROVE,
+            ProofMethod.ENCRYPTION,
+            f"the key's key_ops ({', '.join(sorted(operations)) or 'none'}) allow neither encrypt and decrypt nor "
+            "wrapKey or unwrapKey",
         )
     remote_id = request.remote_id
     algorithm = EncryptionAlgorithm.a256_gcm
@@ -205,4 +213,53 @@ def _prove_aes(
         ProofMethod.ENCRYPTION,
         "the version's A256GCM encryption of a fresh challenge equals the source's under the same IV, and it "
         "decrypted the source's encryption of another",
+    )
+
+
+def _prove_aes_key_wrap(
+    provider: AzureProvider, request: MaterialProofRequest, witness: MaterialWitness, crypto: Any, operations: set[str]
+) -> MaterialProof:
+    """For keys whose key_ops allow key wrapping only: A256KW (RFC 3394) is deterministic, so the
+    version's wrapKey of the fresh challenge equals the source's wrap of it only under the same
+    key; and the version's unwrapKey opens the source's wrap of another challenge (its integrity
+    check fails under any other key). Either direction alone is a proof; both run when allowed."""
+    from azure.keyvault.keys.crypto import KeyWrapAlgorithm
+
+    # CKM_AES_KEY_WRAP is Managed HSM's name for RFC 3394, the same bytes as A256KW for a 256-bit
+    # key. It is used because azure-keyvault-keys performs A*KW wrapKey locally when it has read an
+    # oct key, with a random key in place of the HSM's (it never sees `k`); CKM_AES_KEY_WRAP always
+    # goes to the HSM.
+    remote_id, algorithm = request.remote_id, KeyWrapAlgorithm.ckm_aes_key_wrap
+    done = []
+    if "wrapKey" in operations:
+        wrapped = provider._call("wrapping", lambda: crypto.wrap_key(algorithm, request.challenge), remote_id=remote_id)
+        if bytes(wrapped.encrypted_key) != witness.aes_key_wrap(request.challenge):
+            return _verdict(
+                Verdict.MISMATCH,
+                ProofMethod.KEY_WRAP,
+                "the version's AES key wrap (wrapKey, CKM_AES_KEY_WRAP) of a fresh challenge differs from the source's",
+            )
+        done.append("its AES key wrap (wrapKey, CKM_AES_KEY_WRAP = A256KW) of a fresh challenge equals the source's")
+    if "unwrapKey" in operations:
+        other = request.challenge[::-1]
+        ours = witness.aes_key_wrap(other)
+        try:
+            opened = provider._call("unwrapping", lambda: crypto.unwrap_key(algorithm, ours), remote_id=remote_id)
+        except ProviderError as error:
+            if not _refused(error):
+                raise
+            return _verdict(
+                Verdict.MISMATCH,
+                ProofMethod.KEY_WRAP,
+                f"the version refused to unwrap (unwrapKey) what the source wrapped with AES key wrap ({error.summary})",
+            )
+        if bytes(opened.key) != other:
+            return _verdict(
+                Verdict.MISMATCH, ProofMethod.KEY_WRAP, "the version unwrapped the source's AES key wrap to other bytes"
+            )
+        done.append("it unwrapped (unwrapKey) the source's AES key wrap of another")
+    return _verdict(
+        Verdict.PROVEN,
+        ProofMethod.KEY_WRAP,
+        "the key's key_ops allow key wrapping only, so AES key wrap was used: " + ", and ".join(done),
     )

@@ -54,7 +54,12 @@ from keyplan.provider import (
     UpdateKeyRequest,
 )
 from providers.azure.client import VaultCalls, make_key_client
-from providers.azure.errors import DELETED_BUT_RECOVERABLE, import_refused, name_held_by_deleted_key
+from providers.azure.errors import (
+    DELETED_BUT_RECOVERABLE,
+    KEY_STATE_REFUSALS,
+    import_refused,
+    name_held_by_deleted_key,
+)
 from providers.azure.kek import KeyExchangeKeys, public_key_der
 from providers.azure.mapping import (
     KEK_KIND,
@@ -389,7 +394,8 @@ class AzureProvider(Provider):
     def _import_failure(self, error: ProviderError, request: ImportMaterialRequest) -> ProviderError:
         """A refused import whose KEK version is gone or unusable needs fresh parameters and a
         fresh wrap; any other refusal stands (Azure documents no distinct codes for these)."""
-        if error.kind not in (ErrorKind.FATAL, ErrorKind.NOT_FOUND, ErrorKind.AUTH):
+        key_refused = error.kind is ErrorKind.CONFLICT and error.code in KEY_STATE_REFUSALS  # e.g. the KEK disabled
+        if error.kind not in (ErrorKind.FATAL, ErrorKind.NOT_FOUND, ErrorKind.AUTH) and not key_refused:
             return error
         kek_usable = self._kek.still_usable(request.parameters.reference or "")
         return import_refused(error, request.parameters.reference or "", request.remote_id, kek_usable=kek_usable)

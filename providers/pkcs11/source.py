@@ -34,6 +34,8 @@ from keyplan.crypto.wrap import direct_oaep_limit, load_wrapping_key
 from keyplan.provider import (
     AesGcmRequest,
     AesGcmResponse,
+    AesKeyWrapRequest,
+    AesKeyWrapResponse,
     GeneratedMaterial,
     GenerateRequest,
     Holding,
@@ -50,6 +52,7 @@ from keyplan.provider import (
     WrapRequest,
 )
 from providers.pkcs11.errors import token_error
+from providers.pkcs11.keywrap import key_wrap_from_blocks
 from providers.pkcs11.library import LoadedLibrary, detach, logout
 from providers.pkcs11.objects import (
     CURVE_PARAMS,
@@ -344,6 +347,25 @@ class Pkcs11Source(KeySource):
         sealed = self._in_token(handle, "encrypting with", encrypt)
         return AesGcmResponse(ciphertext=sealed[:-16], tag=sealed[-16:])
 
+    def aes_key_wrap(self, request: AesKeyWrapRequest) -> AesKeyWrapResponse:
+        """C_Encrypt with CKM_AES_KEY_WRAP, or where the token offers that mechanism only to
+        C_WrapKey, RFC 3394 over CKM_AES_ECB blocks (providers/pkcs11/keywrap.py)."""
+        handle = self._parse(request.handle)
+        if request.algorithm.kind is not MaterialKind.SYMMETRIC:
+            raise SourceError(f"No key-wrap proof for {request.algorithm.name} material", "It applies to AES keys.")
+        if len(request.plaintext) < 16 or len(request.plaintext) % 8:
+            raise SourceError("AES key wrap takes at least 16 bytes, a multiple of 8", "This is a bug in the proof asking.")
+
+        def wrap_plaintext(session: Session) -> bytes:
+            key = cast(EncryptMixin, self._target(session, handle, request.algorithm))
+            try:
+                wrapped = key.encrypt(request.plaintext, mechanism=Mechanism.AES_KEY_WRAP)
+            except (p11.MechanismInvalid, p11.FunctionNotSupported):
+                return key_wrap_from_blocks(lambda block: _one_shot(key.encrypt(block, mechanism=Mechanism.AES_ECB)), request.plaintext)
+            return _one_shot(wrapped)
+
+        return AesKeyWrapResponse(wrapped=self._in_token(handle, "wrapping with", wrap_plaintext))
+
     def _in_token(self, handle: TokenHandle, doing: str, work: Callable[[Session], T]) -> T:
         with self._library.lock:
             session = self._open_session()
@@ -427,3 +449,9 @@ def _wrapping_key_bits(spki_der: bytes) -> int:
             "The target handed out a wrapping key that is not a DER SubjectPublicKeyInfo of an RSA "
             "key. Fetch fresh import parameters from the target.",
         ) from None
+
+
+def _one_shot(answer: object) -> bytes:
+    """What a single-part C_Encrypt answered (python-pkcs11 types it as bytes or an iterator)."""
+    assert isinstance(answer, bytes)
+    return answer

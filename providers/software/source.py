@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from keyplan.algorithms import ALGORITHMS, Algorithm, MaterialKind
 from keyplan.crypto.fingerprint import fingerprint_material, is_current_fingerprint
@@ -21,6 +22,8 @@ from keyplan.crypto.wrap import WrapMethod, wrap
 from keyplan.provider import (
     AesGcmRequest,
     AesGcmResponse,
+    AesKeyWrapRequest,
+    AesKeyWrapResponse,
     GeneratedMaterial,
     GenerateRequest,
     Holding,
@@ -122,6 +125,16 @@ class SoftwareSource(KeySource):
 
         sealed = self._with_material(request.handle, request.algorithm, encrypt)
         return AesGcmResponse(ciphertext=sealed[:-16], tag=sealed[-16:])
+
+    def aes_key_wrap(self, request: AesKeyWrapRequest) -> AesKeyWrapResponse:
+        self._require(request.algorithm, MaterialKind.SYMMETRIC)
+        if len(request.plaintext) < 16 or len(request.plaintext) % 8:
+            raise SourceError("AES key wrap takes at least 16 bytes, a multiple of 8", "This is a bug in the proof asking.")
+
+        def wrap_plaintext(material: SecretBytes) -> bytes:
+            return aes_key_wrap(material.reveal(), request.plaintext)
+
+        return AesKeyWrapResponse(wrapped=self._with_material(request.handle, request.algorithm, wrap_plaintext))
 
     @staticmethod
     def _require(algorithm: Algorithm, *kinds: MaterialKind) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from azure_support import azure_vault
+from azure_support import azure_vault, key_name
 from conftest import Workspace
 from gcp_support import gcp_cloud
 from test_cli_hsm import EMULATORS, EVERY_TARGET, PINS, config, init_token
@@ -393,7 +393,15 @@ def test_material_in_a_softhsm_token_is_proven_at_every_cloud_without_leaving_it
         ("key.mac", "aws.main"): ("proven", "mac"),
         ("key.mac", "gcp.main"): ("proven", "mac"),
     }
-    # swapped at the Managed HSM behind keyplan's back: the token's encryption no longer matches
+    # the same key narrowed to key wrapping: RFC 3394 computed in the token (SoftHSM2 offers
+    # CKM_AES_KEY_WRAP to C_WrapKey only, so from CKM_AES_ECB blocks) against the HSM's wrapKey/unwrapKey
+    remote_id = workspace.state()["keys"]["key.data"]["targets"]["azure.hsm"]["remote_id"]
+    with azure_vault(workspace.path, "azure.hsm", "https://keyplan-e2e.managedhsm.azure.net") as hsm:
+        hsm.client.update_key_properties(key_name(remote_id), key_operations=["wrapKey", "unwrapKey"])
+    result = workspace.keyplan("verify", "-json", "key.data", env=PINS)
+    assert result.code == 0, result.output
+    assert {(r["target"], r["method"]) for r in json.loads(result.stdout)["results"]} >= {("azure.hsm", "key_wrap")}
+    # swapped at the Managed HSM behind keyplan's back: the token's key wrap no longer matches
     name, app = EMULATORS["azure.hsm"]
     server = start_embedded(app, workspace.path / ".keyplan", name)
     try:
@@ -520,3 +528,71 @@ def test_aws_proofs_make_only_the_calls_they_need(workspace: Workspace, tmp_path
         "key.signer": {"GetPublicKey": 1, "Sign": 1},
         "key.decrypter": {"GetPublicKey": 1, "Decrypt": 1},
     }
+
+
+def narrow_key_ops(workspace: Workspace, address: str, operations: list[str]) -> str:
+    """Out of band, as an administrator would make a Managed HSM key a key-encryption key only."""
+    remote_id = workspace.state()["keys"][address]["targets"]["azure.hsm"]["remote_id"]
+    with azure_vault(workspace.path, "azure.hsm", "https://payments.managedhsm.azure.net") as hsm:
+        hsm.client.update_key_properties(key_name(remote_id), key_operations=operations)
+    return str(remote_id)
+
+
+def test_a_managed_hsm_key_allowed_only_to_wrap_is_proven_by_aes_key_wrap(workspace: Workspace) -> None:
+    workspace.write(AZURE_CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    remote_id = narrow_key_ops(workspace, "key.data", ["wrapKey", "unwrapKey"])
+    code, report = verify_json(workspace, "key.data")
+    assert code == 0, report["results"][0]["detail"]
+    (result,) = report["results"]
+    assert (result["verdict"], result["method"]) == ("proven", "key_wrap")
+    assert "wrapKey" in result["detail"] and "unwrapKey" in result["detail"] and "CKM_AES_KEY_WRAP" in result["detail"]
+    text = workspace.keyplan("verify", "key.data")
+    assert text.code == 0 and "proven by key wrap" in text.stdout
+    narrow_key_ops(workspace, "key.data", ["unwrapKey"])  # one direction is still a proof
+    code, report = verify_json(workspace, "key.data")
+    assert code == 0 and report["results"][0]["method"] == "key_wrap"
+    assert "(wrapKey" not in report["results"][0]["detail"] and "(unwrapKey)" in report["results"][0]["detail"]
+    narrow_key_ops(workspace, "key.data", ["wrapKey", "unwrapKey"])
+    with azure_vault(workspace.path, "azure.hsm", "https://payments.managedhsm.azure.net") as hsm:
+        fetch_json(hsm.server.url + "/_emulator/swap-material", "POST", {"key": remote_id}, ca=hsm.server.ca_cert)
+    code, report = verify_json(workspace, "key.data")
+    assert code == 2
+    assert (report["results"][0]["verdict"], report["results"][0]["method"]) == ("mismatch", "key_wrap")
+    drift = workspace.keyplan("drift", "-verify", "-json")
+    assert drift.code == 2
+    assert [i["address"] for i in json.loads(drift.stdout)["drift"] if i["kind"] == "material_mismatch"] == ["key.data"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("key_ops", "allow neither encrypt and decrypt nor wrapKey or unwrapKey"),
+        ("disabled", "it is disabled (KeyDisabled)"),
+    ],
+)
+def test_an_azure_key_that_refuses_the_proof_is_cannot_prove_and_unchanged(
+    workspace: Workspace, change: str, reason: str
+) -> None:
+    workspace.write(AZURE_CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    state = workspace.state()
+    remote_id = state["keys"]["key.data"]["targets"]["azure.hsm"]["remote_id"]
+    with azure_vault(workspace.path, "azure.hsm", "https://payments.managedhsm.azure.net") as hsm:
+        if change == "key_ops":
+            hsm.client.update_key_properties(key_name(remote_id), key_operations=["sign"])
+        else:
+            hsm.client.update_key_properties(key_name(remote_id), enabled=False)
+        before = hsm.client.get_key(key_name(remote_id))
+    code, report = verify_json(workspace, "key.data")
+    assert code == 1
+    (result,) = report["results"]
+    assert result["verdict"] == "cannot_prove" and not result["by_design"]
+    assert reason in result["detail"]
+    with azure_vault(workspace.path, "azure.hsm", "https://payments.managedhsm.azure.net") as hsm:
+        after = hsm.client.get_key(key_name(remote_id))
+    assert (after.properties.version, after.properties.enabled, after.key_operations) == (
+        before.properties.version,
+        before.properties.enabled,
+        before.key_operations,
+    )

@@ -286,6 +286,33 @@ def test_aes_import_into_a_managed_hsm_encrypts_with_a256gcm(hsm: Vault) -> None
     assert back.plaintext == b"card data"
 
 
+def test_aes_keys_wrap_and_unwrap_with_rfc_3394_and_only_as_key_ops_allow(hsm: Vault) -> None:
+    from azure.core.exceptions import HttpResponseError
+    from azure.keyvault.keys.crypto import KeyWrapAlgorithm
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap, aes_key_wrap_with_padding
+
+    kek = create_kek(hsm)
+    secret = os.urandom(32)
+    key = import_blob(hsm, "kw", "oct-HSM", byok(kek, SecretBytes(secret)), key_ops=["wrapKey", "unwrapKey"])
+    payload = os.urandom(32)
+    # CKM_AES_KEY_WRAP: the SDK would wrap A256KW locally (with a key of its own) once it read the key
+    wrapped = hsm.crypto(key).wrap_key(KeyWrapAlgorithm.ckm_aes_key_wrap, payload)
+    assert wrapped.encrypted_key == aes_key_wrap(secret, payload)
+    assert aes_key_unwrap(secret, wrapped.encrypted_key) == payload
+    assert hsm.crypto(key).unwrap_key(KeyWrapAlgorithm.aes_256, wrapped.encrypted_key).key == payload
+    ours = aes_key_wrap_with_padding(secret, b"odd length")
+    assert hsm.crypto(key).unwrap_key(KeyWrapAlgorithm.ckm_aes_key_wrap_pad, ours).key == b"odd length"
+    with pytest.raises(HttpResponseError) as caught:  # another key's wrap fails RFC 3394's integrity check
+        hsm.crypto(key).unwrap_key(KeyWrapAlgorithm.aes_256, aes_key_wrap(os.urandom(32), payload))
+    assert caught.value.status_code == 400
+    with pytest.raises(HttpResponseError) as caught:  # the size in the algorithm must be the key's
+        hsm.crypto(key).unwrap_key(KeyWrapAlgorithm.aes_128, wrapped.encrypted_key)
+    assert caught.value.status_code == 400
+    with pytest.raises(HttpResponseError) as caught:  # key_ops without encrypt
+        hsm.crypto(key).encrypt(EncryptionAlgorithm.a256_gcm, b"x")
+    assert caught.value.status_code == 403 and error_of(caught) == ("Forbidden", "KeyOperationForbidden")
+
+
 def test_the_transfer_blob_may_be_base64_or_base64url(vault: Vault) -> None:
     kek = create_kek(vault)
     for name, encode in (("std", base64.b64encode), ("url", base64.urlsafe_b64encode)):

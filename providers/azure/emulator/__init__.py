@@ -16,6 +16,9 @@ level and whether oct-HSM keys may be imported. What it honours (BYOK.md §3):
   retention period has passed on the emulator's clock;
 - `maxresults` <= 25 and `nextLink` pagination; tag limits (15 per key, 256 characters);
 - encrypt/decrypt: A256GCM for oct keys, RSA-OAEP / RSA-OAEP-256 for RSA keys;
+- wrapkey/unwrapkey: A128KW/A192KW/A256KW and CKM_AES_KEY_WRAP (RFC 3394), CKM_AES_KEY_WRAP_PAD
+  (RFC 5649) for oct keys of the matching size, RSA-OAEP / RSA-OAEP-256 / RSA1_5 for RSA keys;
+  each operation only when the key's `key_ops` allow it (403 KeyOperationForbidden otherwise);
 - Key Vault error bodies `{"error": {"code", "message", "innererror"}}`.
 
 Names are case-insensitive as in Azure; the name's first spelling is kept. Object ids are built
@@ -81,6 +84,8 @@ class AzureKeyVaultEmulator(KeyRoutes, ListingRoutes, DeletionRoutes, CryptoRout
             "Encrypt": lambda: self.encrypt(name, parts[2], self._body(request, KeyOperationBody), base),
             "Decrypt": lambda: self.decrypt(name, parts[2], self._body(request, KeyOperationBody), base),
             "Sign": lambda: self.sign(name, parts[2], self._body(request, KeyOperationBody), base),
+            "WrapKey": lambda: self.wrap_key(name, parts[2], self._body(request, KeyOperationBody), base),
+            "UnwrapKey": lambda: self.unwrap_key(name, parts[2], self._body(request, KeyOperationBody), base),
         }
         return handlers[operation]()
 

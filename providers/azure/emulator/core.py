@@ -92,7 +92,13 @@ class VaultCore(EmulatorApp):
         if len(parts) == 3:
             return {"GET": "GetKey", "PATCH": "UpdateKey"}.get(method, "Unknown")
         if len(parts) == 4 and method == "POST":
-            return {"encrypt": "Encrypt", "decrypt": "Decrypt", "sign": "Sign"}.get(parts[3], "Unknown")
+            return {
+                "encrypt": "Encrypt",
+                "decrypt": "Decrypt",
+                "sign": "Sign",
+                "wrapkey": "WrapKey",
+                "unwrapkey": "UnwrapKey",
+            }.get(parts[3].lower(), "Unknown")
         return "Unknown"
 
     def handle(self, request: Request) -> Response:

@@ -1,5 +1,6 @@
 """Using imported material, so tests can prove what the vault holds: encrypt/decrypt with A256GCM
-for oct keys and RSA-OAEP / RSA-OAEP-256 for RSA keys."""
+for oct keys and RSA-OAEP / RSA-OAEP-256 for RSA keys; wrapKey/unwrapKey with AES key wrap for oct
+keys and RSA-OAEP / RSA-OAEP-256 / RSA1_5 for RSA keys; sign."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import base64
 import os
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes, keywrap, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -108,6 +109,66 @@ class CryptoRoutes(VaultCore):
         else:
             raise bad_parameter(f"The algorithm {alg} is not supported for a {stored.kty} key.")
         return Response.json({"kid": kid, "value": b64url(signature)})
+
+    def wrap_key(self, name: str, version: str, body: KeyOperationBody, base: str) -> Response:
+        stored = self._operation_key(name, version, "wrapKey")
+        plaintext = decode_b64_any(body.value)
+        kid = f"{base}/keys/{stored.name}/{stored.version}"
+        if stored.kty.startswith("oct"):
+            secret = base64.b64decode(stored.private)
+            self._check_key_wrap(body.alg, secret)
+            try:
+                if body.alg == "CKM_AES_KEY_WRAP_PAD":
+                    wrapped = keywrap.aes_key_wrap_with_padding(secret, plaintext)
+                else:
+                    wrapped = keywrap.aes_key_wrap(secret, plaintext)
+            except ValueError:
+                raise bad_parameter("The key to wrap must be at least 16 bytes long and a multiple of 8 bytes.") from None
+            return Response.json({"kid": kid, "value": b64url(wrapped)})
+        if stored.kty.startswith("RSA") and body.alg in ("RSA-OAEP", "RSA-OAEP-256", "RSA1_5"):
+            public = stored_rsa_key(stored.private).public_key()
+            pad = padding.PKCS1v15() if body.alg == "RSA1_5" else self._oaep(body.alg)
+            try:
+                wrapped = public.encrypt(plaintext, pad)
+            except ValueError:
+                raise bad_parameter("The key to wrap is too long for this key and algorithm.") from None
+            return Response.json({"kid": kid, "value": b64url(wrapped)})
+        raise bad_parameter(f"The algorithm {body.alg} is not supported for a {stored.kty} key.")
+
+    def unwrap_key(self, name: str, version: str, body: KeyOperationBody, base: str) -> Response:
+        stored = self._operation_key(name, version, "unwrapKey")
+        wrapped = decode_b64_any(body.value)
+        kid = f"{base}/keys/{stored.name}/{stored.version}"
+        if stored.kty.startswith("oct"):
+            secret = base64.b64decode(stored.private)
+            self._check_key_wrap(body.alg, secret)
+            try:
+                if body.alg == "CKM_AES_KEY_WRAP_PAD":
+                    plaintext = keywrap.aes_key_unwrap_with_padding(secret, wrapped)
+                else:
+                    plaintext = keywrap.aes_key_unwrap(secret, wrapped)
+            except (keywrap.InvalidUnwrap, ValueError):
+                raise bad_parameter("The wrapped key could not be unwrapped with this key.") from None
+            return Response.json({"kid": kid, "value": b64url(plaintext)})
+        if stored.kty.startswith("RSA") and body.alg in ("RSA-OAEP", "RSA-OAEP-256", "RSA1_5"):
+            private = stored_rsa_key(stored.private)
+            pad = padding.PKCS1v15() if body.alg == "RSA1_5" else self._oaep(body.alg)
+            try:
+                plaintext = private.decrypt(wrapped, pad)
+            except ValueError:
+                raise bad_parameter("The wrapped key could not be unwrapped with this key.") from None
+            return Response.json({"kid": kid, "value": b64url(plaintext)})
+        raise bad_parameter(f"The algorithm {body.alg} is not supported for a {stored.kty} key.")
+
+    @staticmethod
+    def _check_key_wrap(alg: str, secret: bytes) -> None:
+        sizes = {"A128KW": 128, "A192KW": 192, "A256KW": 256}
+        if alg in ("CKM_AES_KEY_WRAP", "CKM_AES_KEY_WRAP_PAD"):
+            return
+        if alg not in sizes:
+            raise bad_parameter(f"The algorithm {alg} is not supported for an oct key.")
+        if len(secret) * 8 != sizes[alg]:
+            raise bad_parameter(f"The algorithm {alg} does not match this key's size.")
 
     @staticmethod
     def _check_gcm_size(alg: str, secret: bytes) -> None:
