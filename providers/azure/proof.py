@@ -199,8 +199,8 @@ def _prove_aes(
             remote_id=remote_id,
         )
     except ProviderError as error:
-        if not _refused(error):
-            raise
+        if not _refused(error) or error.kind is ErrorKind.CONFLICT:
+            raise  # not about what was sent: a key disabled meanwhile is "cannot prove"
         return _verdict(
             Verdict.MISMATCH,
             ProofMethod.ENCRYPTION,
@@ -246,8 +246,8 @@ def _prove_aes_key_wrap(
         try:
             opened = provider._call("unwrapping", lambda: crypto.unwrap_key(algorithm, ours), remote_id=remote_id)
         except ProviderError as error:
-            if not _refused(error):
-                raise
+            if not _refused(error) or error.kind is ErrorKind.CONFLICT:
+                raise  # a key disabled meanwhile is "cannot prove", not a mismatch
             return _verdict(
                 Verdict.MISMATCH,
                 ProofMethod.KEY_WRAP,

@@ -18,6 +18,13 @@ def google_status(exc: BaseException) -> str | None:
     return status if isinstance(status, str) else None
 
 
+def service_message(exc: BaseException | None) -> str:
+    """Cloud KMS's own sentence for a failure (its first line)."""
+    if exc is None:
+        return ""
+    return str(getattr(exc, "message", None) or str(exc).split("\n")[0])
+
+
 def classify(exc: BaseException, action: str, remote_id: str | None = None) -> ProviderError:
     """A `ProviderError` for an SDK or transport failure while trying to `action`."""
     import requests
@@ -26,7 +33,7 @@ def classify(exc: BaseException, action: str, remote_id: str | None = None) -> P
 
     if isinstance(exc, ProviderError):
         return exc
-    message = getattr(exc, "message", None) or str(exc).split("\n")[0]
+    message = service_message(exc)
     code = google_status(exc)
 
     throttled = isinstance(exc, api.TooManyRequests) or code == "RESOURCE_EXHAUSTED"

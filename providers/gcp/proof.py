@@ -35,6 +35,7 @@ from keyplan.provider import (
     ProviderError,
     Verdict,
 )
+from providers.gcp.errors import service_message
 from providers.gcp.mapping import RAW_AES_GCM, gcp_key_type
 
 if TYPE_CHECKING:
@@ -50,6 +51,21 @@ def _verdict(verdict: Verdict, method: ProofMethod, detail: str, version: str | 
 
 
 def prove(provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
+    try:
+        return _prove(provider, request, witness)
+    except ProviderError as error:
+        if error.kind is not ErrorKind.CONFLICT:
+            raise
+        # FAILED_PRECONDITION: a version disabled, scheduled for destruction or destroyed
+        return _verdict(
+            Verdict.CANNOT_PROVE,
+            ProofMethod.NONE,
+            f"Cloud KMS refused ({error.code}): {service_message(error.__cause__) or error.summary}",
+            request.remote_version_id,
+        )
+
+
+def _prove(provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
     version_id = request.remote_version_id or _current_version(provider, request.remote_id)
     if version_id is None:
         return _verdict(Verdict.CANNOT_PROVE, ProofMethod.NONE, "the key has no version holding material")
@@ -120,8 +136,8 @@ def _prove_raw_aes_gcm(
             },
         )
     except ProviderError as error:
-        if error.retryable or error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE):
-            raise
+        if error.retryable or error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE, ErrorKind.CONFLICT):
+            raise  # not about the ciphertext: a version disabled meanwhile is "cannot prove"
         return _verdict(
             Verdict.MISMATCH,
             ProofMethod.ENCRYPTION,

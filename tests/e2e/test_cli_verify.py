@@ -596,3 +596,53 @@ def test_an_azure_key_that_refuses_the_proof_is_cannot_prove_and_unchanged(
         before.properties.enabled,
         before.key_operations,
     )
+
+
+def test_aws_keys_that_refuse_the_proof_are_cannot_prove_and_left_as_they_were(workspace: Workspace) -> None:
+    workspace.write(AWS_CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    state = workspace.state()
+    remote = {a: k["targets"]["aws.main"]["remote_id"] for a, k in state["keys"].items()}
+    with workspace.aws() as (client, _):
+        client.disable_key(KeyId=remote["key.signer"])
+        client.schedule_key_deletion(KeyId=remote["key.data"], PendingWindowInDays=7)
+        before = {a: client.describe_key(KeyId=r)["KeyMetadata"] for a, r in remote.items()}
+    fingerprints = workspace.emulator_fingerprints()
+    code, report = verify_json(workspace)
+    assert code == 1, report
+    results = by_address(report)
+    for address in ("key.signer", "key.data"):
+        assert results[address]["verdict"] == "cannot_prove" and not results[address]["by_design"]
+    assert "DisabledException" in results["key.signer"]["detail"]
+    assert "pending deletion" in results["key.data"]["detail"] or "KMSInvalidStateException" in results["key.data"]["detail"]
+    assert (results["key.mac"]["verdict"], results["key.decrypter"]["verdict"]) == ("proven", "proven")
+    with workspace.aws() as (client, _):
+        after = {a: client.describe_key(KeyId=r)["KeyMetadata"] for a, r in remote.items()}
+    assert {a: (m["KeyState"], m.get("ValidTo")) for a, m in after.items()} == {
+        a: (m["KeyState"], m.get("ValidTo")) for a, m in before.items()
+    }
+    assert workspace.emulator_fingerprints() == fingerprints
+
+
+def test_gcp_versions_that_refuse_the_proof_are_cannot_prove_and_left_as_they_were(workspace: Workspace) -> None:
+    workspace.write(GCP_CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    state = workspace.state()
+    mac_key = state["keys"]["key.mac"]["targets"]["gcp.main"]["remote_id"]
+    raw_key = state["keys"]["key.raw"]["targets"]["gcp.raw"]["remote_id"]
+    with gcp_cloud(workspace.path) as cloud:
+        cloud.set_version_state(mac_key, "1", "DISABLED")
+    with gcp_cloud(workspace.path, "gcp-raw") as cloud:
+        cloud.set_version_state(raw_key, "1", "DISABLED")
+    code, report = verify_json(workspace, "key.mac", "key.raw")
+    assert code == 1
+    for result in report["results"]:
+        assert result["verdict"] == "cannot_prove" and not result["by_design"], result
+        assert "not enabled, current state is: DISABLED" in result["detail"]
+    text = workspace.keyplan("verify", "key.raw")
+    assert text.code == 1 and "Traceback" not in text.output
+    assert "Cannot prove material v1 of key.raw at gcp.raw" in text.stderr
+    with gcp_cloud(workspace.path) as cloud:
+        assert cloud.version_states(mac_key) == {"1": "DISABLED"}
+    with gcp_cloud(workspace.path, "gcp-raw") as cloud:
+        assert cloud.version_states(raw_key) == {"1": "DISABLED"}
