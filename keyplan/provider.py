@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
 
 from keyplan.algorithms import Algorithm, KeyUsage
+from keyplan.crypto.proofs import SignatureScheme
 from keyplan.crypto.wrap import WrapMethod
 from keyplan.diagnostics import Diagnostics, SourceRange
 from keyplan.limits import CallLimits, RateClass, TargetLimits, apply_overrides
@@ -251,6 +252,20 @@ class AesKeyWrapResponse(_Model):
     wrapped: bytes  # 8 bytes longer than the plaintext
 
 
+class SignRequest(_Model):
+    """A signature of `message` (hashed by the scheme's hash, outside the key) under the private
+    half of an RSA or EC material version. ECDSA signatures are DER-encoded (r, s)."""
+
+    handle: str
+    algorithm: Algorithm
+    message: bytes
+    scheme: SignatureScheme
+
+
+class SignResponse(_Model):
+    signature: bytes
+
+
 class SourceError(Exception):
     """A key source could not do what was asked (wrong PIN, missing token, missing handle …)."""
 
@@ -298,6 +313,9 @@ class KeySource(ABC):
 
     def aes_key_wrap(self, request: AesKeyWrapRequest) -> AesKeyWrapResponse:
         raise SourceError(f"{self.address} cannot wrap with its material", "This key source offers no key-wrap proofs.")
+
+    def sign(self, request: SignRequest) -> SignResponse:
+        raise SourceError(f"{self.address} cannot sign with its material", "This key source offers no signing proofs.")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions and files."""
@@ -827,6 +845,12 @@ class MaterialWitness:
         return self._source.aes_key_wrap(
             AesKeyWrapRequest(handle=self._handle, algorithm=self.algorithm, plaintext=plaintext)
         ).wrapped
+
+    def sign(self, message: bytes, scheme: SignatureScheme) -> bytes:
+        """A signature of `message` by the material's private half (ECDSA: DER-encoded)."""
+        return self._source.sign(
+            SignRequest(handle=self._handle, algorithm=self.algorithm, message=message, scheme=scheme)
+        ).signature
 
     def wrap(self, method: WrapMethod, wrapping_public_key: bytes) -> bytes:
         """The material wrapped for a cloud, as for an import (re-import proofs)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 from enum import StrEnum
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -77,3 +78,16 @@ def oaep_encrypt(spki: bytes, plaintext: bytes, hash_name: str = "SHA-256") -> b
         raise ValueError("not an RSA public key")
     digest = _HASHES[hash_name]()
     return key.encrypt(plaintext, padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None))
+
+
+def sign_message(private_key: Any, scheme: SignatureScheme, message: bytes) -> bytes:
+    """`message` signed under `scheme` by a `cryptography` RSA or EC private key (ECDSA: DER).
+    For key sources that hold material in memory; a token signs inside itself."""
+    chosen = scheme.hash
+    if isinstance(private_key, ec.EllipticCurvePrivateKey) and scheme.value.startswith("ecdsa"):
+        return bytes(private_key.sign(message, ec.ECDSA(chosen)))
+    if isinstance(private_key, rsa.RSAPrivateKey) and scheme.value.startswith("rsa-pss"):
+        return bytes(private_key.sign(message, padding.PSS(mgf=padding.MGF1(chosen), salt_length=chosen.digest_size), chosen))
+    if isinstance(private_key, rsa.RSAPrivateKey) and scheme.value.startswith("rsa-pkcs1"):
+        return bytes(private_key.sign(message, padding.PKCS1v15(), chosen))
+    raise ValueError(f"{scheme.value} does not sign with this kind of key")

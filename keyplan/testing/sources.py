@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 from keyplan.algorithms import ALGORITHMS, Algorithm, MaterialKind
 from keyplan.crypto import SecretBytes, fingerprint_material
 from keyplan.crypto.fingerprint import spki_fingerprint
+from keyplan.crypto.proofs import SignatureScheme, signature_verifies
 from keyplan.crypto.wrap import WrapMethod, direct_oaep_limit, unwrap
 from keyplan.provider import (
     AesGcmRequest,
@@ -44,6 +45,7 @@ from keyplan.provider import (
     KeySource,
     MacRequest,
     PublicKeyRequest,
+    SignRequest,
     SourceError,
     WrapRequest,
     checked_answer,
@@ -291,6 +293,15 @@ class KeySourceConformance:
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
             assert spki == expected
+            schemes = (
+                [SignatureScheme.ECDSA_SHA384 if algorithm.curve == "P-384" else SignatureScheme.ECDSA_SHA256]
+                if algorithm.kind is MaterialKind.EC
+                else [SignatureScheme.RSA_PSS_SHA256, SignatureScheme.RSA_PKCS1_SHA256]
+            )
+            for scheme in schemes:
+                signed = source.sign(SignRequest(handle=material.handle, algorithm=algorithm, message=message, scheme=scheme))
+                assert signature_verifies(expected, scheme, message, signed.signature), scheme
+                assert not signature_verifies(expected, scheme, message[::-1], signed.signature)
         elif algorithm.kind is MaterialKind.HMAC:
             mac = source.mac(MacRequest(handle=material.handle, algorithm=algorithm, message=message)).mac
             digest = algorithm.name.removeprefix("HMAC_").lower()
@@ -314,6 +325,10 @@ class KeySourceConformance:
             source.public_key(PublicKeyRequest(handle=material.handle, algorithm=algorithm))
         with pytest.raises(SourceError):
             source.mac(MacRequest(handle=material.handle, algorithm=algorithm, message=b"x"))
+        with pytest.raises(SourceError):
+            source.sign(
+                SignRequest(handle=material.handle, algorithm=algorithm, message=b"x", scheme=SignatureScheme.ECDSA_SHA256)
+            )
         with pytest.raises(SourceError):
             source.aes_gcm_encrypt(
                 AesGcmRequest(handle="key.never-generated/v1/000000000000", algorithm=algorithm, iv=bytes(12), plaintext=b"x")

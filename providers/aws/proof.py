@@ -1,7 +1,8 @@
 """Proofs that an AWS KMS key holds keyplan's material (`keyplan verify`).
 
 - RSA and EC keys: GetPublicKey equals the source's public key; then, for SIGN_VERIFY keys, a
-  Sign of the run's fresh challenge verifies under the source's public key, and for
+  Sign of the run's fresh challenge verifies under the source's public key and KMS's Verify
+  accepts the source's signature of another challenge (both directions), and for
   ENCRYPT_DECRYPT keys, KMS decrypts the challenge encrypted to the source's public key.
 - HMAC keys: GenerateMac of the challenge equals the source's HMAC of it.
 - Symmetric keys: KMS ciphertext blobs are an undocumented format, so the proof is the one AWS
@@ -31,6 +32,7 @@ from keyplan.provider import (
     MaterialWitness,
     ProofMethod,
     ProviderError,
+    SourceError,
     Verdict,
     VersionState,
     WrappedMaterial,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from providers.aws.provider import AwsKmsProvider
 
 INCORRECT_MATERIAL = "IncorrectKeyMaterialException"
+INVALID_SIGNATURE = "KMSInvalidSignatureException"
 _MATERIAL_ID = re.compile(r"[0-9a-f]{64}")
 _EC_SIGNING = {
     "P-256": ("ECDSA_SHA_256", SignatureScheme.ECDSA_SHA256),
@@ -74,7 +77,7 @@ def _prove_asymmetric(provider: AwsKmsProvider, request: MaterialProofRequest, w
             Verdict.MISMATCH, ProofMethod.PUBLIC_KEY, "the key's public key (GetPublicKey) differs from the source's"
         )
     try:
-        return _prove_use(provider, request, str(answer.get("KeyUsage")), source_spki)
+        return _prove_use(provider, request, witness, str(answer.get("KeyUsage")), source_spki)
     except ProviderError as error:
         if error.retryable or error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE):
             raise
@@ -85,7 +88,9 @@ def _prove_asymmetric(provider: AwsKmsProvider, request: MaterialProofRequest, w
         )
 
 
-def _prove_use(provider: AwsKmsProvider, request: MaterialProofRequest, usage: str, source_spki: bytes) -> MaterialProof:
+def _prove_use(
+    provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness, usage: str, source_spki: bytes
+) -> MaterialProof:
     """Beyond equal public keys: the key signs, or decrypts, as the source's private key would."""
     remote_id = request.remote_id
     if usage == "SIGN_VERIFY":
@@ -100,12 +105,7 @@ def _prove_use(provider: AwsKmsProvider, request: MaterialProofRequest, usage: s
                 ProofMethod.SIGNATURE,
                 f"the public keys match but the key's {signing} signature of a fresh challenge does not verify under it",
             )
-        return _verdict(
-            Verdict.PROVEN,
-            ProofMethod.SIGNATURE,
-            f"GetPublicKey equals the source's public key, and a {signing} signature of a fresh challenge verifies "
-            "under it",
-        )
+        return _verify_source_signature(provider, request, witness, signing, scheme)
     if usage == "ENCRYPT_DECRYPT" and request.key.usage is KeyUsage.DECRYPT:
         sealed = oaep_encrypt(source_spki, request.challenge, "SHA-256")
         opened = provider._kms.call(
@@ -124,6 +124,44 @@ def _prove_use(provider: AwsKmsProvider, request: MaterialProofRequest, usage: s
             "(RSAES_OAEP_SHA_256)",
         )
     return _verdict(Verdict.PROVEN, ProofMethod.PUBLIC_KEY, "GetPublicKey equals the source's public key")
+
+
+def _verify_source_signature(
+    provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness, signing: str, scheme: SignatureScheme
+) -> MaterialProof:
+    """The reverse direction: the source signs another fresh challenge and KMS verifies it (Verify,
+    inside KMS, with the key's public half)."""
+    forward = (
+        f"GetPublicKey equals the source's public key, and a {signing} signature of a fresh challenge verifies "
+        "under it"
+    )
+    other = request.challenge[::-1]
+    try:
+        ours = witness.sign(other, scheme)
+    except SourceError as error:
+        return _verdict(Verdict.PROVEN, ProofMethod.SIGNATURE, f"{forward} (the source could not sign: {error.summary})")
+    try:
+        provider._kms.call(
+            "Verify",
+            request.remote_id,
+            KeyId=request.remote_id,
+            Message=other,
+            MessageType="RAW",
+            Signature=ours,
+            SigningAlgorithm=signing,
+        )
+    except ProviderError as error:
+        if error.code != INVALID_SIGNATURE:
+            raise
+        return _verdict(
+            Verdict.MISMATCH,
+            ProofMethod.SIGNATURE,
+            f"the key's signature verified under the source's public key, but KMS refused the source's {signing} "
+            f"signature ({INVALID_SIGNATURE})",
+        )
+    return _verdict(
+        Verdict.PROVEN, ProofMethod.SIGNATURE, f"{forward}, and KMS verified (Verify) the source's signature of another"
+    )
 
 
 def _prove_mac(provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:

@@ -7,12 +7,15 @@ shared logged-in session serves all of the apply walker's threads.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar, cast
 
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import (
+    MGF,
     Attribute,
     KeyType,
     Mechanism,
@@ -46,6 +49,8 @@ from keyplan.provider import (
     MaterialInfo,
     PublicKeyRequest,
     PublicKeyResponse,
+    SignRequest,
+    SignResponse,
     SourceCapabilities,
     SourceError,
     WrappedMaterial,
@@ -347,6 +352,31 @@ class Pkcs11Source(KeySource):
         sealed = self._in_token(handle, "encrypting with", encrypt)
         return AesGcmResponse(ciphertext=sealed[:-16], tag=sealed[-16:])
 
+    def sign(self, request: SignRequest) -> SignResponse:
+        """C_Sign over the message's digest (hashed outside: a digest is not secret) with CKM_ECDSA
+        or CKM_RSA_PKCS_PSS / CKM_RSA_PKCS (keyplan creates private keys with CKA_SIGN)."""
+        handle = self._parse(request.handle)
+        scheme = request.scheme
+        ecdsa = scheme.value.startswith("ecdsa")
+        if request.algorithm.kind is not (MaterialKind.EC if ecdsa else MaterialKind.RSA):
+            raise SourceError(f"Cannot sign {request.algorithm.name} material with {scheme.value}", "Choose the key's own scheme.")
+        hasher = hashlib.new(scheme.hash.name, request.message)
+        digest = hasher.digest()
+
+        def sign_digest(session: Session) -> bytes:
+            key = cast(SignMixin, self._target(session, handle, request.algorithm))
+            if ecdsa:
+                raw = _one_shot(key.sign(digest, mechanism=Mechanism.ECDSA))
+                half = len(raw) // 2
+                return encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+            if scheme.value.startswith("rsa-pss"):
+                mgf, hash_mechanism = _PSS[scheme.hash.name]
+                parameters = (hash_mechanism, mgf, len(digest))
+                return _one_shot(key.sign(digest, mechanism=Mechanism.RSA_PKCS_PSS, mechanism_param=parameters))
+            return _one_shot(key.sign(_digest_info(scheme.hash.name, digest), mechanism=Mechanism.RSA_PKCS))
+
+        return SignResponse(signature=self._in_token(handle, "signing with", sign_digest))
+
     def aes_key_wrap(self, request: AesKeyWrapRequest) -> AesKeyWrapResponse:
         """C_Encrypt with CKM_AES_KEY_WRAP, or where the token offers that mechanism only to
         C_WrapKey, RFC 3394 over CKM_AES_ECB blocks (providers/pkcs11/keywrap.py)."""
@@ -455,3 +485,20 @@ def _one_shot(answer: object) -> bytes:
     """What a single-part C_Encrypt answered (python-pkcs11 types it as bytes or an iterator)."""
     assert isinstance(answer, bytes)
     return answer
+
+
+_PSS = {
+    "sha256": (MGF.SHA256, Mechanism.SHA256),
+    "sha384": (MGF.SHA384, Mechanism.SHA384),
+    "sha512": (MGF.SHA512, Mechanism.SHA512),
+}
+# DER DigestInfo prefixes (RFC 8017 §9.2 note 1): CKM_RSA_PKCS signs DigestInfo || digest.
+_DIGEST_INFO = {
+    "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
+    "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
+    "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
+}
+
+
+def _digest_info(hash_name: str, digest: bytes) -> bytes:
+    return _DIGEST_INFO[hash_name] + digest

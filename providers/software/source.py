@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from keyplan.algorithms import ALGORITHMS, Algorithm, MaterialKind
 from keyplan.crypto.fingerprint import fingerprint_material, is_current_fingerprint
+from keyplan.crypto.proofs import sign_message
 from keyplan.crypto.secret import SecretBytes
 from keyplan.crypto.wrap import WrapMethod, wrap
 from keyplan.provider import (
@@ -34,6 +35,8 @@ from keyplan.provider import (
     MaterialInfo,
     PublicKeyRequest,
     PublicKeyResponse,
+    SignRequest,
+    SignResponse,
     SourceCapabilities,
     SourceError,
     WrappedMaterial,
@@ -125,6 +128,18 @@ class SoftwareSource(KeySource):
 
         sealed = self._with_material(request.handle, request.algorithm, encrypt)
         return AesGcmResponse(ciphertext=sealed[:-16], tag=sealed[-16:])
+
+    def sign(self, request: SignRequest) -> SignResponse:
+        self._require(request.algorithm, MaterialKind.RSA, MaterialKind.EC)
+
+        def compute(material: SecretBytes) -> bytes:
+            private_key = serialization.load_der_private_key(material.reveal(), password=None)
+            try:
+                return sign_message(private_key, request.scheme, request.message)
+            except ValueError as exc:
+                raise SourceError(f"Cannot sign {request.algorithm.name} material with {request.scheme.value}", str(exc)) from None
+
+        return SignResponse(signature=self._with_material(request.handle, request.algorithm, compute))
 
     def aes_key_wrap(self, request: AesKeyWrapRequest) -> AesKeyWrapResponse:
         self._require(request.algorithm, MaterialKind.SYMMETRIC)

@@ -89,6 +89,7 @@ def test_every_aws_proof_succeeds_after_apply_and_leaves_the_keys_as_they_were(w
         "key.signer": ("proven", "signature"),
         "key.decrypter": ("proven", "encryption"),
     }
+    assert "KMS verified (Verify) the source's signature" in results["key.signer"]["detail"]  # both directions
     state = workspace.state()
     for address, result in results.items():
         assert result["fingerprint"] == state["keys"][address]["materials"][0]["fingerprint"]
@@ -525,7 +526,7 @@ def test_aws_proofs_make_only_the_calls_they_need(workspace: Workspace, tmp_path
     assert calls == {
         "key.data": {"ListKeyRotations": 1, "GetParametersForImport": 1, "ImportKeyMaterial": 1},
         "key.mac": {"GenerateMac": 1},
-        "key.signer": {"GetPublicKey": 1, "Sign": 1},
+        "key.signer": {"GetPublicKey": 1, "Sign": 1, "Verify": 1},
         "key.decrypter": {"GetPublicKey": 1, "Decrypt": 1},
     }
 

@@ -375,6 +375,34 @@ def test_asymmetric_keys_sign_with_the_imported_private_key(cloud: Cloud, spec: 
     else:
         pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
         private_key.public_key().verify(signature, b"doc", pss, hashes.SHA256())
+    # Verify inside KMS: its own signature, one made outside with the same private key, digests too
+    chosen = hashes.SHA384() if spec.startswith("ECC") else hashes.SHA256()
+    outside = (
+        private_key.sign(b"other", ec.ECDSA(chosen))
+        if spec.startswith("ECC")
+        else private_key.sign(b"other", padding.PSS(mgf=padding.MGF1(chosen), salt_length=chosen.digest_size), chosen)
+    )
+    for message, message_type, signed in (
+        (b"doc", "RAW", signature),
+        (b"other", "RAW", outside),
+        (hashes_of(chosen, b"other"), "DIGEST", outside),
+    ):
+        answer = cloud.kms.verify(
+            KeyId=key["KeyId"], Message=message, MessageType=message_type, Signature=signed, SigningAlgorithm=algorithm
+        )
+        assert answer["SignatureValid"] is True
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.verify(KeyId=key["KeyId"], Message=b"tampered", Signature=outside, SigningAlgorithm=algorithm)
+    assert error_of(caught)[0] == "KMSInvalidSignatureException"
+    with pytest.raises(ClientError) as caught:  # a digest of the wrong length
+        cloud.kms.verify(KeyId=key["KeyId"], Message=b"short", MessageType="DIGEST", Signature=outside, SigningAlgorithm=algorithm)
+    assert error_of(caught)[0] == "ValidationException"
+
+
+def hashes_of(algorithm: hashes.HashAlgorithm, message: bytes) -> bytes:
+    hasher = hashes.Hash(algorithm)
+    hasher.update(message)
+    return hasher.finalize()
 
 
 # -- state, deletion ---------------------------------------------------------------------------------

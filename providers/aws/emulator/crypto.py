@@ -1,5 +1,5 @@
 """Using imported material, so tests can prove what KMS holds: Encrypt/Decrypt (AES-GCM),
-GenerateMac/VerifyMac, Sign and GetPublicKey."""
+GenerateMac/VerifyMac, Sign/Verify and GetPublicKey."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import uuid
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -168,3 +168,35 @@ class CryptoRoutes(KmsCore):
         else:
             signature = private_key.sign(message, padding.PKCS1v15(), chosen)
         return {"KeyId": key["arn"], "Signature": base64.b64encode(signature).decode(), "SigningAlgorithm": algorithm}
+
+    def _op_Verify(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        """With the key's public half, as KMS does: KMSInvalidSignatureException when the signature
+        does not verify; the message type says whether Message is hashed here or already a digest."""
+        message = blob_member(body, "Message")
+        signature = blob_member(body, "Signature")
+        algorithm = required(body, "SigningAlgorithm")
+        message_type = body.get("MessageType") or "RAW"
+        if message_type not in ("RAW", "DIGEST"):
+            raise KmsError("ValidationException", f"MessageType {message_type} is not RAW or DIGEST.")
+        key, private_key = self._private_key(region, body)
+        self._require_usage(key, "SIGN_VERIFY")
+        if algorithm not in KEY_SPECS[key["spec"]].algorithms:
+            raise KmsError("InvalidKeyUsageException", f"{algorithm} is not valid for {key['arn']} ({key['spec']}).")
+        hash_algorithm = HASHES[algorithm[-7:]]()
+        if message_type == "DIGEST" and len(message) != hash_algorithm.digest_size:
+            raise KmsError("ValidationException", f"The digest is not {hash_algorithm.digest_size} bytes long.")
+        if message_type == "RAW" and len(message) > 4096:
+            raise KmsError("ValidationException", "Message must be at most 4096 bytes; send a digest instead.")
+        chosen: Any = utils.Prehashed(hash_algorithm) if message_type == "DIGEST" else hash_algorithm
+        public = private_key.public_key()
+        try:
+            if algorithm.startswith("ECDSA"):
+                public.verify(signature, message, ec.ECDSA(chosen))
+            elif algorithm.startswith("RSASSA_PSS"):
+                pss = padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=hash_algorithm.digest_size)
+                public.verify(signature, message, pss, chosen)
+            else:
+                public.verify(signature, message, padding.PKCS1v15(), chosen)
+        except (InvalidSignature, ValueError):
+            raise KmsError("KMSInvalidSignatureException", "The signature does not verify.") from None
+        return {"KeyId": key["arn"], "SignatureValid": True, "SigningAlgorithm": algorithm}
