@@ -3,7 +3,9 @@ addressable, so every version keyplan imported is proven on its own.
 
 - RSA and EC versions: GetPublicKey equals the source's public key; for ASYMMETRIC_SIGN keys,
   AsymmetricSign of the digest of the run's fresh challenge then verifies under the source's
-  public key.
+  public key; for ASYMMETRIC_DECRYPT keys, AsymmetricDecrypt opens the challenge encrypted
+  (RSA-OAEP-SHA256) to the source's public key. Cloud KMS has no verify operation for
+  asymmetric keys, so a signature made by the source is not checked there.
 - HMAC versions: MacSign of the challenge equals the source's HMAC of it.
 - AES raw encryption versions (AES_256_GCM, `symmetric_algorithm = "AES_256_GCM"`): RawEncrypt
   of the challenge equals the source's AES-GCM encryption of it under the IV Cloud KMS chose
@@ -24,7 +26,7 @@ import os
 from typing import TYPE_CHECKING
 
 from keyplan.algorithms import MaterialKind
-from keyplan.crypto.proofs import SignatureScheme, same_public_key, signature_verifies
+from keyplan.crypto.proofs import SignatureScheme, oaep_encrypt, same_public_key, signature_verifies
 from keyplan.provider import (
     DescribeKeyRequest,
     ErrorKind,
@@ -173,6 +175,8 @@ def _prove_asymmetric(
     if not same:
         return _verdict(Verdict.MISMATCH, ProofMethod.PUBLIC_KEY, "the version's public key (GetPublicKey) differs from the source's")
     key_type = gcp_key_type(request.key.algorithm, request.key.usage)
+    if key_type is not None and key_type.purpose == "ASYMMETRIC_DECRYPT":
+        return _prove_decryption(provider, request, source_spki, name, key_type.algorithm)
     if key_type is None or key_type.purpose != "ASYMMETRIC_SIGN":
         return _verdict(Verdict.PROVEN, ProofMethod.PUBLIC_KEY, "GetPublicKey equals the source's public key")
     scheme, digest_name = _signing(request)
@@ -201,6 +205,38 @@ def _prove_asymmetric(
         ProofMethod.SIGNATURE,
         f"GetPublicKey equals the source's public key, and an AsymmetricSign ({key_type.algorithm}) of a fresh "
         "challenge verifies under it",
+    )
+
+
+def _prove_decryption(
+    provider: GcpProvider, request: MaterialProofRequest, source_spki: bytes, name: str, algorithm: str
+) -> MaterialProof:
+    """The version decrypts (AsymmetricDecrypt, RSA-OAEP with SHA-256) the challenge encrypted to
+    the source's public key: only the matching private key can."""
+    sealed = oaep_encrypt(source_spki, request.challenge, "SHA-256")
+    try:
+        opened = provider._kms.call(
+            "decrypt", provider._client.asymmetric_decrypt, request.remote_id, request={"name": name, "ciphertext": sealed}
+        )
+    except ProviderError as error:
+        if error.retryable or error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE, ErrorKind.CONFLICT):
+            raise
+        return _verdict(
+            Verdict.PROVEN,
+            ProofMethod.PUBLIC_KEY,
+            f"GetPublicKey equals the source's public key (decrypting was refused: {error.summary})",
+        )
+    if bytes(opened.plaintext) != request.challenge:
+        return _verdict(
+            Verdict.MISMATCH,
+            ProofMethod.ENCRYPTION,
+            "the public keys match but the version did not decrypt a challenge encrypted to the source's key",
+        )
+    return _verdict(
+        Verdict.PROVEN,
+        ProofMethod.ENCRYPTION,
+        f"GetPublicKey equals the source's public key, and the version decrypted (AsymmetricDecrypt, {algorithm}) a "
+        "fresh challenge encrypted to it",
     )
 
 

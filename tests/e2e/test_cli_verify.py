@@ -227,6 +227,12 @@ key "rsa_signer" {
   source    = source.software.local
   targets   = [provider.gcp.main]
 }
+key "decrypter" {
+  algorithm = "RSA_2048"
+  usage     = "decrypt"
+  source    = source.software.local
+  targets   = [provider.gcp.main]
+}
 """
 
 
@@ -242,6 +248,7 @@ def test_every_imported_gcp_version_is_proven_and_a_swapped_one_is_a_mismatch(wo
     verdicts = sorted((r["address"], r["material_version"], r["verdict"], r["method"]) for r in results)
     assert verdicts == [
         ("key.data", 1, "cannot_prove", "none"),
+        ("key.decrypter", 1, "proven", "encryption"),
         ("key.mac", 1, "proven", "mac"),
         ("key.mac", 2, "proven", "mac"),
         ("key.raw", 1, "proven", "encryption"),

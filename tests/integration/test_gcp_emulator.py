@@ -556,6 +556,22 @@ def test_raw_aes_keys_encrypt_standard_ciphertexts_both_ways(gcp: Emulated, acti
     assert status_of(caught.value) == "FAILED_PRECONDITION"
 
 
+def test_imported_rsa_decryption_keys_decrypt_oaep(gcp: Emulated, active: kms.ImportJob) -> None:
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = gcp.key("dec", algorithm=Alg.RSA_DECRYPT_OAEP_2048_SHA256, purpose=Purpose.ASYMMETRIC_DECRYPT)
+    material = SecretBytes(
+        private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    version = gcp.import_(key, active, material, WrapMethod.RSA_AES_KEY_WRAP_SHA_256, Alg.RSA_DECRYPT_OAEP_2048_SHA256)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    sealed = private_key.public_key().encrypt(b"secret", oaep)
+    assert gcp.client.asymmetric_decrypt(request={"name": version.name, "ciphertext": sealed}).plaintext == b"secret"
+    with pytest.raises(api.BadRequest) as caught:  # OAEP with SHA-1 is another algorithm
+        sha1 = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+        gcp.client.asymmetric_decrypt(request={"name": version.name, "ciphertext": private_key.public_key().encrypt(b"x", sha1)})
+    assert status_of(caught.value) == "INVALID_ARGUMENT"
+
+
 def test_imported_rsa_key_signs_with_pss(gcp: Emulated, active: kms.ImportJob) -> None:
     key = gcp.key("rsa", algorithm=Alg.RSA_SIGN_PSS_2048_SHA256, purpose=Purpose.ASYMMETRIC_SIGN)
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -90,6 +90,12 @@ class GcpKmsEmulator(KeyRoutes, VersionRoutes, ImportRoutes, CryptoRoutes):
             ("POST", re.compile(rf"^/v1/({VERSION}):macSign$"), "MacSign", self._mac_sign),
             ("POST", re.compile(rf"^/v1/({VERSION}):macVerify$"), "MacVerify", self._mac_verify),
             ("POST", re.compile(rf"^/v1/({VERSION}):asymmetricSign$"), "AsymmetricSign", self._asymmetric_sign),
+            (
+                "POST",
+                re.compile(rf"^/v1/({VERSION}):asymmetricDecrypt$"),
+                "AsymmetricDecrypt",
+                self._asymmetric_decrypt,
+            ),
             ("GET", re.compile(rf"^/v1/({VERSION})/publicKey$"), "GetPublicKey", self._get_public_key),
             ("GET", re.compile(rf"^/v1/({RING})/importJobs$"), "ListImportJobs", self._list_import_jobs),
             ("POST", re.compile(rf"^/v1/({RING})/importJobs$"), "CreateImportJob", self._create_import_job),

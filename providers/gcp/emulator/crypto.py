@@ -1,5 +1,5 @@
 """Using imported material, so tests can prove what Cloud KMS holds: encrypt/decrypt, rawEncrypt/
-rawDecrypt, macSign/macVerify, asymmetricSign and getPublicKey.
+rawDecrypt, macSign/macVerify, asymmetricSign, asymmetricDecrypt and getPublicKey.
 
 Raw encryption (RAW_ENCRYPT_DECRYPT keys) produces standard ciphertexts, as Google documents: for
 AES-GCM the service picks a 12-byte IV and appends the 16-byte tag to the ciphertext, and an IV
@@ -260,6 +260,32 @@ class CryptoRoutes(GcpCore):
             {
                 "name": name,
                 "signature": b64(signature),
+                "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], self._ints(request)),
+            },
+        )
+
+    def _asymmetric_decrypt(self, request: Request, name: str) -> Response:
+        """RSA-OAEP with the hash the algorithm names (MGF1 with the same hash, no label)."""
+        body = self._body(request)
+        version, material = self._usable(name)
+        algorithm = version["algorithm"]
+        if ALGORITHM_RULES[algorithm].purpose != "ASYMMETRIC_DECRYPT":
+            raise invalid(f"{name} cannot decrypt (algorithm {algorithm}); AsymmetricDecrypt needs ASYMMETRIC_DECRYPT.")
+        ciphertext = b64decode_field(body_member(body, "ciphertext") or "", "ciphertext")
+        chosen: hashes.HashAlgorithm = (
+            hashes.SHA512() if algorithm.endswith("SHA512") else hashes.SHA1() if algorithm.endswith("SHA1") else hashes.SHA256()
+        )
+        private = serialization.load_der_private_key(material, password=None)
+        assert isinstance(private, rsa.RSAPrivateKey)
+        try:
+            plaintext = private.decrypt(ciphertext, padding.OAEP(mgf=padding.MGF1(chosen), algorithm=chosen, label=None))
+        except ValueError:
+            raise invalid("Decryption failed: the ciphertext is invalid.") from None
+        return self._ok(
+            request,
+            {
+                "plaintext": b64(plaintext),
+                "verifiedCiphertextCrc32c": False,
                 "protectionLevel": PROTECTION_LEVEL.render(version["protectionLevel"], self._ints(request)),
             },
         )
