@@ -654,3 +654,33 @@ def test_gcp_versions_that_refuse_the_proof_are_cannot_prove_and_left_as_they_we
         assert cloud.version_states(mac_key) == {"1": "DISABLED"}
     with gcp_cloud(workspace.path, "gcp-raw") as cloud:
         assert cloud.version_states(raw_key) == {"1": "DISABLED"}
+
+
+def test_apply_verify_fails_the_proof_the_cloud_refused_and_keeps_the_import(
+    workspace: Workspace, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """As `keyplan verify` exits 1 for a proof refused, `apply -verify` fails its verify_material
+    action (exit 1); the import before it stays recorded, and the next verify proves it."""
+    from providers.gcp.emulator import GcpKmsEmulator
+
+    data = tmp_path_factory.mktemp("gcp-emulator")
+    store = DocumentStore(data / "gcp.sqlite")
+    server = EmulatorServer(GcpKmsEmulator(store, Clock())).start()
+    try:
+        workspace.write(
+            GCP_CONFIG.replace('endpoint = "embedded"\n}', f'endpoint = "{server.url}"\n  credentials = "local"\n}}', 1)
+            .split('key "data"')[0]
+            + 'key "mac" {\n  algorithm = "HMAC_SHA256"\n  source    = source.software.local\n  targets   = [provider.gcp.main]\n}\n'
+        )
+        fetch_json(server.url + "/_emulator/faults", "POST", {"errors": [{"operation": "MacSign", "status": 400, "count": 1}]})
+        applied = workspace.keyplan("apply", "-auto-approve", "-verify")
+        assert applied.code == 1, applied.output
+        assert "Traceback" not in applied.output
+        assert "cannot prove that gcp.main holds the material v1 just imported" in applied.stderr
+        record = workspace.state()["keys"]["key.mac"]["targets"]["gcp.main"]
+        assert [i["material_version"] for i in record["imports"]] == [1]
+        code, report = verify_json(workspace, "key.mac")
+        assert code == 0 and report["results"][0]["verdict"] == "proven"
+    finally:
+        server.stop()
+        store.close()
