@@ -333,8 +333,12 @@ key "decrypter" {
 def test_every_azure_proof_succeeds_and_a_swapped_version_is_a_mismatch(workspace: Workspace) -> None:
     workspace.write(AZURE_CONFIG)
     assert workspace.keyplan("apply", "-auto-approve").code == 0
+    assert workspace.keyplan("apply", "-auto-approve", "-replace", "key.data").code == 0  # a second version
     code, report = verify_json(workspace)
     assert code == 0
+    data_versions = sorted((r["material_version"], r["remote_version_id"], r["verdict"]) for r in report["results"] if r["address"] == "key.data")
+    assert [(v, verdict) for v, _, verdict in data_versions] == [(1, "proven"), (2, "proven")]
+    assert data_versions[0][1] != data_versions[1][1]  # each proven as its own Key Vault version
     assert {a: (r["verdict"], r["method"]) for a, r in by_address(report).items()} == {
         "key.data": ("proven", "encryption"),
         "key.signer": ("proven", "signature"),
@@ -358,11 +362,12 @@ def test_every_azure_proof_succeeds_and_a_swapped_version_is_a_mismatch(workspac
         )
     code, report = verify_json(workspace)
     assert code == 2
-    assert {a: r["verdict"] for a, r in by_address(report).items()} == {
-        "key.data": "mismatch",
-        "key.signer": "proven",
-        "key.rsa_signer": "mismatch",
-        "key.decrypter": "proven",
+    assert {(r["address"], r["material_version"]): r["verdict"] for r in report["results"]} == {
+        ("key.data", 1): "proven",  # the swap replaced the newest version only
+        ("key.data", 2): "mismatch",
+        ("key.signer", 1): "proven",
+        ("key.rsa_signer", 1): "mismatch",
+        ("key.decrypter", 1): "proven",
     }
 
 
