@@ -336,6 +336,20 @@ key "signing" {
   source    = source.software.local
   targets   = [provider.gcp.main]
 }
+
+provider "gcp" "raw" {
+  project             = "p"
+  location            = "global"
+  key_ring            = "raw"
+  endpoint            = "embedded"
+  symmetric_algorithm = "AES_256_GCM"
+}
+
+key "raw" {
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.gcp.raw]
+}
 """
 )
 
@@ -352,6 +366,8 @@ def test_no_artifact_or_output_of_a_gcp_run_contains_material(workspace: Workspa
         outputs.append(result.output.encode())
     materials = materials_held(workspace.path)
     assert len(materials) == 5, "4 keys imported, one rotated once"
+    materials += materials_held(workspace.path, "gcp-raw")  # proven by RawEncrypt/RawDecrypt in `verify`
+    assert len(materials) == 6
     artifacts = [p for p in workspace.path.rglob("*") if p.is_file() and ".keyplan/emulators" not in str(p)]
     names = {p.name for p in artifacts}
     assert {"keyplan.kpstate.json", "keyplan.kpstate.json.backup", "first.kpplan", "keystore.json"} <= names
