@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: quickstart test softhsm postgresql venv bench lint clean
+.PHONY: quickstart test softhsm postgresql openssh venv bench lint clean
 
 venv: $(STAMP)
 
@@ -33,10 +33,17 @@ postgresql:
 	  apt-cache policy postgresql | grep -q 'Candidate: [0-9]' || $(SUDO) apt-get update -qq; \
 	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# Approvals signed through an SSH agent are tested with a real ssh-agent, ssh-add and ssh-keygen.
+openssh:
+	@command -v ssh-agent >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || { \
+	  echo "installing OpenSSH's client tools (Debian package openssh-client)"; \
+	  apt-cache policy openssh-client | grep -q 'Candidate: [0-9]' || $(SUDO) apt-get update -qq; \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client >/dev/null; }
+
 quickstart: venv
 	@bash examples/quickstart/run.sh
 
-test: venv softhsm postgresql
+test: venv softhsm postgresql openssh
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: venv

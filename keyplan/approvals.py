@@ -14,9 +14,10 @@ Configuration says who may approve and how many approvals a plan needs:
       }
     }
 
-`keyplan approve PLANFILE -key FILE` signs the plan's content digest with Ed25519 (the signer's
-private key from a passphrase-protected PKCS#8 file) and appends the approval to
-`PLANFILE.approvals.json`. `keyplan apply PLANFILE` counts only approvals that verify: a known
+`keyplan approve PLANFILE -key FILE` signs the plan's content digest with Ed25519 and appends the
+approval to `PLANFILE.approvals.json`. The signer's private key is in a passphrase-protected
+PKCS#8 file (`-key FILE`), in the user's SSH agent (`-ssh-agent`), or wherever a signer plugin
+reaches it (`-signer SCHEME:...`, e.g. a hardware token); see `keyplan.signers`. `keyplan apply PLANFILE` counts only approvals that verify: a known
 signer's key, the plan's own digest, not expired, each signer once; it refuses and says what is
 missing otherwise. Signing needs nothing of the managed keys: only the plan's digest.
 """
@@ -35,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.plan.model import ChangeAction, Plan
+from keyplan.signers import ApprovalSigner, FileSigner
 
 APPROVALS_SUFFIX = ".approvals.json"
 # Kinds of change `required_for` may name; "disable" is an update that turns a key off, "replace"
@@ -151,7 +153,7 @@ def new_signing_key(path: Path, passphrase: bytes) -> Ed25519PublicKey:
     return key.public_key()
 
 
-def load_signing_key(path: Path, passphrase: bytes) -> Ed25519PrivateKey:
+def load_signing_key(path: Path, passphrase: bytes) -> FileSigner:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=passphrase)
     except FileNotFoundError:
@@ -165,10 +167,10 @@ def load_signing_key(path: Path, passphrase: bytes) -> Ed25519PrivateKey:
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise DiagnosticsError.single("Not an Ed25519 signing key", f"{path} holds another kind of key; use Ed25519.")
-    return key
+    return FileSigner(key, path)
 
 
-def sign(plan: Plan, key: Ed25519PrivateKey, signer: str, valid_for: timedelta, now: datetime | None = None) -> Approval:
+def sign(plan: Plan, key: ApprovalSigner, signer: str, valid_for: timedelta, now: datetime | None = None) -> Approval:
     signed_at = (now or datetime.now(UTC)).replace(microsecond=0)
     unsigned = Approval(
         signer=signer,
@@ -178,7 +180,7 @@ def sign(plan: Plan, key: Ed25519PrivateKey, signer: str, valid_for: timedelta, 
         expires_at=signed_at + valid_for,
         signature="",
     )
-    signature = base64.b64encode(key.sign(unsigned.message())).decode()
+    signature = base64.b64encode(key.signed(unsigned.message())).decode()
     return unsigned.model_copy(update={"signature": signature})
 
 

@@ -7,7 +7,9 @@ Entry-point groups:
 - `keyplan.providers`: NAME = a `ProviderPlugin` instance (the `provider "NAME"` block kind);
 - `keyplan.sources`: NAME = a `SourcePlugin` instance (the `source "NAME"` block kind);
 - `keyplan.commands`: NAME = a `CommandContribution`, a callable that adds a plugin's own
-  commands to the `keyplan` command line (e.g. a key source's set-up commands).
+  commands to the `keyplan` command line (e.g. a key source's set-up commands);
+- `keyplan.signers`: SCHEME = a `SignerPlugin` (`keyplan.signers`) opening the approval signers
+  that `keyplan approve -signer SCHEME:...` names (a key in a hardware token, for example).
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyplan.provider import ProviderPlugin, SourcePlugin
+
+if TYPE_CHECKING:
+    from keyplan.signers import SignerPlugin
 
 PROVIDERS = "keyplan.providers"
 SOURCES = "keyplan.sources"
 COMMANDS = "keyplan.commands"
+SIGNERS = "keyplan.signers"
 
 # What a `keyplan.commands` entry point names: called once with the `keyplan` typer app.
 CommandContribution = Callable[[Any], None]
@@ -66,6 +72,19 @@ def provider_plugin(kind: str) -> ProviderPlugin[Any] | None:
 @cache
 def source_plugin(kind: str) -> SourcePlugin[Any] | None:
     plugin: SourcePlugin[Any] | None = _load(SOURCES, kind, SourcePlugin)
+    return plugin
+
+
+@cache
+def signer_schemes() -> tuple[str, ...]:
+    return tuple(_entry_points(SIGNERS))
+
+
+@cache
+def signer_plugin(scheme: str) -> SignerPlugin | None:
+    from keyplan.signers import SignerPlugin
+
+    plugin: SignerPlugin | None = _load(SIGNERS, scheme, SignerPlugin)
     return plugin
 
 

@@ -1,5 +1,6 @@
-"""`keyplan approve`: sign a saved plan's digest as one of the configured approvers, or make a
-new passphrase-protected signing key (see `keyplan.approvals` for the trust model)."""
+"""`keyplan approve`: sign a saved plan's digest as one of the configured approvers (with a key
+file, a key in the SSH agent, or a plugin signer such as a hardware token), or make a new
+passphrase-protected signing key (see `keyplan.approvals` for the trust model)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from keyplan.cli.options import emit, from_working_dir
+from keyplan.cli.options import emit, from_working_dir, workspace
 from keyplan.diagnostics import DiagnosticsError
+
+if TYPE_CHECKING:
+    from keyplan.signers import ApprovalSigner
 
 PASSPHRASE_ENV = "KEYPLAN_SIGNING_PASSPHRASE"
 
@@ -39,10 +43,39 @@ def _passphrase(confirm: bool = False) -> bytes:
     return first.encode()
 
 
+def _signer(key: Path | None, ssh_agent: bool, ssh_key: str | None, signer_uri: str | None) -> ApprovalSigner:
+    from keyplan.approvals import load_signing_key
+    from keyplan.signers import SshAgentSigner, open_plugin_signer
+
+    if key is not None:
+        return load_signing_key(from_working_dir(key), _passphrase())
+    if ssh_agent:
+        return SshAgentSigner(ssh_key)
+    assert signer_uri is not None
+    return open_plugin_signer(signer_uri, workspace().directory)
+
+
 def approve(
     planfile: Annotated[Path | None, typer.Argument(help="The saved plan to approve.")] = None,
     key: Annotated[
         Path | None, typer.Option("-key", "--key", help="Your Ed25519 signing key (passphrase-protected PEM).")
+    ] = None,
+    ssh_agent: Annotated[
+        bool, typer.Option("-ssh-agent", "--ssh-agent", help="Sign with an ssh-ed25519 key held by your SSH agent.")
+    ] = False,
+    ssh_key: Annotated[
+        str | None,
+        typer.Option(
+            "-ssh-key", "--ssh-key", help="With -ssh-agent: the key's SHA256 fingerprint (as ssh-add -l shows it) or comment."
+        ),
+    ] = None,
+    signer_uri: Annotated[
+        str | None,
+        typer.Option(
+            "-signer",
+            "--signer",
+            help="Sign with the key a signer plugin reaches, named by a URI (e.g. pkcs11:token=...;object=...).",
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option("-name", "--name", help="Your name as the approvals block lists it.")] = None,
     valid_for: Annotated[
@@ -54,7 +87,7 @@ def approve(
     ] = None,
 ) -> None:
     """Approve a saved plan: sign its digest with your key (M of N approvers, see the approvals block)."""
-    from keyplan.approvals import add_approval, load_signing_key, new_signing_key, public_key_text, sign
+    from keyplan.approvals import add_approval, new_signing_key, public_key_text, sign
     from keyplan.config.durations import DurationError, parse_duration
     from keyplan.escaping import for_terminal
     from keyplan.plan.planfile import load_plan
@@ -71,17 +104,26 @@ def approve(
             f'  {{ name = "{for_terminal(signer)}", public_key = "{public_key_text(public)}" }}\n'
         )
         return
-    if planfile is None or key is None:
+    chosen = [flag for flag, given in (("-key", key is not None), ("-ssh-agent", ssh_agent), ("-signer", signer_uri)) if given]
+    if planfile is None or len(chosen) != 1:
         raise DiagnosticsError.single(
-            "Nothing to approve", "Run `keyplan approve PLANFILE -key FILE -name NAME` (or -new-key FILE to make a key)."
+            "Nothing to approve" if planfile is None or not chosen else f"Choose one signer, not {' and '.join(chosen)}",
+            "Run `keyplan approve PLANFILE -name NAME` with one of -key FILE (a signing key file), -ssh-agent "
+            "(a key in your SSH agent) or -signer URI (a signer plugin's key); -new-key FILE makes a key file.",
         )
+    if ssh_key is not None and not ssh_agent:
+        raise DiagnosticsError.single("-ssh-key needs -ssh-agent", "-ssh-key chooses among the SSH agent's keys.")
     try:
         validity = parse_duration(valid_for)
     except DurationError as exc:
         raise DiagnosticsError.single("Invalid -valid-for", str(exc)) from None
     path = from_working_dir(planfile)
     plan = load_plan(path)  # the digest and the agreement of actions and changes are checked first
-    approval = sign(plan, load_signing_key(from_working_dir(key), _passphrase()), signer, validity, datetime.now(UTC))
+    signing = _signer(key, ssh_agent, ssh_key, signer_uri)
+    try:
+        approval = sign(plan, signing, signer, validity, datetime.now(UTC))
+    finally:
+        signing.close()
     approvals = add_approval(path, approval)
     emit(
         f"Approved {for_terminal(str(path))} (plan {plan.digest[:19]}…) as {for_terminal(signer)} "

@@ -120,3 +120,29 @@ def trust(
             f"token object {result.label!r}.\n"
         )
     emit(f"\n{trusted} wrapping key(s) newly trusted. Run `keyplan apply` to import.\n")
+
+
+@hsm_app.command("signer-key")
+def signer_key(
+    label: Annotated[str, typer.Argument(metavar="LABEL", help="CKA_LABEL of the new Ed25519 key pair, e.g. alice-approvals.")],
+    token: Annotated[str, typer.Option("--token", "-token", help="Label of the token that will hold the key.")],
+    module: Annotated[Path, typer.Option("--module", "-module", help="Path of the token's PKCS#11 library (.so).")],
+    pin_env: Annotated[
+        str, typer.Option("--pin-env", "-pin-env", help="Variable that holds the token's user PIN.")
+    ] = DEFAULT_PIN_ENV,
+    slot: Annotated[int | None, typer.Option("--slot", "-slot", help="Slot id, when several tokens carry the label.")] = None,
+    name: Annotated[str, typer.Option("--name", "-name", help="The approver's name, for the printed signer line.")] = "NAME",
+) -> None:
+    """Create an Ed25519 approval-signing key pair in a token and print its signer line and URI."""
+    from keyplan.approvals import public_key_text
+    from keyplan.escaping import for_terminal
+    from providers.pkcs11.signer import SignerUri, create_signer_key
+
+    uri = SignerUri(token=token, label=label, module=workspace().path(module).resolve(), pin_env=pin_env, slot=slot)
+    public = create_signer_key(uri)
+    emit(
+        f"Created the Ed25519 signing key {for_terminal(label)!r} in token {for_terminal(token)!r} (its private half "
+        "cannot leave the token). Add this signer to the approvals block:\n\n"
+        f'  {{ name = "{for_terminal(name)}", public_key = "{public_key_text(public)}" }}\n\n'
+        f"and approve plans with:\n\n  keyplan approve PLANFILE -name {for_terminal(name)} -signer '{for_terminal(str(uri))}'\n"
+    )
