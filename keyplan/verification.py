@@ -23,14 +23,12 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from keyplan import __version__
 from keyplan.algorithms import KeyUsage, get_algorithm
-from keyplan.apply.audit import AUDIT_FILE, AuditLog
 from keyplan.config import key_spec
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostic, DiagnosticsError, Severity
@@ -337,7 +335,7 @@ def verify_state(
 ) -> VerificationReport:
     """Every proof for `addresses` (all keys without), each recorded in the audit log."""
     report = Verifier(session, state).run(tasks_for(state, addresses), parallelism)
-    record_in_audit_log(session.data_dir / AUDIT_FILE, report)
+    record_in_audit_log(session.config, report)
     return report
 
 
@@ -348,8 +346,10 @@ def run_verify(config: Config, state: State, addresses: Iterable[str] = (), *, p
         return verify_state(session, state, addresses, parallelism=parallelism)
 
 
-def record_in_audit_log(path: Path, report: VerificationReport) -> None:
-    log = AuditLog(path, plan_digest="")
+def record_in_audit_log(config: Config, report: VerificationReport) -> None:
+    from keyplan.operations.audit import audit_log
+
+    log = audit_log(config)
     for entry in audit_entries(report):
         log.record(entry)
 

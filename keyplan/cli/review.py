@@ -39,28 +39,30 @@ def log(
     ] = False,
 ) -> None:
     """Show the audit trail: every remote change keyplan made, oldest first."""
-    from keyplan.apply.audit import AUDIT_FILE, read_audit, verify_chain
+    from keyplan.apply.audit import DamagedAuditEntry, read_audit, verify_chain
+    from keyplan.operations.audit import audit_trail
 
     config = load([], [], no_color=True, validate=False)
-    path = Path(config.directory) / ".keyplan" / AUDIT_FILE
+    trail = audit_trail(config)
+    where = for_terminal(trail.origin)
     if verify:
-        read, problems = verify_chain(path)
+        read, problems = verify_chain(trail)
         if problems:
             raise DiagnosticsError.single(
                 "The audit trail was tampered with",
-                f"{path} fails its hash-chain check:"
-                + "".join(f"\n  - {f'line {p.line}: ' if p.line else ''}{p.problem}" for p in problems)
-                + "\nKeep the file as evidence and compare it with a copy kept elsewhere.",
+                f"{where} fails its hash-chain check:"
+                + "".join(f"\n  - {f'entry {p.line}: ' if p.line else ''}{p.problem}" for p in problems)
+                + "\nKeep the trail as evidence and compare it with a copy kept elsewhere.",
             )
         emit(f"The audit trail is intact: {read} entries, each chained to the one before.\n")
         return
     try:
-        entries = read_audit(path)
-    except json.JSONDecodeError as exc:
+        entries = read_audit(trail)
+    except DamagedAuditEntry as exc:
         raise DiagnosticsError.single(
             "The audit log is damaged",
-            f"{path} line {exc.lineno} is not JSON. Each line is one JSON object written by an apply; a line cut "
-            "short by a crash can be deleted, the others are intact.",
+            f"{where} entry {exc.number} is not JSON. Each entry is one JSON object written by keyplan; an entry cut "
+            "short by a crash can be deleted, the others are intact (`keyplan log -verify` checks the chain).",
         ) from None
     if count is not None:
         entries = entries[-count:]
@@ -68,7 +70,7 @@ def log(
         emit(json.dumps(entries, indent=2) + "\n")
         return
     if not entries:
-        emit(f"No audit entries yet. Every remote change an apply makes is recorded in {path}.\n")
+        emit(f"No audit entries yet. Every remote change an apply makes is recorded in {where}.\n")
         return
     emit(_audit_table(entries))
 

@@ -13,5 +13,6 @@ callback. Operations raise `DiagnosticsError` for user errors and never choose e
 - `state`: reading and deliberately editing the state (list, show, rm, mv, pull, push, unlock);
 - `adoption`: `keyplan import` and `keyplan discover`;
 - `transfer`: the one import sequence (fetch import parameters, wrap in the source, import);
-- `wrapping`: the wrapping keys a plan's imports will use (for sources that must trust them).
+- `wrapping`: the wrapping keys a plan's imports will use (for sources that must trust them);
+- `audit`: the audit trail, kept by the state backend (appending for a command, reading for `log`).
 """

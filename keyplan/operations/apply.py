@@ -219,7 +219,7 @@ def execute(
 ) -> ApplyOutcome:
     """Walk an approved plan against the state the caller read under the lock; the state is
     committed as the walk goes and written whole at the end."""
-    from keyplan.apply.audit import AUDIT_FILE, AuditLog
+    from keyplan.apply.audit import AuditLog
     from keyplan.apply.committer import StateCommitter
     from keyplan.apply.walker import CompositeHooks, Walker, accept_live
     from keyplan.plan.planfile import plan_digest
@@ -232,11 +232,7 @@ def execute(
     if isinstance(backend.backend, LocalBackend):  # a remote store reports its own errors as it is written
         ensure_writable(backend.backend.state_path(backend.workspace).parent, "the state")
     walking = plan.mode != "refresh-only" and bool(plan.actions)
-    audit = (
-        AuditLog(Path(config.directory) / ".keyplan" / AUDIT_FILE, plan.digest or plan_digest(plan), approvers)
-        if walking
-        else None
-    )
+    audit = AuditLog(backend.backend, plan.digest or plan_digest(plan), approvers, backend.workspace) if walking else None
     if recompute_fingerprints(config, state):
         backend.write(state)
     committer = StateCommitter(backend, state)

@@ -17,6 +17,12 @@ A backend stores opaque documents: it never parses state. Per workspace it keeps
 - the **lock**: one holder at a time, with the holder's `LockInfo` (id, operation, who, where,
   since when) readable by everyone so a refused user can be told who holds it.
 
+Beside the state of all its workspaces, a backend keeps the **audit trail** (`keyplan.apply.audit`):
+entries numbered 1, 2, 3, ... each holding the hash of the one before, and a head record (the
+last entry's number and hash) so entries cut off the end are noticed. `append_audit` adds one
+entry atomically with respect to every other writer, so the chain never forks; `read_audit`
+returns the entries as stored, and the core checks the chain.
+
 The core (`keyplan.state.store.StateStore`) parses, upgrades and replays; waits for locks;
 and turns these operations into the commands' behaviour. Backends report failures as
 `StateError` with a `StateErrorKind`, a diagnostic the user can act on (never a traceback,
@@ -26,10 +32,13 @@ never a credential in the text).
 from __future__ import annotations
 
 import getpass
+import hashlib
+import json
 import os
 import socket
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -85,6 +94,49 @@ class JournalEntry(BaseModel):
     lineage: str
     keys: dict[str, KeyRecord | None] = {}
     prerequisites: dict[str, dict[str, PrerequisiteRecord]] = {}
+
+
+AUDIT_GENESIS = "sha256:" + "0" * 64  # the `prev` of the first audit entry
+
+
+class AuditHead(BaseModel):
+    """The head record of an audit trail: the number and hash of its last entry."""
+
+    seq: int
+    hash: str
+
+    def encode(self) -> bytes:
+        return json.dumps({"seq": self.seq, "hash": self.hash}).encode() + b"\n"
+
+
+def audit_entry_hash(entry: bytes) -> str:
+    """What the next entry's `prev` holds: the SHA-256 of this entry's bytes (no line end)."""
+    return "sha256:" + hashlib.sha256(entry.rstrip(b"\n")).hexdigest()
+
+
+def parse_audit_head(data: bytes | None, origin: str) -> AuditHead | None:
+    """The head record a backend stored; a damaged one stops appends (`keyplan log -verify` says more)."""
+    if data is None:
+        return None
+    try:
+        return AuditHead.model_validate_json(data)
+    except ValueError:
+        raise StateError(
+            StateErrorKind.FATAL,
+            "The audit trail's head record is damaged",
+            f"The head record of the audit trail in {origin} cannot be read, so no entry can be chained after it. "
+            "Run `keyplan log -verify` to see what was changed, keep the trail as evidence, and restore it.",
+        ) from None
+
+
+@dataclass(frozen=True)
+class AuditTrail:
+    """An audit trail as stored: its entries in sequence order (as found, tampering included)
+    and its head record (None: no head record stored)."""
+
+    entries: tuple[bytes, ...]
+    head: bytes | None
+    origin: str
 
 
 class StateErrorKind(StrEnum):
@@ -188,6 +240,23 @@ class StateBackend(ABC):
         backend keeps one and it is there (a path, an object URL: for messages); else None. A
         missing state document beside such a copy is a lost state, not a new one."""
         return None
+
+    # -- the audit trail ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def read_audit(self) -> AuditTrail:
+        """Every entry of the audit trail, oldest first, and the head record."""
+
+    @abstractmethod
+    def append_audit(self, make_entry: Callable[[AuditHead | None], bytes]) -> AuditHead:
+        """Append one entry: call `make_entry` with the current head (None: empty trail), store the
+        entry it returns as number `head.seq + 1` and the new head, as one step no other writer can
+        interleave with (a writer that loses a race calls `make_entry` again on the new head).
+        Durable when it returns; returns the new head."""
+
+    def prepare_audit(self) -> None:  # noqa: B027 - optional hook
+        """Check the trail can be appended to, before an apply changes anything. Default: nothing
+        (a remote store reports its errors as it is written)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (and with them any lock a session held)."""

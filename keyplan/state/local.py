@@ -28,6 +28,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,8 @@ from keyplan.diagnostics import DiagnosticsError
 from keyplan.files import BACKUP_SUFFIX, write_atomically
 from keyplan.state.backend import (
     DEFAULT_WORKSPACE,
+    AuditHead,
+    AuditTrail,
     BackendContext,
     LockInfo,
     StateBackend,
@@ -46,6 +49,8 @@ from keyplan.state.backend import (
     StateError,
     StateErrorKind,
     StoredState,
+    audit_entry_hash,
+    parse_audit_head,
     valid_workspace_name,
 )
 from keyplan.state.model import FORMAT_VERSION, State
@@ -56,6 +61,7 @@ if TYPE_CHECKING:
 
 DEFAULT_STATE_PATH = "keyplan.kpstate.json"
 DEFAULT_WORKSPACE_DIR = "keyplan.kpstate.d"
+AUDIT_PATH = ".keyplan/audit.jsonl"  # relative to the configuration directory
 
 
 def serialize_state(state: State) -> bytes:
@@ -119,12 +125,14 @@ class LocalBackend(StateBackend):
 
     locks_outlive_their_holder = False  # the kernel releases a dead process's lock
 
-    def __init__(self, path: Path, workspace_dir: Path | None = None) -> None:
+    def __init__(self, path: Path, workspace_dir: Path | None = None, audit_path: Path | None = None) -> None:
         self.path = path
         self.workspace_dir = workspace_dir if workspace_dir is not None else path.with_name(DEFAULT_WORKSPACE_DIR)
+        self.audit_path = audit_path if audit_path is not None else path.parent / AUDIT_PATH
         self._write_lock = threading.Lock()
         self._locks_lock = threading.Lock()
         self._held: dict[str, tuple[int, str]] = {}  # workspace -> (locked descriptor, lock id)
+        self._audit_lock = threading.Lock()
 
     def store(self, workspace: str = DEFAULT_WORKSPACE) -> StateStore:
         """One workspace of this backend, as commands use it."""
@@ -294,12 +302,80 @@ class LocalBackend(StateBackend):
             path.unlink(missing_ok=True)
 
 
+    # -- the audit trail: one JSON line per entry, the head record beside it -------------------------
+
+    @property
+    def audit_head_path(self) -> Path:
+        return self.audit_path.with_name(self.audit_path.name + ".head")
+
+    def prepare_audit(self) -> None:
+        try:
+            self.audit_path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.audit_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        except OSError as exc:
+            raise DiagnosticsError.single(
+                "Cannot write the audit log",
+                f"{self.audit_path} cannot be written ({exc.strerror}). Every remote change an apply makes is "
+                "recorded there, so nothing was changed. Make it (and its directory) writable, then apply again.",
+            ) from None
+
+    def read_audit(self) -> AuditTrail:
+        try:
+            entries = tuple(line for line in self.audit_path.read_bytes().split(b"\n") if line.strip())
+        except FileNotFoundError:
+            entries = ()
+        try:
+            head: bytes | None = self.audit_head_path.read_bytes()
+        except FileNotFoundError:
+            head = None
+        return AuditTrail(entries=entries, head=head, origin=str(self.audit_path))
+
+    def append_audit(self, make_entry: Callable[[AuditHead | None], bytes]) -> AuditHead:
+        self.prepare_audit()
+        # Private like the state: the trail reveals the key inventory and who changed it.
+        fd = os.open(self.audit_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            with self._audit_lock:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # other keyplan processes append to the same chain
+                os.fchmod(fd, 0o600)
+                head = self._audit_head(fd)
+                entry = make_entry(head).rstrip(b"\n")
+                os.write(fd, entry + b"\n")
+                os.fsync(fd)
+                new_head = AuditHead(seq=(head.seq if head else 0) + 1, hash=audit_entry_hash(entry))
+                write_atomically(self.audit_head_path, new_head.encode())
+                return new_head
+        finally:
+            os.close(fd)  # releases the flock
+
+    def _audit_head(self, fd: int) -> AuditHead | None:
+        """The head record; for a trail written before head records existed, its last line."""
+        try:
+            return parse_audit_head(self.audit_head_path.read_bytes(), str(self.audit_path))
+        except FileNotFoundError:
+            pass
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, min(size, 65536), max(0, size - 65536))
+        lines = [line for line in tail.splitlines() if line.strip()]
+        if not lines:
+            return None
+        try:
+            seq = int(json.loads(lines[-1]).get("seq", 0))
+        except (ValueError, AttributeError):
+            seq = 0
+        return AuditHead(seq=seq, hash=audit_entry_hash(lines[-1]))
+
+
 class LocalPlugin(StateBackendPlugin[LocalSettings]):
     kind = "local"
     settings_model = LocalSettings
 
     def open(self, settings: LocalSettings, context: BackendContext) -> LocalBackend:
-        return LocalBackend(context.working_dir / settings.path, context.working_dir / settings.workspace_dir)
+        return LocalBackend(
+            context.working_dir / settings.path,
+            context.working_dir / settings.workspace_dir,
+            context.working_dir / AUDIT_PATH,
+        )
 
 
 PLUGIN = LocalPlugin()

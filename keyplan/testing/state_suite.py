@@ -15,18 +15,23 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from keyplan.apply.audit import AuditLog, read_audit, verify_chain
 from keyplan.apply.committer import StateCommitter
-from keyplan.state.backend import LockInfo, StateBackend, StateError, StateErrorKind
+from keyplan.state.backend import AuditTrail, LockInfo, StateBackend, StateError, StateErrorKind
 from keyplan.state.model import KeyRecord, MaterialVersion, State
 from keyplan.state.store import StateStore
 from keyplan.state.workspaces import open_backend
+
+
+def _no_tampering(change: Callable[[AuditTrail], AuditTrail]) -> None:
+    pytest.skip("this backend's harness cannot rewrite its stored audit trail")
 
 
 @dataclass
@@ -35,6 +40,9 @@ class BackendHarness:
     attributes: dict[str, object]
     working_dir: Path
     env: dict[str, str] = field(default_factory=dict)  # what a process needs in its environment
+    # Rewrites the stored audit trail behind keyplan's back (entries in order, head record), as
+    # someone with write access to the store could: how the suite checks tampering is found.
+    rewrite_audit: Callable[[Callable[[AuditTrail], AuditTrail]], None] = _no_tampering
     _opened: list[StateBackend] = field(default_factory=list)
 
     def open(self) -> StateBackend:
@@ -268,3 +276,83 @@ class StateBackendConformance:
         after = StateStore(harness.open())
         final = after.read()
         assert final is not None and len(final.keys) == 5 and not after.has_journal
+
+    # -- the audit trail ----------------------------------------------------------------------------
+
+    def _audited(self, harness: BackendHarness, entries: int = 5) -> StateBackend:
+        backend = harness.open()
+        log = AuditLog(backend, plan_digest="sha256:plan", approvers=["alice", "bob"], workspace="dev")
+        for n in range(1, entries + 1):
+            log.record({"action": "update_key", "address": f"key.k{n}", "target": "cloud.main", "outcome": "ok"})
+        return backend
+
+    def test_an_empty_audit_trail_reads_as_nothing(self, harness: BackendHarness) -> None:
+        trail = harness.open().read_audit()
+        assert (trail.entries, trail.head) == ((), None)
+        assert verify_chain(trail) == (0, [])
+
+    def test_audit_entries_chain_and_carry_plan_approvers_and_workspace(self, harness: BackendHarness) -> None:
+        self._audited(harness)
+        trail = harness.open().read_audit()
+        assert verify_chain(trail) == (5, [])
+        entries = read_audit(trail)
+        assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]
+        assert [e["address"] for e in entries] == [f"key.k{n}" for n in range(1, 6)]
+        assert all(e["plan"] == "sha256:plan" and e["approvers"] == ["alice", "bob"] for e in entries)
+        assert {e["workspace"] for e in entries} == {"dev"}
+        AuditLog(harness.open(), plan_digest="sha256:other").record({"action": "export", "outcome": "ok"})
+        assert verify_chain(harness.open().read_audit()) == (6, []), "a second writer continues the chain"
+
+    def test_concurrent_writers_never_fork_the_audit_chain(self, harness: BackendHarness) -> None:
+        logs = [AuditLog(harness.open(), plan_digest=f"sha256:{n}") for n in range(3)]
+
+        def write(log: AuditLog) -> None:
+            for n in range(8):
+                log.record({"action": "update_key", "address": f"key.k{n}", "outcome": "ok"})
+
+        threads = [threading.Thread(target=write, args=(log,)) for log in logs for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        trail = harness.open().read_audit()
+        assert verify_chain(trail) == (48, [])
+        assert [e["seq"] for e in read_audit(trail)] == list(range(1, 49))
+
+    @pytest.mark.parametrize(
+        ("tampering", "where", "says"),
+        [
+            ("edit", [3], "edited"),
+            ("edit-last", [5], "last entry was edited"),
+            ("remove", [3], "entry 4 where entry 3 was due"),
+            ("reorder", [2, 3], "reordered"),
+            ("truncate", [3], "cut off the end"),
+            ("drop-head", [0], "truncation cannot be ruled out"),
+        ],
+    )
+    def test_tampering_with_the_audit_trail_is_found_and_where(
+        self, harness: BackendHarness, tampering: str, where: list[int], says: str
+    ) -> None:
+        self._audited(harness)
+
+        def tamper(trail: AuditTrail) -> AuditTrail:
+            entries = list(trail.entries)
+            if tampering.startswith("edit"):
+                index = -1 if tampering == "edit-last" else 1
+                entry = json.loads(entries[index])
+                entry["address"] = "key.someone-else"
+                entries[index] = json.dumps(entry, sort_keys=True).encode()
+            elif tampering == "remove":
+                del entries[2]
+            elif tampering == "reorder":
+                entries[1], entries[2] = entries[2], entries[1]
+            elif tampering == "truncate":
+                entries = entries[:3]
+            else:
+                return replace(trail, head=None)
+            return replace(trail, entries=tuple(entries))
+
+        harness.rewrite_audit(tamper)
+        _, problems = verify_chain(harness.open().read_audit())
+        assert [p.line for p in problems][: len(where)] == where, problems
+        assert any(says in p.problem for p in problems), problems

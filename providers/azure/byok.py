@@ -19,11 +19,12 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from keyplan.algorithms import ALGORITHMS, Algorithm, KeyUsage
-from keyplan.apply.audit import AUDIT_FILE, AuditLog
+from keyplan.apply.audit import AuditLog
 from keyplan.config.model import Config
 from keyplan.config.suggestions import did_you_mean
 from keyplan.diagnostics import DiagnosticsError, SourceRange
 from keyplan.files import write_atomically
+from keyplan.operations.audit import audit_log
 from keyplan.plan.negotiate import negotiate
 from keyplan.provider import (
     EnsurePrerequisiteRequest,
@@ -75,7 +76,7 @@ def export(config: Config, state: State, request: ExportRequest) -> ExportResult
             f"declares. Declare source {record.source} again to export this key.",
             address=request.address,
         )
-    audit = AuditLog(Path(config.directory) / ".keyplan" / AUDIT_FILE, plan_digest="")
+    audit = audit_log(config)
     entry = {"action": "export_byok", "address": request.address, "target": request.vault, "remote_id": None}
     audit.record({**entry, "outcome": "started", "detail": f"export to {request.output}"})
     try:

@@ -6,12 +6,16 @@ Tables, created on first use in `schema_name` (default `keyplan_state`):
     states  (workspace PRIMARY KEY, data, version)   the state document and its row version
     journal (workspace, sequence, data)               journal groups of an apply in progress
     locks   (workspace PRIMARY KEY, info)             who holds the lock (id, operation, who, where, when)
+    audit   (seq PRIMARY KEY, data)                   the audit trail's entries (all workspaces)
+    audit_head (one row: data)                        its head record: the last entry's number and hash
 
 A write is one transaction: `UPDATE ... WHERE version = <the version read>` (or an insert that
 must not find a row), then the workspace's journal rows are deleted; zero rows updated means
 someone else wrote first. The lock is `pg_try_advisory_lock` on a key derived from the schema
 and workspace, taken on this backend's connection and kept until unlock, so the server drops it
-the moment a killed keyplan's connection goes away; the `locks` row says who holds it.
+the moment a killed keyplan's connection goes away; the `locks` row says who holds it. An audit
+entry and the head record that names it are written in one transaction under a transaction-level
+advisory lock, so concurrent writers chain one after the other and the trail never forks.
 `force-unlock` ends the session still holding it (`pg_terminate_backend`), for a connection the
 server has not noticed is dead yet. The connection string is read from the environment variable
 named by `conn_str_env`, never from the configuration, so no password is written in HCL.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -30,6 +35,8 @@ from pydantic import Field
 
 from keyplan.state.backend import (
     DEFAULT_WORKSPACE,
+    AuditHead,
+    AuditTrail,
     BackendContext,
     LockInfo,
     StateBackend,
@@ -38,6 +45,8 @@ from keyplan.state.backend import (
     StateError,
     StateErrorKind,
     StoredState,
+    audit_entry_hash,
+    parse_audit_head,
 )
 
 DEFAULT_CONN_STR_ENV = "KEYPLAN_PG_CONN_STR"
@@ -72,6 +81,8 @@ class PgBackend(StateBackend):
         self._states = sql.SQL("{}.states").format(schema)
         self._journal = sql.SQL("{}.journal").format(schema)
         self._locks = sql.SQL("{}.locks").format(schema)
+        self._audit = sql.SQL("{}.audit").format(schema)
+        self._audit_head = sql.SQL("{}.audit_head").format(schema)
 
     # -- the connection -----------------------------------------------------------------------------
 
@@ -104,6 +115,15 @@ class PgBackend(StateBackend):
                     sql.SQL("CREATE TABLE IF NOT EXISTS {} (workspace text PRIMARY KEY, info jsonb NOT NULL)").format(
                         self._locks
                     )
+                )
+                conn.execute(
+                    sql.SQL("CREATE TABLE IF NOT EXISTS {} (seq bigint PRIMARY KEY, data bytea NOT NULL)").format(
+                        self._audit
+                    )
+                )
+                conn.execute(
+                    sql.SQL("CREATE TABLE IF NOT EXISTS {} (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
+                            "data bytea NOT NULL)").format(self._audit_head)
                 )
         except psycopg.Error as error:
             raise self._error(error, "create keyplan's tables in") from None
@@ -280,6 +300,41 @@ class PgBackend(StateBackend):
             conn.execute(sql.SQL("DELETE FROM {} WHERE workspace = %s").format(self._locks), (workspace,))
 
         self._run("unlock the state in", work)
+
+    # -- the audit trail -------------------------------------------------------------------------------
+
+    def read_audit(self) -> AuditTrail:
+        def work(conn: psycopg.Connection[Any]) -> AuditTrail:
+            with conn.transaction():
+                rows = conn.execute(sql.SQL("SELECT data FROM {} ORDER BY seq").format(self._audit)).fetchall()
+                head = conn.execute(sql.SQL("SELECT data FROM {}").format(self._audit_head)).fetchone()
+            return AuditTrail(
+                entries=tuple(bytes(row[0]) for row in rows),
+                head=bytes(head[0]) if head else None,
+                origin=f"PostgreSQL {self.settings.schema_name}.audit",
+            )
+
+        result: AuditTrail = self._run("read the audit trail from", work)
+        return result
+
+    def append_audit(self, make_entry: Callable[[AuditHead | None], bytes]) -> AuditHead:
+        def work(conn: psycopg.Connection[Any]) -> AuditHead:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("keyplan-audit", self.settings.schema_name),))
+                row = conn.execute(sql.SQL("SELECT data FROM {}").format(self._audit_head)).fetchone()
+                head = parse_audit_head(bytes(row[0]) if row else None, f"PostgreSQL {self.settings.schema_name}.audit")
+                entry = make_entry(head).rstrip(b"\n")
+                new_head = AuditHead(seq=(head.seq if head else 0) + 1, hash=audit_entry_hash(entry))
+                conn.execute(sql.SQL("INSERT INTO {} (seq, data) VALUES (%s, %s)").format(self._audit), (new_head.seq, entry))
+                conn.execute(
+                    sql.SQL("INSERT INTO {} (one, data) VALUES (true, %s) "
+                            "ON CONFLICT (one) DO UPDATE SET data = EXCLUDED.data").format(self._audit_head),
+                    (new_head.encode(),),
+                )
+            return new_head
+
+        result: AuditHead = self._run("append to the audit trail in", work)
+        return result
 
     def close(self) -> None:
         with self._lock:

@@ -6,12 +6,18 @@ Layout, for `key = "keys/prod.kpstate.json"` and the default `workspace_key_pref
     keys/prod.kpstate.json.lock                 its lock (holder info as JSON)
     keys/prod.kpstate.json.journal/000000000042 one journal group of an apply in progress
     env:/dev/keys/prod.kpstate.json             state of workspace "dev" (and .lock, .journal/)
+    keys/prod.kpstate.json.audit/000000000007   entry 7 of the audit trail (all workspaces)
+    keys/prod.kpstate.json.audit.head           the trail's head record: last entry's number and hash
 
 Concurrency is optimistic and enforced by S3 itself, the way Terraform's S3 backend does it
 with `use_lockfile`: the lock object is created with `If-None-Match: *` (exactly one creator
 wins), the state is replaced with `If-Match: <ETag it was read at>` (a write based on an older
 copy fails with 412 and the user is told to plan again), and the lock is deleted with
-`If-Match` on its own ETag. With `kms_key_id`, every object is written with SSE-KMS under that
+`If-Match` on its own ETag. The audit trail cannot fork either: entry N is created with
+`If-None-Match: *` (of two writers only one creates it; the other chains after it), and the head
+record moves with `If-Match` on the ETag it was read at. A writer that finds entry N already
+there but the head still at N-1 (its writer was killed in between) moves the head over it first.
+With `kms_key_id`, every object is written with SSE-KMS under that
 key. In a versioned bucket every state write is a new version and nothing here deletes
 versions, so the bucket keeps the state's history.
 """
@@ -19,6 +25,7 @@ versions, so the bucket keeps the state's history.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Literal
 
 import boto3
@@ -28,6 +35,8 @@ from pydantic import Field
 
 from keyplan.state.backend import (
     DEFAULT_WORKSPACE,
+    AuditHead,
+    AuditTrail,
     BackendContext,
     LockInfo,
     StateBackend,
@@ -36,6 +45,8 @@ from keyplan.state.backend import (
     StateError,
     StateErrorKind,
     StoredState,
+    audit_entry_hash,
+    parse_audit_head,
     valid_workspace_name,
 )
 
@@ -209,6 +220,66 @@ class S3Backend(StateBackend):
             raise self._error(error, "unlock the state in") from None
         except botocore.exceptions.BotoCoreError as error:
             raise self._error(error, "unlock the state in") from None
+
+    # -- the audit trail -----------------------------------------------------------------------------
+
+    def audit_prefix(self) -> str:
+        return self.settings.key + ".audit/"
+
+    def audit_head_key(self) -> str:
+        return self.settings.key + ".audit.head"
+
+    def read_audit(self) -> AuditTrail:
+        keys = sorted(self._keys(self.audit_prefix(), "read the audit trail from"))
+        entries = tuple(
+            data for key in keys if (data := self._get(key, "read the audit trail from")[0]) is not None
+        )
+        head, _ = self._get(self.audit_head_key(), "read the audit trail from")
+        return AuditTrail(entries=entries, head=head, origin=f"s3://{self.bucket}/{self.audit_prefix()}")
+
+    def append_audit(self, make_entry: Callable[[AuditHead | None], bytes]) -> AuditHead:
+        origin = f"s3://{self.bucket}/{self.audit_prefix()}"
+        while True:
+            data, etag = self._get(self.audit_head_key(), "read the audit trail from")
+            head = parse_audit_head(data, origin)
+            number = (head.seq if head else 0) + 1
+            entry = make_entry(head).rstrip(b"\n")
+            if not self._create(f"{self.audit_prefix()}{number:012d}", entry, "append to the audit trail in"):
+                # Entry `number` exists: another writer appended it (and may not have moved the head yet).
+                taken, _ = self._get(f"{self.audit_prefix()}{number:012d}", "read the audit trail from")
+                if taken is not None:
+                    self._move_audit_head(AuditHead(seq=number, hash=audit_entry_hash(taken)), etag)
+                continue
+            new_head = AuditHead(seq=number, hash=audit_entry_hash(entry))
+            self._move_audit_head(new_head, etag)  # if someone moved it over our entry first, so much the better
+            return new_head
+
+    def _move_audit_head(self, head: AuditHead, expected_etag: str | None) -> bool:
+        condition = {"IfMatch": expected_etag} if expected_etag is not None else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.audit_head_key(), Body=head.encode(), ContentType="application/json",
+                **condition, **self._sse(),
+            )
+            return True
+        except botocore.exceptions.ClientError as error:
+            if _code(error) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                return False
+            raise self._error(error, "append to the audit trail in") from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise self._error(error, "append to the audit trail in") from None
+
+    def _create(self, key: str, data: bytes, doing: str) -> bool:
+        """Create `key` if it does not exist; False when it does."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", **self._sse())
+            return True
+        except botocore.exceptions.ClientError as error:
+            if _code(error) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                return False
+            raise self._error(error, doing) from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise self._error(error, doing) from None
 
     def close(self) -> None:
         with self._client_lock:

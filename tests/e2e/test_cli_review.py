@@ -443,7 +443,7 @@ def test_audit_log_holds_every_mutation_and_no_material(workspace: Workspace) ->
     lines = trail.read_text().splitlines()
     trail.write_text("\n".join(lines[:3] + lines[4:]) + "\n")
     tampered = workspace.keyplan("log", "-verify")
-    assert tampered.code == 1 and "tampered" in tampered.stderr and "line 4" in tampered.stderr, tampered.output
+    assert tampered.code == 1 and "tampered" in tampered.stderr and "entry 4" in tampered.stderr, tampered.output
     audit = (workspace.path / ".keyplan" / "audit.jsonl").read_bytes()
     outputs = table.stdout.encode()
     for material in materials_held_by_emulator(workspace):

@@ -132,6 +132,13 @@ def test_plan_apply_drift_and_state_commands(team: Team) -> None:
     assert state["keys"]['key.app["ledger"]']["targets"]["aws.main"]["aliases"] == ["alias/default-ledger"]
     if team.kind != "local":
         assert not (team.workspace.path / "keyplan.kpstate.json").exists(), "remote state leaves no local copy"
+    logged = team.keyplan("log", "-json")
+    entries = json.loads(logged.stdout)
+    assert logged.code == 0 and {"started", "ok"} <= {e["outcome"] for e in entries}, logged.output
+    assert {e["address"] for e in entries if e["action"] == "create_key"} == set(state["keys"])
+    assert team.keyplan("log", "-verify").code == 0
+    local_trail = team.workspace.path / ".keyplan" / "audit.jsonl"
+    assert local_trail.exists() == (team.kind == "local"), "the audit trail lives beside the state"
     listed = team.keyplan("state", "list")
     assert listed.stdout.split() == ['key.app["ledger"]', 'key.app["payments"]']
     assert "alias/default-payments" in team.keyplan("state", "show", 'key.app["payments"]').stdout
