@@ -114,9 +114,19 @@ class Walker:
             run_action(self.context, action)
         finally:
             durable = self.committer.durability()
+        if durable is None:
+            self._finished(action, started)
+        else:
+            # "done" only once the action's state mutation is durable: a line printed before
+            # would claim a step a crash could still lose. Registered before the scheduler's own
+            # callback, so it is printed before any dependent starts; a failed append is
+            # reported by the scheduler as the action's failure instead.
+            durable.add_done_callback(lambda f: None if f.exception() else self._finished(action, started))
+        return durable
+
+    def _finished(self, action: Action, started: float) -> None:
         log.debug("done %s in %.2fs", action.id, time.monotonic() - started)
         self.hooks.finished(action, time.monotonic() - started)
-        return durable
 
     # -- scheduler listener ------------------------------------------------------------------
 

@@ -218,15 +218,19 @@ def test_a_killed_apply_is_reported_cleared_and_converges(team: Team) -> None:
     process = team.spawn("apply", "-auto-approve", "-parallelism", "3", latency_ms=150)
     assert process.stdout is not None
     seen = []
+    done_address = ""
     for line in process.stdout:
         seen.append(line)
         if ": created at aws.main" in line:  # a key finished, others in flight
             process.send_signal(signal.SIGKILL)
+            done_address = line.split(": created at", 1)[0].strip()
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, "".join(seen)
     recovered = team.state()
     assert recovered is not None and recovered["keys"], "finished steps were journalled"
+    # a key is reported done only once its state mutations are durable
+    assert recovered["keys"][done_address]["targets"]["aws.main"]["remote_id"], "".join(seen)
     if team.kind == "local":
         assert team.store().current_lock() is None, "the OS released the lock with the killed process"
     elif team.kind == "pg":
