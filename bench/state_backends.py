@@ -68,12 +68,28 @@ class LatencyProxy:
         server_reader, server_writer = await self.connect()
 
         async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+            # Each chunk is delivered `delay` after it arrived, in order: chunks sent back to back
+            # (a request's headers, then its body) travel together, as on a network link, rather
+            # than paying the latency once per chunk.
+            queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+            async def receive() -> None:
+                with contextlib.suppress(ConnectionError, OSError):
+                    while data := await reader.read(65536):
+                        queue.put_nowait((self.loop.time() + delay, data))
+                queue.put_nowait((0.0, b""))
+
+            receiving = asyncio.ensure_future(receive())
             with contextlib.suppress(ConnectionError, OSError):
-                while data := await reader.read(65536):
+                while True:
+                    due, data = await queue.get()
+                    if not data:
+                        break
                     if delay:
-                        await asyncio.sleep(delay)
+                        await asyncio.sleep(max(0.0, due - self.loop.time()))
                     writer.write(data)
                     await writer.drain()
+            receiving.cancel()
             writer.close()
 
         await asyncio.gather(pump(client_reader, server_writer, self.delay), pump(server_reader, client_writer, 0))
@@ -163,6 +179,8 @@ def main() -> None:
     parser.add_argument("--cloud-ms", type=float, default=20.0)
     parser.add_argument("--parallelism", type=int, default=10)
     parser.add_argument("--naive-keys", type=int, default=100, help="keys for the naive and blocking runs (slow)")
+    parser.add_argument("--ways", default="deferred,blocking,naive", help="which ways to run, comma-separated")
+    parser.add_argument("--backends", default="local,s3,pg", help="which backends to run, comma-separated")
     args = parser.parse_args()
     print(f"{STEPS} mutations per key, {args.cloud_ms:g} ms per cloud call, store latency {args.latency_ms:g} ms "
           f"(none for local), parallelism {args.parallelism}\n")
@@ -171,7 +189,9 @@ def main() -> None:
     with backends(args.latency_ms / 1000) as stores:
         local_per_key = None
         for name, make in stores:
-            for way in ("deferred", "blocking", "naive"):
+            if name.split()[0] not in args.backends.split(","):
+                continue
+            for way in [w for w in ("deferred", "blocking", "naive") if w in args.ways.split(",")]:
                 keys = args.keys if way == "deferred" else args.naive_keys
                 floor = keys * STEPS * args.cloud_ms / 1000 / args.parallelism
                 store = make(way + name.split()[0])

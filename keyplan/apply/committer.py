@@ -12,7 +12,10 @@ goes into it. Two ways to wait for durability:
   appends; `durability()` hands the calling thread a future that completes once everything it
   committed is durable. The walker frees the worker at once and starts the action's dependents
   only when that future completes, so a store 20 ms away costs an apply latency on each chain of
-  steps, not throughput.
+  steps, not throughput. A backend whose requests cost more than their latency (an object store:
+  each request is signed, checksummed and billed) sets `StateBackend.journal_interval`: the
+  flusher then starts at most one append per interval, so the same mutations travel in fewer,
+  larger appends.
 
 At the end of the apply `finish()` writes the whole state once, which drops the journal; a crash
 before that leaves the journal, which the next read replays. A commit after `finish()` is
@@ -23,6 +26,7 @@ while the process ends, and its change must not reach a state whose lock is bein
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -126,13 +130,19 @@ class StateCommitter:
                 self.writes += 1
 
     def _flush(self) -> None:
-        """The flusher of deferred commits: append everything waiting, one append at a time."""
+        """The flusher of deferred commits: append everything waiting, one append at a time, at
+        most one per the backend's `journal_interval`."""
+        interval = self.backend.backend.journal_interval
+        next_start = 0.0
         with self._cond:
             while True:
                 while not self._pending and not self._closing:
                     self._cond.wait()
                 if not self._pending:
                     return
+                while not self._closing and (wait := next_start - time.monotonic()) > 0:
+                    self._cond.wait(wait)  # more lines join this append meanwhile
+                next_start = time.monotonic() + interval
                 self._appending = True
                 batch, upto = self._pending, self._dirty
                 self._pending = []

@@ -194,6 +194,10 @@ class StateBackend(ABC):
     #: when the store releases it as the holder's connection drops (a database session lock).
     locks_outlive_their_holder: ClassVar[bool] = True
 
+    #: Seconds between the starts of two journal appends during an apply (0: append as soon as
+    #: the previous append is done). Mutations finished meanwhile share the next append.
+    journal_interval: ClassVar[float] = 0.0
+
     @abstractmethod
     def describe(self, workspace: str) -> str:
         """Where this workspace's state lives, for messages (never a credential)."""

@@ -68,3 +68,19 @@ def test_an_unreachable_endpoint_is_a_diagnostic(tmp_path: Path) -> None:
     with pytest.raises(StateError) as caught:
         backend.try_lock(LockInfo.for_this_process("apply"))
     assert caught.value.kind is StateErrorKind.UNREACHABLE and "nothing was lost" not in caught.value.summary
+
+
+def test_small_writes_send_their_body_with_the_headers(moto: MotoServer) -> None:  # noqa: F811
+    """No `Expect: 100-continue` round trip for journal groups, locks and audit entries; a large
+    state document keeps it."""
+    backend = _backend(moto, moto.new_bucket())
+    sent: list[tuple[str, bool]] = []
+    backend.client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.append((request.url, "Expect" in request.headers))
+    )
+    backend.append_journal("default", 1, b"line\n" * 100)
+    backend.try_lock(LockInfo.for_this_process("apply"))
+    version = backend.write("default", b"{}", None)
+    backend.write("default", b" " * (2 << 20), version)
+    assert [expect for _, expect in sent] == [False, False, False, True], sent
+    assert backend.read("default").data == b" " * (2 << 20)
