@@ -119,8 +119,28 @@ class StateStore:
         info = self.acquire(operation, timeout)
         try:
             yield info
-        finally:
+        except BaseException as failure:
+            try:
+                self.release(info)
+            except StateError as cannot_release:
+                # The store is gone (it is probably why the command failed): report both, the
+                # command's failure first, and how to clear the lock once the store is back.
+                if isinstance(failure, DiagnosticsError):
+                    failure.diagnostics.extend(self._unreleased(info, cannot_release).diagnostics)
+                else:
+                    raise self._unreleased(info, cannot_release) from failure
+            raise
+        try:
             self.release(info)
+        except StateError as cannot_release:
+            raise self._unreleased(info, cannot_release) from None
+
+    def _unreleased(self, info: LockInfo, error: StateError) -> DiagnosticsError:
+        return DiagnosticsError.single(
+            "The state lock could not be released",
+            f"{error.summary}: {error.detail}\nThe lock {info.id} on {self.where} stays until it is removed: once the "
+            f"store answers again, run `keyplan force-unlock {info.id}` (or let a session-bound lock lapse).",
+        )
 
     def force_unlock(self, lock_id: str) -> LockInfo:
         held = self.current_lock()

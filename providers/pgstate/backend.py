@@ -76,6 +76,7 @@ class PgBackend(StateBackend):
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
         self._held: dict[str, str] = {}  # workspace -> lock id this connection holds
+        self._lost: set[str] = set()  # workspaces whose lock went with a dropped connection
         self._ready = False
         schema = sql.Identifier(settings.schema_name)
         self._states = sql.SQL("{}.states").format(schema)
@@ -181,7 +182,15 @@ class PgBackend(StateBackend):
         result: StoredState = self._run("read the state from", work)
         return result
 
+    def _still_locked(self, workspace: str) -> None:
+        """After a dropped connection released our lock, this run writes no more to that
+        workspace: someone else may hold it now (the next run replays the journal)."""
+        if workspace in self._lost:
+            raise self._dropped(workspace)
+
     def write(self, workspace: str, data: bytes, expected_version: str | None) -> str:
+        self._still_locked(workspace)
+
         def work(conn: psycopg.Connection[Any]) -> str:
             with conn.transaction():
                 if expected_version is None:
@@ -211,6 +220,7 @@ class PgBackend(StateBackend):
         return result
 
     def append_journal(self, workspace: str, sequence: int, data: bytes) -> None:
+        self._still_locked(workspace)
         self._run(
             "append to the state journal in",
             lambda conn: conn.execute(
@@ -240,6 +250,7 @@ class PgBackend(StateBackend):
             if not (row and row[0]):
                 return self._recorded_holder(conn, info.workspace)
             self._held[info.workspace] = info.id
+            self._lost.discard(info.workspace)
             conn.execute(
                 sql.SQL("INSERT INTO {} (workspace, info) VALUES (%s, %s) "
                         "ON CONFLICT (workspace) DO UPDATE SET info = EXCLUDED.info").format(self._locks),
@@ -345,8 +356,9 @@ class PgBackend(StateBackend):
 
     # -- errors ---------------------------------------------------------------------------------------
 
-    def _dropped(self) -> StateError:
-        workspaces = ", ".join(sorted(self._held))
+    def _dropped(self, lost: str | None = None) -> StateError:
+        self._lost.update(self._held)
+        workspaces = ", ".join(sorted(self._held)) or lost or "?"
         self._held.clear()
         return StateError(
             StateErrorKind.UNREACHABLE,

@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,10 +62,12 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_moto_server(timeout: float = 30.0) -> MotoServer:
-    """Start `python -m moto.server` on a free loopback port and wait until it answers."""
+def start_moto_server(timeout: float = 30.0, environment: Mapping[str, str] | None = None) -> MotoServer:
+    """Start `python -m moto.server` on a free loopback port and wait until it answers.
+    `environment` adds moto settings, e.g. INITIAL_NO_AUTH_ACTION_COUNT to enforce IAM
+    authentication after that many requests (the requests before it create users and keys)."""
     port = _free_port()
-    env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
+    env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true", **(environment or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -86,8 +88,8 @@ def start_moto_server(timeout: float = 30.0) -> MotoServer:
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[MotoServer]:
-    server = start_moto_server()
+def moto_server(environment: Mapping[str, str] | None = None) -> Iterator[MotoServer]:
+    server = start_moto_server(environment=environment)
     try:
         yield server
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -16,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from conftest import KEYPLAN_BIN, Result, Workspace
 
 from keyplan.state.store import StateStore
-from keyplan.state.workspaces import open_backend
+from keyplan.state.workspaces import BACKEND_RECORD, open_backend
 from providers.pgstate.testing import PostgresCluster
-from providers.s3state.testing import MotoServer
-from tests.state_servers import moto, postgres  # noqa: F401 - fixtures
+from providers.s3state.testing import MotoServer, moto_server
+from tests.state_servers import CuttableProxy, moto, postgres  # noqa: F401 - fixtures
 
 KEYS = """
 source "software" "local" {}
@@ -289,20 +291,92 @@ def test_init_migrates_state_from_the_local_file(team: Team) -> None:
     assert refused.code == 1 and "another state" in refused.stderr
 
 
+def _refused(team: Team, attributes: dict[str, Any], env: dict[str, str], *, says: str) -> Result:
+    broken = Team(team.kind, attributes, team.workspace, env)
+    broken.write()
+    (team.workspace.path / BACKEND_RECORD).unlink(missing_ok=True)  # each case is a fresh directory's first run
+    result = broken.keyplan("plan")
+    assert result.code == 1 and "Traceback" not in result.output, result.output
+    assert says in result.stderr, result.stderr
+    return result
+
+
 def test_backend_errors_are_diagnostics(team: Team) -> None:
     if team.kind == "local":
         pytest.skip("remote backends only")
-    broken = dict(team.attributes)
-    env = dict(team.env)
     if team.kind == "s3":
-        broken["bucket"] = "no-such-keyplan-bucket"
+        _refused(team, {**team.attributes, "bucket": "no-such-keyplan-bucket"}, team.env, says="does not exist")
+        _refused(team, {**team.attributes, "endpoint": "http://127.0.0.1:9"}, team.env, says="Cannot reach S3")
+        with moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as guarded:  # IAM authentication enforced
+            wrong = {"AWS_ACCESS_KEY_ID": "AKIAKEYPLANWRONGKEY0", "AWS_SECRET_ACCESS_KEY": "wrong-secret-do-not-show"}
+            attributes = {**team.attributes, "endpoint": guarded.url, "credentials": "default"}
+            result = _refused(team, attributes, wrong, says="Access denied")
+            assert "InvalidAccessKeyId" in result.stderr and "wrong-secret" not in result.output
     else:
-        env["KEYPLAN_TEAM_PG"] = env["KEYPLAN_TEAM_PG"].replace("password=", "password=wrong-")
-    Team(team.kind, broken, team.workspace, env).write()
-    result = Team(team.kind, broken, team.workspace, env).keyplan("plan")
-    assert result.code == 1 and "Traceback" not in result.output
-    assert ("does not exist" in result.stderr) if team.kind == "s3" else ("Access denied" in result.stderr)
-    assert "wrong-" not in result.output, "no part of a password is shown"
+        conn = team.env["KEYPLAN_TEAM_PG"]
+        wrong = _refused(team, team.attributes, {"KEYPLAN_TEAM_PG": conn.replace("password=", "password=wrong-")},
+                         says="Access denied")
+        assert "wrong-" not in wrong.output, "no part of a password is shown"
+        missing = re.sub(r"dbname=\S+", "dbname=no_such_keyplan_db", conn)
+        _refused(team, team.attributes, {"KEYPLAN_TEAM_PG": missing}, says="The state database does not exist")
+        _refused(team, team.attributes, {"KEYPLAN_TEAM_PG": re.sub(r"host=\S+", "host=/nonexistent", conn)},
+                 says="Cannot reach the state database")
+
+
+@pytest.mark.parametrize("kind", ["s3", "pg"])
+def test_a_connection_dropped_mid_apply_is_a_diagnostic_and_loses_nothing(
+    kind: str, workspace: Workspace, request: pytest.FixtureRequest
+) -> None:
+    """The store stays up; keyplan's connection to it goes away between two mutations."""
+    proxy: CuttableProxy | None = None
+    if kind == "s3":
+        server: MotoServer = request.getfixturevalue("moto")
+        proxy = CuttableProxy(int(server.url.rsplit(":", 1)[1]))
+        request.addfinalizer(proxy.close)
+        attributes = {"bucket": server.new_bucket(), "key": "keyplan/team.kpstate.json", "region": "us-east-1",
+                      "endpoint": proxy.url, "credentials": "local"}
+        team = Team("s3", attributes, workspace)
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        conn_str = cluster.create_database(f"k{uuid.uuid4().hex[:12]}")
+        team = Team("pg", {"conn_str_env": "KEYPLAN_TEAM_PG", "schema_name": "keyplan"}, workspace,
+                    {"KEYPLAN_TEAM_PG": conn_str})
+    team.write(KEYS.replace('["payments", "ledger"]', '["a", "b", "c", "d", "e", "f"]'))
+    process = team.spawn("apply", "-auto-approve", "-parallelism", "2", latency_ms=300)
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if "create_key" in line and "done" in line:
+            if proxy is not None:
+                proxy.cut()
+            else:
+                with psycopg.connect(team.env["KEYPLAN_TEAM_PG"], autocommit=True) as admin:
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                    )
+            break
+    seen.append(process.stdout.read())
+    output = "".join(seen)
+    assert process.wait(timeout=120) == 1, output
+    assert "Traceback" not in output and "crashed" not in output, output
+    assert ("Cannot reach S3" if kind == "s3" else "The connection to the state database dropped") in output, output
+    if proxy is not None:
+        proxy.restore()
+        assert "keyplan force-unlock" in output, "the lock could not be released: the message says how to clear it"
+    recovered = team.state()
+    assert recovered is not None and recovered["keys"], "every mutation finished before the drop was kept\n" + output
+    holder = team.store().current_lock()
+    if holder is not None:
+        assert holder.pid == process.pid
+        assert team.keyplan("force-unlock", holder.id, "-force").code == 0
+    converged = team.keyplan("apply", "-auto-approve")
+    assert converged.code == 0, converged.output
+    assert team.keyplan("plan", "-detailed-exitcode").code == 0
+    keys = _aws_keys(team.workspace)
+    assert len(keys) == 6, "every key exists exactly once"
+    assert sorted(r["targets"]["aws.main"]["remote_id"] for r in team.state()["keys"].values()) == keys
 
 
 def test_validate_checks_the_keyplan_block(workspace: Workspace) -> None:
