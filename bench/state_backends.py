@@ -13,7 +13,7 @@ journals with group commit but keeps the worker waiting until its line is durabl
 (deferred) journals with group commit, frees the worker at once and starts the step's dependents
 only once its line is durable, as `keyplan apply` does.
 
-    .venv/bin/python bench/state_backends.py [--keys 1000] [--latency-ms 20] [--cloud-ms 20]
+    .venv/bin/python bench/state_backends.py [--keys 1000] [--latency-ms 20] [--cloud-ms 20] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -181,25 +182,36 @@ def main() -> None:
     parser.add_argument("--naive-keys", type=int, default=100, help="keys for the naive and blocking runs (slow)")
     parser.add_argument("--ways", default="deferred,blocking,naive", help="which ways to run, comma-separated")
     parser.add_argument("--backends", default="local,s3,pg", help="which backends to run, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; each cell is the median of its rounds")
     args = parser.parse_args()
     print(f"{STEPS} mutations per key, {args.cloud_ms:g} ms per cloud call, store latency {args.latency_ms:g} ms "
           f"(none for local), parallelism {args.parallelism}\n")
     print("| backend | way | keys | wall time | per key | vs local (keyplan) | state writes | state cost per mutation |")
     print("|---|---|---|---|---|---|---|---|")
+    chosen = [w for w in ("deferred", "blocking", "naive") if w in args.ways.split(",")]
     with backends(args.latency_ms / 1000) as stores:
-        local_per_key = None
-        for name, make in stores:
-            if name.split()[0] not in args.backends.split(","):
-                continue
-            for way in [w for w in ("deferred", "blocking", "naive") if w in args.ways.split(",")]:
+        stores = [(name, make) for name, make in stores if name.split()[0] in args.backends.split(",")]
+        results: dict[tuple[str, str], list[tuple[float, int]]] = {}
+        # Rounds interleave the backends, so a machine whose load changes during the run weighs
+        # on each of them alike; each cell is the median of its rounds.
+        for round_ in range(args.repeat):
+            for way in chosen:
+                for name, make in stores:
+                    keys = args.keys if way == "deferred" else args.naive_keys
+                    store = make(f"{way}{round_}{name.split()[0]}")
+                    results.setdefault((name, way), []).append(
+                        run_apply(store, keys, args.parallelism, args.cloud_ms, way)
+                    )
+                    store.backend.close()
+        local = results.get(("local", "deferred"))
+        local_per_key = statistics.median(s for s, _ in local) / args.keys if local else None
+        for name, _ in stores:
+            for way in chosen:
                 keys = args.keys if way == "deferred" else args.naive_keys
+                seconds = statistics.median(s for s, _ in results[(name, way)])
+                writes = int(statistics.median(w for _, w in results[(name, way)]))
                 floor = keys * STEPS * args.cloud_ms / 1000 / args.parallelism
-                store = make(way + name.split()[0])
-                seconds, writes = run_apply(store, keys, args.parallelism, args.cloud_ms, way)
-                store.backend.close()
                 per_key = seconds / keys
-                if name == "local" and way == "deferred":
-                    local_per_key = per_key
                 versus = f"{per_key / local_per_key:.2f}x" if local_per_key else "—"
                 cost = max(seconds - floor, 0.0) / (keys * STEPS) * 1000
                 print(f"| {name} | {WAYS[way]} | {keys} | {seconds:.1f} s | {per_key * 1000:.1f} ms | {versus} | "
