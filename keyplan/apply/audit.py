@@ -20,8 +20,10 @@ import getpass
 import json
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from keyplan.diagnostics import Diagnostic
@@ -60,15 +62,52 @@ class AuditLog:
         except (KeyError, OSError):
             user = str(os.getuid())
         self._who = {"user": user, "host": socket.gethostname(), "pid": os.getpid()}
+        self._cond = threading.Condition()
+        self._pending: list[dict[str, Any]] = []
+        self._queued = self._written = self._failed_upto = 0
+        self._appending = False
+        self._failure: BaseException | None = None
         # An apply that could not record what it does refuses to start, rather than change keys
         # it cannot account for.
         backend.prepare_audit()
 
     def _append(self, entry: dict[str, Any]) -> None:
-        def make_entry(head: AuditHead | None) -> bytes:
+        """Durable when it returns. Entries of concurrent callers share one append (group commit):
+        the first caller appends everything waiting, the others wait for it."""
+        with self._cond:
+            self._pending.append(entry)
+            self._queued += 1
+            mine = self._queued
+            while self._written < mine:
+                if self._failed_upto >= mine and self._failure is not None:
+                    raise self._failure
+                if self._appending:
+                    self._cond.wait()
+                    continue
+                self._appending = True
+                batch, upto = self._pending, self._queued
+                self._pending = []
+                self._cond.release()
+                try:
+                    self.backend.append_audit(partial(self._entries, batch=batch))
+                except BaseException as failure:  # every caller whose entry was in the batch is told
+                    self._cond.acquire()
+                    self._failure, self._failed_upto = failure, upto
+                    raise
+                else:
+                    self._cond.acquire()
+                    self._written = upto
+                finally:
+                    self._appending = False
+                    self._cond.notify_all()
+
+    def _entries(self, head: AuditHead | None, batch: list[dict[str, Any]]) -> list[bytes]:
+        seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+        made = []
+        for entry in batch:
             body = {
-                "seq": (head.seq if head else 0) + 1,
-                "prev": head.hash if head else GENESIS,
+                "seq": seq + 1,
+                "prev": prev,
                 "time": datetime.now(UTC).isoformat(),
                 **self._who,
                 "workspace": self.workspace,
@@ -76,9 +115,10 @@ class AuditLog:
                 "approvers": self.approvers,
                 **entry,
             }
-            return json.dumps(body, sort_keys=True).encode()
-
-        self.backend.append_audit(make_entry)
+            line = json.dumps(body, sort_keys=True).encode()
+            made.append(line)
+            seq, prev = seq + 1, line_hash(line)
+        return made
 
     def record(self, entry: dict[str, Any]) -> None:
         """Append one entry made outside an apply's actions (`keyplan verify`, `export-byok`)."""

@@ -38,7 +38,7 @@ import os
 import socket
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -252,11 +252,12 @@ class StateBackend(ABC):
         """Every entry of the audit trail, oldest first, and the head record."""
 
     @abstractmethod
-    def append_audit(self, make_entry: Callable[[AuditHead | None], bytes]) -> AuditHead:
-        """Append one entry: call `make_entry` with the current head (None: empty trail), store the
-        entry it returns as number `head.seq + 1` and the new head, as one step no other writer can
-        interleave with (a writer that loses a race calls `make_entry` again on the new head).
-        Durable when it returns; returns the new head."""
+    def append_audit(self, make_entries: Callable[[AuditHead | None], Sequence[bytes]]) -> AuditHead:
+        """Append entries: call `make_entries` with the current head (None: empty trail), store the
+        entries it returns as numbers `head.seq + 1`, `head.seq + 2`, ... and the new head, as one
+        step no other writer can interleave with (a writer that loses a race calls `make_entries`
+        again on the new head). Durable when it returns; returns the new head. Several entries
+        in one call cost one append: concurrent writers of one process share it (group commit)."""
 
     def prepare_audit(self) -> None:  # noqa: B027 - optional hook
         """Check the trail can be appended to, before an apply changes anything. Default: nothing

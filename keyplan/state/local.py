@@ -28,7 +28,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -330,7 +330,7 @@ class LocalBackend(StateBackend):
             head = None
         return AuditTrail(entries=entries, head=head, origin=str(self.audit_path))
 
-    def append_audit(self, make_entry: Callable[[AuditHead | None], bytes]) -> AuditHead:
+    def append_audit(self, make_entries: Callable[[AuditHead | None], Sequence[bytes]]) -> AuditHead:
         self.prepare_audit()
         # Private like the state: the trail reveals the key inventory and who changed it.
         fd = os.open(self.audit_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
@@ -339,10 +339,10 @@ class LocalBackend(StateBackend):
                 fcntl.flock(fd, fcntl.LOCK_EX)  # other keyplan processes append to the same chain
                 os.fchmod(fd, 0o600)
                 head = self._audit_head(fd)
-                entry = make_entry(head).rstrip(b"\n")
-                os.write(fd, entry + b"\n")
+                entries = [entry.rstrip(b"\n") for entry in make_entries(head)]
+                os.write(fd, b"".join(entry + b"\n" for entry in entries))
                 os.fsync(fd)
-                new_head = AuditHead(seq=(head.seq if head else 0) + 1, hash=audit_entry_hash(entry))
+                new_head = AuditHead(seq=(head.seq if head else 0) + len(entries), hash=audit_entry_hash(entries[-1]))
                 write_atomically(self.audit_head_path, new_head.encode())
                 return new_head
         finally:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -328,15 +328,20 @@ class PgBackend(StateBackend):
         result: AuditTrail = self._run("read the audit trail from", work)
         return result
 
-    def append_audit(self, make_entry: Callable[[AuditHead | None], bytes]) -> AuditHead:
+    def append_audit(self, make_entries: Callable[[AuditHead | None], Sequence[bytes]]) -> AuditHead:
         def work(conn: psycopg.Connection[Any]) -> AuditHead:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("keyplan-audit", self.settings.schema_name),))
                 row = conn.execute(sql.SQL("SELECT data FROM {}").format(self._audit_head)).fetchone()
                 head = parse_audit_head(bytes(row[0]) if row else None, f"PostgreSQL {self.settings.schema_name}.audit")
-                entry = make_entry(head).rstrip(b"\n")
-                new_head = AuditHead(seq=(head.seq if head else 0) + 1, hash=audit_entry_hash(entry))
-                conn.execute(sql.SQL("INSERT INTO {} (seq, data) VALUES (%s, %s)").format(self._audit), (new_head.seq, entry))
+                entries = [entry.rstrip(b"\n") for entry in make_entries(head)]
+                first = (head.seq if head else 0) + 1
+                new_head = AuditHead(seq=first + len(entries) - 1, hash=audit_entry_hash(entries[-1]))
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        sql.SQL("INSERT INTO {} (seq, data) VALUES (%s, %s)").format(self._audit),
+                        [(first + n, entry) for n, entry in enumerate(entries)],
+                    )
                 conn.execute(
                     sql.SQL("INSERT INTO {} (one, data) VALUES (true, %s) "
                             "ON CONFLICT (one) DO UPDATE SET data = EXCLUDED.data").format(self._audit_head),

@@ -6,15 +6,15 @@ Layout, for `key = "keys/prod.kpstate.json"` and the default `workspace_key_pref
     keys/prod.kpstate.json.lock                 its lock (holder info as JSON)
     keys/prod.kpstate.json.journal/000000000042 one journal group of an apply in progress
     env:/dev/keys/prod.kpstate.json             state of workspace "dev" (and .lock, .journal/)
-    keys/prod.kpstate.json.audit/000000000007   entry 7 of the audit trail (all workspaces)
+    keys/prod.kpstate.json.audit/000000000007   entries 7, 8, ... of the audit trail (one append; all workspaces)
     keys/prod.kpstate.json.audit.head           the trail's head record: last entry's number and hash
 
 Concurrency is optimistic and enforced by S3 itself, the way Terraform's S3 backend does it
 with `use_lockfile`: the lock object is created with `If-None-Match: *` (exactly one creator
 wins), the state is replaced with `If-Match: <ETag it was read at>` (a write based on an older
 copy fails with 412 and the user is told to plan again), and the lock is deleted with
-`If-Match` on its own ETag. The audit trail cannot fork either: entry N is created with
-`If-None-Match: *` (of two writers only one creates it; the other chains after it), and the head
+`If-Match` on its own ETag. The audit trail cannot fork either: the object of an append starting at entry N is created
+with `If-None-Match: *` (of two writers only one creates it; the other chains after it), and the head
 record moves with `If-Match` on the ETag it was read at. A writer that finds entry N already
 there but the head still at N-1 (its writer was killed in between) moves the head over it first.
 With `kms_key_id`, every object is written with SSE-KMS under that
@@ -25,7 +25,7 @@ versions, so the bucket keeps the state's history.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import boto3
@@ -83,6 +83,8 @@ class S3Backend(StateBackend):
         self.bucket = settings.bucket
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._audit_lock = threading.Lock()
+        self._audit_head_seen: tuple[AuditHead | None, str | None] | None = None  # (head, ETag) last read or written
 
     # -- the client ----------------------------------------------------------------------------------
 
@@ -240,39 +242,56 @@ class S3Backend(StateBackend):
     def read_audit(self) -> AuditTrail:
         keys = sorted(self._keys(self.audit_prefix(), "read the audit trail from"))
         entries = tuple(
-            data for key in keys if (data := self._get(key, "read the audit trail from")[0]) is not None
+            line
+            for key in keys
+            if (data := self._get(key, "read the audit trail from")[0]) is not None
+            for line in data.split(b"\n")
+            if line.strip()
         )
         head, _ = self._get(self.audit_head_key(), "read the audit trail from")
         return AuditTrail(entries=entries, head=head, origin=f"s3://{self.bucket}/{self.audit_prefix()}")
 
-    def append_audit(self, make_entry: Callable[[AuditHead | None], bytes]) -> AuditHead:
+    def append_audit(self, make_entries: Callable[[AuditHead | None], Sequence[bytes]]) -> AuditHead:
+        """One object per append, named by the number of its first entry, holding its entries as
+        lines. The head this process last wrote (and its ETag) is remembered, so an append with
+        no other writer in between is two PUTs: the entries, then the head."""
         origin = f"s3://{self.bucket}/{self.audit_prefix()}"
-        while True:
-            data, etag = self._get(self.audit_head_key(), "read the audit trail from")
-            head = parse_audit_head(data, origin)
-            number = (head.seq if head else 0) + 1
-            entry = make_entry(head).rstrip(b"\n")
-            if not self._create(f"{self.audit_prefix()}{number:012d}", entry, "append to the audit trail in"):
-                # Entry `number` exists: another writer appended it (and may not have moved the head yet).
-                taken, _ = self._get(f"{self.audit_prefix()}{number:012d}", "read the audit trail from")
-                if taken is not None:
-                    self._move_audit_head(AuditHead(seq=number, hash=audit_entry_hash(taken)), etag)
-                continue
-            new_head = AuditHead(seq=number, hash=audit_entry_hash(entry))
-            self._move_audit_head(new_head, etag)  # if someone moved it over our entry first, so much the better
-            return new_head
+        with self._audit_lock:
+            while True:
+                if self._audit_head_seen is None:
+                    data, etag = self._get(self.audit_head_key(), "read the audit trail from")
+                    self._audit_head_seen = (parse_audit_head(data, origin), etag)
+                head, etag = self._audit_head_seen
+                first = (head.seq if head else 0) + 1
+                entries = [entry.rstrip(b"\n") for entry in make_entries(head)]
+                key = f"{self.audit_prefix()}{first:012d}"
+                if not self._create(key, b"\n".join(entries) + b"\n", "append to the audit trail in"):
+                    # Another writer appended from the same head (and may not have moved the
+                    # head yet, or was killed before it did): move the head over its entries.
+                    self._audit_head_seen = None
+                    taken, _ = self._get(key, "read the audit trail from")
+                    lines = [line for line in (taken or b"").split(b"\n") if line.strip()]
+                    if lines:
+                        self._move_audit_head(AuditHead(seq=first + len(lines) - 1, hash=audit_entry_hash(lines[-1])), etag)
+                    continue
+                new_head = AuditHead(seq=first + len(entries) - 1, hash=audit_entry_hash(entries[-1]))
+                moved = self._move_audit_head(new_head, etag)
+                # If someone moved the head over these entries first, so much the better; re-read it next time.
+                self._audit_head_seen = (new_head, moved) if moved is not None else None
+                return new_head
 
-    def _move_audit_head(self, head: AuditHead, expected_etag: str | None) -> bool:
+    def _move_audit_head(self, head: AuditHead, expected_etag: str | None) -> str | None:
+        """Replace the head if it is still the one read (its ETag); the new ETag, or None if not."""
         condition = {"IfMatch": expected_etag} if expected_etag is not None else {"IfNoneMatch": "*"}
         try:
-            self.client.put_object(
+            response = self.client.put_object(
                 Bucket=self.bucket, Key=self.audit_head_key(), Body=head.encode(), ContentType="application/json",
                 **condition, **self._sse(),
             )
-            return True
+            return str(response["ETag"])
         except botocore.exceptions.ClientError as error:
             if _code(error) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-                return False
+                return None
             raise self._error(error, "append to the audit trail in") from None
         except botocore.exceptions.BotoCoreError as error:
             raise self._error(error, "append to the audit trail in") from None
