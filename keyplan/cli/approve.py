@@ -74,7 +74,7 @@ def approve(
         typer.Option(
             "-signer",
             "--signer",
-            help="Sign with the key a signer plugin reaches, named by a URI (e.g. pkcs11:token=...;object=...).",
+            help="Sign with the key a signer plugin reaches (a hardware token, say), named by a URI whose scheme names the plugin.",
         ),
     ] = None,
     name: Annotated[str | None, typer.Option("-name", "--name", help="Your name as the approvals block lists it.")] = None,
