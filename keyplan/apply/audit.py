@@ -21,12 +21,13 @@ import json
 import os
 import socket
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from keyplan.diagnostics import Diagnostic
+from keyplan.diagnostics import Diagnostic, DiagnosticsError
 from keyplan.plan.model import Action
 from keyplan.state.backend import (
     AUDIT_GENESIS,
@@ -34,6 +35,7 @@ from keyplan.state.backend import (
     AuditHead,
     AuditTrail,
     StateBackend,
+    StateError,
     audit_entry_hash,
 )
 
@@ -67,6 +69,8 @@ class AuditLog:
         self._queued = self._written = self._failed_upto = 0
         self._appending = False
         self._failure: BaseException | None = None
+        self._later: ThreadPoolExecutor | None = None
+        self._outcomes: list[Future[None]] = []
         # An apply that could not record what it does refuses to start, rather than change keys
         # it cannot account for.
         backend.prepare_audit()
@@ -140,11 +144,39 @@ class AuditLog:
 
     def mutated(self, action: Action, outcome: str, remote_id: str | None) -> None:
         if action.kind.remote:
-            self._append(self._entry(action, "ok", remote_id, outcome))
+            self._append_soon(self._entry(action, "ok", remote_id, outcome))
 
     def failed(self, action: Action, diagnostic: Diagnostic) -> None:
         if action.kind.remote:
-            self._append(self._entry(action, "failed", action.remote_id, diagnostic.summary))
+            self._append_soon(self._entry(action, "failed", action.remote_id, diagnostic.summary))
+
+    def _append_soon(self, entry: dict[str, Any]) -> None:
+        """Outcomes are appended by a background thread (sharing appends with the `started`
+        entries of other workers), so a worker does not wait a store round trip after each call:
+        the guarantee that no change reaches a cloud unrecorded rests on `started`, which is
+        durable before the call. `flush` waits for them when the walk ends."""
+        with self._cond:
+            if self._later is None:
+                self._later = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyplan-audit")
+            self._outcomes.append(self._later.submit(self._append, entry))
+
+    def flush(self) -> None:
+        """Wait until every outcome entry is durable; raise if some could not be recorded."""
+        with self._cond:
+            later, self._later = self._later, None
+            outcomes, self._outcomes = self._outcomes, []
+        if later is not None:
+            later.shutdown(wait=True)
+        failures = [error for future in outcomes if (error := future.exception()) is not None]
+        if failures:
+            first = failures[0]
+            reason = f"{first.summary}: {first.detail}" if isinstance(first, StateError) else str(first)
+            raise DiagnosticsError.single(
+                "Some audit entries could not be recorded",
+                f"{len(failures)} outcome entr{'y' if len(failures) == 1 else 'ies'} of this apply did not reach the audit "
+                f"trail ({reason}). Each change was entered as started before it was made; `keyplan log` shows which "
+                "have no outcome.",
+            )
 
     def finished(self, action: Action, seconds: float) -> None: ...
     def skipped(self, action: Action, because: str) -> None: ...

@@ -140,8 +140,14 @@ class StateCommitter:
                     self._cond.wait()
                 if not self._pending:
                     return
+                # More lines join this append meanwhile; but when none came for a fifth of the
+                # interval (the end of a walk, a quiet stretch), waiting longer only delays.
+                waiting_for = len(self._pending)
                 while not self._closing and (wait := next_start - time.monotonic()) > 0:
-                    self._cond.wait(wait)  # more lines join this append meanwhile
+                    self._cond.wait(min(wait, interval / 5))
+                    if len(self._pending) == waiting_for:
+                        break
+                    waiting_for = len(self._pending)
                 next_start = time.monotonic() + interval
                 self._appending = True
                 batch, upto = self._pending, self._dirty

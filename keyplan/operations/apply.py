@@ -250,5 +250,8 @@ def execute(
             )
             result = walker.run()
         finally:
-            committer.finish()
+            try:
+                audit.flush()  # every outcome entry durable before the apply reports
+            finally:
+                committer.finish()
     return ApplyOutcome(plan, ApplyStatus.APPLIED, result=result, quota_waits=session.limits.waits())
