@@ -121,7 +121,7 @@ class Walker:
             # would claim a step a crash could still lose. Registered before the scheduler's own
             # callback, so it is printed before any dependent starts; a failed append is
             # reported by the scheduler as the action's failure instead.
-            durable.add_done_callback(lambda f: None if f.exception() else self._finished(action, started))
+            durable.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self._finished(action, started))
         return durable
 
     def _finished(self, action: Action, started: float) -> None:
