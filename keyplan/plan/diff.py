@@ -134,6 +134,14 @@ def live_metadata(key: RemoteKey) -> Metadata:
     return Metadata(labels=dict(key.labels), aliases=sorted(key.aliases), description=key.description, enabled=enabled)
 
 
+def as_created(desired: Metadata | None) -> Metadata:
+    """A key as creating and importing it leaves it: the contract's create sets the labels and
+    the description, and the first import makes it usable; aliases and disabling need an update
+    (so a new key without them costs no update call)."""
+    desired = desired or Metadata()
+    return Metadata(labels=dict(desired.labels), description=desired.description)
+
+
 def metadata_differences(a: Metadata, b: Metadata, fields: frozenset[str]) -> list[str]:
     return [name for name in ("labels", "aliases", "description", "enabled") if name in fields and getattr(a, name) != getattr(b, name)]
 
@@ -363,9 +371,11 @@ class _Differ:
         differences = metadata_differences(after, compare_to, fields) if compare_to is not None else []
         if tw.cancel_deletion and "enabled" in fields and spec.enabled:
             differences = sorted(set(differences) | {"enabled"})
-        if tw.create or differences:
-            tw.update = bool(differences) or tw.create
-            if differences and not tw.create:
+        if tw.create:
+            differences = metadata_differences(after, as_created(after), fields)
+        if differences:
+            tw.update = True
+            if not tw.create:
                 actions.append(ChangeAction.UPDATE)
                 reasons.append("changes " + ", ".join(differences))
         if not actions:
@@ -439,7 +449,8 @@ class _Differ:
                     address=tw.address,
                 )
             tw.create = True
-            tw.update = True
+            fields = info.plugin.metadata_fields(info.settings)
+            tw.update = bool(metadata_differences(change.after or Metadata(), as_created(change.after), fields))
             tw.import_version = material_version
             tw.import_purpose = ImportPurpose.INITIAL
             change.actions = [ChangeAction.CREATE]
