@@ -52,11 +52,14 @@ class RateClass(BaseModel):
     operations: tuple[str, ...] = Field(description="The API operations the class covers.")
     scope: str = Field(description='Who shares the budget, e.g. "account and region".')
     source: str = Field(description="Where the number is published (docs/quotas.md).")
-    burst: int = Field(default=0, ge=0, description="Calls allowed at once before pacing (0: one second's worth).")
+    burst: int = Field(default=0, ge=0, description="Calls allowed at once before pacing (0: half a second's worth).")
 
     @property
     def capacity(self) -> float:
-        return float(self.burst) if self.burst else max(1.0, self.per_second)
+        """The burst keyplan allows itself: by default half of what a cloud counting per second
+        would allow, so the cloud's own bucket keeps half its burst as slack, and calls that
+        reach it bunched up (a delayed call followed by one on time) are not throttled."""
+        return float(self.burst) if self.burst else max(1.0, self.per_second / 2)
 
 
 def apply_overrides(classes: Iterable[RateClass], overrides: dict[str, float]) -> tuple[RateClass, ...]:

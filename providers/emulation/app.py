@@ -74,6 +74,12 @@ class EmulatorApp(ABC):
         """The cloud's documented request quotas, by this emulator's operation names."""
         return ()
 
+    def prepare(self) -> None:
+        """Work the cloud has done before anyone calls it (long-lived wrapping keys), done ahead so
+        that under the realistic profile the first calls are not slow for the emulator's own
+        reasons. Runs in a background thread; requests that need its result wait for it."""
+        return None
+
     def material_fingerprints(self) -> list[dict[str, Any]]:
         """Every imported material the emulator holds: `{"key": …, "version": …, "fingerprint": …}`."""
         return []

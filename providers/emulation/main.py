@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def serve_main(
     clock = Clock(float(store.get_meta("clock_offset") or 0.0))
     server = EmulatorServer(app(args)(store, clock), port=args.port, cert_dir=args.data_dir)
     server.configure({"latency_ms": args.latency_ms, "profile": args.profile, "quota_scale": args.quota_scale})
+    if args.profile == "realistic":
+        threading.Thread(target=server.app.prepare, name="emulator-prepare", daemon=True).start()
     print(server.url, flush=True)
     if server.ca_cert is not None:
         print(f"ca-cert: {server.ca_cert}", flush=True)

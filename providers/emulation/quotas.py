@@ -57,3 +57,8 @@ class QuotaEnforcer:
                 return None
             self.throttled[name] += 1
             return (1.0 - self._tokens[name]) / rate
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            for name in self.throttled:
+                self.throttled[name] = 0

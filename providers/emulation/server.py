@@ -257,10 +257,13 @@ class EmulatorServer:
         if path == "/_emulator/stats" and request.method == "GET":
             with self._stats_lock:
                 calls = dict(self.stats)
-            return Response.json({"calls": calls, "total": sum(calls.values())})
+            throttled = dict(self.quotas.throttled) if self.quotas is not None else {}
+            return Response.json({"calls": calls, "total": sum(calls.values()), "throttled": throttled})
         if path == "/_emulator/stats/reset" and request.method == "POST":
             with self._stats_lock:
                 self.stats.clear()
+            if self.quotas is not None:
+                self.quotas.reset_counts()
             return Response.json({})
         if path == "/_emulator/faults" and request.method == "POST":
             self.configure(request.json())

@@ -57,8 +57,9 @@ def test_calls_are_paced_at_the_declared_rate_after_the_burst() -> None:
     start = clock.t
     for _ in range(25):
         send_through(target, ["ok"])
-    # five go at once (one second's worth), the other twenty at 5/s
-    assert clock.t - start == pytest.approx(4.0, abs=0.01)
+    # two and a half go at once (half a second's worth: the cloud's own burst keeps slack for
+    # calls that reach it bunched up), the others at 5/s
+    assert clock.t - start == pytest.approx((25 - 2.5) / 5, abs=0.01)
     assert target.limiter("CreateKey").stats.calls == 25  # type: ignore[union-attr]
 
 

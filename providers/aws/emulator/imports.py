@@ -103,6 +103,10 @@ class ImportRoutes(KmsCore):
             if datetime.fromisoformat(record["valid_to"]) < horizon:
                 self.store.delete("tokens", token_id)
 
+    def prepare(self) -> None:
+        for spec_name in sorted(WRAPPING_KEY_SPECS, key=lambda name: -WRAPPING_KEY_SPECS[name]):
+            self._wrapping_key(spec_name)
+
     def _wrapping_key(self, spec_name: str) -> str:
         with self._wrapping_lock:  # concurrent first imports share one (slow) key generation
             return self._current_wrapping_key(spec_name)
