@@ -84,6 +84,12 @@ class ProviderSettings(PluginSettings):
         """The classes this block's calls are admitted through, with `rate_limits` applied."""
         return apply_overrides(self.declared_rate_classes(), self.rate_limits)
 
+    def quota_cost(self, operation: str) -> dict[str, float]:
+        """The calls of each operation class that one contract operation (`create_key`,
+        `import_material`, `update_key`, ...) usually makes at this cloud, for the plan's time
+        estimate. Default: nothing known."""
+        return {}
+
     def paced(self, rate_class: RateClass) -> bool:
         """Whether calls of a class are paced from the start: always against the cloud itself;
         against another `endpoint` (an emulator, a private peer) only the classes the block

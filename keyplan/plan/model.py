@@ -419,6 +419,17 @@ class PriorState(_Model):
     exists: bool
 
 
+class QuotaEstimate(_Model):
+    """The request quota that bounds an apply of the plan, when the work is long enough to matter
+    (`plan/estimate.py`)."""
+
+    seconds: float  # the least time the quota allows for the plan's calls of that class
+    target: str  # provider block
+    rate_class: str
+    per_second: float
+    calls: int
+
+
 class Plan(_Model):
     format_version: int = PLAN_FORMAT_VERSION
     keyplan_version: str
@@ -436,6 +447,7 @@ class Plan(_Model):
     warnings: list[Diagnostic] = []
     findings: list[Finding] = []  # policy findings below error level, shown with the plan
     live: dict[str, dict[str, Any]] = {}  # refresh-only: target -> remote_id -> live values
+    estimate: QuotaEstimate | None = None  # the quota that bounds the apply, when it takes a while
     digest: str = ""
 
     @property

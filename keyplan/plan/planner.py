@@ -15,6 +15,7 @@ from keyplan.config import key_spec
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.plan.diff import DesiredKey, KeyWork, PlanOptions, TargetInfo, diff
+from keyplan.plan.estimate import quota_estimate
 from keyplan.plan.graph import build_actions
 from keyplan.plan.model import Plan, PlannedKey, PriorState
 from keyplan.provider import (
@@ -298,6 +299,7 @@ def make_plan(
         actions=actions,
         warnings=list(diagnostics.warnings),
         live=_live_values(live) if options.refresh_only and live else {},
+        estimate=quota_estimate(actions, {target: info.settings for target, info in infos.items()}),
     )
     return plan, diagnostics
 

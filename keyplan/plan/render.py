@@ -14,6 +14,7 @@ import json
 from collections import Counter
 
 from keyplan.escaping import for_markdown, for_terminal, markdown_code, markdown_fence
+from keyplan.plan.estimate import estimate_line
 from keyplan.plan.model import ChangeAction, Drift, Plan, PlannedChange, change_kind, key_changes
 from keyplan.policy.report import plan_section_markdown, plan_section_text
 
@@ -155,6 +156,8 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
         out.extend(_change_text(plan, change, colour))
         out.append("")
     out.append(_bold(summary_line(plan), colour))
+    if plan.estimate is not None:
+        out.append(for_terminal(estimate_line(plan.estimate)))
     return "\n".join(out) + "\n"
 
 
@@ -168,6 +171,9 @@ def render_json(plan: Plan) -> str:
 def render_markdown(plan: Plan) -> str:
     lines = [f"### keyplan {'drift report' if plan.mode == 'refresh-only' else 'plan'}", ""]
     lines.append(f"**{summary_line(plan)}**")
+    if plan.estimate is not None:
+        lines.append("")
+        lines.append(for_markdown(estimate_line(plan.estimate)))
     lines.append("")
     lines.append(
         f"State lineage {markdown_code(plan.prior.lineage[:12])} serial {plan.prior.serial} · plan digest "

@@ -43,3 +43,14 @@ RATE_CLASSES: tuple[RateClass, ...] = tuple(
     RateClass(name=op, per_second=rate, operations=(op,), scope=SCOPE, source=SOURCE)
     for op, rate in DEFAULT_RATES.items()
 )
+
+# The KMS calls each contract operation makes (providers/aws/provider.py), for the plan's estimate.
+QUOTA_COSTS: dict[str, dict[str, float]] = {
+    "create_key": {"CreateKey": 1},
+    "get_import_parameters": {"GetParametersForImport": 1},
+    "import_material": {"ImportKeyMaterial": 1},
+    "update_key": {"ListResourceTags": 1, "DescribeKey": 1, "ListAliases": 1, "CreateAlias": 1},
+    "promote_version": {"RotateKeyOnDemand": 1},
+    "schedule_deletion": {"ScheduleKeyDeletion": 1},
+    "cancel_deletion": {"CancelKeyDeletion": 1},
+}

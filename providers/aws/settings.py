@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from keyplan.limits import RateClass
 from keyplan.provider import ProviderSettings
-from providers.aws.quotas import RATE_CLASSES
+from providers.aws.quotas import QUOTA_COSTS, RATE_CLASSES
 
 MAX_TAGS = 50
 MAX_EXPIRY_DAYS = 365
@@ -51,6 +51,9 @@ class AwsSettings(ProviderSettings):
     @classmethod
     def default_rate_classes(cls) -> tuple[RateClass, ...]:
         return RATE_CLASSES
+
+    def quota_cost(self, operation: str) -> dict[str, float]:
+        return QUOTA_COSTS.get(operation, {})
 
     @property
     def wrapping_bits(self) -> int:

@@ -45,6 +45,16 @@ MANAGED_HSM_CLASSES: tuple[RateClass, ...] = (
     RateClass(name=OTHER, per_second=200, operations=OTHER_OPERATIONS, scope="HSM pool", source=HSM_SOURCE),
 )
 
+# The Key Vault transactions each contract operation makes (providers/azure/provider.py), for
+# the plan's estimate: an import creates the key; the update right after it sends nothing.
+QUOTA_COSTS: dict[str, dict[str, float]] = {
+    "ensure_prerequisite": {CREATE: 1, OTHER: 1},
+    "import_material": {CREATE: 1},
+    "update_key": {OTHER: 1},
+    "schedule_deletion": {OTHER: 1},
+    "cancel_deletion": {OTHER: 1},
+}
+
 # The SDK call each action of the provider makes (VaultCalls names actions in plain words).
 _ACTIONS = (
     ("listing deleted", "GetDeletedKeys"),

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from keyplan.limits import RateClass
 from keyplan.provider import ProviderSettings
-from providers.azure.quotas import MANAGED_HSM_CLASSES, VAULT_CLASSES
+from providers.azure.quotas import MANAGED_HSM_CLASSES, QUOTA_COSTS, VAULT_CLASSES
 
 KEY_VAULT_SUFFIXES = (".vault.azure.net", ".vault.azure.cn", ".vault.usgovcloudapi.net", ".vault.microsoftazure.de")
 MANAGED_HSM_SUFFIXES = (".managedhsm.azure.net", ".managedhsm.azure.cn", ".managedhsm.usgovcloudapi.net")
@@ -95,6 +95,9 @@ class AzureSettings(ProviderSettings):
 
     def declared_rate_classes(self) -> tuple[RateClass, ...]:
         return MANAGED_HSM_CLASSES if self.vault_kind == "managedhsm" else VAULT_CLASSES
+
+    def quota_cost(self, operation: str) -> dict[str, float]:
+        return QUOTA_COSTS.get(operation, {})
 
     @property
     def vault_kind(self) -> Literal["vault", "managedhsm"]:

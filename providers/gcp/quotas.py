@@ -53,6 +53,18 @@ RATE_CLASSES: tuple[RateClass, ...] = (
     ),
 )
 
+# The Cloud KMS requests each contract operation makes (providers/gcp/provider.py), for the
+# plan's estimate; import parameters come from the shared import job, read once per run.
+QUOTA_COSTS: dict[str, dict[str, float]] = {
+    "ensure_prerequisite": {READ: 1, WRITE: 1},
+    "create_key": {WRITE: 1},
+    "import_material": {WRITE: 1},
+    "update_key": {WRITE: 1, READ: 1},
+    "promote_version": {WRITE: 1},
+    "schedule_deletion": {READ: 1, WRITE: 1},
+    "cancel_deletion": {READ: 1, WRITE: 1},
+}
+
 
 def operation_of(method: object) -> str:
     """The SDK method's name (`get_crypto_key`), the operation its class is found by."""

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from keyplan.limits import RateClass
 from keyplan.provider import ProviderSettings
-from providers.gcp.quotas import RATE_CLASSES
+from providers.gcp.quotas import QUOTA_COSTS, RATE_CLASSES
 
 ImportMethodName = Literal[
     "RSA_OAEP_4096_SHA256_AES_256",
@@ -65,6 +65,9 @@ class GcpSettings(ProviderSettings):
     @classmethod
     def default_rate_classes(cls) -> tuple[RateClass, ...]:
         return RATE_CLASSES
+
+    def quota_cost(self, operation: str) -> dict[str, float]:
+        return QUOTA_COSTS.get(operation, {})
 
     @property
     def key_ring_name(self) -> str:

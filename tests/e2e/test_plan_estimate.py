@@ -1,0 +1,50 @@
+"""A plan whose work takes a while under the clouds' request quotas names the quota that bounds
+it and about how long it needs; small plans say nothing of it."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Workspace
+
+CONFIG = """
+source "software" "local" {{}}
+
+provider "aws" "main" {{
+  region = "eu-west-1"
+}}
+
+provider "aws" "raised" {{
+  region      = "eu-west-2"
+  rate_limits = {{ CreateKey = 50, GetParametersForImport = 50, ImportKeyMaterial = 50 }}
+}}
+
+key "data" {{
+  for_each  = toset([for i in range({n}) : "k${{i}}"])
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main, provider.aws.raised]
+}}
+"""
+
+
+def test_a_long_plan_names_the_quota_that_bounds_it(workspace: Workspace) -> None:
+    workspace.write(CONFIG.format(n=300))
+    planned = workspace.keyplan("plan", "-refresh=false")
+    assert planned.code == 0, planned.output
+    # 300 CreateKey calls at the documented 5/s; the raised block allows ten times that.
+    assert "Estimated time: about 1 min 0 s" not in planned.stdout
+    assert "Estimated time: about 1 min: aws.main allows CreateKey 5/s (300 calls)." in planned.stdout
+
+    as_json = json.loads(workspace.keyplan("plan", "-refresh=false", "-json").stdout)
+    assert as_json["estimate"] == {
+        "seconds": 60.0, "target": "aws.main", "rate_class": "CreateKey", "per_second": 5.0, "calls": 300,
+    }  # fmt: skip
+
+
+def test_a_short_plan_gives_no_estimate(workspace: Workspace) -> None:
+    workspace.write(CONFIG.format(n=20))
+    planned = workspace.keyplan("plan", "-refresh=false")
+    assert planned.code == 0, planned.output
+    assert "Estimated time" not in planned.stdout
+    assert json.loads(workspace.keyplan("plan", "-refresh=false", "-json").stdout)["estimate"] is None
