@@ -22,7 +22,7 @@ from keyplan.plan.model import (
     PlannedChange,
     WrapChoice,
 )
-from keyplan.plan.negotiate import negotiate
+from keyplan.plan.negotiate import Negotiation, negotiate
 from keyplan.provider import (
     ImportPurpose,
     Inventory,
@@ -139,7 +139,7 @@ def as_created(desired: Metadata | None) -> Metadata:
     the description, and the first import makes it usable; aliases and disabling need an update
     (so a new key without them costs no update call)."""
     desired = desired or Metadata()
-    return Metadata(labels=dict(desired.labels), description=desired.description)
+    return Metadata.model_construct(labels=desired.labels, aliases=[], description=desired.description, enabled=True)
 
 
 def metadata_differences(a: Metadata, b: Metadata, fields: frozenset[str]) -> list[str]:
@@ -167,6 +167,7 @@ class _Differ:
         self.options = options
         self.now = now
         self.diagnostics = Diagnostics()
+        self._negotiated: dict[tuple[str, str, str], tuple[Negotiation, WrapChoice | None]] = {}
         self.changes: list[PlannedChange] = []
         self.drift: list[Drift] = []
         self.work: list[KeyWork] = []
@@ -492,15 +493,21 @@ class _Differ:
         capabilities = self.capabilities.get(desired.source)
         if capabilities is None:
             return False  # the source could not be opened; reported elsewhere
-        offers = info.plugin.wrap_offers(info.settings, desired.spec.algorithm)
-        result = negotiate(desired.spec.algorithm, offers, capabilities, source=desired.source, target=target)
-        if result.offer is None or result.choice is None:
+        # The same for every key of one algorithm from one source to one target: decided once.
+        memo = (desired.source, target, desired.spec.algorithm.name)
+        if memo not in self._negotiated:
+            offers = info.plugin.wrap_offers(info.settings, desired.spec.algorithm)
+            result = negotiate(desired.spec.algorithm, offers, capabilities, source=desired.source, target=target)
+            choice = WrapChoice.model_validate(result.choice.model_dump()) if result.choice is not None else None
+            self._negotiated[memo] = (result, choice)
+        result, choice = self._negotiated[memo]
+        if result.offer is None or choice is None:
             self.diagnostics.error(
                 "No way to import this key into its target", result.problem, range=desired.range, address=tw.address
             )
             return False
         tw.offer = result.offer
-        tw.change.wrap = WrapChoice.model_validate(result.choice.model_dump())
+        tw.change.wrap = choice
         tw.prerequisites = info.plugin.prerequisites(info.settings, desired.spec, result.offer)
         if capabilities.trusted_wrapping_only:
             step = (
