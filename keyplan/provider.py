@@ -90,6 +90,11 @@ class ProviderSettings(PluginSettings):
         estimate. Default: nothing known."""
         return {}
 
+    def consistency_window(self) -> float:
+        """Seconds a key created or imported may stay missing from this cloud's listings (eventual
+        consistency); within it the planner does not take a missing key for deleted. Default: 0."""
+        return 0.0
+
     def paced(self, rate_class: RateClass) -> bool:
         """Whether calls of a class are paced from the start: always against the cloud itself;
         against another `endpoint` (an emulator, a private peer) only the classes the block

@@ -153,7 +153,7 @@ def plan(
     if json_output:
         emit(render_json(result if out is not None else Plan.model_validate_json(plan_json(result))))
     else:
-        ui.print_diagnostics([], no_color=no_color)
+        ui.print_diagnostics(result.warnings, no_color=no_color)
         emit(render_text(result, colour=ui.use_colour(sys.stdout, no_color)))
         if out is not None:
             emit(f"\nSaved the plan to {out}. To apply exactly this plan, run: keyplan apply {out}\n")

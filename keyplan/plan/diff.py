@@ -309,6 +309,18 @@ class _Differ:
 
         change.remote_id = target_record.remote_id
         change.before = recorded_metadata(target_record)
+        if self.live is not None and live is None and self._catching_up(target_record, info):
+            self.diagnostics.warning(
+                "A key imported moments ago is not listed by its cloud yet",
+                f"{target_record.remote_id} at {target} was imported less than "
+                f"{info.settings.consistency_window():.0f} s ago and the cloud shows new keys only after a delay "
+                "(eventual consistency). keyplan does not take it for deleted: run `keyplan plan` again in a minute.",
+                address=address,
+            )
+            change.actions = [ChangeAction.NOOP]
+            change.reason = "not listed by the cloud yet (imported moments ago)"
+            self.changes.append(change)
+            return None
         if self.live is not None:
             self._record_drift(address, target, target_record, live, fields)
         if self.options.refresh_only:
@@ -488,6 +500,13 @@ class _Differ:
                 "sharing this account), create this state's own keys beside them with `-allow-new-lineage`.",
                 address=target,
             )
+
+    def _catching_up(self, record: TargetRecord, info: TargetInfo) -> bool:
+        """Whether a key missing from the cloud's listing was imported within the window the cloud
+        may take to show new keys (`ProviderSettings.consistency_window`)."""
+        window = info.settings.consistency_window()
+        latest = max((entry.imported_at for entry in record.imports), default=None)
+        return window > 0 and latest is not None and self.now - latest < timedelta(seconds=window)
 
     def _negotiate(self, tw: TargetWork, desired: DesiredKey, target: str, info: TargetInfo) -> bool:
         capabilities = self.capabilities.get(desired.source)

@@ -4,12 +4,15 @@ off, every failure classified; and KMS's Marker/NextMarker paging."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from keyplan.limits import TargetLimits
+from keyplan.provider import ErrorKind, ProviderError
 from providers.aws.errors import classify
-from providers.aws.quotas import READS
+from providers.aws.quotas import CONSISTENCY_WINDOW, READS
 from providers.aws.settings import LOCAL_ACCESS_KEY, AwsSettings
 from providers.common.limited import admitted
 
@@ -20,6 +23,8 @@ class KmsClient:
     def __init__(self, settings: AwsSettings, endpoint: str | None, *, local: bool, limits: TargetLimits) -> None:
         self.settings = settings
         self.limits = limits
+        self._created: dict[str, float] = {}  # remote id -> when this run created it
+        self._created_lock = threading.Lock()
         try:
             self._client = self._make_client(endpoint, local)
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a classified ProviderError
@@ -71,7 +76,27 @@ class KmsClient:
                 raise classify(exc, operation, remote_id, self.settings) from None
             return result
 
-        return admitted(self.limits, operation, send, read=operation in READS)
+        attempt = 0
+        while True:
+            try:
+                return admitted(self.limits, operation, send, read=operation in READS)
+            except ProviderError as error:
+                # KMS is eventually consistent: a key this run just created may answer NotFound
+                # for a while. Retried within a bounded window, never taken for a deleted key.
+                if error.kind is not ErrorKind.NOT_FOUND or not self._just_created(remote_id):
+                    raise
+                attempt += 1
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+
+    def created(self, remote_id: str) -> None:
+        """Note a key this run created: NotFound about it is the cloud catching up for a while."""
+        with self._created_lock:
+            self._created[remote_id] = time.monotonic()
+
+    def _just_created(self, remote_id: str | None) -> bool:
+        with self._created_lock:
+            when = self._created.get(remote_id or "")
+        return when is not None and time.monotonic() - when < CONSISTENCY_WINDOW
 
     def pages(self, operation: str, field: str, remote_id: str | None = None, **kwargs: Any) -> Iterator[dict[str, Any]]:
         marker: str | None = None

@@ -225,6 +225,7 @@ class AwsKmsProvider(Provider):
                 raise
             return created
         metadata = result["KeyMetadata"]
+        self._kms.created(metadata["Arn"])
         return CreateKeyResponse(
             remote_id=metadata["Arn"], state=KEY_STATES.get(metadata.get("KeyState", ""), KeyState.PENDING_IMPORT)
         )
@@ -242,6 +243,7 @@ class AwsKmsProvider(Provider):
         for arn in sorted(arn for arn, match in self._concurrently(ours, listed).items() if match):
             metadata = self._kms.call("DescribeKey", arn, KeyId=arn)["KeyMetadata"]
             if metadata.get("KeyState") == "PendingImport":
+                self._kms.created(metadata["Arn"])
                 return CreateKeyResponse(remote_id=metadata["Arn"], state=KeyState.PENDING_IMPORT)
         return None
 

@@ -54,3 +54,7 @@ QUOTA_COSTS: dict[str, dict[str, float]] = {
     "schedule_deletion": {"ScheduleKeyDeletion": 1},
     "cancel_deletion": {"CancelKeyDeletion": 1},
 }
+
+# How long a key just created may be missing from KMS's answers ("usually less than a few
+# seconds, in some cases several minutes": AWS KMS Developer Guide, eventual consistency).
+CONSISTENCY_WINDOW = 120.0

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from keyplan.limits import RateClass
 from keyplan.provider import ProviderSettings
-from providers.aws.quotas import QUOTA_COSTS, RATE_CLASSES
+from providers.aws.quotas import CONSISTENCY_WINDOW, QUOTA_COSTS, RATE_CLASSES
 
 MAX_TAGS = 50
 MAX_EXPIRY_DAYS = 365
@@ -54,6 +54,9 @@ class AwsSettings(ProviderSettings):
 
     def quota_cost(self, operation: str) -> dict[str, float]:
         return QUOTA_COSTS.get(operation, {})
+
+    def consistency_window(self) -> float:
+        return CONSISTENCY_WINDOW
 
     @property
     def wrapping_bits(self) -> int:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 from keyplan.limits import RateClass
 from providers.emulation.clock import Clock
 from providers.emulation.store import DocumentStore
+from providers.emulation.visibility import Visibility
 
 
 @dataclass
@@ -56,6 +57,7 @@ class EmulatorApp(ABC):
     def __init__(self, store: DocumentStore, clock: Clock) -> None:
         self.store = store
         self.clock = clock
+        self.visibility = Visibility(clock.now)  # lag of new resources (realistic profile)
 
     @abstractmethod
     def operation(self, request: Request) -> str:

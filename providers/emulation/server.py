@@ -29,6 +29,11 @@ from providers.emulation.clock import Clock
 from providers.emulation.quotas import QuotaEnforcer
 from providers.emulation.store import DocumentStore
 
+# Seconds a new key or alias stays invisible to other calls in the realistic profile (the
+# clouds say "usually less than a few seconds").
+REALISTIC_VISIBILITY_LAG = 1.0
+REALISTIC_LISTING_LAG = 3.0  # listings catch up last
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -212,13 +217,22 @@ class EmulatorServer:
 
     def configure(self, payload: dict[str, Any]) -> None:
         """Faults and latency (see FaultPlan), and the profile: `{"profile": "realistic",
-        "quota_scale": 10}` enforces the cloud's documented quotas (scaled), `"default"` none."""
+        "quota_scale": 10}` enforces the cloud's documented quotas (scaled) and hides new keys
+        and aliases from calls naming them for `visibility_lag` seconds (default 1) and from
+        listings for `listing_lag` seconds (default 3), `"default"` neither."""
         self.faults.configure(payload)
         if payload.get("profile") == "realistic":
             scale = float(payload.get("quota_scale", 1.0))
             self.quotas = QuotaEnforcer(self.app.quota_classes(), scale=scale, window=self.app.quota_window)
+            self.app.visibility.lag = float(payload.get("visibility_lag", REALISTIC_VISIBILITY_LAG))
+            self.app.visibility.listing_lag = float(payload.get("listing_lag", REALISTIC_LISTING_LAG))
         elif payload.get("profile") == "default":
             self.quotas = None
+            self.app.visibility.lag = self.app.visibility.listing_lag = 0.0
+        if "visibility_lag" in payload:
+            self.app.visibility.lag = float(payload["visibility_lag"])
+        if "listing_lag" in payload:
+            self.app.visibility.listing_lag = float(payload["listing_lag"])
 
     def dispatch(self, request: Request) -> Response:
         if request.path.startswith("/_emulator/"):

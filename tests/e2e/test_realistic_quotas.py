@@ -51,3 +51,28 @@ def test_apply_under_aws_documented_quotas_waits_instead_of_failing(workspace: W
     assert len(stored) == KEYS, "no key was created twice"
     refreshed = workspace.keyplan("plan", "-detailed-exitcode", env={"KEYPLAN_EMULATOR_FAULTS": json.dumps(realistic)})
     assert refreshed.code == 0, refreshed.output
+
+
+def test_keys_the_cloud_shows_only_after_a_delay_are_waited_for_and_never_taken_for_deleted(
+    workspace: Workspace,
+) -> None:
+    # AWS KMS documents eventual consistency: GetParametersForImport right after CreateKey may
+    # answer NotFoundException, and a new key may be missing from ListKeys for a while.
+    workspace.write(CONFIG)
+    lagging = {"aws-main": {"profile": "realistic", "quota_scale": 4, "visibility_lag": 1, "listing_lag": 60}}
+    env = {"KEYPLAN_EMULATOR_FAULTS": json.dumps(lagging)}
+    applied = workspace.keyplan("apply", "-auto-approve", env=env)
+    assert applied.code == 0, applied.output
+    assert "NotFound" not in applied.output and "not found" not in applied.output.lower()
+
+    # At once: the last keys are not listed yet; the plan says so and plans nothing for them.
+    replanned = workspace.keyplan("plan", "-detailed-exitcode", env=env)
+    assert replanned.code == 0, replanned.output
+    assert "deleted outside keyplan" not in replanned.output
+    assert "not listed by its cloud yet" in replanned.output
+
+    with embedded(workspace.path, KmsEmulator, "aws.main") as server:
+        stored = [doc for _, doc in server.app.store.list("keys")]
+        held = [m["key"] for m in materials(server)]
+    assert len(stored) == KEYS, "no key was created twice"
+    assert sorted(held) == sorted(r["targets"]["aws.main"]["remote_id"] for r in workspace.state()["keys"].values())

@@ -78,7 +78,8 @@ class AliasRoutes(KmsCore):
             aliases = [
                 alias
                 for _, alias in self.store.list("aliases", f"{region}:")
-                if key_id is None or alias["target"] == key_id
+                if (key_id is None or alias["target"] == key_id)
+                and not self.visibility.unlisted(alias["created"])
             ]
         page, extra = marker_page(aliases, body, 50, 100)
         entries = [

@@ -151,7 +151,7 @@ class KmsCore(EmulatorApp):
             text = parts[5].removeprefix("key/")
         if text.startswith("alias/"):
             alias = self.store.get("aliases", f"{region}:{text}")
-            if alias is None:
+            if alias is None or self.visibility.hidden(alias["created"]):
                 raise KmsError("NotFoundException", f"Alias '{self._alias_arn(region, text)}' is not found.")
             return str(alias["target"])
         if not UUID_PATTERN.match(text):
@@ -162,7 +162,7 @@ class KmsCore(EmulatorApp):
         """The key record, with time-driven changes (material expiry, deletion) applied."""
         key_id = self._key_id_of(region, reference)
         key = self.store.get("keys", key_id)
-        if key is None or key["region"] != region or self._sweep(key):
+        if key is None or key["region"] != region or self._sweep(key) or self.visibility.hidden(key["created"]):
             raise KmsError("NotFoundException", f"Key '{self._arn(region, key_id)}' does not exist")
         return key
 

@@ -113,7 +113,11 @@ class KeyRoutes(KmsCore):
 
     def _op_ListKeys(self, region: str, body: ListKeysBody) -> dict[str, Any]:
         with self.store.transaction():
-            keys = [key for _, key in self.store.list("keys") if key["region"] == region and not self._sweep(key)]
+            keys = [
+                key
+                for _, key in self.store.list("keys")
+                if key["region"] == region and not self._sweep(key) and not self.visibility.unlisted(key["created"])
+            ]
         page, extra = marker_page(keys, body, 100, 1000)
         return {"Keys": [{"KeyId": k["id"], "KeyArn": k["arn"]} for k in page], **extra}
 
