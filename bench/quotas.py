@@ -18,7 +18,6 @@ without a burst the cloud grants). Calls are counted by the emulator (`/_emulato
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -136,7 +135,6 @@ class Scenario:
 
 
 SCENARIOS = (
-    Scenario("aws-50", "aws", 50),
     Scenario("aws-100", "aws", 100),
     Scenario("aws-1000", "aws", 1000, quota_scale=10),
     Scenario("gcp-100", "gcp", 100, quota_scale=10),
@@ -159,16 +157,32 @@ def quota_bound(scenario: Scenario, calls: dict[str, int]) -> tuple[float, str]:
     return per_class[name], name
 
 
+# keyplan as installed runs from cached bytecode; a checkout may have bytecode writing turned off
+# (PYTHONDONTWRITEBYTECODE), which would add the compilation of every module to each run.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {
+    "KEYPLAN_KEYSTORE_PASSPHRASE": "bench-passphrase",
+    "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "keyplan-bench-pycache"),
+}
+
+
 def run_keyplan(workdir: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
     result = subprocess.run(
-        [str(KEYPLAN), "-chdir", str(workdir), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ, KEYPLAN_KEYSTORE_PASSPHRASE="bench-passphrase"),
+        [str(KEYPLAN), "-chdir", str(workdir), *args], capture_output=True, text=True, check=False, env=ENV
     )
     return time.perf_counter() - started, result
+
+
+def peak_memory_run(workdir: Path, *args: str) -> tuple[float, int, subprocess.CompletedProcess[str]]:
+    """Wall seconds and peak resident memory (bytes) of one keyplan run."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    seconds, result = run_keyplan(workdir, *args)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak <= before:
+        raise SystemExit("run the plan measurement first: peak memory is per process tree")
+    return seconds, peak * 1024, result
 
 
 def errors_shown(output: str) -> int:
@@ -254,26 +268,167 @@ def naive_aws_imports(url: str, n: int) -> tuple[float, int, int]:
     return time.perf_counter() - started, imported, errors
 
 
+NOQUOTA = """
+source "software" "bench" {{}}
+
+provider "aws" "bench" {{
+  region      = "eu-west-1"
+  endpoint    = "{url}"
+  credentials = "local"
+}}
+
+key "k" {{
+  for_each  = toset([for i in range({n}) : format("key-%05d", i)])
+  algorithm = "AES_256"
+  source    = source.software.bench
+  targets   = [provider.aws.bench]
+  labels    = {{ app = each.key, env = "bench" }}
+}}
+"""
+
+
+def naive_under_quotas(root: Path, n: int) -> dict[str, object]:
+    """The serial boto3 script against the realistic profile (AWS's quotas, 20 ms)."""
+    scenario = Scenario(f"naive-aws-{n}", "aws", n)
+    emulator = scenario.emulator(root / f"emu-naive-{n}")
+    try:
+        emulator.reset()
+        seconds, imported, errors = naive_aws_imports(emulator.url, n)
+        stats = emulator.control("/_emulator/stats")
+    finally:
+        emulator.stop()
+    throttled = {str(c): int(v) for c, v in dict(stats.get("throttled", {})).items() if v}  # type: ignore[call-overload]
+    return {"scenario": scenario.name, "keys": n, "seconds": seconds, "imported": imported, "errors": errors,
+            "throttled": throttled, "bound": n / 5}  # fmt: skip
+
+
+def no_quota_comparison(root: Path, n: int) -> dict[str, object]:
+    """Item 6: no quotas, 20 ms per call: keyplan apply against the serial boto3 script, each on
+    its own fresh emulator, one after the other in the same run."""
+    first = Emulator("aws", root / f"emu-free-keyplan-{n}", LATENCY_MS)
+    try:
+        workdir = root / f"free-{n}"
+        workdir.mkdir()
+        (workdir / "main.kp.hcl").write_text(NOQUOTA.format(url=first.url, n=n))
+        first.reset()
+        keyplan_seconds, result = run_keyplan(workdir, "apply", "-auto-approve")
+        calls = first.calls()
+        imported = len({m["key"] for m in first.control("/_emulator/materials")["materials"]})  # type: ignore[index,union-attr]
+    finally:
+        first.stop()
+    second = Emulator("aws", root / f"emu-free-naive-{n}", LATENCY_MS)
+    try:
+        naive_seconds, naive_imported, naive_errors = naive_aws_imports(second.url, n)
+    finally:
+        second.stop()
+    return {"keys": n, "keyplan_seconds": keyplan_seconds, "keyplan_exit": result.returncode, "imported": imported,
+            "calls": calls, "naive_seconds": naive_seconds, "naive_imported": naive_imported,
+            "naive_errors": naive_errors, "speedup": naive_seconds / keyplan_seconds}  # fmt: skip
+
+
+def big_plan(root: Path, n: int) -> dict[str, object]:
+    """`plan -refresh=false` of n keys in blocks of 1,000 (range() stops at 1,024 elements)."""
+    workdir = root / f"plan-{n}"
+    workdir.mkdir()
+    blocks = [
+        f"""key "b{b:03d}" {{
+  for_each  = toset([for i in range({min(1000, n - b * 1000)}) : format("key-%05d", i)])
+  algorithm = "AES_256"
+  source    = source.software.bench
+  targets   = [provider.aws.bench]
+  labels    = {{ app = each.key, env = "bench" }}
+}}
+"""
+        for b in range((n + 999) // 1000)
+    ]
+    header = 'source "software" "bench" {}\n\nprovider "aws" "bench" {\n  region = "eu-west-1"\n}\n\n'
+    (workdir / "main.kp.hcl").write_text(header + "\n".join(blocks))
+    seconds, peak, result = peak_memory_run(workdir, "plan", "-refresh=false")
+    if result.returncode != 0:
+        raise SystemExit(result.stdout[-2000:] + result.stderr[-2000:])
+    return {"keys": n, "seconds": seconds, "peak_mib": peak / 2**20, "last_lines": result.stdout.strip().splitlines()[-2:]}
+
+
+def markdown(results: dict[str, list[dict[str, object]]]) -> str:
+    lines = ["# keyplan under request quotas: benchmark results", ""]
+    lines.append(
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load average "
+        f"{os.getloadavg()[0]:.1f} when written. Each emulator in its own process, {LATENCY_MS:g} ms injected per API "
+        "call; wall time of whole `keyplan` processes (start-up and planning included)."
+    )
+    if results.get("quotas"):
+        lines += ["", "## Apply under the realistic profile", "",
+                  "| scenario | keys | quotas | wall (s) | quota bound (s) | wall ÷ bound | keys imported | errors shown | "
+                  "throttled calls | calls |", "|---|---:|---|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
+        for r in results["quotas"]:
+            scale = "documented" if r["quota_scale"] == 1 else f"documented × {r['quota_scale']:g}"
+            lines.append(
+                f"| {r['scenario']} | {r['keys']} | {scale} | {r['seconds']:.1f} | {r['bound']:.1f} ({r['bounding']}) | "
+                f"{r['ratio']:.2f} | {r['imported']} | {r['errors']} | {sum(dict(r['throttled']).values())} | "  # type: ignore[call-overload]
+                f"{summarise(dict(r['calls']))} |"  # type: ignore[call-overload]
+            )
+    if results.get("naive"):
+        lines += ["", "## The naive serial boto3 script under the same quotas", "",
+                  "| keys | wall (s) | quota bound (s) | keys imported | errors raised | throttled calls |",
+                  "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in results["naive"]:
+            lines.append(
+                f"| {r['keys']} | {r['seconds']:.1f} | {r['bound']:.1f} | {r['imported']} | {r['errors']} | "
+                f"{sum(dict(r['throttled']).values())} |"  # type: ignore[call-overload]
+            )
+    if results.get("noquota"):
+        lines += ["", "## No quotas, 20 ms per call (item 6)", "",
+                  "| keys | keyplan apply (s) | serial boto3 script (s) | keyplan faster by | calls per key (keyplan) |",
+                  "|---:|---:|---:|---:|---|"]  # fmt: skip
+        for r in results["noquota"]:
+            calls = dict(r["calls"])  # type: ignore[call-overload]
+            per_key = ", ".join(f"{op} {count / int(r['keys']):.2f}" for op, count in sorted(calls.items()))
+            lines.append(
+                f"| {r['keys']} | {r['keyplan_seconds']:.1f} | {r['naive_seconds']:.1f} | {r['speedup']:.1f}× | {per_key} |"
+            )
+    if results.get("plan"):
+        lines += ["", "## Planning (`plan -refresh=false`)", "", "| keys | wall (s) | peak memory (MiB) |",
+                  "|---:|---:|---:|"]  # fmt: skip
+        for r in results["plan"]:
+            lines.append(f"| {r['keys']:,} | {r['seconds']:.1f} | {r['peak_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Iterable[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", nargs="*", help="scenario names")
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--sections", nargs="*", default=["plan", "quotas", "naive", "noquota"])
+    parser.add_argument("--only", nargs="*", help="quota scenario names")
+    parser.add_argument("--plan-keys", type=int, nargs="*", default=[100_000])
+    parser.add_argument("--noquota-keys", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-quotas.md")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    rows = []
+    results: dict[str, list[dict[str, object]]] = {}
+    subprocess.run([str(KEYPLAN), "version"], env=ENV, capture_output=True, check=True)  # bytecode cached
     with tempfile.TemporaryDirectory(prefix="keyplan-bench-quotas-") as scratch:
-        for scenario in SCENARIOS:
-            if args.only and scenario.name not in args.only:
-                continue
-            row = run_scenario(scenario, Path(scratch))
-            rows.append(row)
-            print(
-                f"{row['scenario']:>10}  {row['seconds']:7.2f}s  bound {row['bound']:6.2f}s ({row['bounding']})  "
-                f"ratio {row['ratio']:.2f}  imported {row['imported']}  errors {row['errors']}  exit {row['exit']}  "
-                f"throttled {row['throttled']}  calls: {summarise(row['calls'])}",  # type: ignore[arg-type]
-                flush=True,
-            )
-    if args.out:
-        args.out.write_text(json.dumps({"machine": platform.machine(), "cpus": os.cpu_count(), "rows": rows}, indent=2))
+        root = Path(scratch)
+        if "plan" in args.sections:  # first: peak memory is measured over this process's children
+            for n in args.plan_keys:
+                results.setdefault("plan", []).append(row := big_plan(root, n))
+                print(f"plan {n:>7} keys  {row['seconds']:7.1f}s  peak {row['peak_mib']:.0f} MiB", flush=True)
+        if "quotas" in args.sections:
+            for scenario in SCENARIOS:
+                if args.only and scenario.name not in args.only:
+                    continue
+                results.setdefault("quotas", []).append(row := run_scenario(scenario, root))
+                print(
+                    f"{row['scenario']:>10}  {row['seconds']:7.2f}s  bound {row['bound']:6.2f}s ({row['bounding']})  "
+                    f"ratio {row['ratio']:.2f}  imported {row['imported']}  errors {row['errors']}  exit {row['exit']}  "
+                    f"throttled {row['throttled']}  calls: {summarise(row['calls'])}",  # type: ignore[arg-type]
+                    flush=True,
+                )
+        if "naive" in args.sections:
+            results.setdefault("naive", []).append(row := naive_under_quotas(root, 100))
+            print(f"naive under quotas: {row}", flush=True)
+        if "noquota" in args.sections:
+            results.setdefault("noquota", []).append(row := no_quota_comparison(root, args.noquota_keys))
+            print(f"no quota: {row}", flush=True)
+    args.out.write_text(markdown(results))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

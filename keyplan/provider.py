@@ -62,7 +62,12 @@ class ProviderSettings(PluginSettings):
         default=None,
         description='A URL of a local or private endpoint, or "embedded" to run keyplan\'s emulator in-process.',
     )
-    max_concurrency: int = Field(default=8, ge=1, le=64, description="Calls in flight to this provider at once.")
+    max_concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=64,
+        description="Calls in flight to this provider at once (request quotas are kept by pacing, not by this).",
+    )
     rate_limits: dict[str, PositiveFloat] = Field(
         default_factory=dict,
         description="Requests per second per operation class, overriding the cloud's documented defaults (for "

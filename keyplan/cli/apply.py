@@ -62,7 +62,7 @@ def apply(
     refresh_only: Annotated[
         bool, typer.Option("-refresh-only", "--refresh-only", help="Accept the clouds' current values into state.")
     ] = False,
-    parallelism: ParallelismOpt = 10,
+    parallelism: ParallelismOpt = 32,
     max_plan_age: Annotated[
         str, typer.Option("-max-plan-age", "--max-plan-age", help="Refuse saved plans older than this.")
     ] = "24h",
