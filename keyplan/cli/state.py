@@ -49,7 +49,7 @@ def show(
         elif markdown:
             emit(render_markdown(saved) + approvals_text(approvals, markdown=True))
         else:
-            emit(render_text(saved, colour=ui.use_colour(sys.stdout, no_color)) + approvals_text(approvals))
+            emit(render_text(saved, colour=ui.use_colour(sys.stdout, no_color), full=True) + approvals_text(approvals))
         return
     state = current(load([], [], no_color=no_color, validate=False))
     if state is None:

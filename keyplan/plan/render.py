@@ -132,7 +132,37 @@ def _drift_text(drift: Drift, colour: bool) -> str:
     return "  " + _c(for_terminal(f"! {drift.address} @ {drift.target}: {drift.summary}"), "!", colour) + for_terminal(detail)
 
 
-def render_text(plan: Plan, *, colour: bool = False) -> str:
+# Above this many changes the text plan summarises them by key block, target and action; every
+# change is still in `plan -json` and `keyplan show PLANFILE`.
+SUMMARY_ABOVE = 200
+
+
+def _block(address: str) -> str:
+    """A key's block: its address without the for_each key (`key.app["x"]` -> `key.app`)."""
+    return address.split("[", 1)[0]
+
+
+def _summary_text(changes: list[PlannedChange], colour: bool) -> list[str]:
+    groups: Counter[tuple[str, str, str]] = Counter()
+    symbols: dict[tuple[str, str, str], str] = {}
+    for change in changes:
+        group = (_block(change.address), change.target or "", change_kind(change) or "update")
+        groups[group] += 1
+        symbols.setdefault(group, change.symbol)
+    lines = [
+        f"keyplan will perform {len(changes):,} changes, summarised by key block (every change is listed by "
+        "`keyplan plan -json`, and by `keyplan show` of a plan saved with -out):",
+        "",
+    ]
+    for group, count in sorted(groups.items()):
+        block, target, category = group
+        where = f"{block} @ {target}" if target else block
+        lines.append("  " + _c(for_terminal(f"{symbols[group]} {where}: {count:,} to {category}"), symbols[group], colour))
+    return lines
+
+
+def render_text(plan: Plan, *, colour: bool = False, full: bool = False) -> str:
+    """The plan for a terminal; above `SUMMARY_ABOVE` changes a summary by key block, unless `full`."""
     out: list[str] = [section] if (section := plan_section_text(plan.findings, colour=colour)) else []
     if plan.drift:
         out.append(_bold("Changed outside keyplan (drift):", colour))
@@ -150,11 +180,15 @@ def render_text(plan: Plan, *, colour: bool = False) -> str:
     if not changes:
         out.append("No changes. Your keys match the configuration.")
         return "\n".join(out) + "\n"
-    out.append("keyplan will perform the following actions:")
-    out.append("")
-    for change in changes:
-        out.extend(_change_text(plan, change, colour))
+    if len(changes) > SUMMARY_ABOVE and not full:
+        out.extend(_summary_text(changes, colour))
         out.append("")
+    else:
+        out.append("keyplan will perform the following actions:")
+        out.append("")
+        for change in changes:
+            out.extend(_change_text(plan, change, colour))
+            out.append("")
     out.append(_bold(summary_line(plan), colour))
     if plan.estimate is not None:
         out.append(for_terminal(estimate_line(plan.estimate)))

@@ -48,3 +48,17 @@ def test_a_short_plan_gives_no_estimate(workspace: Workspace) -> None:
     assert planned.code == 0, planned.output
     assert "Estimated time" not in planned.stdout
     assert json.loads(workspace.keyplan("plan", "-refresh=false", "-json").stdout)["estimate"] is None
+
+
+def test_a_huge_change_set_is_summarised_by_key_block_and_listed_in_full_by_show(workspace: Workspace) -> None:
+    workspace.write(CONFIG.format(n=150))  # two targets: 300 changes
+    planned = workspace.keyplan("plan", "-refresh=false", "-out", "big.plan")
+    assert planned.code == 0, planned.output
+    assert "+ key.data @ aws.main: 150 to create" in planned.stdout
+    assert "+ key.data @ aws.raised: 150 to create" in planned.stdout
+    assert "will be created" not in planned.stdout  # no per-change sections
+    shown = workspace.keyplan("show", "big.plan")
+    assert shown.code == 0, shown.output
+    assert shown.stdout.count("will be created") == 300
+    as_json = json.loads(workspace.keyplan("plan", "-refresh=false", "-json").stdout)
+    assert len(as_json["changes"]) == 300
