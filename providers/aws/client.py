@@ -86,7 +86,7 @@ class KmsClient:
                 if error.kind is not ErrorKind.NOT_FOUND or not self._just_created(remote_id):
                     raise
                 attempt += 1
-                time.sleep(min(2.0, 0.05 * 2**attempt))
+                time.sleep(min(2.0, 0.125 * 2**attempt))  # 0.25 s, 0.5 s, 1 s, then every 2 s
 
     def created(self, remote_id: str) -> None:
         """Note a key this run created: NotFound about it is the cloud catching up for a while."""

@@ -42,6 +42,13 @@ class QuotaEnforcer:
             for operation in c.operations:
                 self._class_of[operation] = c.name
 
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Each class's enforced rate and operations (for benchmarks computing quota bounds)."""
+        operations: dict[str, list[str]] = {name: [] for name in self._rate}
+        for operation, name in self._class_of.items():
+            operations[name].append(operation)
+        return {name: {"per_second": rate, "operations": sorted(operations[name])} for name, rate in self._rate.items()}
+
     def admit(self, operation: str) -> float | None:
         """None when the call may go through; else the seconds until it could (Retry-After)."""
         name = self._class_of.get(operation)

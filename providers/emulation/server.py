@@ -29,9 +29,10 @@ from providers.emulation.clock import Clock
 from providers.emulation.quotas import QuotaEnforcer
 from providers.emulation.store import DocumentStore
 
-# Seconds a new key or alias stays invisible to other calls in the realistic profile (the
-# clouds say "usually less than a few seconds").
-REALISTIC_VISIBILITY_LAG = 1.0
+# Seconds a new key or alias stays invisible in the realistic profile (the clouds say "usually
+# less than a few seconds"). Listings lag by default; calls naming the key only when asked, since
+# every such call answered NotFound would still count against the request quota.
+REALISTIC_VISIBILITY_LAG = 0.0  # calls naming a new key find it at once unless asked otherwise
 REALISTIC_LISTING_LAG = 3.0  # listings catch up last
 
 
@@ -218,7 +219,7 @@ class EmulatorServer:
     def configure(self, payload: dict[str, Any]) -> None:
         """Faults and latency (see FaultPlan), and the profile: `{"profile": "realistic",
         "quota_scale": 10}` enforces the cloud's documented quotas (scaled) and hides new keys
-        and aliases from calls naming them for `visibility_lag` seconds (default 1) and from
+        and aliases from calls naming them for `visibility_lag` seconds (default 0) and from
         listings for `listing_lag` seconds (default 3), `"default"` neither."""
         self.faults.configure(payload)
         if payload.get("profile") == "realistic":
@@ -272,7 +273,10 @@ class EmulatorServer:
             with self._stats_lock:
                 calls = dict(self.stats)
             throttled = dict(self.quotas.throttled) if self.quotas is not None else {}
-            return Response.json({"calls": calls, "total": sum(calls.values()), "throttled": throttled})
+            quotas = self.quotas.describe() if self.quotas is not None else {}
+            return Response.json(
+                {"calls": calls, "total": sum(calls.values()), "throttled": throttled, "quotas": quotas}
+            )
         if path == "/_emulator/stats/reset" and request.method == "POST":
             with self._stats_lock:
                 self.stats.clear()

@@ -58,7 +58,7 @@ RATE_CLASSES: tuple[RateClass, ...] = (
 QUOTA_COSTS: dict[str, dict[str, float]] = {
     "ensure_prerequisite": {READ: 1, WRITE: 1},
     "create_key": {WRITE: 1},
-    "import_material": {WRITE: 1},
+    "import_material": {WRITE: 2, READ: 1},  # import, make it primary, read the version
     "update_key": {WRITE: 1, READ: 1},
     "promote_version": {WRITE: 1},
     "schedule_deletion": {READ: 1, WRITE: 1},
