@@ -304,7 +304,7 @@ def naive_under_quotas(root: Path, n: int) -> dict[str, object]:
 
 
 def no_quota_comparison(root: Path, n: int) -> dict[str, object]:
-    """Item 6: no quotas, 20 ms per call: keyplan apply against the serial boto3 script, each on
+    """No quotas, 20 ms per call: keyplan apply against the serial boto3 script, each on
     its own fresh emulator, one after the other in the same run."""
     first = Emulator("aws", root / f"emu-free-keyplan-{n}", LATENCY_MS)
     try:
@@ -378,7 +378,7 @@ def markdown(results: dict[str, list[dict[str, object]]]) -> str:
                 f"{sum(dict(r['throttled']).values())} |"  # type: ignore[call-overload]
             )
     if results.get("noquota"):
-        lines += ["", "## No quotas, 20 ms per call (item 6)", "",
+        lines += ["", "## No quotas, 20 ms per call", "",
                   "| keys | keyplan apply (s) | serial boto3 script (s) | keyplan faster by | calls per key (keyplan) |",
                   "|---:|---:|---:|---:|---|"]  # fmt: skip
         for r in results["noquota"]:
