@@ -13,6 +13,11 @@ runtime operation takes one request model and returns one response model. The co
 what a plugin answers instead of trusting it. Plugins report failures as `ProviderError` /
 `SourceError`, classified so the apply walker knows what to retry; their messages never
 contain key material.
+
+Why this file is long: it is the whole contract, the one page a plugin author reads and the
+only module a plugin needs from keyplan's core. Its sections (settings and the runtime context,
+key sources, the static and the runtime halves of providers, errors) are request and response
+models with little logic; splitting them would make plugins import from several places.
 """
 
 from __future__ import annotations

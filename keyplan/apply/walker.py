@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 
 from keyplan.apply.calls import PluginCalls
 from keyplan.apply.committer import StateCommitter
-from keyplan.apply.handlers import ActionFailed, ApplyContext, run_action
+from keyplan.apply.context import ActionFailed, ApplyContext
+from keyplan.apply.handlers import run_action
 from keyplan.apply.hooks import ApplyHooks, CompositeHooks, SilentHooks
 from keyplan.apply.retry import RetryPolicy
 from keyplan.apply.scheduler import Interruption, Scheduler

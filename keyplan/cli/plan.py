@@ -27,8 +27,8 @@ from keyplan.cli.options import (
     workspace,
 )
 from keyplan.diagnostics import DiagnosticsError
-from keyplan.plan.diff import PlanOptions
 from keyplan.plan.model import Plan
+from keyplan.plan.work import PlanOptions
 
 TargetOpt = Annotated[
     list[str], typer.Option("-target", "--target", help="Plan only this key address.")

@@ -136,7 +136,7 @@ def discover(
     no_color: NoColorOpt = False,
 ) -> None:
     """List the imported (BYOK) keys at a provider and write `key` blocks and import commands for them."""
-    from keyplan.adopt import render_discovery
+    from keyplan.discovery import render_discovery
     from keyplan.operations.adoption import discover as list_keys
 
     config = load(var, var_file, no_color=no_color)

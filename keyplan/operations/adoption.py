@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from keyplan.adopt import Discovered, ImportOutcome
+from keyplan.adopt import ImportOutcome
 from keyplan.config.model import Config
 from keyplan.diagnostics import DiagnosticsError
+from keyplan.discovery import Discovered
 from keyplan.operations.workspace import LockOptions, locked, read_state, state_backend
 from keyplan.state.model import State
 
@@ -40,7 +41,7 @@ class Discovery:
 def discover(config: Config, target: str) -> Discovery:
     """Every imported key at `target`, classified against the state (read without the lock:
     nothing is written)."""
-    from keyplan.adopt import classify
+    from keyplan.discovery import classify
     from keyplan.provider import DiscoverRequest, ProviderError
     from keyplan.runtime import Session
 

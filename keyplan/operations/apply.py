@@ -30,8 +30,8 @@ from keyplan.operations.workspace import (
     refuse_lost_state,
     state_backend,
 )
-from keyplan.plan.diff import PlanOptions
 from keyplan.plan.model import Plan
+from keyplan.plan.work import PlanOptions
 from keyplan.state.model import State
 from keyplan.state.store import StateStore
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostic, DiagnosticsError
 from keyplan.operations.workspace import LockOptions, locked, read_state, refuse_lost_state, state_backend
-from keyplan.plan.diff import PlanOptions
 from keyplan.plan.model import Plan
+from keyplan.plan.work import PlanOptions
 from keyplan.policy.engine import PolicyReport
 from keyplan.state.model import State
 

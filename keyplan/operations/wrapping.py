@@ -10,8 +10,8 @@ from keyplan.config.model import Config
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.operations.plan import make_plan
 from keyplan.operations.workspace import LockOptions, locked, read_state, state_backend
-from keyplan.plan.diff import PlanOptions
 from keyplan.plan.model import GetImportParameters, Plan
+from keyplan.plan.work import PlanOptions
 from keyplan.provider import ImportParameters, ImportParametersRequest, ProviderError, WrapOffer
 from keyplan.state.model import State
 

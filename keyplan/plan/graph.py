@@ -12,7 +12,6 @@ from __future__ import annotations
 import networkx as nx
 
 from keyplan.escaping import for_terminal
-from keyplan.plan.diff import KeyWork, TargetWork
 from keyplan.plan.model import (
     Action,
     ActionKind,
@@ -44,6 +43,7 @@ from keyplan.plan.model import (
     WrapMaterial,
     WrapMaterialArgs,
 )
+from keyplan.plan.work import KeyWork, TargetWork
 
 
 class ActionGraph:

@@ -14,10 +14,11 @@ from keyplan import __version__
 from keyplan.config import key_spec
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
-from keyplan.plan.diff import DesiredKey, KeyWork, PlanOptions, TargetInfo, diff
+from keyplan.plan.diff import diff
 from keyplan.plan.estimate import quota_estimate
 from keyplan.plan.graph import build_actions
 from keyplan.plan.model import Plan, PlannedKey, PriorState
+from keyplan.plan.work import DesiredKey, KeyWork, PlanOptions, TargetInfo
 from keyplan.provider import (
     Holding,
     HoldingRequest,

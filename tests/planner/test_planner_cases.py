@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from keyplan.config.load import load_config
-from keyplan.plan.diff import PlanOptions, TargetInfo, diff
+from keyplan.plan.diff import diff
 from keyplan.plan.graph import build_actions
 from keyplan.plan.planner import desired_keys
+from keyplan.plan.work import PlanOptions, TargetInfo
 from keyplan.provider import Inventory
 from keyplan.registry import provider_plugin, source_plugin
 from keyplan.state.model import State

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from keyplan.adopt import classify, render_discovery
 from keyplan.config.load import load_config
+from keyplan.discovery import classify, render_discovery
 from keyplan.provider import KeyState, RemoteKey
 from keyplan.state.model import KeyRecord, MaterialVersion, State, TargetRecord
 
