@@ -417,6 +417,11 @@ class KeyLifecycleSupport(_Model):
     expiry: bool = True  # imported material can be given an expiry time
     rotation_mechanism: str = "new key version made current"  # what a rotation does at this cloud
     rotation_instead: str = ""  # when it cannot rotate: what to do instead
+    # An import into a key that already holds material adds a version (rather than re-importing
+    # the same material, which the cloud checks). Where it does, an import whose answer was lost
+    # (a crash, a dropped connection) must be found before importing again, or the key ends up
+    # with the same material twice.
+    import_adds_version: bool = True
 
 
 @dataclass(frozen=True)

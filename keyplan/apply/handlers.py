@@ -10,6 +10,8 @@ to a later action (import parameters, wrapped material) leave it in `ApplyContex
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from keyplan.apply.context import ActionFailed, ApplyContext
@@ -159,6 +161,16 @@ def import_material(context: ApplyContext, action: ImportMaterial) -> None:
     parameters: ImportParameters = context.output(args.parameters_action)
     wrapped: WrappedMaterial = context.output(args.wrap_action)
     managed_by = context.managed_by()
+    found = found_version(context, action) if args.unrecorded_versions else None
+    if found is not None:
+        record_import(context, action, found.version_id, found.expires_at)
+        context.hooks.mutated(
+            action,
+            f"material v{args.version} is already version {found.version_id} (imported by an interrupted apply): "
+            f"recorded, not imported again ({found.how})",
+            context.target_record(address, target).remote_id,
+        )
+        return
     for refreshed in (False, True):
         valid_to = context.now() + spec.expiry if spec.expiry is not None else None
         try:
@@ -186,15 +198,23 @@ def import_material(context: ApplyContext, action: ImportMaterial) -> None:
             wrapped = wrap_for(context, action, address, context.planned(address).source, args.version, parameters)
             context.hooks.retrying(action, 1, 0.0, "import parameters expired; fetched fresh ones")
 
+    record_import(context, action, response.version_id, response.expires_at)
+    context.hooks.mutated(action, f"imported material v{args.version} ({args.purpose.value})", response.remote_id)
+
+
+def record_import(context: ApplyContext, action: ImportMaterial, version_id: str, expires_at: datetime | None) -> None:
+    address, target, args = action.address, action.target, action.args
+    spec = context.spec(address)
+
     def imported(state: State) -> None:
         record = state.keys[address].targets[target]
         record.exists_remotely = True
         record.imports.append(
             ImportedVersion(
                 material_version=args.version,
-                remote_version_id=response.version_id,
+                remote_version_id=version_id,
                 imported_at=context.now(),
-                expires_at=response.expires_at,
+                expires_at=expires_at,
             )
         )
         if args.purpose is not ImportPurpose.NEW_VERSION:
@@ -205,7 +225,56 @@ def import_material(context: ApplyContext, action: ImportMaterial) -> None:
             record.enabled = True
 
     context.committer.commit(imported, key=address)
-    context.hooks.mutated(action, f"imported material v{args.version} ({args.purpose.value})", response.remote_id)
+
+
+@dataclass(frozen=True)
+class FoundVersion:
+    version_id: str
+    expires_at: datetime | None
+    how: str  # how it was found to hold the material
+
+
+def found_version(context: ApplyContext, action: ImportMaterial) -> FoundVersion | None:
+    """The version among `unrecorded_versions` that already holds the material to import, proven
+    through the provider's `prove_material` (as `keyplan verify` proves); None when none does and
+    the import must be made. A version proven to hold other material stops the key: something
+    besides keyplan imported into a key keyplan manages. Where the cloud offers no proof for this
+    kind of key at all, a single unrecorded version is taken as the lost import's (keyplan is the
+    only importer of the keys it creates); several are imported past, and said so."""
+    from keyplan.verification import ProofTask, Verifier
+
+    address, target, args = action.address, action.target, action.args
+    remote_id = context.target_record(address, target).remote_id
+    state = context.committer.read(lambda state: state.model_copy(deep=True))
+    verifier = Verifier(context.calls.session, state, now=context.now())
+    unprovable = 0
+    for version_id in args.unrecorded_versions:
+        task = ProofTask(
+            address=address, target=target, remote_id=remote_id, material_version=args.version,
+            remote_version_id=version_id,
+        )
+        with context.calls.admitted(target):
+            result = verifier.prove(task)
+        if result.verdict is Verdict.PROVEN:
+            return FoundVersion(version_id, None, f"proven by {result.method.value}")
+        if result.verdict is Verdict.MISMATCH:
+            raise ActionFailed(
+                f"{target} holds a version keyplan did not import in {address}'s key",
+                f"Version {version_id} of {remote_id} holds other material than v{args.version} "
+                f"({result.detail}), and state does not record it. keyplan stops here rather than add its "
+                "material next to it: find out who imported it, then remove that version in the cloud and apply again.",
+            )
+        if result.by_design:
+            unprovable += 1
+    if unprovable == len(args.unrecorded_versions) == 1:
+        version_id = args.unrecorded_versions[0]
+        return FoundVersion(version_id, None, "this kind of key offers no proof; it is the one version state did not record")
+    context.hooks.retrying(
+        action, 0, 0.0,
+        f"{len(args.unrecorded_versions)} version(s) state does not record could not be shown to hold material "
+        f"v{args.version}; importing it",
+    )
+    return None
 
 
 @handles(VerifyMaterial)

@@ -46,6 +46,7 @@ from keyplan.provider import (
     KeyState,
     RemoteKey,
     SourceCapabilities,
+    VersionState,
 )
 from keyplan.state.model import KeyRecord, State, TargetRecord
 
@@ -245,7 +246,8 @@ class _Differ:
             tw.import_version = material_version
             tw.import_purpose = ImportPurpose.INITIAL
             actions.append(ChangeAction.IMPORT)
-            reasons.append("the key holds no material yet")
+            tw.unrecorded_versions = self._unrecorded_versions(info, spec, target_record, live)
+            reasons.append(self._unrecorded_reason(tw) or "the key holds no material yet")
         else:
             if live is not None and live.state in (KeyState.PENDING_DELETION, KeyState.DELETED):
                 tw.cancel_deletion = True
@@ -265,6 +267,9 @@ class _Differ:
                 tw.promote = True
                 actions.append(ChangeAction.ROTATE)
                 reasons.append(self._rotation_reason(address, work, material_version))
+                tw.unrecorded_versions = self._unrecorded_versions(info, spec, target_record, live)
+                if tw.unrecorded_versions:
+                    reasons.append(self._unrecorded_reason(tw))
                 support = info.plugin.lifecycle_support(info.settings, spec)
                 if support.rotation:
                     change.notes.append(f"rotation: {support.rotation_mechanism}")
@@ -527,6 +532,33 @@ class _Differ:
 
     # -- drift -------------------------------------------------------------------------------
 
+    @staticmethod
+    def _unrecorded_versions(
+        info: TargetInfo, spec: KeySpec, record: TargetRecord, live: RemoteKey | None
+    ) -> tuple[str, ...]:
+        """Versions holding material that the key shows and state does not record, at a cloud
+        where an import adds a version: most likely an import whose answer a crash lost."""
+        if live is None or live.versions is None:
+            return ()
+        if not info.plugin.lifecycle_support(info.settings, spec).import_adds_version:
+            return ()
+        recorded = {i.remote_version_id for i in record.imports}
+        return tuple(
+            v.version_id
+            for v in live.versions
+            if v.imported and v.state in _HOLDS_MATERIAL and v.version_id not in recorded
+        )
+
+    @staticmethod
+    def _unrecorded_reason(tw: TargetWork) -> str:
+        if not tw.unrecorded_versions:
+            return ""
+        listed = ", ".join(tw.unrecorded_versions[:3]) + (" ..." if len(tw.unrecorded_versions) > 3 else "")
+        return (
+            f"the key holds {len(tw.unrecorded_versions)} version(s) state does not record ({listed}), left by an "
+            f"interrupted apply: one holding material v{tw.import_version} is recorded instead of importing it again"
+        )
+
     def _live(self, target: str, record: TargetRecord | None) -> RemoteKey | None:
         if record is None:
             return None
@@ -639,6 +671,7 @@ class _Differ:
 
 
 _GONE = (KeyState.PENDING_DELETION, KeyState.DELETED)
+_HOLDS_MATERIAL = (VersionState.ENABLED, VersionState.DISABLED, VersionState.PENDING_ROTATION)
 
 
 def _one_line(text: str) -> str:

@@ -223,6 +223,7 @@ class _Builder:
                         version=version,
                         purpose=tw.import_purpose,
                         reimport_version_id=tw.reimport_version_id,
+                        unrecorded_versions=tw.unrecorded_versions,
                         parameters_action=params,
                         wrap_action=wrapped,
                         offer=tw.offer,

@@ -264,6 +264,9 @@ class WrapMaterial(BaseAction):
 class ImportMaterialArgs(MaterialVersionArgs):
     purpose: ImportPurpose
     reimport_version_id: str | None = None
+    # Versions the key holds that state does not record (an import whose answer was lost): each
+    # is checked against the material first, and one holding it is recorded instead of importing.
+    unrecorded_versions: tuple[str, ...] = ()
     parameters_action: str
     wrap_action: str
     offer: WrapOffer  # to fetch fresh parameters when the cloud says they expired

@@ -74,12 +74,20 @@ def refresh(
     """One bulk inventory per target, the targets queried concurrently."""
 
     def request_for(target: str) -> InventoryRequest:
-        known = {
-            tr.remote_id: address
-            for address, record in state.keys.items()
-            for t, tr in record.targets.items()
-            if t == target and tr.exists_remotely
-        }
+        here = [(address, record, record.targets[target]) for address, record in state.keys.items() if target in record.targets]
+        # A key whose import is still to do (or was done by an apply that crashed before recording
+        # it) is looked up too, with its versions: the diff checks them before importing again.
+        pending = [
+            tr.remote_id
+            for _, record, tr in here
+            if tr.remote_id
+            and (
+                not tr.exists_remotely
+                or not tr.imports
+                or (record.latest_material is not None and record.latest_material.version > (tr.current_material_version or 0))
+            )
+        ]
+        known = {tr.remote_id: address for address, _, tr in here if tr.exists_remotely or tr.remote_id in pending}
         addresses = sorted(
             {a for a, d in desired.items() if target in d.targets}
             | {a for a, r in state.keys.items() if target in r.targets}
@@ -94,6 +102,7 @@ def refresh(
             known=known,
             addresses=tuple(addresses),
             scan=unknown_here or options.refresh_only,
+            with_versions=tuple(pending),
         )
 
     def one(target: str) -> tuple[str, Inventory | None, Exception | None]:

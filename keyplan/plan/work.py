@@ -75,6 +75,7 @@ class TargetWork:
     import_version: int | None = None  # material version to import
     import_purpose: ImportPurpose | None = None
     reimport_version_id: str | None = None
+    unrecorded_versions: tuple[str, ...] = ()  # versions to check for the material before importing
     promote: bool = False
     update: bool = False
     delete: str | None = None  # the remote id to schedule for deletion

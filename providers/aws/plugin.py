@@ -131,6 +131,9 @@ class AwsKmsPlugin(ProviderPlugin[AwsSettings]):
             rotation=key.algorithm.kind is MaterialKind.SYMMETRIC,
             expiry=True,
             rotation_mechanism="AWS: new key material + RotateKeyOnDemand",
+            # An import into a key holding material re-imports that same material (KMS refuses
+            # any other with IncorrectKeyMaterialException), so a lost answer is safely repeated.
+            import_adds_version=False,
             rotation_instead=(
                 f"AWS KMS keeps the one material of an imported {key.algorithm.name} key for its whole life. To "
                 "change the material, declare a new key under another name, move aliases and applications to it, "

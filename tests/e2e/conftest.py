@@ -9,10 +9,10 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import pytest
@@ -234,15 +234,43 @@ def apply_killed_at(workspace: Workspace, cloud: str, call: int, when: str) -> b
 
 def resume_after_kill(workspace: Workspace) -> Result:
     """The next apply after a kill, as a user runs it: no force-unlock, no -lock-timeout (the
-    local lock is an OS lock that died with the killed process)."""
-    return workspace.keyplan("apply", "-auto-approve")
+    local lock is an OS lock that died with the killed process). It runs in a forked copy of this
+    process, like the killed apply, so that what it loads and caches stays out of the process
+    the next case forks from."""
+    return in_fork(lambda: workspace.keyplan("apply", "-auto-approve"))
+
+
+T = TypeVar("T")
+
+
+def in_fork(work: Callable[[], T]) -> T:
+    """`work()` run in a forked copy of this process, its (picklable) result sent back: the
+    copy's module-level caches die with it, so every fork starts from the same process."""
+    import pickle
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="keyplan-fork-") as answer:
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            code = 1
+            try:
+                with open(answer.name, "wb") as out:
+                    pickle.dump(work(), out)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"the forked run ended with status {status}"
+        with open(answer.name, "rb") as result:
+            loaded: T = pickle.load(result)
+        return loaded
 
 
 def assert_each_key_once(workspace: Workspace, cloud: str) -> None:
-    """The cloud holds exactly the keys state records (no duplicate, no orphan), and every
-    material it holds for a key is the material state recorded for it. (An import whose answer
-    a crash lost may be made again as a second version of the same material where the cloud
-    adds versions: Google Cloud KMS, Azure. Never other material, never another key.)"""
+    """The cloud holds exactly the keys state records (no duplicate, no orphan), each key holds
+    exactly one imported version (an import whose answer a crash lost is found, not made again as
+    a second version where the cloud adds versions), and that version holds the material state
+    recorded for the key."""
     from collections import Counter
     from urllib.parse import urlsplit
 
@@ -276,5 +304,7 @@ def assert_each_key_once(workspace: Workspace, cloud: str) -> None:
     finally:
         store.close()
     assert len(keys) == len(recorded) == 2, f"{cloud} holds {keys}, state records {sorted(recorded)}"
-    assert set(Counter(key for key, _ in held)) == set(recorded), f"every key holds material: {held}"
+    versions = Counter(key for key, _ in held)
+    assert set(versions) == set(recorded), f"every key holds material: {held}"
+    assert all(count == 1 for count in versions.values()), f"a material imported twice: {held}"
     assert all(recorded[key] == fingerprint for key, fingerprint in held), f"only the material state recorded: {held}"
