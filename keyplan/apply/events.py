@@ -5,6 +5,8 @@ An apply prints a `plan` event (what it is about to do), then `step` events as e
 finishes, fails, is skipped or retried, a `key` event when a key is finished (every step done,
 or the first one failed), a `progress` event every few seconds and one at the end, a
 `diagnostic` event per failed step, and one `apply_end` event with the counts of the summary.
+An apply stopped before its walk (configuration, state, lock, plan file) prints its diagnostics
+as `diagnostic` events, then an `apply_end` event with outcome "failed".
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from keyplan.diagnostics import Diagnostic, Severity, SourceRange
 
 
 class _Event(BaseModel):
@@ -72,13 +76,25 @@ class ProgressEvent(_Event):
 
 
 class DiagnosticEvent(_Event):
-    """A failed step's diagnostic."""
+    """A failed step's diagnostic, or one that stopped the apply before its walk (then followed by
+    an `apply_end` event with outcome "failed")."""
 
     type: Literal["diagnostic"] = "diagnostic"
     severity: Literal["error", "warning"]
     summary: str
     detail: str = ""
     address: str | None = None
+    range: SourceRange | None = Field(default=None, description="Where in the configuration, when it is about it.")
+
+
+def diagnostic_event(diagnostic: Diagnostic) -> DiagnosticEvent:
+    return DiagnosticEvent(
+        severity="error" if diagnostic.severity is Severity.ERROR else "warning",
+        summary=diagnostic.summary,
+        detail=diagnostic.detail or "",
+        address=diagnostic.address,
+        range=diagnostic.range,
+    )
 
 
 class ApplyEndEvent(_Event):
@@ -91,7 +107,9 @@ class ApplyEndEvent(_Event):
     )
     failed: list[str] = []
     partly_done: list[str] = []
-    cut_short: list[str] = Field(default=[], description="abandoned: keys whose step was running at the second interrupt.")
+    cut_short: list[str] = Field(
+        default=[], description="abandoned: keys whose step was running at the second interrupt."
+    )
     not_started: list[str] = []
     accepted: int | None = Field(default=None, description="accepted (-refresh-only): key targets taken into state.")
 

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from keyplan.apply.events import ApplyEndEvent, PlanEvent, event_line
+from keyplan.apply.events import ApplyEndEvent, PlanEvent, diagnostic_event, event_line
 from keyplan.apply.summary import KeyProgress, keys_done_by_change, keys_progress
 from keyplan.apply.walker import ApplyHooks, ApplyResult, Interruption
 from keyplan.cli import ui
@@ -43,7 +43,7 @@ from keyplan.cli.plan import (
     plan_options,
 )
 from keyplan.cli.progress import JsonProgress, LineProgress, TerminalProgress
-from keyplan.diagnostics import DiagnosticsError
+from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.escaping import for_terminal
 from keyplan.operations.apply import ApplyCallbacks, ApplyOutcome, ApplyStatus
 from keyplan.plan.model import Plan
@@ -98,63 +98,88 @@ def apply(
     from keyplan.plan.planfile import load_plan
     from keyplan.plan.render import render_text
 
-    if json_output and planfile is None and not auto_approve:
-        raise DiagnosticsError.single(
-            "apply -json needs -auto-approve or a saved plan",
-            "With -json, standard output carries JSON events only, so keyplan cannot show the plan and ask for "
-            "confirmation. Pass -auto-approve, or apply a reviewed plan: `keyplan plan -out=FILE`, then "
-            "`keyplan apply -json FILE`.",
+    with _errors_as_events(json_output):
+        if json_output and planfile is None and not auto_approve:
+            raise DiagnosticsError.single(
+                "apply -json needs -auto-approve or a saved plan",
+                "With -json, standard output carries JSON events only, so keyplan cannot show the plan and ask for "
+                "confirmation. Pass -auto-approve, or apply a reviewed plan: `keyplan plan -out=FILE`, then "
+                "`keyplan apply -json FILE`.",
+            )
+        view = _ApplyView(ui.use_colour(sys.stdout, no_color), json_output=json_output)
+        locking = lock_options(lock, lock_timeout)
+        patience = parse_duration("throttle-timeout", throttle_timeout).total_seconds()
+        if planfile is not None:
+            if verify:
+                raise DiagnosticsError.single(
+                    "-verify does not change a saved plan",
+                    "A saved plan applies exactly as it was reviewed. Make it with `keyplan plan -verify -out=FILE` to "
+                    "prove each import as it is applied.",
+                )
+            if allow_new_lineage:
+                raise DiagnosticsError.single(
+                    "-allow-new-lineage does not change a saved plan",
+                    "A saved plan applies exactly as it was reviewed. Make it with `keyplan plan -allow-new-lineage "
+                    "-out=FILE` to plan new keys beside those of another state.",
+                )
+            saved = load_plan(from_working_dir(planfile))
+            approvals = read_approvals(from_working_dir(planfile))
+            max_age = parse_duration("max-plan-age", max_plan_age) if max_plan_age not in ("0", "0s") else None
+            with _interrupts_as_requests(view.interruption), view.showing():
+                _, outcome = apply_saved(
+                    saved,
+                    workspace(),
+                    variables(var, var_file),
+                    lock=locking,
+                    parallelism=parallelism,
+                    throttle_timeout=patience,
+                    max_age=max_age,
+                    approvals=approvals,
+                    callbacks=ApplyCallbacks(
+                        progress=view.progress,
+                        warnings=lambda warnings: _warnings(warnings, json_output, no_color),
+                        interruption=view.interruption,
+                    ),
+                )
+            view.end(outcome)
+
+        config = load(var, var_file, no_color=no_color)
+        callbacks = ApplyCallbacks(
+            show=lambda plan: None if json_output else emit(render_text(plan, colour=view.colour)),
+            approve=lambda plan: auto_approve or _confirm(),
+            progress=view.progress,
+            interruption=view.interruption,
         )
-    view = _ApplyView(ui.use_colour(sys.stdout, no_color), json_output=json_output)
-    locking = lock_options(lock, lock_timeout)
-    patience = parse_duration("throttle-timeout", throttle_timeout).total_seconds()
-    if planfile is not None:
-        if verify:
-            raise DiagnosticsError.single(
-                "-verify does not change a saved plan",
-                "A saved plan applies exactly as it was reviewed. Make it with `keyplan plan -verify -out=FILE` to "
-                "prove each import as it is applied.",
-            )
-        if allow_new_lineage:
-            raise DiagnosticsError.single(
-                "-allow-new-lineage does not change a saved plan",
-                "A saved plan applies exactly as it was reviewed. Make it with `keyplan plan -allow-new-lineage "
-                "-out=FILE` to plan new keys beside those of another state.",
-            )
-        saved = load_plan(from_working_dir(planfile))
-        approvals = read_approvals(from_working_dir(planfile))
-        max_age = parse_duration("max-plan-age", max_plan_age) if max_plan_age not in ("0", "0s") else None
+        options = plan_options(target, replace, refresh, refresh_only, None, verify, allow_new_lineage)
         with _interrupts_as_requests(view.interruption), view.showing():
-            _, outcome = apply_saved(
-                saved,
-                workspace(),
-                variables(var, var_file),
-                lock=locking,
-                parallelism=parallelism,
-                throttle_timeout=patience,
-                max_age=max_age,
-                approvals=approvals,
-                callbacks=ApplyCallbacks(
-                    progress=view.progress,
-                    warnings=lambda warnings: ui.print_diagnostics(warnings, no_color=no_color),
-                    interruption=view.interruption,
-                ),
+            outcome = apply_plan(
+                config, options, lock=locking, parallelism=parallelism, throttle_timeout=patience, callbacks=callbacks
             )
         view.end(outcome)
 
-    config = load(var, var_file, no_color=no_color)
-    callbacks = ApplyCallbacks(
-        show=lambda plan: None if json_output else emit(render_text(plan, colour=view.colour)),
-        approve=lambda plan: auto_approve or _confirm(),
-        progress=view.progress,
-        interruption=view.interruption,
-    )
-    options = plan_options(target, replace, refresh, refresh_only, None, verify, allow_new_lineage)
-    with _interrupts_as_requests(view.interruption), view.showing():
-        outcome = apply_plan(
-            config, options, lock=locking, parallelism=parallelism, throttle_timeout=patience, callbacks=callbacks
-        )
-    view.end(outcome)
+
+def _warnings(warnings: Diagnostics, json_output: bool, no_color: bool) -> None:
+    if not json_output:
+        ui.print_diagnostics(warnings, no_color=no_color)
+        return
+    for warning in warnings:
+        emit(event_line(diagnostic_event(warning)))
+
+
+@contextmanager
+def _errors_as_events(json_output: bool) -> Iterator[None]:
+    """With -json, standard output carries JSON events only: diagnostics that stop an apply before
+    or outside its walk (configuration, state, lock, plan file) become `diagnostic` events and an
+    `apply_end` event with outcome "failed", and nothing is written as text."""
+    try:
+        yield
+    except DiagnosticsError as error:
+        if not json_output:
+            raise
+        for diagnostic in error.diagnostics:
+            emit(event_line(diagnostic_event(diagnostic)))
+        emit(event_line(ApplyEndEvent(outcome="failed")))
+        raise Exit(1) from None
 
 
 def _confirm() -> bool:
@@ -274,7 +299,13 @@ def _json_end(outcome: ApplyOutcome) -> int:
     assert result is not None, outcome.status  # -json applies only with -auto-approve or a saved plan
     progress = keys_progress(outcome.plan, result)
     ended = (
-        "abandoned" if result.abandoned else "interrupted" if result.interrupted else "complete" if result.ok else "failed"
+        "abandoned"
+        if result.abandoned
+        else "interrupted"
+        if result.interrupted
+        else "complete"
+        if result.ok
+        else "failed"
     )
     emit(
         event_line(

@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 from rich.text import Text
 
-from keyplan.apply.events import DiagnosticEvent, KeyEvent, ProgressEvent, StepEvent, event_line
+from keyplan.apply.events import DiagnosticEvent, KeyEvent, ProgressEvent, StepEvent, diagnostic_event, event_line
 from keyplan.apply.summary import KeyFinished, KeyTracker, ProgressSnapshot
-from keyplan.diagnostics import Diagnostic, Severity
+from keyplan.diagnostics import Diagnostic
 from keyplan.escaping import for_terminal
 from keyplan.plan.model import Action, Plan
 
@@ -225,8 +225,12 @@ class JsonProgress(_Progress):
     def _step(self, action: Action, status: str, **details: object) -> StepEvent:
         return StepEvent.model_validate(
             {
-                "step": action.id, "kind": action.kind.value, "address": action.address, "target": action.target,
-                "status": status, **details,
+                "step": action.id,
+                "kind": action.kind.value,
+                "address": action.address,
+                "target": action.target,
+                "status": status,
+                **details,
             }
         )
 
@@ -242,12 +246,7 @@ class JsonProgress(_Progress):
         key = self.tracker.failed(action)
         self._emit(
             self._step(action, "failed", reason=diagnostic.summary),
-            DiagnosticEvent(
-                severity="error" if diagnostic.severity is Severity.ERROR else "warning",
-                summary=diagnostic.summary,
-                detail=diagnostic.detail or "",
-                address=diagnostic.address,
-            ),
+            diagnostic_event(diagnostic),
             *self._key(key),
         )
 

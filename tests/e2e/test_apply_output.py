@@ -98,7 +98,10 @@ def test_apply_json_prints_well_formed_events(workspace: Workspace) -> None:
 
     workspace.write(CONFIG)
     refused = workspace.keyplan("apply", "-json")
-    assert refused.code == 1 and "-auto-approve" in refused.stderr and refused.stdout == ""
+    assert refused.code == 1 and refused.stderr == "", refused.output
+    diagnostic, end = (json.loads(line) for line in refused.stdout.splitlines())
+    assert diagnostic["type"] == "diagnostic" and "-auto-approve" in diagnostic["summary"]
+    assert end == {"type": "apply_end", "outcome": "failed", **{k: end[k] for k in end if k not in ("type", "outcome")}}
     applied = workspace.keyplan("apply", "-json", "-auto-approve")
     assert applied.code == 0, applied.output
     validator = jsonschema.Draft202012Validator(apply_events_schema())
@@ -124,3 +127,25 @@ def test_apply_json_prints_well_formed_events(workspace: Workspace) -> None:
     again = workspace.keyplan("apply", "-json", "-auto-approve")
     assert [json.loads(line)["type"] for line in again.stdout.splitlines()] == ["apply_end"]
     assert json.loads(again.stdout)["outcome"] == "no_changes"
+
+
+def test_apply_json_reports_errors_before_the_walk_as_events(workspace: Workspace) -> None:
+    """With -json, standard output carries JSON events only, also when the apply stops before its
+    walk: each diagnostic is an event (with where in the configuration), then apply_end "failed"."""
+    import jsonschema
+
+    from keyplan.apply.events import apply_events_schema
+
+    workspace.write(CONFIG.replace('description = "app ${each.key}"', 'descripton = "app ${each.key}"'))
+    before = sorted(p.name for p in workspace.path.iterdir())
+    result = workspace.keyplan("apply", "-json", "-auto-approve")
+    assert result.code == 1 and result.stderr == "", result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    validator = jsonschema.Draft202012Validator(apply_events_schema())
+    for event in events:
+        validator.validate(event)
+    assert [e["type"] for e in events][-1] == "apply_end" and events[-1]["outcome"] == "failed"
+    errors = [e for e in events if e["type"] == "diagnostic" and e["severity"] == "error"]
+    assert errors and all(e["range"]["filename"].endswith("main.kp.hcl") for e in errors), events
+    assert any("descripton" in e["summary"] + e["detail"] for e in errors), errors
+    assert sorted(p.name for p in workspace.path.iterdir()) == before  # no state, no lock left behind
