@@ -238,9 +238,10 @@ def found_version(context: ApplyContext, action: ImportMaterial) -> FoundVersion
     """The version among `unrecorded_versions` that already holds the material to import, proven
     through the provider's `prove_material` (as `keyplan verify` proves); None when none does and
     the import must be made. A version proven to hold other material stops the key: something
-    besides keyplan imported into a key keyplan manages. Where the cloud offers no proof for this
-    kind of key at all, a single unrecorded version is taken as the lost import's (keyplan is the
-    only importer of the keys it creates); several are imported past, and said so."""
+    besides keyplan imported into a key keyplan manages, whether or not another version holds the
+    material. Where the cloud offers no proof for this kind of key at all, a single unrecorded
+    version is taken as the lost import's (keyplan is the only importer of the keys it creates);
+    several are imported past, and said so."""
     from keyplan.verification import ProofTask, Verifier
 
     address, target, args = action.address, action.target, action.args
@@ -248,6 +249,7 @@ def found_version(context: ApplyContext, action: ImportMaterial) -> FoundVersion
     state = context.committer.read(lambda state: state.model_copy(deep=True))
     verifier = Verifier(context.calls.session, state, now=context.now())
     unprovable = 0
+    proven: FoundVersion | None = None
     for version_id in args.unrecorded_versions:
         task = ProofTask(
             address=address, target=target, remote_id=remote_id, material_version=args.version,
@@ -256,16 +258,19 @@ def found_version(context: ApplyContext, action: ImportMaterial) -> FoundVersion
         with context.calls.admitted(target):
             result = verifier.prove(task)
         if result.verdict is Verdict.PROVEN:
-            return FoundVersion(version_id, None, f"proven by {result.method.value}")
-        if result.verdict is Verdict.MISMATCH:
+            proven = proven or FoundVersion(version_id, None, f"proven by {result.method.value}")
+        elif result.verdict is Verdict.MISMATCH:
             raise ActionFailed(
                 f"{target} holds a version keyplan did not import in {address}'s key",
                 f"Version {version_id} of {remote_id} holds other material than v{args.version} "
                 f"({result.detail}), and state does not record it. keyplan stops here rather than add its "
-                "material next to it: find out who imported it, then remove that version in the cloud and apply again.",
+                "material next to it. Find out who imported it; destroy or disable that version in the cloud where "
+                "it allows, or take the key out of keyplan (`keyplan state rm`), then apply again.",
             )
-        if result.by_design:
+        elif result.by_design:
             unprovable += 1
+    if proven is not None:
+        return proven
     if unprovable == len(args.unrecorded_versions) == 1:
         version_id = args.unrecorded_versions[0]
         return FoundVersion(version_id, None, "this kind of key offers no proof; it is the one version state did not record")
