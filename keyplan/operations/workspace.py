@@ -118,10 +118,10 @@ def refuse_lost_state(backend: StateStore) -> None:
     where = backend.where
     if backup is not None:
         restore = (
-            f"{backup} is its copy from before the last write. Restore it (for a file: `cp -p '{backup}' "
-            f"'{where}'`), then run `keyplan plan` again and read it before applying."
+            f"{backup.where} is its copy from before the last write. Restore it (`{backup.restore}`), then run "
+            "`keyplan plan` again and read it before applying."
         )
-        found = f"its backup {backup} is there"
+        found = f"its previous copy {backup.where} is there"
     else:
         restore = (
             "The journal holds only what the last apply finished, not the keys recorded before it. Restore the "

@@ -162,6 +162,14 @@ class StateError(DiagnosticsError):
 
 
 @dataclass(frozen=True)
+class PreviousCopy:
+    """Where a backend keeps a state's previous copy, and how a person puts it back."""
+
+    where: str  # a path, an object URL with its version, a table and row: for messages
+    restore: str  # a command or statement that restores it as the state document
+
+
+@dataclass(frozen=True)
 class StoredState:
     """What a backend holds for one workspace: the state document (None: never written), the
     version to name in the next compare-and-swap, and the journal: everything appended since the
@@ -239,10 +247,10 @@ class StateBackend(ABC):
         """Release the lock if `lock_id` holds it; also how `force-unlock` clears a lock whose
         holder is gone (the core checks the id against `lock_holder` first)."""
 
-    def previous_copy(self, workspace: str) -> str | None:
-        """Where a copy of this workspace's state from before its last write is kept, when the
-        backend keeps one and it is there (a path, an object URL: for messages); else None. A
-        missing state document beside such a copy is a lost state, not a new one."""
+    def previous_copy(self, workspace: str) -> PreviousCopy | None:
+        """A copy of this workspace's state from before its last write, when the backend keeps one
+        and it is there; else None. A missing state document beside such a copy is a lost state,
+        not a new one. Called only when the state document is missing."""
         return None
 
     # -- the audit trail ---------------------------------------------------------------------------

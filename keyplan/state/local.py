@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import stat
 import threading
 import time
@@ -43,6 +44,7 @@ from keyplan.state.backend import (
     AuditTrail,
     BackendContext,
     LockInfo,
+    PreviousCopy,
     StateBackend,
     StateBackendPlugin,
     StateBackendSettings,
@@ -160,9 +162,12 @@ class LocalBackend(StateBackend):
         path = self.state_path(workspace)
         return path.with_name(path.name + BACKUP_SUFFIX)
 
-    def previous_copy(self, workspace: str) -> str | None:
+    def previous_copy(self, workspace: str) -> PreviousCopy | None:
         backup = self.backup_path(workspace)
-        return str(backup) if backup.is_file() else None
+        if not backup.is_file():
+            return None
+        target = self.state_path(workspace)
+        return PreviousCopy(str(backup), f"cp -p {shlex.quote(str(backup))} {shlex.quote(str(target))}")
 
     def workspaces(self) -> list[str]:
         found = {DEFAULT_WORKSPACE}

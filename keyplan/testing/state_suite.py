@@ -34,6 +34,10 @@ def _no_tampering(change: Callable[[AuditTrail], AuditTrail]) -> None:
     pytest.skip("this backend's harness cannot rewrite its stored audit trail")
 
 
+def _cannot_lose(workspace: str) -> None:
+    pytest.skip("this backend's harness cannot delete a state document behind keyplan's back")
+
+
 @dataclass
 class BackendHarness:
     kind: str
@@ -43,6 +47,9 @@ class BackendHarness:
     # Rewrites the stored audit trail behind keyplan's back (entries in order, head record), as
     # someone with write access to the store could: how the suite checks tampering is found.
     rewrite_audit: Callable[[Callable[[AuditTrail], AuditTrail]], None] = _no_tampering
+    # Deletes a workspace's state document behind keyplan's back (a mistaken delete of the file,
+    # object or row): how the suite checks a lost state is told from a new one.
+    lose_state: Callable[[str], None] = _cannot_lose
     _opened: list[StateBackend] = field(default_factory=list)
 
     def open(self) -> StateBackend:
@@ -105,6 +112,21 @@ class StateBackendConformance:
     def test_a_workspace_never_written_reads_as_nothing(self, harness: BackendHarness) -> None:
         stored = harness.open().read("default")
         assert stored.data is None and stored.version is None and stored.journal == ()
+
+    def test_a_state_deleted_behind_keyplans_back_leaves_a_previous_copy(self, harness: BackendHarness) -> None:
+        """A missing state beside its previous copy is a lost state (keyplan plan refuses to start
+        a new lineage over it); a workspace never written, or written once, has none to show."""
+        backend = harness.open()
+        assert backend.previous_copy("default") is None
+        version = backend.write("default", b'{"n": 1}', None)
+        backend.write("default", b'{"n": 2}', version)
+        backend.write("other", b'{"n": 1}', None)
+        harness.lose_state("default")
+        reader = harness.open()
+        assert reader.read("default").data is None
+        copy = reader.previous_copy("default")
+        assert copy is not None and copy.where and copy.restore
+        assert reader.previous_copy("never-written") is None
 
     def test_writes_are_compare_and_swap_on_the_version_read(self, harness: BackendHarness) -> None:
         first, second = harness.open(), harness.open()

@@ -4,13 +4,15 @@ session-level advisory lock held for the whole operation.
 Tables, created on first use in `schema_name` (default `keyplan_state`):
 
     states  (workspace PRIMARY KEY, data, version)   the state document and its row version
+    previous (workspace PRIMARY KEY, data, version)  each state as it was before its last write
     journal (workspace, sequence, data)               journal groups of an apply in progress
     locks   (workspace PRIMARY KEY, info)             who holds the lock (id, operation, who, where, when)
     audit   (seq PRIMARY KEY, data)                   the audit trail's entries (all workspaces)
     audit_head (one row: data)                        its head record: the last entry's number and hash
 
-A write is one transaction: `UPDATE ... WHERE version = <the version read>` (or an insert that
-must not find a row), then the workspace's journal rows are deleted; zero rows updated means
+A write is one transaction: the row is copied to `previous`, then `UPDATE ... WHERE version =
+<the version read>` (or an insert that must not find a row), then the workspace's journal rows are
+deleted; a states row deleted by hand so leaves its copy for `keyplan plan` to find; zero rows updated means
 someone else wrote first. The lock is `pg_try_advisory_lock` on a key derived from the schema
 and workspace, taken on this backend's connection and kept until unlock, so the server drops it
 the moment a killed keyplan's connection goes away; the `locks` row says who holds it. An audit
@@ -39,6 +41,7 @@ from keyplan.state.backend import (
     AuditTrail,
     BackendContext,
     LockInfo,
+    PreviousCopy,
     StateBackend,
     StateBackendPlugin,
     StateBackendSettings,
@@ -80,6 +83,7 @@ class PgBackend(StateBackend):
         self._ready = False
         schema = sql.Identifier(settings.schema_name)
         self._states = sql.SQL("{}.states").format(schema)
+        self._previous = sql.SQL("{}.previous").format(schema)
         self._journal = sql.SQL("{}.journal").format(schema)
         self._locks = sql.SQL("{}.locks").format(schema)
         self._audit = sql.SQL("{}.audit").format(schema)
@@ -107,6 +111,10 @@ class PgBackend(StateBackend):
                 conn.execute(
                     sql.SQL("CREATE TABLE IF NOT EXISTS {} (workspace text PRIMARY KEY, data bytea NOT NULL, "
                             "version bigint NOT NULL)").format(self._states)
+                )
+                conn.execute(
+                    sql.SQL("CREATE TABLE IF NOT EXISTS {} (workspace text PRIMARY KEY, data bytea NOT NULL, "
+                            "version bigint NOT NULL)").format(self._previous)
                 )
                 conn.execute(
                     sql.SQL("CREATE TABLE IF NOT EXISTS {} (workspace text NOT NULL, sequence bigint NOT NULL, "
@@ -200,6 +208,12 @@ class PgBackend(StateBackend):
                         (workspace, data),
                     ).fetchone()
                 else:
+                    conn.execute(
+                        sql.SQL("INSERT INTO {} (workspace, data, version) SELECT workspace, data, version FROM {} "
+                                "WHERE workspace = %s AND version = %s ON CONFLICT (workspace) DO UPDATE SET "
+                                "data = EXCLUDED.data, version = EXCLUDED.version").format(self._previous, self._states),
+                        (workspace, int(expected_version)),
+                    )
                     row = conn.execute(
                         sql.SQL("UPDATE {} SET data = %s, version = version + 1 WHERE workspace = %s AND version = %s "
                                 "RETURNING version").format(self._states),
@@ -219,6 +233,24 @@ class PgBackend(StateBackend):
         result: str = self._run("write the state to", work)
         return result
 
+    def previous_copy(self, workspace: str) -> PreviousCopy | None:
+        def work(conn: psycopg.Connection[Any]) -> PreviousCopy | None:
+            row = conn.execute(
+                sql.SQL("SELECT version FROM {} WHERE workspace = %s").format(self._previous), (workspace,)
+            ).fetchone()
+            if row is None:
+                return None
+            schema = self.settings.schema_name
+            quoted = workspace.replace("'", "''")
+            return PreviousCopy(
+                f"PostgreSQL {schema}.previous, workspace {workspace} (row version {row[0]})",
+                f'INSERT INTO "{schema}".states (workspace, data, version) SELECT workspace, data, version FROM '
+                f"\"{schema}\".previous WHERE workspace = '{quoted}'",
+            )
+
+        result: PreviousCopy | None = self._run("look for a previous copy of the state in", work)
+        return result
+
     def append_journal(self, workspace: str, sequence: int, data: bytes) -> None:
         self._still_locked(workspace)
         self._run(
@@ -232,7 +264,7 @@ class PgBackend(StateBackend):
     def delete_workspace(self, workspace: str) -> None:
         def work(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction():
-                for table in (self._states, self._journal, self._locks):
+                for table in (self._states, self._previous, self._journal, self._locks):
                     conn.execute(sql.SQL("DELETE FROM {} WHERE workspace = %s").format(table), (workspace,))
 
         self._run("delete the workspace from", work)

@@ -24,6 +24,7 @@ versions, so the bucket keeps the state's history.
 
 from __future__ import annotations
 
+import shlex
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -40,6 +41,7 @@ from keyplan.state.backend import (
     AuditTrail,
     BackendContext,
     LockInfo,
+    PreviousCopy,
     StateBackend,
     StateBackendPlugin,
     StateBackendSettings,
@@ -170,6 +172,28 @@ class S3Backend(StateBackend):
             raise self._error(error, "write the state to") from None
         self._delete_keys(self._keys(self.journal_prefix(workspace), "clear the state journal in"))
         return str(response["ETag"])
+
+    def previous_copy(self, workspace: str) -> PreviousCopy | None:
+        """In a versioned bucket, a deleted state object leaves its versions behind a delete
+        marker: the newest is the state as last written. An unversioned bucket (or a user not
+        allowed s3:ListBucketVersions) keeps none that keyplan can see."""
+        key = self.state_key(workspace)
+        try:
+            listed = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError):
+            return None
+        versions = [
+            v for v in listed.get("Versions", []) if v.get("Key") == key and v.get("VersionId") not in (None, "null")
+        ]
+        if not versions:
+            return None
+        newest = max(versions, key=lambda v: v["LastModified"])
+        version_id = str(newest["VersionId"])
+        return PreviousCopy(
+            f"s3://{self.bucket}/{key} (version {version_id})",
+            f"aws s3api copy-object --bucket {shlex.quote(self.bucket)} --key {shlex.quote(key)} "
+            f"--copy-source {shlex.quote(f'{self.bucket}/{key}?versionId={version_id}')}",
+        )
 
     def append_journal(self, workspace: str, sequence: int, data: bytes) -> None:
         key = f"{self.journal_prefix(workspace)}{sequence:012d}"

@@ -36,7 +36,12 @@ class TestLocalBackend(StateBackendConformance):
             if changed.head is None:
                 head.unlink()
 
-        harness = BackendHarness("local", {"path": "state/s.kpstate.json"}, tmp_path, rewrite_audit=rewrite)
+        def lose(workspace: str) -> None:
+            (tmp_path / "state" / "s.kpstate.json").unlink()
+
+        harness = BackendHarness(
+            "local", {"path": "state/s.kpstate.json"}, tmp_path, rewrite_audit=rewrite, lose_state=lose
+        )
         yield harness
         harness.close()
 
@@ -70,7 +75,10 @@ class TestS3Backend(StateBackendConformance):
             if changed.head is None:
                 client.delete_object(Bucket=bucket, Key=head)
 
-        harness = BackendHarness("s3", attributes, tmp_path, rewrite_audit=rewrite)
+        def lose(workspace: str) -> None:  # in a versioned bucket: a delete marker over the versions
+            moto.client().delete_object(Bucket=bucket, Key=str(attributes["key"]))
+
+        harness = BackendHarness("s3", attributes, tmp_path, rewrite_audit=rewrite, lose_state=lose)
         yield harness
         harness.close()
 
@@ -93,12 +101,17 @@ class TestPgBackend(StateBackendConformance):
                     if changed.head is None:
                         conn.execute("DELETE FROM team_state.audit_head")
 
+        def lose(workspace: str) -> None:
+            with psycopg.connect(conn_str, autocommit=True) as conn:
+                conn.execute("DELETE FROM team_state.states WHERE workspace = %s", (workspace,))
+
         harness = BackendHarness(
             "pg",
             {"conn_str_env": "KEYPLAN_TEST_PG", "schema_name": "team_state"},
             tmp_path,
             env={"KEYPLAN_TEST_PG": conn_str},
             rewrite_audit=rewrite,
+            lose_state=lose,
         )
         yield harness
         harness.close()

@@ -5,9 +5,11 @@ two applies at once, a killed apply, migration between backends, and the errors 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
 from conftest import KEYPLAN_BIN, Result, Workspace
@@ -413,3 +416,72 @@ def test_the_ci_example_runs_against_shared_state(tmp_path: Path) -> None:
     assert "Apply complete!" in result.stdout and "drift: clean" in result.stdout
     assert "1 versions kept" in result.stdout
     assert not (copy / "team" / "keyplan.kpstate.json").exists()
+
+
+def _lose_state(team: Team) -> None:
+    """Delete the state document behind keyplan's back, as a mistaken rm, `aws s3 rm` or DELETE would."""
+    if team.kind == "local":
+        (team.workspace.path / str(team.attributes["path"])).unlink()
+    elif team.kind == "s3":
+        with _s3(team) as client:
+            client.delete_object(Bucket=team.attributes["bucket"], Key=team.attributes["key"])
+    else:
+        with psycopg.connect(team.env["KEYPLAN_TEAM_PG"], autocommit=True) as conn:
+            conn.execute("DELETE FROM keyplan.states WHERE workspace = 'default'")
+
+
+@contextlib.contextmanager
+def _s3(team: Team) -> Iterator[Any]:
+    client = boto3.client(
+        "s3", region_name="us-east-1", endpoint_url=team.attributes["endpoint"],
+        aws_access_key_id="keyplan-local", aws_secret_access_key="keyplan-local",
+    )  # fmt: skip
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _restore(team: Team, command: str) -> None:
+    """Do what keyplan said to restore the state: the shell command for a file, the statement for
+    PostgreSQL, and for S3 the copy-object call the printed AWS CLI command makes."""
+    if team.kind == "local":
+        subprocess.run(command, shell=True, check=True, cwd=team.workspace.path)
+    elif team.kind == "pg":
+        with psycopg.connect(team.env["KEYPLAN_TEAM_PG"], autocommit=True) as conn:
+            conn.execute(command)
+    else:
+        words = shlex.split(command)
+        assert words[:3] == ["aws", "s3api", "copy-object"], command
+        options = dict(zip(words[3::2], words[4::2], strict=True))
+        with _s3(team) as client:
+            client.copy_object(Bucket=options["--bucket"], Key=options["--key"], CopySource=options["--copy-source"])
+
+
+def test_a_state_deleted_behind_keyplans_back_is_refused_and_restored_as_told(team: Team) -> None:
+    team.write()
+    assert team.keyplan("apply", "-auto-approve").code == 0
+    team.write(KEYS.replace("  targets   =", '  description = "now described"\n  targets   =', 1))
+    assert team.keyplan("apply", "-auto-approve").code == 0, "a second write keeps a previous copy"
+    recorded = team.state()
+    _lose_state(team)
+    assert team.state() is None
+
+    refused = team.keyplan("plan")
+    assert refused.code == 1, refused.output
+    assert "The state is missing, but it existed" in refused.stderr, refused.output
+    command = re.search(r"Restore it \(`(.+?)`\)", " ".join(refused.stderr.split()))
+    assert command is not None, refused.stderr
+    assert len(_aws_keys(team.workspace)) == 2, "nothing was created"
+
+    _restore(team, command.group(1))
+    restored = team.keyplan("plan", "-detailed-exitcode")
+    # A versioned bucket keeps the state as last written. A file's backup and PostgreSQL's previous
+    # row are the state from before the last write: the cloud already holds what the configuration
+    # says, and the description keyplan set since shows as edited outside keyplan.
+    assert restored.code == 0, restored.output
+    assert ("drift" in restored.stdout) == (team.kind != "s3"), restored.output
+    assert team.state()["lineage"] == recorded["lineage"]
+    assert team.keyplan("apply", "-auto-approve").code == 0
+    assert team.keyplan("plan", "-detailed-exitcode").code == 0
+    assert len(_aws_keys(team.workspace)) == 2
