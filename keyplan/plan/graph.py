@@ -42,6 +42,7 @@ from keyplan.plan.model import (
     VerifyMaterialArgs,
     WrapMaterial,
     WrapMaterialArgs,
+    trusted,
 )
 from keyplan.plan.work import KeyWork, TargetWork
 
@@ -80,9 +81,9 @@ def _dot(text: str) -> str:
 
 
 class _Builder:
-    """Builds the actions of the diff's work. They are made with `model_construct`: every value
-    comes from the diff's own typed work items, so validating each of the (at 100,000 keys,
-    half a million) models again would only cost time."""
+    """Builds the actions of the diff's work. They are made with `trusted`: every value comes
+    from the diff's own typed work items, so validating or copying each of the (at 100,000
+    keys, half a million) models again would only cost time and memory."""
 
     def __init__(self, verify: bool = False) -> None:
         self.actions: list[Action] = []
@@ -100,11 +101,12 @@ class _Builder:
         generate = None
         if work.generate_version is not None:
             generate = self.add(
-                GenerateMaterial.model_construct(
+                trusted(
+                    GenerateMaterial,
                     id=_id(ActionKind.GENERATE_MATERIAL, f"{work.address} v{work.generate_version}"),
                     address=work.address,
                     source=work.source,
-                    args=GenerateMaterialArgs.model_construct(version=work.generate_version),
+                    args=trusted(GenerateMaterialArgs, version=work.generate_version),
                 )
             )
         finals: list[str | None] = []
@@ -112,16 +114,20 @@ class _Builder:
             finals.append(self.target(work, tw, generate))
         if work.protect is not None:
             self.add(
-                RecordProtection.model_construct(
+                trusted(
+                    RecordProtection,
                     id=_id(ActionKind.RECORD_PROTECTION, work.address),
                     address=work.address,
-                    args=RecordProtectionArgs.model_construct(prevent_destroy=work.protect),
+                    args=trusted(RecordProtectionArgs, prevent_destroy=work.protect),
                 )
             )
         if work.forget:
             self.add(
-                ForgetKey.model_construct(
-                    id=_id(ActionKind.FORGET_KEY, work.address), address=work.address, depends_on=_deps(finals)
+                trusted(
+                    ForgetKey,
+                    id=_id(ActionKind.FORGET_KEY, work.address),
+                    address=work.address,
+                    depends_on=_deps(finals),
                 )
             )
 
@@ -129,30 +135,33 @@ class _Builder:
         where = f"{tw.address} @ {tw.target}"
         if tw.delete is not None:
             return self.add(
-                ScheduleDeletion.model_construct(
+                trusted(
+                    ScheduleDeletion,
                     id=_id(ActionKind.SCHEDULE_DELETION, where),
                     address=tw.address,
                     target=tw.target,
-                    args=ScheduleDeletionArgs.model_construct(remote_id=tw.delete),
+                    args=trusted(ScheduleDeletionArgs, remote_id=tw.delete),
                 )
             )
         if not any((tw.create, tw.adopt, tw.cancel_deletion, tw.import_purpose, tw.update, tw.promote)):
             # state-only removal of a target that is already gone
             return self.add(
-                ForgetKey.model_construct(
+                trusted(
+                    ForgetKey,
                     id=_id(ActionKind.FORGET_KEY, where),
                     address=tw.address,
                     target=tw.target,
-                    args=ForgetKeyArgs.model_construct(target_only=True),
+                    args=trusted(ForgetKeyArgs, target_only=True),
                 )
             )
         previous: str | None = None
         for spec in tw.prerequisites:
             previous = self.add(
-                EnsurePrerequisite.model_construct(
+                trusted(
+                    EnsurePrerequisite,
                     id=_id(ActionKind.ENSURE_PREREQUISITE, f"{tw.target} {spec.id}"),
                     target=tw.target,
-                    args=EnsurePrerequisiteArgs.model_construct(spec=spec),
+                    args=trusted(EnsurePrerequisiteArgs, spec=spec),
                     depends_on=_deps([previous]),
                 )
             )
@@ -160,23 +169,28 @@ class _Builder:
         head: str | None = last_prerequisite
         if tw.adopt is not None:
             head = self.add(
-                AdoptKey.model_construct(
+                trusted(
+                    AdoptKey,
                     id=_id(ActionKind.ADOPT_KEY, where),
                     address=tw.address,
                     target=tw.target,
-                    args=AdoptKeyArgs.model_construct(
-                        remote_id=tw.adopt.remote_id, live=tw.adopt, material_version=tw.adopt_material_version
+                    args=trusted(
+                        AdoptKeyArgs,
+                        remote_id=tw.adopt.remote_id,
+                        live=tw.adopt,
+                        material_version=tw.adopt_material_version,
                     ),
                     depends_on=_deps([head]),
                 )
             )
         if tw.cancel_deletion:
             head = self.add(
-                CancelDeletion.model_construct(
+                trusted(
+                    CancelDeletion,
                     id=_id(ActionKind.CANCEL_DELETION, where),
                     address=tw.address,
                     target=tw.target,
-                    args=RemoteKeyArgs.model_construct(remote_id=tw.change.remote_id),
+                    args=trusted(RemoteKeyArgs, remote_id=tw.change.remote_id),
                     depends_on=_deps([head]),
                 )
             )
@@ -184,11 +198,12 @@ class _Builder:
             # Material first, remote key second: a key that exists in a cloud always has its
             # material in state, so a crash right after CreateKey can be healed by adoption.
             head = self.add(
-                CreateKey.model_construct(
+                trusted(
+                    CreateKey,
                     id=_id(ActionKind.CREATE_KEY, where),
                     address=tw.address,
                     target=tw.target,
-                    args=CreateKeyArgs.model_construct(replaces=tw.change.remote_id),
+                    args=trusted(CreateKeyArgs, replaces=tw.change.remote_id),
                     depends_on=_deps([head, generate]),
                 )
             )
@@ -196,30 +211,34 @@ class _Builder:
             version = tw.import_version
             step = f"{where} v{version}"
             params = self.add(
-                GetImportParameters.model_construct(
+                trusted(
+                    GetImportParameters,
                     id=_id(ActionKind.GET_IMPORT_PARAMETERS, step),
                     address=tw.address,
                     target=tw.target,
-                    args=GetImportParametersArgs.model_construct(offer=tw.offer),
+                    args=trusted(GetImportParametersArgs, offer=tw.offer),
                     depends_on=_deps([head, last_prerequisite]),
                 )
             )
             wrapped = self.add(
-                WrapMaterial.model_construct(
+                trusted(
+                    WrapMaterial,
                     id=_id(ActionKind.WRAP_MATERIAL, step),
                     address=tw.address,
                     target=tw.target,
                     source=work.source,
-                    args=WrapMaterialArgs.model_construct(version=version, parameters_action=params),
+                    args=trusted(WrapMaterialArgs, version=version, parameters_action=params),
                     depends_on=_deps([params, generate]),
                 )
             )
             head = self.add(
-                ImportMaterial.model_construct(
+                trusted(
+                    ImportMaterial,
                     id=_id(ActionKind.IMPORT_MATERIAL, step),
                     address=tw.address,
                     target=tw.target,
-                    args=ImportMaterialArgs.model_construct(
+                    args=trusted(
+                        ImportMaterialArgs,
                         version=version,
                         purpose=tw.import_purpose,
                         reimport_version_id=tw.reimport_version_id,
@@ -233,28 +252,34 @@ class _Builder:
             )
             if tw.promote:
                 head = self.add(
-                    PromoteVersion.model_construct(
+                    trusted(
+                        PromoteVersion,
                         id=_id(ActionKind.PROMOTE_VERSION, step),
                         address=tw.address,
                         target=tw.target,
-                        args=PromoteVersionArgs.model_construct(version=version),
+                        args=trusted(PromoteVersionArgs, version=version),
                         depends_on=_deps([head]),
                     )
                 )
             if self.verify:
                 head = self.add(
-                    VerifyMaterial.model_construct(
+                    trusted(
+                        VerifyMaterial,
                         id=_id(ActionKind.VERIFY_MATERIAL, step),
                         address=tw.address,
                         target=tw.target,
-                        args=VerifyMaterialArgs.model_construct(version=version),
+                        args=trusted(VerifyMaterialArgs, version=version),
                         depends_on=_deps([head]),
                     )
                 )
         if tw.update:
             head = self.add(
-                UpdateKey.model_construct(
-                    id=_id(ActionKind.UPDATE_KEY, where), address=tw.address, target=tw.target, depends_on=_deps([head])
+                trusted(
+                    UpdateKey,
+                    id=_id(ActionKind.UPDATE_KEY, where),
+                    address=tw.address,
+                    target=tw.target,
+                    depends_on=_deps([head]),
                 )
             )
         return head

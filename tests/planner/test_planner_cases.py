@@ -59,4 +59,7 @@ def test_case(case: str) -> None:
         {"address": c.address, "target": c.target, "actions": [a.value for a in c.actions]} for c in result.changes
     ] == expected["changes"]
     assert [d.kind.value for d in result.drift] == expected["drift"]
-    assert sorted(a.id for a in build_actions(result.work)) == sorted(expected["actions"])
+    actions = build_actions(result.work)
+    assert sorted(a.id for a in actions) == sorted(expected["actions"])
+    # built without validation (`trusted`): each action is what validating its own document gives
+    assert [type(a).model_validate_json(a.model_dump_json()) for a in actions] == actions
