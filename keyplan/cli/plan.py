@@ -27,6 +27,7 @@ from keyplan.cli.options import (
     workspace,
 )
 from keyplan.diagnostics import DiagnosticsError
+from keyplan.heap import collector_paused
 from keyplan.plan.model import Plan
 from keyplan.plan.work import PlanOptions
 
@@ -144,19 +145,20 @@ def plan(
     from keyplan.plan.planfile import plan_json, save_plan
     from keyplan.plan.render import render_json, render_text
 
-    config = load(var, var_file, no_color=no_color)
-    options = plan_options(target, replace, refresh, refresh_only, expiry_horizon, verify, allow_new_lineage)
-    result = make_plan(config, options, lock=lock_options(lock, lock_timeout), parallelism=parallelism)
-    if out is not None:
-        out = from_working_dir(out)
-        result = save_plan(result, out)
-    if json_output:
-        emit(render_json(result if out is not None else Plan.model_validate_json(plan_json(result))))
-    else:
-        ui.print_diagnostics(result.warnings, no_color=no_color)
-        emit(render_text(result, colour=ui.use_colour(sys.stdout, no_color)))
+    with collector_paused():  # configuration, plan and its text: large and acyclic (keyplan.heap)
+        config = load(var, var_file, no_color=no_color)
+        options = plan_options(target, replace, refresh, refresh_only, expiry_horizon, verify, allow_new_lineage)
+        result = make_plan(config, options, lock=lock_options(lock, lock_timeout), parallelism=parallelism)
         if out is not None:
-            emit(f"\nSaved the plan to {out}. To apply exactly this plan, run: keyplan apply {out}\n")
+            out = from_working_dir(out)
+            result = save_plan(result, out)
+        if json_output:
+            emit(render_json(result if out is not None else Plan.model_validate_json(plan_json(result))))
+        else:
+            ui.print_diagnostics(result.warnings, no_color=no_color)
+            emit(render_text(result, colour=ui.use_colour(sys.stdout, no_color)))
+            if out is not None:
+                emit(f"\nSaved the plan to {out}. To apply exactly this plan, run: keyplan apply {out}\n")
     if detailed_exitcode and result.has_changes:
         raise Exit(2)
 

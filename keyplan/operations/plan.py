@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostic, DiagnosticsError
+from keyplan.heap import collector_paused
 from keyplan.operations.workspace import LockOptions, locked, read_state, refuse_lost_state, state_backend
 from keyplan.plan.model import Plan
 from keyplan.plan.work import PlanOptions
@@ -19,7 +20,7 @@ def make_plan(config: Config, state: State, prior_exists: bool, options: PlanOpt
     from keyplan.plan.planner import make_plan as planner
     from keyplan.runtime import Session
 
-    with Session(config) as session:
+    with Session(config) as session, collector_paused():
         plan, diagnostics = planner(session, state, prior_exists=prior_exists, options=options, parallelism=parallelism)
     if plan is None:
         raise DiagnosticsError(diagnostics)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.heap import collector_paused
 from keyplan.state.model import State
 from keyplan.state.store import StateStore
 
@@ -46,14 +47,15 @@ class Workspace:
         from keyplan.config.load import load_config
         from keyplan.config.validate import validate_config
 
-        config, diagnostics = load_config(
-            self.directory,
-            var_args=list(variables.args),
-            var_files=[self.path(f) for f in variables.files],
-            planned_values=planned_values,
-        )
-        if config is not None:
-            diagnostics.extend(validate_config(config))
+        with collector_paused():
+            config, diagnostics = load_config(
+                self.directory,
+                var_args=list(variables.args),
+                var_files=[self.path(f) for f in variables.files],
+                planned_values=planned_values,
+            )
+            if config is not None:
+                diagnostics.extend(validate_config(config))
         return config, diagnostics
 
     def load(
@@ -69,12 +71,13 @@ class Workspace:
         else:
             from keyplan.config.load import load_config
 
-            config, diagnostics = load_config(
-                self.directory,
-                var_args=list(variables.args),
-                var_files=[self.path(f) for f in variables.files],
-                planned_values=planned_values,
-            )
+            with collector_paused():
+                config, diagnostics = load_config(
+                    self.directory,
+                    var_args=list(variables.args),
+                    var_files=[self.path(f) for f in variables.files],
+                    planned_values=planned_values,
+                )
         if diagnostics.has_errors() or config is None:
             raise DiagnosticsError(diagnostics)
         return config, Diagnostics(diagnostics.warnings)
