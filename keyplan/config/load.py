@@ -369,8 +369,11 @@ def configuration_digest(config: Config) -> str:
     variables' values; not file names, positions, comments or layout, so a saved plan survives a
     comment-only edit. Sensitive values are left out (a hash of a short secret such as a PIN can
     be guessed, and the digest is written into plan files): changing one alone does not make a
-    saved plan stale."""
-    document = config.model_dump(mode="json", exclude={"directory", "files", "digest", "variables"})
+    saved plan stale.
+
+    The hashed text is the canonical JSON of one document (sorted keys, no spaces), written
+    section by section and key by key: at 100,000 keys the whole document at once took gigabytes."""
+    document = config.model_dump(mode="json", exclude={"directory", "files", "digest", "variables", "keys"})
     for section in ("sources", "providers"):
         for address, block in getattr(config, section).items():
             attributes = document[section][address]["attributes"]
@@ -384,7 +387,29 @@ def configuration_digest(config: Config) -> str:
     document["variables"] = {
         name: SENSITIVE_MARK if variable.sensitive else variable.value for name, variable in config.variables.items()
     }
-    return hashlib.sha256(canonical_json(_without_positions(document)).encode()).hexdigest()
+    digest = hashlib.sha256()
+    digest.update(b"{")
+    for index, section in enumerate(sorted([*document, "keys"])):
+        digest.update(f"{',' if index else ''}{_json_key(section)}:".encode())
+        if section == "keys":
+            _digest_keys(digest, config.keys)
+        else:
+            digest.update(canonical_json(_without_positions(document[section])).encode())
+    digest.update(b"}")
+    return digest.hexdigest()
+
+
+def _digest_keys(digest: hashlib._Hash, keys: Mapping[str, KeyConfig]) -> None:
+    """The `keys` section of the digest's document, one key at a time."""
+    digest.update(b"{")
+    for index, address in enumerate(sorted(keys)):
+        key = canonical_json(_without_positions(keys[address].model_dump(mode="json")))
+        digest.update(f"{',' if index else ''}{_json_key(address)}:{key}".encode())
+    digest.update(b"}")
+
+
+def _json_key(name: str) -> str:
+    return json.dumps(name, ensure_ascii=False)
 
 
 SENSITIVE_MARK = "(sensitive value)"

@@ -114,3 +114,42 @@ def test_the_digest_follows_variable_values_but_never_hashes_a_sensitive_one(tmp
     one = _digest(tmp_path, text, KEYPLAN_VAR_d="one", KEYPLAN_VAR_pin="1234")
     assert _digest(tmp_path, text, KEYPLAN_VAR_d="two", KEYPLAN_VAR_pin="1234") != one
     assert _digest(tmp_path, text, KEYPLAN_VAR_d="one", KEYPLAN_VAR_pin="9999") == one, "a guessable hash of a PIN"
+
+
+def test_the_digest_written_key_by_key_is_that_of_the_whole_document(tmp_path: Path) -> None:
+    """The digest is written section by section (a configuration of 100,000 keys does not fit one
+    JSON text in memory): it stays the hash of the canonical JSON of the whole document, so saved
+    plans keep their digests."""
+    import hashlib
+
+    from keyplan.config.load import SENSITIVE_MARK, _without_positions
+    from keyplan.config.values import canonical_json
+
+    text = (
+        HEAD
+        + 'variable "pin" {\n  type = string\n  sensitive = true\n}\n'
+        + 'variable "team" {\n  type = string\n  default = "ops"\n}\n'
+        + KEY
+        + """
+key "many" {
+  for_each    = { "b-é" = "x", "a" = "y", "c_range" = "z" }
+  algorithm   = "AES_256"
+  source      = source.software.local
+  targets     = [provider.aws.main]
+  labels      = { team = var.team, range = each.value }
+  aliases     = ["alias/${each.key}"]
+  description = "key ${each.key}"
+  rotation {
+    every = "90d"
+  }
+}
+"""
+    )
+    (tmp_path / "main.kp.hcl").write_text(text)
+    config, diagnostics = load_config(tmp_path, environ={"KEYPLAN_VAR_pin": "1234"})
+    assert config is not None, [str(d) for d in diagnostics]
+    document = config.model_dump(mode="json", exclude={"directory", "files", "digest", "variables"})
+    document["variables"] = {n: SENSITIVE_MARK if v.sensitive else v.value for n, v in config.variables.items()}
+    whole = hashlib.sha256(canonical_json(_without_positions(document)).encode()).hexdigest()
+    assert config.digest == whole
+    assert len(config.keys) == 4
