@@ -1,6 +1,6 @@
 """The encrypted keystore file of the software source.
 
-One JSON document (format version 1) holds every entry, each sealed on its own with
+One JSON document (format version 2) holds the entries, each sealed on its own with
 AES-256-GCM under a master key; the authenticated data binds an entry to its handle, algorithm
 and fingerprint, so an entry copied under another handle, or a fingerprint edited in place, no
 longer decrypts. The master key comes from one of two protections recorded in the file:
@@ -11,15 +11,26 @@ longer decrypts. The master key comes from one of two protections recorded in th
   development only.
 
 A `verifier` (a constant sealed under the master key) tells a wrong passphrase from a damaged
-entry. Writes go to a temporary file that is fsynced and renamed over the keystore, under a
-thread lock and an advisory file lock, so concurrent generates, in one process or several,
-never lose an entry.
+entry.
+
+A new entry is appended to the keystore's journal (`<keystore>.journal`, one JSON line per entry,
+sealed the same way) and fsynced before `add` returns, so its material is durable before it is
+ever wrapped and sent, at a cost that does not grow with the number of entries. Readers fold the
+journal into the document (reading only what was appended since their last look); `close`
+writes the whole document once, journal included, and removes the journal. A line cut short by a
+crash during its append was never acknowledged (its material never left keyplan): it is ignored,
+and cut off by the next append. Whole-document writes (the fold, re-protection, a fingerprint
+upgrade, the migration of a format 1 keystore, which had no journal) go to a temporary file that
+is fsynced and renamed over the keystore before the journal is removed, so a crash between the
+two leaves entries in both, which read as one. Every write happens under a thread lock and an
+advisory file lock, so concurrent generates, in one process or several, never lose an entry.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import fcntl
 import hmac
 import json
@@ -40,11 +51,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from keyplan.crypto.fingerprint import is_current_fingerprint
 from keyplan.crypto.secret import SecretBytes
-from keyplan.files import write_atomically
+from keyplan.files import fsync_directory, write_atomically
 from keyplan.provider import SourceError
 
 FORMAT = "keyplan-keystore"
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[2] = 2  # 2: entries may also be in the journal beside the document; 1 is read and migrated
+JOURNAL_SUFFIX = ".journal"
 SCRYPT_N = 2**15
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -107,10 +119,34 @@ class KeystoreEntry(_Model):
 
 class KeystoreDocument(_Model):
     format: Literal["keyplan-keystore"] = "keyplan-keystore"
-    format_version: Literal[1] = 1
+    format_version: Literal[1, 2] = FORMAT_VERSION
     protection: Protection
     verifier: Sealed
     entries: dict[str, KeystoreEntry] = {}
+
+
+class JournalLine(KeystoreEntry):
+    """One entry appended to the journal: the entry and the handle it is sealed under."""
+
+    handle: str
+
+    def entry(self) -> KeystoreEntry:
+        return KeystoreEntry(
+            algorithm=self.algorithm, fingerprint=self.fingerprint, created_at=self.created_at, sealed=self.sealed
+        )
+
+
+@dataclass
+class _View:
+    """The keystore as this process last read it: the document, with every journal line read
+    so far folded into `entries` (owned by the keystore: callers get copies)."""
+
+    identity: tuple[int, int, int]  # of the document file
+    document: KeystoreDocument
+    entries: dict[str, KeystoreEntry]
+    journal_inode: int | None = None
+    journal_offset: int = 0  # bytes of the journal read: the end of its last complete line
+    stale_fingerprints: bool = False
 
 
 def _entry_aad(handle: str, algorithm: str, fingerprint: str) -> bytes:
@@ -147,7 +183,7 @@ def _identity(path: Path) -> tuple[int, int, int]:
 
 
 class Keystore:
-    """One keystore file, opened for a run. Thread-safe."""
+    """One keystore file (and its journal), opened for a run. Thread-safe."""
 
     def __init__(self, path: Path, passphrase_env: str, warn: WarnOnce) -> None:
         self.path = path
@@ -156,27 +192,72 @@ class Keystore:
         self._lock = threading.Lock()
         self._master: MasterKey | None = None
         self._master_for: Sealed | None = None  # the verifier the master key was checked against
-        # The parsed document and the file identity it was read from or written as: while the
-        # file is unchanged on disk, reads reuse it instead of parsing the whole keystore again.
-        self._cached: tuple[tuple[int, int, int], KeystoreDocument] | None = None
+        # The document and journal as last read: while the document is unchanged on disk, a read
+        # parses only the journal lines appended since, instead of the whole keystore again.
+        self._view: _View | None = None
 
     @property
     def key_file_path(self) -> Path:
         return self.path.with_suffix(".key")
 
+    @property
+    def journal_path(self) -> Path:
+        return self.path.with_name(self.path.name + JOURNAL_SUFFIX)
+
     # ---- reading ------------------------------------------------------------------------------
 
     def read(self) -> KeystoreDocument | None:
-        """The document as it is on disk now, or None when no keystore exists yet."""
+        """The keystore as it is on disk now, its journal folded in, or None when no keystore
+        exists yet."""
+        with self._lock:
+            return self._document()
+
+    def find(self, handle: str) -> tuple[KeystoreEntry, MasterKey] | None:
+        """The entry under `handle` and the unlocked master key, or None when the keystore or the
+        entry does not exist. Unlocking proves the passphrase right even when the entry is missing."""
+        with self._lock:
+            view = self._refresh()
+            if view is None:
+                return None
+            master = self._unlocked(view.document)
+            entry = view.entries.get(handle)
+            return None if entry is None else (entry, master)
+
+    def has_stale_fingerprints(self) -> bool:
+        """Whether some entry carries a fingerprint keyplan no longer writes (see
+        `upgrade_fingerprints`)."""
+        with self._lock:
+            view = self._refresh()
+            return view is not None and view.stale_fingerprints
+
+    def _document(self) -> KeystoreDocument | None:
+        view = self._refresh()
+        if view is None:
+            return None
+        return view.document.model_copy(update={"entries": dict(view.entries)})
+
+    def _refresh(self) -> _View | None:
+        """Bring the view up to date with the files (the thread lock held)."""
         try:
             identity = _identity(self.path)
         except FileNotFoundError:
+            self._view = None
             return None
         except OSError as exc:
             raise self._unusable(exc) from None
-        cached = self._cached
-        if cached is not None and cached[0] == identity:
-            return cached[1]
+        view = self._view
+        if view is None or view.identity != identity:
+            document = self._parse(identity)
+            if document is None:
+                self._view = None
+                return None
+            view = _View(identity=identity, document=document, entries=dict(document.entries))
+            view.stale_fingerprints = not all(is_current_fingerprint(e.fingerprint) for e in view.entries.values())
+            self._view = view
+        self._read_journal(view)
+        return view
+
+    def _parse(self, identity: tuple[int, int, int]) -> KeystoreDocument | None:
         try:
             text = self.path.read_bytes()  # pydantic refuses bytes that are not UTF-8 like any other damage
         except FileNotFoundError:
@@ -187,16 +268,49 @@ class Keystore:
                 f"Reading {self.path} failed ({exc.strerror}). Check the file's permissions.",
             ) from None
         try:
-            document = KeystoreDocument.model_validate_json(text)
+            return KeystoreDocument.model_validate_json(text)
         except ValidationError:
-            raise SourceError(
-                "The software keystore is corrupt",
-                f"{self.path} is not a valid keyplan keystore (format version {FORMAT_VERSION}, scrypt n a power of "
-                f"two up to 2^20, r up to {MAX_SCRYPT_R}, p up to {MAX_SCRYPT_P}). Restore it from a backup; keys "
-                "whose only copy it held cannot be recovered.",
-            ) from None
-        self._cached = (identity, document)
-        return document
+            raise self._corrupt(self.path) from None
+
+    def _corrupt(self, path: Path) -> SourceError:
+        return SourceError(
+            "The software keystore is corrupt",
+            f"{path} is not a valid keyplan keystore (format version {FORMAT_VERSION}, scrypt n a power of "
+            f"two up to 2^20, r up to {MAX_SCRYPT_R}, p up to {MAX_SCRYPT_P}). Restore it from a backup; keys "
+            "whose only copy it held cannot be recovered.",
+        )
+
+    def _read_journal(self, view: _View) -> None:
+        """Fold in the journal lines appended since the view last looked. A line without its end
+        is an append still under way, or one a crash cut short: it is left for later."""
+        try:
+            fd = os.open(self.journal_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._unusable(exc) from None
+        try:
+            stat = os.fstat(fd)
+            if stat.st_ino != view.journal_inode or stat.st_size < view.journal_offset:
+                view.journal_inode, view.journal_offset = stat.st_ino, 0  # another journal than the one read
+            if stat.st_size == view.journal_offset:
+                return
+            appended = os.pread(fd, stat.st_size - view.journal_offset, view.journal_offset)
+        finally:
+            os.close(fd)
+        complete = appended[: appended.rfind(b"\n") + 1]
+        for raw in complete.splitlines():
+            try:
+                line = JournalLine.model_validate_json(raw)
+            except ValidationError:
+                raise self._corrupt(self.journal_path) from None
+            entry = line.entry()
+            known = view.entries.get(line.handle)
+            if known is not None and known != entry:  # the same entry in the document and the journal is one entry
+                raise self._corrupt(self.journal_path)
+            view.entries[line.handle] = entry
+            view.stale_fingerprints = view.stale_fingerprints or not is_current_fingerprint(entry.fingerprint)
+        view.journal_offset += len(complete)
 
     def unlock(self, document: KeystoreDocument) -> MasterKey:
         """The master key for this document, derived once per run and checked against the verifier."""
@@ -233,7 +347,7 @@ class Keystore:
         )
 
     def add(self, handle: str, algorithm: str, fingerprint: str, created_at: datetime, material: SecretBytes) -> None:
-        """Seal `material` under `handle` and write the keystore atomically."""
+        """Seal `material` under `handle` and append it to the journal; durable when it returns."""
         try:
             self._add(handle, algorithm, fingerprint, created_at, material)
         except OSError as exc:
@@ -241,14 +355,63 @@ class Keystore:
 
     def _add(self, handle: str, algorithm: str, fingerprint: str, created_at: datetime, material: SecretBytes) -> None:
         with self._lock, self._file_lock():
-            document = self.read() or self._create_document()
-            if handle in document.entries:
+            view = self._refresh()
+            if view is None:
+                self._write(self._create_document())
+                view = self._refresh()
+            elif view.document.format_version != FORMAT_VERSION:
+                # A keystore written before the journal existed: written again in this format first,
+                # so a keyplan that knows nothing of the journal refuses it rather than miss entries.
+                self._write(
+                    view.document.model_copy(update={"format_version": FORMAT_VERSION, "entries": dict(view.entries)})
+                )
+                view = self._refresh()
+            assert view is not None
+            if handle in view.entries:
                 raise SourceError("Keystore handle collision", f"The handle {handle!r} already exists in {self.path}.")
-            master = self._unlocked(document)
+            master = self._unlocked(view.document)
             sealed = master.seal(material, _entry_aad(handle, algorithm, fingerprint))
-            entry = KeystoreEntry(algorithm=algorithm, fingerprint=fingerprint, created_at=created_at, sealed=sealed)
-            updated = document.model_copy(update={"entries": {**document.entries, handle: entry}})
-            self._write(updated)
+            line = JournalLine(
+                handle=handle, algorithm=algorithm, fingerprint=fingerprint, created_at=created_at, sealed=sealed
+            )
+            self._append(view, line.model_dump_json().encode("utf-8") + b"\n")
+            view.entries[handle] = line.entry()
+
+    def _append(self, view: _View, line: bytes) -> None:
+        """Append one line to the journal and fsync it (the thread and file locks held). A line a
+        crash cut short is cut off first: nobody was told it was written."""
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            stat = os.fstat(fd)
+            created = stat.st_size == 0
+            if stat.st_ino != view.journal_inode:
+                view.journal_inode, view.journal_offset = stat.st_ino, 0
+            if stat.st_size > view.journal_offset:
+                os.ftruncate(fd, view.journal_offset)
+            os.fchmod(fd, 0o600)
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(errno.EIO, "the journal line was written in part")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            fsync_directory(self.path.parent)
+        view.journal_offset += len(line)
+
+    def fold_journal(self) -> None:
+        """Write the whole keystore once with every journal line in it, and remove the journal."""
+        try:
+            with self._lock, self._file_lock():
+                view = self._refresh()
+                if view is not None and view.journal_inode is not None:
+                    self._write(
+                        view.document.model_copy(
+                            update={"format_version": FORMAT_VERSION, "entries": dict(view.entries)}
+                        )
+                    )
+        except OSError as exc:
+            raise self._unusable(exc) from None
 
     def upgrade_fingerprints(self, fingerprint: Callable[[str, SecretBytes], str]) -> KeystoreDocument:
         """Seal again every entry whose fingerprint follows a definition keyplan no longer writes
@@ -261,7 +424,7 @@ class Keystore:
 
     def _upgrade_fingerprints(self, fingerprint: Callable[[str, SecretBytes], str]) -> KeystoreDocument:
         with self._lock, self._file_lock():
-            document = self.read()
+            document = self._document()
             if document is None:
                 raise SourceError("The software keystore is missing", f"{self.path} does not exist.")
             master = self._unlocked(document)
@@ -276,7 +439,7 @@ class Keystore:
                 finally:
                     material.wipe()
                 entries[handle] = entry.model_copy(update={"fingerprint": current, "sealed": sealed})
-            upgraded = document.model_copy(update={"entries": entries})
+            upgraded = document.model_copy(update={"format_version": FORMAT_VERSION, "entries": entries})
             self._write(upgraded)
             return upgraded
 
@@ -293,7 +456,7 @@ class Keystore:
             raise self._unusable(exc) from None
 
     def _reprotect(self, current_passphrase: str | None, new_passphrase: str) -> Reprotected:
-        document = self.read()
+        document = self._document()
         if document is None:
             raise SourceError(
                 "There is no software keystore to re-protect",
@@ -325,7 +488,14 @@ class Keystore:
                 for handle, entry in document.entries.items()
             }
             verifier = new_master.seal(SecretBytes(_VERIFIER_PLAINTEXT), _VERIFIER_AAD)
-            updated = document.model_copy(update={"protection": protection, "verifier": verifier, "entries": entries})
+            updated = document.model_copy(
+                update={
+                    "format_version": FORMAT_VERSION,
+                    "protection": protection,
+                    "verifier": verifier,
+                    "entries": entries,
+                }
+            )
             self._write(updated)
             self._master, self._master_for = new_master, verifier
         finally:
@@ -341,7 +511,10 @@ class Keystore:
             reopened = new.open(sealed, aad)
             try:
                 if not hmac.compare_digest(reopened.reveal(), material.reveal()):
-                    raise SourceError("Re-protecting the keystore failed", f"The entry {handle!r} did not seal again intact. Nothing was changed.")
+                    raise SourceError(
+                        "Re-protecting the keystore failed",
+                        f"The entry {handle!r} did not seal again intact. Nothing was changed.",
+                    )
             finally:
                 reopened.wipe()
         finally:
@@ -349,10 +522,15 @@ class Keystore:
         return entry.model_copy(update={"sealed": sealed})
 
     def close(self) -> None:
-        with self._lock:
-            if self._master is not None:
-                self._master.wipe()
-                self._master = None
+        """Fold the journal into the document (a failure leaves the journal, read next time) and
+        forget the master key."""
+        try:
+            self.fold_journal()
+        finally:
+            with self._lock:
+                if self._master is not None:
+                    self._master.wipe()
+                    self._master = None
 
     def _create_document(self) -> KeystoreDocument:
         protection: PassphraseProtection | KeyFileProtection
@@ -367,8 +545,18 @@ class Keystore:
         return KeystoreDocument(protection=protection, verifier=verifier)
 
     def _write(self, document: KeystoreDocument) -> None:
+        """Replace the keystore with `document`, which holds every entry, then drop the journal."""
         write_atomically(self.path, document.model_dump_json(indent=2).encode("utf-8"), mode=0o600)
-        self._cached = (_identity(self.path), document)
+        try:
+            self.journal_path.unlink()
+        except FileNotFoundError:
+            pass
+        else:
+            fsync_directory(self.path.parent)
+        self._view = _View(identity=_identity(self.path), document=document, entries=dict(document.entries))
+        self._view.stale_fingerprints = not all(
+            is_current_fingerprint(e.fingerprint) for e in document.entries.values()
+        )
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
@@ -507,4 +695,3 @@ class WarnOnce:
                 return
             self._done = True
         self._log.warning(message, *args)
-

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from keyplan.algorithms import ALGORITHMS, Algorithm, MaterialKind
-from keyplan.crypto.fingerprint import fingerprint_material, is_current_fingerprint
+from keyplan.crypto.fingerprint import fingerprint_material
 from keyplan.crypto.proofs import sign_message
 from keyplan.crypto.secret import SecretBytes
 from keyplan.crypto.wrap import WrapMethod, wrap
@@ -204,14 +204,8 @@ class SoftwareSource(KeySource):
     def _entry(self, handle: str) -> tuple[KeystoreEntry, MasterKey] | None:
         """The entry under `handle` and the unlocked master key; unlocking proves the passphrase
         is right, so a wrong one is reported on first use (a plan), not on the first wrap."""
-        document = self._keystore.read()
-        if document is None:
-            return None
-        master = self._keystore.unlock(document)
-        if not all(is_current_fingerprint(e.fingerprint) for e in document.entries.values()):
+        if self._keystore.has_stale_fingerprints():
             # Written by an older keyplan, whose AES fingerprint was GCM's hash subkey: every such
             # entry is sealed again under the current fingerprint, and the file rewritten.
-            document = self._keystore.upgrade_fingerprints(_fingerprint_of)
-        entry = document.entries.get(handle)
-        entry = document.entries.get(handle)
-        return None if entry is None else (entry, master)
+            self._keystore.upgrade_fingerprints(_fingerprint_of)
+        return self._keystore.find(handle)

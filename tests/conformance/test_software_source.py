@@ -48,6 +48,10 @@ def keystore_file(working_dir: Path) -> Path:
     return working_dir / ".keyplan" / "keystore.json"
 
 
+def journal_file(working_dir: Path) -> Path:
+    return working_dir / ".keyplan" / "keystore.json.journal"
+
+
 def wrap_and_recover(source: KeySource, handle: str, algorithm_name: str = "AES_256") -> bytes:
     """The material, as a cloud would recover it, so a test can look for it where it must not be."""
     private_key, spki = wrapping_key_pair()
@@ -217,6 +221,9 @@ def test_concurrent_writers_on_one_keystore_lose_nothing(tmp_path: Path, passphr
         thread.start()
     for thread in threads:
         thread.join()
+    first.close()  # each folds the journal into the document
+    second.close()
+    assert not journal_file(tmp_path).exists()
     document = json.loads(keystore_file(tmp_path).read_text())
     assert set(handles) <= set(document["entries"])
     assert len(document["entries"]) == 11
@@ -258,7 +265,7 @@ def test_material_never_appears_in_the_keystore_or_in_errors(
         messages += [str(error), repr(error), error.summary, error.detail]
         messages += [str(error.__cause__), str(error.__context__)]
 
-    stored = keystore_file(tmp_path).read_bytes()
+    stored = keystore_file(tmp_path).read_bytes() + journal_file(tmp_path).read_bytes()
     text = "\n".join(messages).encode()
     for form in _forms(recovered):
         assert form not in stored
