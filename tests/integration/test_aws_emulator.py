@@ -248,6 +248,30 @@ def test_tokens_are_bound_to_their_key_wrapping_key_and_lifetime(cloud: Cloud) -
     assert cloud.fingerprints() == {}
 
 
+def test_a_token_a_day_past_its_expiry_is_forgotten_by_the_next_sweep(cloud: Cloud) -> None:
+    key = external_key(cloud)
+    params = cloud.kms.get_parameters_for_import(
+        KeyId=key["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+    )
+    blob = wrap(WrapMethod.RSAES_OAEP_SHA_256, params["PublicKey"], aes_material())
+    never = {"ExpirationModel": "KEY_MATERIAL_DOES_NOT_EXPIRE"}
+    fresh = external_key(cloud)
+    for _ in range(3):  # imports within the hour sweep once, and the token is not a day past expiry yet
+        cloud.kms.get_parameters_for_import(
+            KeyId=fresh["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+        )
+    cloud.advance(2 * 24 * 3600 + 60)
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.import_key_material(KeyId=key["KeyId"], ImportToken=params["ImportToken"], EncryptedKeyMaterial=blob, **never)
+    assert error_of(caught)[0] == "ExpiredImportTokenException"  # still known: no sweep since
+    cloud.kms.get_parameters_for_import(
+        KeyId=fresh["KeyId"], WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+    )
+    with pytest.raises(ClientError) as caught:
+        cloud.kms.import_key_material(KeyId=key["KeyId"], ImportToken=params["ImportToken"], EncryptedKeyMaterial=blob, **never)
+    assert error_of(caught)[0] == "InvalidImportTokenException"
+
+
 def test_material_must_fit_the_key_spec(cloud: Cloud) -> None:
     symmetric = external_key(cloud)
     with pytest.raises(ClientError) as caught:

@@ -45,8 +45,12 @@ from providers.aws.emulator.wire import (
     required,
 )
 
+TOKEN_SWEEP_INTERVAL = timedelta(hours=1)
+
 
 class ImportRoutes(KmsCore):
+    _tokens_swept: datetime | None = None  # when expired tokens were last dropped (emulator clock)
+
     def _op_GetParametersForImport(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
         algorithm = required(body, "WrappingAlgorithm")
         spec_name = required(body, "WrappingKeySpec")
@@ -97,8 +101,14 @@ class ImportRoutes(KmsCore):
 
     def _forget_expired_tokens(self) -> None:
         """Expired tokens can only ever be answered with ExpiredImportTokenException; a day after
-        expiry they are dropped (a stale token then reads as invalid) so the store stays small."""
-        horizon = self._now() - timedelta(days=1)
+        expiry they are dropped (a stale token then reads as invalid) so the store stays small.
+        The store is swept at most once an hour (emulator clock): a sweep reads every token, and
+        an import of thousands of keys would otherwise read them all for each key."""
+        now = self._now()
+        if self._tokens_swept is not None and timedelta(0) <= now - self._tokens_swept < TOKEN_SWEEP_INTERVAL:
+            return
+        self._tokens_swept = now
+        horizon = now - timedelta(days=1)
         for token_id, record in self.store.list("tokens"):
             if datetime.fromisoformat(record["valid_to"]) < horizon:
                 self.store.delete("tokens", token_id)
