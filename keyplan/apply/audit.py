@@ -70,17 +70,19 @@ class AuditLog:
         self._appending = False
         self._failure: BaseException | None = None
         self._later: ThreadPoolExecutor | None = None
-        self._outcomes: list[Future[None]] = []
+        self._soon: list[dict[str, Any]] = []  # outcome entries no append has taken yet
+        self._outcomes: list[Future[None]] = []  # background appends
+        self._unrecorded = 0  # outcome entries whose background append failed
         # An apply that could not record what it does refuses to start, rather than change keys
         # it cannot account for.
         backend.prepare_audit()
 
-    def _append(self, entry: dict[str, Any]) -> None:
+    def _append(self, *entries: dict[str, Any]) -> None:
         """Durable when it returns. Entries of concurrent callers share one append (group commit):
         the first caller appends everything waiting, the others wait for it."""
         with self._cond:
-            self._pending.append(entry)
-            self._queued += 1
+            self._pending.extend(entries)
+            self._queued += len(entries)
             mine = self._queued
             while self._written < mine:
                 if self._failed_upto >= mine and self._failure is not None:
@@ -154,11 +156,25 @@ class AuditLog:
         """Outcomes are appended by a background thread (sharing appends with the `started`
         entries of other workers), so a worker does not wait a store round trip after each call:
         the guarantee that no change reaches a cloud unrecorded rests on `started`, which is
-        durable before the call. `flush` waits for them when the walk ends."""
+        durable before the call. Every outcome waiting when the thread takes them goes into one
+        append. `flush` waits for them when the walk ends."""
         with self._cond:
+            self._soon.append(entry)
+            if len(self._soon) > 1:
+                return  # a background append is queued and has not taken the waiting entries yet
             if self._later is None:
                 self._later = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyplan-audit")
-            self._outcomes.append(self._later.submit(self._append, entry))
+            self._outcomes.append(self._later.submit(self._append_waiting))
+
+    def _append_waiting(self) -> None:
+        with self._cond:
+            batch, self._soon = self._soon, []
+        try:
+            self._append(*batch)
+        except BaseException:
+            with self._cond:
+                self._unrecorded += len(batch)
+            raise
 
     def flush(self) -> None:
         """Wait until every outcome entry is durable; raise if some could not be recorded."""
@@ -171,9 +187,11 @@ class AuditLog:
         if failures:
             first = failures[0]
             reason = f"{first.summary}: {first.detail}" if isinstance(first, StateError) else str(first)
+            with self._cond:
+                unrecorded = self._unrecorded
             raise DiagnosticsError.single(
                 "Some audit entries could not be recorded",
-                f"{len(failures)} outcome entr{'y' if len(failures) == 1 else 'ies'} of this apply did not reach the audit "
+                f"{unrecorded} outcome entr{'y' if unrecorded == 1 else 'ies'} of this apply did not reach the audit "
                 f"trail ({reason}). Each change was entered as started before it was made; `keyplan log` shows which "
                 "have no outcome.",
             )
