@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -99,17 +100,25 @@ def apply(
             refuse_lost_state(backend)
         findings = policy_findings(config, state if exists else None)
         gate(findings, "apply")
-        planned = make_plan(config, state, exists, options, parallelism).model_copy(update={"findings": findings})
-        callbacks.show(planned)
-        if not planned.has_changes:
-            # Fingerprints a state upgrade dropped are filled in, and a journal an interrupted apply
-            # left is folded into the state document, even when nothing else changes.
-            if recompute_fingerprints(config, state) or backend.has_journal:
-                backend.write(state)
-            return ApplyOutcome(planned, ApplyStatus.NO_CHANGES)
-        if not callbacks.approve(planned):
-            return ApplyOutcome(planned, ApplyStatus.CANCELLED)
-        return execute(planned, config, backend, state, parallelism, callbacks, throttle_timeout=throttle_timeout)
+        from keyplan.runtime import Session
+
+        # One session plans and walks: each provider's client and each source (a keystore's
+        # unlocking) are opened once.
+        with Session(config, throttle_timeout=throttle_timeout) as session:
+            planned = make_plan(config, state, exists, options, parallelism, session=session)
+            planned = planned.model_copy(update={"findings": findings})
+            callbacks.show(planned)
+            if not planned.has_changes:
+                # Fingerprints a state upgrade dropped are filled in, and a journal an interrupted apply
+                # left is folded into the state document, even when nothing else changes.
+                if recompute_fingerprints(config, state) or backend.has_journal:
+                    backend.write(state)
+                return ApplyOutcome(planned, ApplyStatus.NO_CHANGES)
+            if not callbacks.approve(planned):
+                return ApplyOutcome(planned, ApplyStatus.CANCELLED)
+            return execute(
+                planned, config, backend, state, parallelism, callbacks, throttle_timeout=throttle_timeout, session=session
+            )
 
 
 def apply_saved(
@@ -216,9 +225,11 @@ def execute(
     approvers: list[str] | None = None,
     *,
     throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT,
+    session: Session | None = None,
 ) -> ApplyOutcome:
     """Walk an approved plan against the state the caller read under the lock; the state is
-    committed as the walk goes and written whole at the end."""
+    committed as the walk goes and written whole at the end. Walks with `session`'s plugins when
+    given (the caller closes it), else opens its own."""
     from keyplan.apply.audit import AuditLog
     from keyplan.apply.committer import StateCommitter
     from keyplan.apply.walker import CompositeHooks, Walker, accept_live
@@ -242,7 +253,7 @@ def execute(
         return ApplyOutcome(plan, ApplyStatus.NOTHING_TO_DO)
     progress = callbacks.progress(plan)
     hooks = CompositeHooks(progress, audit) if progress is not None else CompositeHooks(audit)
-    with Session(config, throttle_timeout=throttle_timeout) as session:
+    with nullcontext(session) if session is not None else Session(config, throttle_timeout=throttle_timeout) as session:
         _check_sources_hold(session, plan, state)
         try:
             walker = Walker(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostic, DiagnosticsError
@@ -13,15 +15,26 @@ from keyplan.plan.work import PlanOptions
 from keyplan.policy.engine import PolicyReport
 from keyplan.state.model import State
 
+if TYPE_CHECKING:
+    from keyplan.runtime import Session
 
-def make_plan(config: Config, state: State, prior_exists: bool, options: PlanOptions, parallelism: int = 10) -> Plan:
+
+def make_plan(
+    config: Config,
+    state: State,
+    prior_exists: bool,
+    options: PlanOptions,
+    parallelism: int = 10,
+    session: Session | None = None,
+) -> Plan:
     """One plan against a state the caller has read (and locked, when it will act on it). The
-    plan records the non-sensitive variable values it was made with, for `apply_saved`."""
+    plan records the non-sensitive variable values it was made with, for `apply_saved`. With a
+    `session`, its plugins stay open for the caller (an apply walks with the ones it planned with)."""
     from keyplan.plan.planner import make_plan as planner
     from keyplan.runtime import Session
 
-    with Session(config) as session, collector_paused():
-        plan, diagnostics = planner(session, state, prior_exists=prior_exists, options=options, parallelism=parallelism)
+    with nullcontext(session) if session is not None else Session(config) as opened, collector_paused():
+        plan, diagnostics = planner(opened, state, prior_exists=prior_exists, options=options, parallelism=parallelism)
     if plan is None:
         raise DiagnosticsError(diagnostics)
     return plan.model_copy(update={"options": {**plan.options, "variables": plain_variables(config)}})
