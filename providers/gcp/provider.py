@@ -8,6 +8,8 @@ short timeouts: keyplan's apply walker retries what `errors` classifies as retry
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -100,6 +102,11 @@ class GcpProvider(Provider):
             raise classify(exc, "connect to Google Cloud KMS") from exc
         self._kms = KmsCalls(settings, settings.call_limits(context))
         self._jobs = ImportJobs(self._kms, self._client, self._ring)
+        # The version each import made, by key and wrapped blob: when a later step of the same
+        # import fails (making the version primary was throttled) and the import is tried again,
+        # it settles that version instead of adding a second one holding the same material.
+        self._imported: dict[tuple[str, bytes], CryptoKeyVersion] = {}
+        self._imported_lock = threading.Lock()
 
     def _fan_out(self, function: Callable[[str], T], items: list[str]) -> dict[str, T]:
         return fan_out(function, items, max_workers=self.settings.max_concurrency, name="gcp")
@@ -254,6 +261,11 @@ class GcpProvider(Provider):
                     remote_id=request.remote_id,
                 )
             body["crypto_key_version"] = f"{request.remote_id}/cryptoKeyVersions/{request.reimport_version_id}"
+        attempt = (request.remote_id, hashlib.sha256(request.wrapped).digest())
+        with self._imported_lock:
+            made = self._imported.get(attempt)
+        if made is not None:
+            return self._settled_import(request, made, job_name, key_type)
         started = datetime.now(UTC)
         try:
             version = self._kms.call(
@@ -262,6 +274,8 @@ class GcpProvider(Provider):
         except ProviderError as error:
             landed = self._landed_import(request, job_name, started) if error.retryable else None
             if landed is not None:
+                with self._imported_lock:
+                    self._imported[attempt] = landed
                 return self._settled_import(request, landed, job_name, key_type)
             if error.code == "FAILED_PRECONDITION" and self._jobs.expired(job_name):
                 raise ProviderError(
@@ -273,6 +287,8 @@ class GcpProvider(Provider):
                     remote_id=request.remote_id,
                 ) from error
             raise
+        with self._imported_lock:
+            self._imported[attempt] = version
         return self._settled_import(request, version, job_name, key_type)
 
     def _existing_key_type(self, request: ImportMaterialRequest, configured: GcpKeyType) -> GcpKeyType:

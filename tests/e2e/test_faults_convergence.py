@@ -65,6 +65,15 @@ def test_lost_answers_to_creates_and_imports_leave_no_second_key_or_version(work
     assert_each_material_held_once(workspace)
 
 
+def test_an_import_whose_promotion_is_refused_once_is_not_sent_again(workspace: Workspace) -> None:
+    shutil.copy(REPO / "examples" / "multicloud" / "main.kp.hcl", workspace.path / "main.kp.hcl")
+    faults = {"gcp-main": {"errors": [{"operation": "UpdateCryptoKeyPrimaryVersion", "status": 503, "count": 1}]}}
+    applied = workspace.keyplan("apply", "-auto-approve", env={"KEYPLAN_EMULATOR_FAULTS": json.dumps(faults)})
+    assert applied.code == 0, applied.output
+    assert workspace.keyplan("plan", "-detailed-exitcode").code == 0
+    assert_each_material_held_once(workspace)
+
+
 def assert_each_material_held_once(workspace: Workspace) -> None:
     """What each emulator holds: exactly the keys state records, each material once."""
     state = workspace.state()
