@@ -152,6 +152,8 @@ def _reporter(
     finished: queue.SimpleQueue[tuple[str, str, BaseException | None]], node: str
 ) -> Callable[[Future[Future[None] | None]], None]:
     def report(future: Future[Future[None] | None]) -> None:
+        if future.cancelled():
+            return  # handed out but never started: the walk was abandoned and no longer listens
         error = future.exception()
         later = future.result() if error is None else None
         if later is None:

@@ -185,3 +185,23 @@ def test_a_second_interruption_abandons_the_nodes_in_flight() -> None:
     assert outcome.succeeded == ["c0-0"] and outcome.in_flight == ["c0-1"]
     assert outcome.not_started == ["c1-0", "c1-1"]
     assert not interruption.walking and interruption.walked
+
+
+def test_a_node_cancelled_before_it_started_reports_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """An abandoned walk's pool cancels the nodes handed out but not started; their callback
+    must not fail (concurrent.futures would log its traceback as the process ends)."""
+    import queue
+
+    from keyplan.apply.scheduler import _reporter
+
+    finished: queue.SimpleQueue[tuple[str, str, BaseException | None]] = queue.SimpleQueue()
+    never_started: Future[Future[None] | None] = Future()
+    never_started.add_done_callback(_reporter(finished, "n"))
+    with caplog.at_level("ERROR", logger="concurrent.futures"):
+        assert never_started.cancel()
+    assert caplog.records == []
+    assert finished.empty()
+    done: Future[Future[None] | None] = Future()
+    done.add_done_callback(_reporter(finished, "m"))
+    done.set_result(None)
+    assert finished.get_nowait() == ("finished", "m", None)
