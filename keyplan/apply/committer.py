@@ -34,7 +34,7 @@ from typing import TypeVar
 
 from keyplan.state.backend import JournalEntry
 from keyplan.state.model import State
-from keyplan.state.store import StateStore
+from keyplan.state.store import JournalLine, StateStore
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ class StateCommitter:
         self.backend = backend
         self.state = state
         self._cond = threading.Condition()
-        self._pending: list[JournalEntry] = []
+        self._pending: list[JournalLine] = []
         self._dirty = 0
         self._written = 0
         self._appending = False
@@ -94,13 +94,14 @@ class StateCommitter:
             entry = JournalEntry(
                 serial=self.state.serial,
                 lineage=self.state.lineage,
-                # copies: the append happens outside the lock while other threads mutate
-                keys={key: record.model_copy(deep=True) if record is not None else None} if key is not None else {},
+                keys={key: record} if key is not None else {},
                 prerequisites={prerequisites_of: dict(self.state.prerequisites.get(prerequisites_of, {}))}
                 if prerequisites_of is not None
                 else {},
             )
-            self._pending.append(entry)
+            # Serialised now, under the lock: the append happens outside it while other threads
+            # mutate the same records (a line costs one serialisation, not a deep copy and one).
+            self._pending.append(JournalLine(entry.serial, entry.model_dump_json()))
             self._dirty += 1
             mine = self._dirty
             if self._deferred:
@@ -121,7 +122,7 @@ class StateCommitter:
                 self._pending = []
                 self._cond.release()
                 try:
-                    self.backend.append_journal(batch)
+                    self.backend.append_journal_lines(batch)
                 finally:
                     self._cond.acquire()
                     self._appending = False
@@ -155,7 +156,7 @@ class StateCommitter:
                 self._cond.release()
                 failure: BaseException | None = None
                 try:
-                    self.backend.append_journal(batch)
+                    self.backend.append_journal_lines(batch)
                 except BaseException as error:  # handed to every action waiting on this append
                     failure = error
                 finally:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -32,6 +33,13 @@ from keyplan.state.local import parse_state, serialize_state
 from keyplan.state.model import State
 
 log = logging.getLogger("keyplan.state")
+
+
+class JournalLine(NamedTuple):
+    """One journal entry serialised (`JournalEntry.model_dump_json()`), and its serial."""
+
+    serial: int
+    text: str
 
 
 class StateStore:
@@ -81,10 +89,14 @@ class StateStore:
             self.has_journal = False
 
     def append_journal(self, entries: list[JournalEntry]) -> None:
-        data = "".join(entry.model_dump_json() + "\n" for entry in entries).encode()
+        self.append_journal_lines([JournalLine(entry.serial, entry.model_dump_json()) for entry in entries])
+
+    def append_journal_lines(self, lines: list[JournalLine]) -> None:
+        """Append journal entries already serialised (durable on return)."""
+        data = "".join(line.text + "\n" for line in lines).encode()
         with self._lock:
             self._sequence += 1
-            sequence = entries[0].serial if entries else self._sequence
+            sequence = lines[0].serial if lines else self._sequence
         self.backend.append_journal(self.workspace, sequence, data)
         self.has_journal = True
 

@@ -106,10 +106,10 @@ def test_deferred_commits_free_the_thread_and_complete_once_durable(tmp_path: Pa
 def test_a_failed_journal_append_fails_the_actions_waiting_on_it(tmp_path: Path) -> None:
     store = LocalBackend(tmp_path / "s.json").store()
 
-    def unreachable(entries: object) -> None:
+    def unreachable(*append: object) -> None:
         raise StateError(StateErrorKind.UNREACHABLE, "Cannot reach the state store", "connection dropped")
 
-    store.append_journal = unreachable  # type: ignore[method-assign]
+    store.backend.append_journal = unreachable  # type: ignore[method-assign,assignment]  # the store itself fails
     committer = StateCommitter(store, State())
     committer.defer_durability()
     committer.commit(lambda s: s.keys.__setitem__("key.a", _record("key.a")), key="key.a")
