@@ -70,6 +70,13 @@ class PgSettings(StateBackendSettings):
     )
 
 
+class _Unknown:
+    """The audit head is not known here yet (or another writer moved it): read it."""
+
+
+_UNKNOWN = _Unknown()
+
+
 class PgBackend(StateBackend):
     locks_outlive_their_holder = False
 
@@ -78,6 +85,9 @@ class PgBackend(StateBackend):
         self._conn_str = conn_str
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
+        self._audit_conn: psycopg.Connection[Any] | None = None
+        self._audit_mutex = threading.Lock()
+        self._audit_head_seen: bytes | None | _Unknown = _UNKNOWN  # the head this backend last wrote or read
         self._held: dict[str, str] = {}  # workspace -> lock id this connection holds
         self._lost: set[str] = set()  # workspaces whose lock went with a dropped connection
         self._ready = False
@@ -361,30 +371,63 @@ class PgBackend(StateBackend):
         return result
 
     def append_audit(self, make_entries: Callable[[AuditHead | None], Sequence[bytes]]) -> AuditHead:
+        """One statement, so one round trip, when no other writer appended since this backend last
+        did: the entries are chained from the head it last wrote, inserted under their numbers,
+        and the head moved, atomically. The entries' primary key is the guard: when another writer
+        appended first, their numbers are taken, nothing is written, and the head is read again and
+        the entries chained anew, so the trail never forks. Appends go through a connection of
+        their own, so an apply's audit entries never queue behind its state journal."""
+        origin = f"PostgreSQL {self.settings.schema_name}.audit"
+        append = sql.SQL(
+            "WITH added AS (INSERT INTO {} (seq, data) SELECT s, d FROM unnest(%s::bigint[], %s::bytea[]) AS t(s, d) "
+            "RETURNING seq) "
+            "INSERT INTO {} (one, data) SELECT true, %s WHERE (SELECT count(*) FROM added) = %s "
+            "ON CONFLICT (one) DO UPDATE SET data = EXCLUDED.data"
+        ).format(self._audit, self._audit_head)
+
         def work(conn: psycopg.Connection[Any]) -> AuditHead:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("keyplan-audit", self.settings.schema_name),))
-                row = conn.execute(sql.SQL("SELECT data FROM {}").format(self._audit_head)).fetchone()
-                head = parse_audit_head(bytes(row[0]) if row else None, f"PostgreSQL {self.settings.schema_name}.audit")
+            while True:
+                if isinstance(self._audit_head_seen, _Unknown):
+                    row = conn.execute(sql.SQL("SELECT data FROM {}").format(self._audit_head)).fetchone()
+                    self._audit_head_seen = bytes(row[0]) if row else None
+                head = parse_audit_head(self._audit_head_seen, origin)
                 entries = [entry.rstrip(b"\n") for entry in make_entries(head)]
                 first = (head.seq if head else 0) + 1
                 new_head = AuditHead(seq=first + len(entries) - 1, hash=audit_entry_hash(entries[-1]))
-                with conn.cursor() as cursor:
-                    cursor.executemany(
-                        sql.SQL("INSERT INTO {} (seq, data) VALUES (%s, %s)").format(self._audit),
-                        [(first + n, entry) for n, entry in enumerate(entries)],
-                    )
-                conn.execute(
-                    sql.SQL("INSERT INTO {} (one, data) VALUES (true, %s) "
-                            "ON CONFLICT (one) DO UPDATE SET data = EXCLUDED.data").format(self._audit_head),
-                    (new_head.encode(),),
-                )
-            return new_head
+                try:
+                    conn.execute(append, ([first + n for n in range(len(entries))], entries, new_head.encode(), len(entries)))
+                except psycopg.errors.UniqueViolation:
+                    self._audit_head_seen = _UNKNOWN  # another writer appended first: chain from its head
+                    continue
+                self._audit_head_seen = new_head.encode()
+                return new_head
 
-        result: AuditHead = self._run("append to the audit trail in", work)
+        result: AuditHead = self._audit_run("append to the audit trail in", work)
         return result
 
+    def _audit_run(self, doing: str, work: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+        with self._audit_mutex:
+            if self._audit_conn is None or self._audit_conn.closed:
+                try:
+                    self._audit_conn = psycopg.connect(self._conn_str, autocommit=True, connect_timeout=10)
+                except psycopg.Error as error:
+                    raise self._error(error, "connect to") from None
+                if not self._ready:
+                    self._create_tables(self._audit_conn)
+            conn = self._audit_conn
+            try:
+                return work(conn)
+            except psycopg.Error as error:
+                if conn.closed or conn.broken:
+                    self._audit_conn = None
+                self._audit_head_seen = _UNKNOWN
+                raise self._error(error, doing) from None
+
     def close(self) -> None:
+        with self._audit_mutex:
+            if self._audit_conn is not None:
+                self._audit_conn.close()
+                self._audit_conn = None
         with self._lock:
             if self._conn is not None:
                 self._conn.close()  # the server releases session locks with the connection
