@@ -8,10 +8,12 @@ in `keyplan apply`. The store is reached through a TCP proxy that delays every c
 chunk by LATENCY_MS (one round trip per request): moto's S3 server process, and a throwaway
 PostgreSQL cluster (Unix socket behind a loopback TCP proxy). The local file has no latency.
 
-Three ways side by side: "naive" writes the whole state document per mutation; "blocking"
-journals with group commit but keeps the worker waiting until its line is durable; "keyplan"
-(deferred) journals with group commit, frees the worker at once and starts the step's dependents
-only once its line is durable, as `keyplan apply` does.
+Ways side by side: "naive" writes the whole state document per mutation; "blocking" journals
+with group commit but keeps the worker waiting until its line is durable; "keyplan" (deferred)
+journals with group commit, frees the worker at once and starts the step's dependents only once
+its line is durable, as `keyplan apply` does; "audited" is keyplan's way with the audit trail
+beside the state, as `keyplan apply` keeps it: a `started` entry durable in the backend before
+each cloud call (group commit across workers), the outcome appended in the background.
 
     .venv/bin/python bench/state_backends.py [--keys 1000] [--latency-ms 20] [--cloud-ms 20] [--repeat 3]
 """
@@ -36,8 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import networkx as nx  # noqa: E402
 
+from keyplan.apply.audit import AuditLog  # noqa: E402
 from keyplan.apply.committer import StateCommitter  # noqa: E402
 from keyplan.apply.scheduler import Scheduler  # noqa: E402
+from keyplan.plan.model import ActionKind, BaseAction, NoArgs  # noqa: E402
 from keyplan.state.model import KeyRecord, MaterialVersion, State  # noqa: E402
 from keyplan.state.store import StateStore  # noqa: E402
 from keyplan.state.workspaces import open_backend  # noqa: E402
@@ -107,7 +111,10 @@ WAYS = {
     "naive": "naive: whole state per mutation",
     "blocking": "journal, group commit, worker waits",
     "deferred": "journal, group commit, dependents wait (keyplan)",
+    "audited": "keyplan's way + audit entry durable before each call",
 }
+# the apply steps the workload's four mutations stand for (each audited as a remote mutation)
+_KINDS = (ActionKind.CREATE_KEY, ActionKind.IMPORT_MATERIAL, ActionKind.UPDATE_KEY, ActionKind.UPDATE_KEY)
 
 
 class _Quiet:
@@ -127,13 +134,19 @@ def run_apply(store: StateStore, keys: int, parallelism: int, cloud_ms: float, w
     graph = nx.DiGraph()
     for k in range(keys):
         nx.add_path(graph, [f"{k}:{step}" for step in range(STEPS)])
-    if way == "deferred":
+    if way in ("deferred", "audited"):
         committer.defer_durability()
+    audit = AuditLog(store.backend, "sha256:bench", workspace=store.workspace) if way == "audited" else None
 
     def work(node: str) -> Future[None] | None:
         k, step = (int(part) for part in node.split(":"))
-        time.sleep(cloud_ms / 1000)  # the cloud call
         address = f"key.k{k:05d}"
+        action = BaseAction.model_construct(id=node, kind=_KINDS[step], address=address, target="cloud.main", args=NoArgs())
+        if audit is not None:
+            audit.started(action)  # durable before the call
+        time.sleep(cloud_ms / 1000)  # the cloud call
+        if audit is not None:
+            audit.mutated(action, "ok", f"remote-{k}")
         mutate = lambda s: s.keys.__setitem__(address, _record(address, step))  # noqa: E731
         if way == "naive":
             committer.commit(mutate)
@@ -143,6 +156,8 @@ def run_apply(store: StateStore, keys: int, parallelism: int, cloud_ms: float, w
 
     started = time.perf_counter()
     Scheduler(graph, parallelism=parallelism).run(work, _Quiet())
+    if audit is not None:
+        audit.flush()
     committer.finish()
     return time.perf_counter() - started, committer.writes
 
@@ -180,7 +195,7 @@ def main() -> None:
     parser.add_argument("--cloud-ms", type=float, default=20.0)
     parser.add_argument("--parallelism", type=int, default=10)
     parser.add_argument("--naive-keys", type=int, default=100, help="keys for the naive and blocking runs (slow)")
-    parser.add_argument("--ways", default="deferred,blocking,naive", help="which ways to run, comma-separated")
+    parser.add_argument("--ways", default="deferred,audited,blocking,naive", help="which ways to run, comma-separated")
     parser.add_argument("--backends", default="local,s3,pg", help="which backends to run, comma-separated")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; each cell is the median of its rounds")
     args = parser.parse_args()
@@ -188,7 +203,7 @@ def main() -> None:
           f"(none for local), parallelism {args.parallelism}\n")
     print("| backend | way | keys | wall time | per key | vs local (keyplan) | state writes | state cost per mutation |")
     print("|---|---|---|---|---|---|---|---|")
-    chosen = [w for w in ("deferred", "blocking", "naive") if w in args.ways.split(",")]
+    chosen = [w for w in WAYS if w in args.ways.split(",")]
     with backends(args.latency_ms / 1000) as stores:
         stores = [(name, make) for name, make in stores if name.split()[0] in args.backends.split(",")]
         results: dict[tuple[str, str], list[tuple[float, int]]] = {}
@@ -197,7 +212,7 @@ def main() -> None:
         for round_ in range(args.repeat):
             for way in chosen:
                 for name, make in stores:
-                    keys = args.keys if way == "deferred" else args.naive_keys
+                    keys = args.keys if way in ("deferred", "audited") else args.naive_keys
                     store = make(f"{way}{round_}{name.split()[0]}")
                     results.setdefault((name, way), []).append(
                         run_apply(store, keys, args.parallelism, args.cloud_ms, way)
@@ -207,7 +222,7 @@ def main() -> None:
         local_per_key = statistics.median(s for s, _ in local) / args.keys if local else None
         for name, _ in stores:
             for way in chosen:
-                keys = args.keys if way == "deferred" else args.naive_keys
+                keys = args.keys if way in ("deferred", "audited") else args.naive_keys
                 seconds = statistics.median(s for s, _ in results[(name, way)])
                 writes = int(statistics.median(w for _, w in results[(name, way)]))
                 floor = keys * STEPS * args.cloud_ms / 1000 / args.parallelism
