@@ -655,3 +655,123 @@ def test_request_members_are_typed_as_kms_types_them(cloud: Cloud) -> None:
     assert code == "ValidationException" and "'tags.member.tagValue'" in message
     assert cloud.kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingImport"  # nothing changed
     assert cloud.kms.list_resource_tags(KeyId=key_id)["Tags"] == []
+
+
+def kms_post(cloud: Cloud, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """A KMS call as raw JSON over HTTP, for bodies no SDK would send."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        cloud.server.url + "/",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": f"TrentService.{operation}",
+            "Authorization": f"AWS4-HMAC-SHA256 Credential=test/20260101/{REGION}/kms/aws4_request, Signature=0",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+SECRET_TEXT = base64.b64encode(b"wrapped-key-material-never-echoed").decode()
+
+
+def test_import_request_members_are_typed_as_kms_types_them(cloud: Cloud) -> None:
+    """GetParametersForImport, ImportKeyMaterial, DeleteImportedKeyMaterial and ListKeyRotations
+    read typed bodies: every missing member is named in one ValidationException, a member of the
+    wrong JSON type (or a blob that is not base64) is a SerializationException, an enum member
+    outside its value set names the set; no answer quotes what was sent, and the key is untouched."""
+    key_id = external_key(cloud)["KeyId"]
+    status, answer = kms_post(cloud, "GetParametersForImport", {"WrappingAlgorithm": "RSAES_OAEP_SHA_256"})
+    assert (status, answer["__type"]) == (400, "ValidationException")
+    assert answer["message"] == (
+        "2 validation errors detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null; "
+        "Value null at 'wrappingKeySpec' failed to satisfy constraint: Member must not be null"
+    )
+    status, answer = kms_post(
+        cloud, "GetParametersForImport", {"KeyId": key_id, "WrappingAlgorithm": SECRET_TEXT, "WrappingKeySpec": "RSA_2048"}
+    )
+    assert answer["__type"] == "ValidationException" and "'wrappingAlgorithm'" in answer["message"]
+    assert "enum value set: [RSAES_PKCS1_V1_5, RSAES_OAEP_SHA_1," in answer["message"]
+    assert SECRET_TEXT not in answer["message"]
+
+    params = cloud.kms.get_parameters_for_import(
+        KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+    )
+    token = base64.b64encode(params["ImportToken"]).decode()
+    for wrong in (
+        {"EncryptedKeyMaterial": 12345},
+        {"EncryptedKeyMaterial": SECRET_TEXT + "!"},  # not base64
+        {"EncryptedKeyMaterial": SECRET_TEXT, "ValidTo": "tomorrow"},
+        {"EncryptedKeyMaterial": SECRET_TEXT, "ExpirationModel": ["KEY_MATERIAL_EXPIRES"]},
+    ):
+        status, answer = kms_post(cloud, "ImportKeyMaterial", {"KeyId": key_id, "ImportToken": token, **wrong})
+        assert (status, answer["__type"]) == (400, "SerializationException"), wrong
+        assert SECRET_TEXT not in answer["message"] and "tomorrow" not in answer["message"]
+    status, answer = kms_post(cloud, "ImportKeyMaterial", {"KeyId": key_id, "EncryptedKeyMaterial": ""})
+    assert answer["message"] == (
+        "2 validation errors detected: Value null at 'importToken' failed to satisfy constraint: Member must not be "
+        "null; Value at 'encryptedKeyMaterial' failed to satisfy constraint: Member must have length greater than "
+        "or equal to 1"
+    )
+    status, answer = kms_post(cloud, "DeleteImportedKeyMaterial", {"KeyId": key_id, "KeyMaterialId": 7})
+    assert answer["__type"] == "SerializationException" and "'keyMaterialId'" in answer["message"]
+    status, answer = kms_post(cloud, "ListKeyRotations", {"KeyId": key_id, "IncludeKeyMaterial": SECRET_TEXT})
+    assert answer["__type"] == "ValidationException"
+    assert "'includeKeyMaterial'" in answer["message"] and SECRET_TEXT not in answer["message"]
+    assert cloud.kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingImport"
+
+    import_material(cloud, key_id, aes_material())  # the same routes still serve a well-formed body
+    assert cloud.kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+
+
+def test_crypto_request_members_are_typed_as_kms_types_them(cloud: Cloud) -> None:
+    """Encrypt, Decrypt, GenerateMac, VerifyMac, Sign and Verify read typed bodies: no KeyError or
+    server error for a missing or mistyped member, a digest of the wrong length or a message type
+    KMS does not know, and no answer quotes the blob sent."""
+    symmetric = cloud.kms.create_key()["KeyMetadata"]["KeyId"]
+    signing = cloud.kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    status, answer = kms_post(cloud, "Encrypt", {"KeyId": symmetric, "Plaintext": ["not", "a", "blob"]})
+    assert (status, answer["__type"]) == (400, "SerializationException") and "'plaintext'" in answer["message"]
+    status, answer = kms_post(
+        cloud, "Encrypt", {"KeyId": symmetric, "Plaintext": SECRET_TEXT, "EncryptionContext": {"purpose": 1}}
+    )
+    assert answer["__type"] == "SerializationException" and "'encryptionContext.purpose'" in answer["message"]
+    assert SECRET_TEXT not in answer["message"]
+    status, answer = kms_post(
+        cloud, "Encrypt", {"KeyId": symmetric, "Plaintext": base64.b64encode(bytes(4097)).decode()}
+    )
+    assert answer["message"] == (
+        "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: "
+        "Member must have length less than or equal to 4096"
+    )
+    status, answer = kms_post(cloud, "Decrypt", {"KeyId": symmetric})
+    assert answer["message"] == (
+        "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy constraint: Member must not be null"
+    )
+    status, answer = kms_post(cloud, "GenerateMac", {"KeyId": symmetric, "Message": SECRET_TEXT, "MacAlgorithm": 256})
+    assert answer["__type"] == "SerializationException" and "'macAlgorithm'" in answer["message"]
+    status, answer = kms_post(cloud, "VerifyMac", {"Message": SECRET_TEXT, "MacAlgorithm": "HMAC_SHA_256"})
+    assert answer["message"].startswith("2 validation errors detected: Value null at 'keyId'")
+    assert "Value null at 'mac'" in answer["message"]
+
+    sign = {"KeyId": signing, "Message": SECRET_TEXT, "SigningAlgorithm": "ECDSA_SHA_256"}
+    status, answer = kms_post(cloud, "Sign", {**sign, "MessageType": "RAWISH"})
+    assert answer["__type"] == "ValidationException"
+    assert "'messageType'" in answer["message"] and "[RAW, DIGEST, EXTERNAL_MU]" in answer["message"]
+    assert "RAWISH" not in answer["message"]
+    status, answer = kms_post(cloud, "Sign", {**sign, "MessageType": "DIGEST"})  # 33 bytes, not a SHA-256 digest
+    assert (status, answer["__type"]) == (400, "ValidationException") and "32 bytes" in answer["message"]
+    status, answer = kms_post(cloud, "Verify", {**sign, "Signature": 1234})
+    assert answer["__type"] == "SerializationException" and "'signature'" in answer["message"]
+
+    signed = cloud.kms.sign(KeyId=signing, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")["Signature"]
+    verified = cloud.kms.verify(KeyId=signing, Message=b"m", Signature=signed, SigningAlgorithm="ECDSA_SHA_256")
+    assert verified["SignatureValid"] is True

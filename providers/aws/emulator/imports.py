@@ -8,7 +8,7 @@ import base64
 import hashlib
 import hmac
 import os
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -18,6 +18,13 @@ from keyplan.algorithms import MaterialKind
 from keyplan.crypto.fingerprint import fingerprint_material
 from keyplan.crypto.secret import SecretBytes
 from keyplan.crypto.wrap import UnwrapError, unwrap
+from providers.aws.emulator.bodies import (
+    DeleteImportedKeyMaterialBody,
+    GetParametersForImportBody,
+    ImportKeyMaterialBody,
+    KeyReference,
+    ListKeyRotationsBody,
+)
 from providers.aws.emulator.core import KmsCore
 from providers.aws.emulator.errors import KmsError, validation
 from providers.aws.emulator.material import (
@@ -38,11 +45,8 @@ from providers.aws.emulator.wire import (
     WRAPPING_KEY_RENEWAL,
     WRAPPING_KEY_SPECS,
     KeySpecInfo,
-    blob_member,
     epoch,
     marker_page,
-    parse_time,
-    required,
 )
 
 TOKEN_SWEEP_INTERVAL = timedelta(hours=1)
@@ -51,15 +55,14 @@ TOKEN_SWEEP_INTERVAL = timedelta(hours=1)
 class ImportRoutes(KmsCore):
     _tokens_swept: datetime | None = None  # when expired tokens were last dropped (emulator clock)
 
-    def _op_GetParametersForImport(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        algorithm = required(body, "WrappingAlgorithm")
-        spec_name = required(body, "WrappingKeySpec")
+    def _op_GetParametersForImport(self, region: str, body: GetParametersForImportBody) -> dict[str, Any]:
+        algorithm, spec_name = body.wrapping_algorithm, body.wrapping_key_spec
         if algorithm not in WRAPPING_ALGORITHMS:
-            raise validation(f"WrappingAlgorithm {algorithm} is not supported")
+            raise validation(f"WrappingAlgorithm {algorithm} is not supported by this emulator")
         if spec_name not in WRAPPING_KEY_SPECS:
-            raise validation(f"WrappingKeySpec {spec_name} is not supported")
+            raise validation(f"WrappingKeySpec {spec_name} is not supported by this emulator")
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
             self._require_external(key)
             self._refuse_pending_deletion(key)
         kind = KEY_SPECS[key["spec"]].kind
@@ -133,14 +136,12 @@ class ImportRoutes(KmsCore):
         self.store.put("wrapping_keys", spec_name, {"private_key": pem, "created": now.isoformat()})
         return pem
 
-    def _op_ImportKeyMaterial(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        token = blob_member(body, "ImportToken")
-        wrapped = blob_member(body, "EncryptedKeyMaterial")
+    def _op_ImportKeyMaterial(self, region: str, body: ImportKeyMaterialBody) -> dict[str, Any]:
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
             self._require_external(key)
             self._refuse_pending_deletion(key)
-            record = self.store.get("tokens", hashlib.sha256(token).hexdigest())
+            record = self.store.get("tokens", hashlib.sha256(body.import_token).hexdigest())
             if record is None or record["key"] != key["id"]:
                 raise KmsError(
                     "InvalidImportTokenException", "The import token is invalid or belongs to another KMS key."
@@ -151,7 +152,7 @@ class ImportRoutes(KmsCore):
                 )
             expiration_model, valid_to = self._expiry(body)
             spec = KEY_SPECS[key["spec"]]
-            material = self._unwrap(record, wrapped)
+            material = self._unwrap(record, body.encrypted_key_material)
             try:
                 check_material(spec, material)
                 material_id = derive_material_id(key["id"], material)
@@ -162,34 +163,35 @@ class ImportRoutes(KmsCore):
                     expiration_model=expiration_model,
                     valid_to=valid_to.isoformat() if valid_to else None,
                 )
-                if "KeyMaterialDescription" in body:
-                    record["description"] = self._material_description(body["KeyMaterialDescription"])
+                if body.key_material_description is not None:
+                    record["description"] = self._material_description(body.key_material_description)
             finally:
                 material.wipe()
             self.store.put("keys", key["id"], key)
         return {"KeyId": key["arn"], "KeyMaterialId": material_id}
 
     @staticmethod
-    def _material_description(value: Any) -> str:
-        if not isinstance(value, str) or len(value) > 256 or not MATERIAL_DESCRIPTION.match(value):
+    def _material_description(value: str) -> str:
+        if not MATERIAL_DESCRIPTION.match(value):
             raise validation(
                 "KeyMaterialDescription must be at most 256 characters of letters, digits, spaces and :/_.-"
             )
         return value
 
-    def _expiry(self, body: dict[str, Any]) -> tuple[str, datetime | None]:
-        model = body.get("ExpirationModel") or "KEY_MATERIAL_EXPIRES"
-        if model not in ("KEY_MATERIAL_EXPIRES", "KEY_MATERIAL_DOES_NOT_EXPIRE"):
-            raise validation(f"ExpirationModel {model} is not valid")
+    def _expiry(self, body: ImportKeyMaterialBody) -> tuple[str, datetime | None]:
+        model = body.expiration_model or "KEY_MATERIAL_EXPIRES"
         if model == "KEY_MATERIAL_DOES_NOT_EXPIRE":
-            if body.get("ValidTo") is not None:
+            if body.valid_to is not None:
                 raise validation(
                     "A validTo date must not be set if the ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE"
                 )
             return model, None
-        if body.get("ValidTo") is None:
+        if body.valid_to is None:
             raise validation("A validTo date must be set if the ExpirationModel is KEY_MATERIAL_EXPIRES")
-        valid_to = parse_time(body["ValidTo"])
+        try:
+            valid_to = datetime.fromtimestamp(body.valid_to, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise validation("The validTo date must be at most 365 days in the future") from None
         now = self._now()
         if valid_to <= now:
             raise validation("The validTo date must be in the future")
@@ -208,15 +210,18 @@ class ImportRoutes(KmsCore):
             ) from None
 
     def _place_material(
-        self, key: dict[str, Any], spec: KeySpecInfo, material: SecretBytes, material_id: str, body: dict[str, Any]
+        self,
+        key: dict[str, Any],
+        spec: KeySpecInfo,
+        material: SecretBytes,
+        material_id: str,
+        body: ImportKeyMaterialBody,
     ) -> dict[str, Any]:
         """Decide NEW or EXISTING import and return the material record that now holds the bytes."""
         materials = key["materials"]
-        import_type = body.get("ImportType") or ("EXISTING_KEY_MATERIAL" if materials else "NEW_KEY_MATERIAL")
-        if import_type not in ("NEW_KEY_MATERIAL", "EXISTING_KEY_MATERIAL"):
-            raise validation(f"ImportType {import_type} is not valid")
+        import_type = body.import_type or ("EXISTING_KEY_MATERIAL" if materials else "NEW_KEY_MATERIAL")
         if (
-            body.get("ImportType")
+            body.import_type
             and spec.kind is not MaterialKind.SYMMETRIC
             and materials
             and import_type == "NEW_KEY_MATERIAL"
@@ -225,8 +230,8 @@ class ImportRoutes(KmsCore):
                 "UnsupportedOperationException", "You cannot import new key material into asymmetric or HMAC KMS keys."
             )
         if import_type == "EXISTING_KEY_MATERIAL":
-            return self._reimport(key, material_id, material, body.get("KeyMaterialId"))
-        if body.get("KeyMaterialId"):
+            return self._reimport(key, material_id, material, body.key_material_id)
+        if body.key_material_id:
             raise validation("KeyMaterialId can only be specified for EXISTING_KEY_MATERIAL imports")
         if any(m["id"] == material_id for m in materials):
             raise KmsError("IncorrectKeyMaterialException", "This key material is already associated with the KMS key.")
@@ -245,7 +250,9 @@ class ImportRoutes(KmsCore):
         return record
 
     @staticmethod
-    def _reimport(key: dict[str, Any], material_id: str, material: SecretBytes, requested_id: Any) -> dict[str, Any]:
+    def _reimport(
+        key: dict[str, Any], material_id: str, material: SecretBytes, requested_id: str | None
+    ) -> dict[str, Any]:
         materials: list[dict[str, Any]] = key["materials"]
         if not materials:
             raise validation("There is no key material to reimport; import with ImportType NEW_KEY_MATERIAL first")
@@ -269,11 +276,11 @@ class ImportRoutes(KmsCore):
             )
         return target
 
-    def _op_DeleteImportedKeyMaterial(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _op_DeleteImportedKeyMaterial(self, region: str, body: DeleteImportedKeyMaterialBody) -> dict[str, Any]:
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
             self._require_external(key)
-            requested = body.get("KeyMaterialId")
+            requested = body.key_material_id
             if requested:
                 target = next((m for m in key["materials"] if m["id"] == requested), None)
             else:
@@ -286,9 +293,9 @@ class ImportRoutes(KmsCore):
             self.store.put("keys", key["id"], key)
         return {"KeyId": key["arn"], "KeyMaterialId": target["id"]}
 
-    def _op_RotateKeyOnDemand(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _op_RotateKeyOnDemand(self, region: str, body: KeyReference) -> dict[str, Any]:
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
             spec = KEY_SPECS[key["spec"]]
             if spec.kind is not MaterialKind.SYMMETRIC:
                 raise KmsError(
@@ -321,12 +328,10 @@ class ImportRoutes(KmsCore):
             self.store.put("keys", key["id"], key)
         return {"KeyId": key["id"]}
 
-    def _op_ListKeyRotations(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
-        include = body.get("IncludeKeyMaterial") or "ROTATIONS_ONLY"
-        if include not in ("ROTATIONS_ONLY", "ALL_KEY_MATERIAL"):
-            raise validation(f"IncludeKeyMaterial {include} is not valid")
+    def _op_ListKeyRotations(self, region: str, body: ListKeyRotationsBody) -> dict[str, Any]:
+        include = body.include_key_material or "ROTATIONS_ONLY"
         with self.store.transaction():
-            key = self._load(region, body.get("KeyId"))
+            key = self._load(region, body.key_id)
         if KEY_SPECS[key["spec"]].kind is not MaterialKind.SYMMETRIC:
             raise KmsError(
                 "UnsupportedOperationException", f"{key['arn']} key spec {key['spec']} has no key rotations."

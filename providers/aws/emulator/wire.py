@@ -3,11 +3,10 @@ against, and reading members out of a request body the way KMS validates them.""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -95,52 +94,15 @@ def epoch(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
-def parse_time(value: Any) -> datetime:
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str):
-        parsed = datetime.fromisoformat(value)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    raise validation("timestamps must be epoch seconds or ISO 8601")
-
-
-def blob_member(body: dict[str, Any], name: str) -> bytes:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise validation(
-            f"1 validation error detected: Value null at '{name[0].lower() + name[1:]}' failed to satisfy constraint: Member must not be null"
-        )
-    try:
-        return base64.b64decode(value, validate=True)
-    except ValueError:
-        raise KmsError("SerializationException", f"{name} is not valid base64") from None
-
-
-def required(body: dict[str, Any], name: str) -> Any:
-    value = body.get(name)
-    if value is None or value == "":
-        member = name[0].lower() + name[1:]
-        raise validation(
-            f"1 validation error detected: Value null at '{member}' failed to satisfy constraint: Member must not be null"
-        )
-    return value
-
-
 def _limit(limit: Any, maximum: int) -> int:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= maximum:
         raise validation(f"Limit must be between 1 and {maximum}")
     return limit
 
 
-
-def marker_page(
-    items: list[Any], body: dict[str, Any] | Paged, default: int, maximum: int
-) -> tuple[list[Any], dict[str, Any]]:
+def marker_page(items: list[Any], body: Paged, default: int, maximum: int) -> tuple[list[Any], dict[str, Any]]:
     """Marker/NextMarker/Truncated pagination over a stable list."""
-    if isinstance(body, Paged):
-        limit, marker = _limit(default if body.limit is None else body.limit, maximum), body.marker
-    else:
-        limit, marker = _limit(body.get("Limit", default), maximum), body.get("Marker")
+    limit, marker = _limit(default if body.limit is None else body.limit, maximum), body.marker
     start = 0
     if marker:
         try:
@@ -155,9 +117,7 @@ def marker_page(
     return chunk, extra
 
 
-def context_bytes(context: Any) -> bytes:
+def context_bytes(context: dict[str, str] | None) -> bytes:
     if not context:
         return b""
-    if not isinstance(context, dict):
-        raise validation("EncryptionContext must be a map of strings")
     return json.dumps(context, sort_keys=True, separators=(",", ":")).encode()
