@@ -717,3 +717,68 @@ def test_runs_standalone_and_prints_its_url(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=10)
     assert (tmp_path / "gcp-main.sqlite").exists()
+
+
+def test_crypto_request_bodies_are_typed(gcp: Emulated, active: kms.ImportJob) -> None:
+    """encrypt, decrypt, rawEncrypt, rawDecrypt, macSign, macVerify, asymmetricSign and
+    asymmetricDecrypt read typed bodies: a member of the wrong JSON type, or bytes that are not
+    base64, is INVALID_ARGUMENT naming the member, never a falsy value taken for empty bytes or a
+    server error; a digest of the wrong length is INVALID_ARGUMENT; no answer quotes what was sent."""
+    secret = base64.b64encode(b"plaintext-never-echoed").decode()
+
+    def post(name: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(
+            f"{gcp.server.url}/v1/{name}",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    key = gcp.key("enc")
+    gcp.import_(key, active, aes(), WrapMethod.RSA_AES_KEY_WRAP_SHA_256)
+    gcp.client.update_crypto_key_primary_version(name=key.name, crypto_key_version_id="1")
+    mac = gcp.import_(
+        gcp.key("mac", algorithm=Alg.HMAC_SHA256, purpose=Purpose.MAC),
+        active,
+        aes(),
+        WrapMethod.RSA_AES_KEY_WRAP_SHA_256,
+        Alg.HMAC_SHA256,
+    ).name
+    private = ec.generate_private_key(ec.SECP256R1())
+    signing = gcp.import_(
+        gcp.key("sign", algorithm=Alg.EC_SIGN_P256_SHA256, purpose=Purpose.ASYMMETRIC_SIGN),
+        active,
+        SecretBytes(
+            private.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        ),
+        WrapMethod.RSA_AES_KEY_WRAP_SHA_256,
+        Alg.EC_SIGN_P256_SHA256,
+    ).name
+    for name, body, member in (
+        (f"{key.name}:encrypt", {"plaintext": 0}, "plaintext"),
+        (f"{key.name}:encrypt", {"plaintext": secret + "*"}, "plaintext"),
+        (f"{key.name}:decrypt", {"ciphertext": secret, "additionalAuthenticatedData": ["ctx"]}, "additionalAuthenticatedData"),
+        (f"{key.name}/cryptoKeyVersions/1:rawEncrypt", {"plaintext": secret, "initialization_vector": 0}, "initialization_vector"),
+        (f"{key.name}/cryptoKeyVersions/1:rawDecrypt", {"ciphertext": secret, "tagLength": "sixteen"}, "tagLength"),
+        (f"{mac}:macSign", {"data": False}, "data"),
+        (f"{mac}:macVerify", {"data": secret, "mac": 0}, "mac"),
+        (f"{signing}:asymmetricSign", {"digest": {"sha256": 256}}, "digest.sha256"),
+        (f"{signing}:asymmetricSign", {"digest": secret}, "digest"),
+        (f"{signing}:asymmetricDecrypt", {"ciphertext": {"bytes": secret}}, "ciphertext"),
+    ):
+        status, answer = post(name, body)
+        assert (status, answer["error"]["status"]) == (400, "INVALID_ARGUMENT"), (name, body)
+        assert answer["error"]["message"].startswith(f"Invalid value at '{member}'"), (name, answer)
+        assert secret not in answer["error"]["message"]
+    short = base64.b64encode(b"not a sha-256 digest").decode()
+    status, answer = post(f"{signing}:asymmetricSign", {"digest": {"sha256": short}})
+    assert (status, answer["error"]["status"]) == (400, "INVALID_ARGUMENT") and "32 bytes" in answer["error"]["message"]
+    status, answer = post(f"{key.name}:encrypt", {"plaintext": secret.rstrip("=").replace("+", "-")})
+    assert status == 200 and answer["name"].endswith("/cryptoKeyVersions/1")  # URL-safe, unpadded base64 is bytes too

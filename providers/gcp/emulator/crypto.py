@@ -22,6 +22,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyplan.algorithms import MaterialKind
 from providers.emulation.app import Request, Response
+from providers.gcp.emulator.bodies import (
+    AsymmetricDecryptBody,
+    AsymmetricSignBody,
+    DecryptBody,
+    EncryptBody,
+    MacSignBody,
+    MacVerifyBody,
+    RawDecryptBody,
+    RawEncryptBody,
+    parse_body,
+)
 from providers.gcp.emulator.core import GcpCore
 from providers.gcp.emulator.errors import invalid, precondition
 from providers.gcp.emulator.protos import (
@@ -29,12 +40,7 @@ from providers.gcp.emulator.protos import (
     ALGORITHM_RULES,
     PROTECTION_LEVEL,
 )
-from providers.gcp.emulator.wire import (
-    VERSIONS,
-    b64,
-    b64decode_field,
-    body_member,
-)
+from providers.gcp.emulator.wire import VERSIONS, b64
 
 
 class CryptoRoutes(GcpCore):
@@ -45,7 +51,7 @@ class CryptoRoutes(GcpCore):
         return doc, base64.b64decode(doc["_material"])
 
     def _encrypt(self, request: Request, name: str) -> Response:
-        body = self._body(request)
+        body = parse_body(EncryptBody, self._body(request))
         key_name, _, version_id = name.partition("/cryptoKeyVersions/")
         key = self._key(key_name)
         if key["purpose"] != "ENCRYPT_DECRYPT":
@@ -54,12 +60,10 @@ class CryptoRoutes(GcpCore):
         if not version_id:
             raise precondition(f"{key_name} has no primary version.")
         version, material = self._usable(f"{key_name}/cryptoKeyVersions/{version_id}")
-        plaintext = b64decode_field(body_member(body, "plaintext") or "", "plaintext")
-        if len(plaintext) > 64 * 1024:
+        if len(body.plaintext) > 64 * 1024:
             raise invalid("The plaintext must be at most 65536 bytes.")
-        aad = b64decode_field(body_member(body, "additionalAuthenticatedData") or "", "additional_authenticated_data")
         nonce = os.urandom(12)
-        sealed = AESGCM(material).encrypt(nonce, plaintext, aad)
+        sealed = AESGCM(material).encrypt(nonce, body.plaintext, body.additional_authenticated_data)
         ciphertext = b"\x01" + int(version_id).to_bytes(4, "big") + nonce + sealed
         return self._ok(
             request,
@@ -71,12 +75,11 @@ class CryptoRoutes(GcpCore):
         )
 
     def _decrypt(self, request: Request, key_name: str) -> Response:
-        body = self._body(request)
+        body = parse_body(DecryptBody, self._body(request))
         key = self._key(key_name)
         if key["purpose"] != "ENCRYPT_DECRYPT":
             raise invalid(f"{key_name} has purpose {key['purpose']}; Decrypt needs ENCRYPT_DECRYPT.")
-        ciphertext = b64decode_field(body_member(body, "ciphertext") or "", "ciphertext")
-        aad = b64decode_field(body_member(body, "additionalAuthenticatedData") or "", "additional_authenticated_data")
+        ciphertext, aad = body.ciphertext, body.additional_authenticated_data
         if len(ciphertext) < 1 + 4 + 12 + 16 or ciphertext[0] != 1:
             raise invalid("Decryption failed: the ciphertext is invalid.")
         version_id = str(int.from_bytes(ciphertext[1:5], "big"))
@@ -115,11 +118,9 @@ class CryptoRoutes(GcpCore):
             raise invalid("For HSM keys, plaintext and additional_authenticated_data together must be at most 8192 bytes.")
 
     def _raw_encrypt(self, request: Request, name: str) -> Response:
-        body = self._body(request)
+        body = parse_body(RawEncryptBody, self._body(request))
         version, material, mode = self._raw_version(name, "RawEncrypt")
-        plaintext = b64decode_field(body_member(body, "plaintext") or "", "plaintext")
-        aad = b64decode_field(body_member(body, "additionalAuthenticatedData") or "", "additional_authenticated_data")
-        iv = b64decode_field(body_member(body, "initializationVector") or "", "initialization_vector")
+        plaintext, aad, iv = body.plaintext, body.additional_authenticated_data, body.initialization_vector
         self._raw_sizes(version, plaintext, aad, mode)
         tag_length = 0
         if mode == "GCM":
@@ -151,12 +152,10 @@ class CryptoRoutes(GcpCore):
         )
 
     def _raw_decrypt(self, request: Request, name: str) -> Response:
-        body = self._body(request)
+        body = parse_body(RawDecryptBody, self._body(request))
         version, material, mode = self._raw_version(name, "RawDecrypt")
-        ciphertext = b64decode_field(body_member(body, "ciphertext") or "", "ciphertext")
-        aad = b64decode_field(body_member(body, "additionalAuthenticatedData") or "", "additional_authenticated_data")
-        iv = b64decode_field(body_member(body, "initializationVector") or "", "initialization_vector")
-        tag_length = body_member(body, "tagLength") or 0
+        ciphertext, aad, iv = body.ciphertext, body.additional_authenticated_data, body.initialization_vector
+        tag_length = body.tag_length
         if not ciphertext:
             raise invalid("ciphertext is required.")
         self._raw_sizes(version, ciphertext, aad, mode)
@@ -197,8 +196,7 @@ class CryptoRoutes(GcpCore):
         return version, hmac.new(material, data, digest).digest()
 
     def _mac_sign(self, request: Request, name: str) -> Response:
-        data = b64decode_field(body_member(self._body(request), "data") or "", "data")
-        version, mac = self._mac(name, data)
+        version, mac = self._mac(name, parse_body(MacSignBody, self._body(request)).data)
         return self._ok(
             request,
             {
@@ -209,9 +207,9 @@ class CryptoRoutes(GcpCore):
         )
 
     def _mac_verify(self, request: Request, name: str) -> Response:
-        body = self._body(request)
-        version, mac = self._mac(name, b64decode_field(body_member(body, "data") or "", "data"))
-        success = hmac.compare_digest(mac, b64decode_field(body_member(body, "mac") or "", "mac"))
+        body = parse_body(MacVerifyBody, self._body(request))
+        version, mac = self._mac(name, body.data)
+        success = hmac.compare_digest(mac, body.mac)
         return self._ok(
             request,
             {
@@ -222,7 +220,7 @@ class CryptoRoutes(GcpCore):
         )
 
     def _asymmetric_sign(self, request: Request, name: str) -> Response:
-        body = self._body(request)
+        body = parse_body(AsymmetricSignBody, self._body(request))
         version, material = self._usable(name)
         algorithm = version["algorithm"]
         if ALGORITHM_RULES[algorithm].purpose != "ASYMMETRIC_SIGN" or "RAW" in algorithm:
@@ -233,15 +231,17 @@ class CryptoRoutes(GcpCore):
             "sha384": hashes.SHA384(),
             "sha512": hashes.SHA512(),
         }[hash_name]
-        digest_field = body_member(body, "digest") or {}
-        if isinstance(digest_field, dict) and digest_field.get(hash_name):
-            digest = b64decode_field(digest_field[hash_name], "digest")
-        elif body_member(body, "data") is not None:
+        given = getattr(body.digest, hash_name) if body.digest is not None else None
+        if given:
+            digest = given
+        elif body.data is not None:
             hasher = hashes.Hash(chosen)
-            hasher.update(b64decode_field(body_member(body, "data"), "data"))
+            hasher.update(body.data)
             digest = hasher.finalize()
         else:
             raise invalid(f"AsymmetricSign of {algorithm} needs digest.{hash_name} or data.")
+        if len(digest) != chosen.digest_size:
+            raise invalid(f"The digest must be {chosen.digest_size} bytes for {algorithm}.")
         private = serialization.load_der_private_key(material, password=None)
         prehashed = utils.Prehashed(chosen)
         if isinstance(private, rsa.RSAPrivateKey):
@@ -266,12 +266,12 @@ class CryptoRoutes(GcpCore):
 
     def _asymmetric_decrypt(self, request: Request, name: str) -> Response:
         """RSA-OAEP with the hash the algorithm names (MGF1 with the same hash, no label)."""
-        body = self._body(request)
+        body = parse_body(AsymmetricDecryptBody, self._body(request))
         version, material = self._usable(name)
         algorithm = version["algorithm"]
         if ALGORITHM_RULES[algorithm].purpose != "ASYMMETRIC_DECRYPT":
             raise invalid(f"{name} cannot decrypt (algorithm {algorithm}); AsymmetricDecrypt needs ASYMMETRIC_DECRYPT.")
-        ciphertext = b64decode_field(body_member(body, "ciphertext") or "", "ciphertext")
+        ciphertext = body.ciphertext
         chosen: hashes.HashAlgorithm = (
             hashes.SHA512() if algorithm.endswith("SHA512") else hashes.SHA1() if algorithm.endswith("SHA1") else hashes.SHA256()
         )

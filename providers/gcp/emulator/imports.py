@@ -31,7 +31,6 @@ from providers.gcp.emulator.wire import (
     KEYS,
     VERSIONS,
     b64,
-    b64decode_field,
     compile_filter,
     list_page,
     timestamp,
@@ -70,8 +69,7 @@ class ImportRoutes(GcpCore):
             raise invalid(
                 f"Import method {job['importMethod']} cannot import RSA keys; use an RSA_OAEP_*_AES_256 method."
             )
-        blob = b64decode_field(wrapped_key if wrapped_key is not None else legacy, "wrapped_key")
-        outcome = self._unwrap_outcome(job, method, rule, algorithm, blob)
+        outcome = self._unwrap_outcome(job, method, rule, algorithm, wrapped_key or legacy or b"")
         with self.store.transaction():
             target = body.crypto_key_version
             if target:

@@ -1,5 +1,5 @@
-"""Cloud KMS's REST wire format in the emulator: resource name patterns, JSON members (camelCase
-from the client, snake_case accepted too), timestamps, labels, list filters and pages."""
+"""Cloud KMS's REST wire format in the emulator: resource name patterns, timestamps, labels, list
+filters and pages (request bodies are typed in `bodies`)."""
 
 from __future__ import annotations
 
@@ -25,13 +25,6 @@ RINGS, KEYS, VERSIONS, JOBS = "keyRings", "cryptoKeys", "cryptoKeyVersions", "im
 Handler = Callable[[Request, str], Response]
 
 
-def body_member(body: dict[str, Any], camel: str) -> Any:
-    if camel in body:
-        return body[camel]
-    snake = re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel)
-    return body.get(snake)
-
-
 def timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -44,16 +37,6 @@ def parse_duration(value: Any) -> timedelta:
     if not isinstance(value, str) or not re.fullmatch(r"\d+(\.\d+)?s", value):
         raise invalid(f'Invalid duration {value!r}: expected seconds such as "86400s".')
     return timedelta(seconds=float(value[:-1]))
-
-
-def b64decode_field(value: Any, field: str) -> bytes:
-    if not isinstance(value, str):
-        raise invalid(f"{field} must be base64-encoded bytes.")
-    try:
-        padded = value + "=" * (-len(value) % 4)
-        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-    except ValueError:
-        raise invalid(f"{field} is not valid base64.") from None
 
 
 def b64(data: bytes) -> str:
