@@ -22,9 +22,8 @@ import re
 from typing import TYPE_CHECKING
 
 from keyplan.algorithms import KeyUsage, MaterialKind
-from keyplan.crypto.proofs import SignatureScheme, oaep_encrypt, same_public_key, signature_verifies
+from keyplan.crypto.proofs import SignatureScheme, signature_verifies
 from keyplan.provider import (
-    ErrorKind,
     ImportParametersRequest,
     ImportPurpose,
     MaterialProof,
@@ -37,6 +36,7 @@ from keyplan.provider import (
     VersionState,
     WrappedMaterial,
 )
+from keyplan.proving import compare_public_keys, decrypts_challenge, unless_refused, verdict
 from keyplan.transfer import import_material
 
 if TYPE_CHECKING:
@@ -44,15 +44,12 @@ if TYPE_CHECKING:
 
 INCORRECT_MATERIAL = "IncorrectKeyMaterialException"
 INVALID_SIGNATURE = "KMSInvalidSignatureException"
+EQUAL_KEYS = "GetPublicKey equals the source's public key"
 _MATERIAL_ID = re.compile(r"[0-9a-f]{64}")
 _EC_SIGNING = {
     "P-256": ("ECDSA_SHA_256", SignatureScheme.ECDSA_SHA256),
     "P-384": ("ECDSA_SHA_384", SignatureScheme.ECDSA_SHA384),
 }
-
-
-def _verdict(verdict: Verdict, method: ProofMethod, detail: str, version: str | None = None) -> MaterialProof:
-    return MaterialProof(verdict=verdict, method=method, detail=detail, remote_version_id=version)
 
 
 def prove(provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
@@ -68,62 +65,55 @@ def _prove_asymmetric(provider: AwsKmsProvider, request: MaterialProofRequest, w
     remote_id = request.remote_id
     answer = provider._kms.call("GetPublicKey", remote_id, KeyId=remote_id)
     source_spki = witness.public_key()
-    try:
-        same = same_public_key(bytes(answer["PublicKey"]), source_spki)
-    except ValueError:
-        return _verdict(Verdict.CANNOT_PROVE, ProofMethod.PUBLIC_KEY, "GetPublicKey answered no readable public key")
-    if not same:
-        return _verdict(
-            Verdict.MISMATCH, ProofMethod.PUBLIC_KEY, "the key's public key (GetPublicKey) differs from the source's"
-        )
-    try:
-        return _prove_use(provider, request, witness, str(answer.get("KeyUsage")), source_spki)
-    except ProviderError as error:
-        if error.retryable or error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE):
-            raise
-        return _verdict(
-            Verdict.PROVEN,
-            ProofMethod.PUBLIC_KEY,
-            f"GetPublicKey equals the source's public key (a use of the key was refused: {error.summary})",
-        )
-
-
-def _prove_use(
-    provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness, usage: str, source_spki: bytes
-) -> MaterialProof:
-    """Beyond equal public keys: the key signs, or decrypts, as the source's private key would."""
-    remote_id = request.remote_id
+    different = compare_public_keys(
+        lambda: bytes(answer["PublicKey"]),
+        source_spki,
+        unreadable="GetPublicKey answered no readable public key",
+        differs="the key's public key (GetPublicKey) differs from the source's",
+    )
+    if different is not None:
+        return different
+    usage = str(answer.get("KeyUsage"))
     if usage == "SIGN_VERIFY":
-        curve = request.key.algorithm.curve
-        signing, scheme = _EC_SIGNING[curve] if curve else ("RSASSA_PSS_SHA_256", SignatureScheme.RSA_PSS_SHA256)
-        signed = provider._kms.call(
-            "Sign", remote_id, KeyId=remote_id, Message=request.challenge, MessageType="RAW", SigningAlgorithm=signing
-        )
-        if not signature_verifies(source_spki, scheme, request.challenge, bytes(signed["Signature"])):
-            return _verdict(
-                Verdict.MISMATCH,
-                ProofMethod.SIGNATURE,
-                f"the public keys match but the key's {signing} signature of a fresh challenge does not verify under it",
-            )
-        return _verify_source_signature(provider, request, witness, signing, scheme)
+        return unless_refused(lambda: _prove_signature(provider, request, witness, source_spki), EQUAL_KEYS, "a use of the key")
     if usage == "ENCRYPT_DECRYPT" and request.key.usage is KeyUsage.DECRYPT:
-        sealed = oaep_encrypt(source_spki, request.challenge, "SHA-256")
+        return unless_refused(lambda: _prove_decryption(provider, request, source_spki), EQUAL_KEYS, "a use of the key")
+    return verdict(Verdict.PROVEN, ProofMethod.PUBLIC_KEY, EQUAL_KEYS)
+
+
+def _prove_signature(
+    provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness, source_spki: bytes
+) -> MaterialProof:
+    """The key signs the challenge as the source's private key would."""
+    remote_id, curve = request.remote_id, request.key.algorithm.curve
+    signing, scheme = _EC_SIGNING[curve] if curve else ("RSASSA_PSS_SHA_256", SignatureScheme.RSA_PSS_SHA256)
+    signed = provider._kms.call(
+        "Sign", remote_id, KeyId=remote_id, Message=request.challenge, MessageType="RAW", SigningAlgorithm=signing
+    )
+    if not signature_verifies(source_spki, scheme, request.challenge, bytes(signed["Signature"])):
+        return verdict(
+            Verdict.MISMATCH,
+            ProofMethod.SIGNATURE,
+            f"the public keys match but the key's {signing} signature of a fresh challenge does not verify under it",
+        )
+    return _verify_source_signature(provider, request, witness, signing, scheme)
+
+
+def _prove_decryption(provider: AwsKmsProvider, request: MaterialProofRequest, source_spki: bytes) -> MaterialProof:
+    def decrypt(sealed: bytes) -> bytes:
+        remote_id = request.remote_id
         opened = provider._kms.call(
             "Decrypt", remote_id, KeyId=remote_id, CiphertextBlob=sealed, EncryptionAlgorithm="RSAES_OAEP_SHA_256"
         )
-        if bytes(opened["Plaintext"]) != request.challenge:
-            return _verdict(
-                Verdict.MISMATCH,
-                ProofMethod.ENCRYPTION,
-                "the public keys match but the key did not decrypt a challenge encrypted to the source's public key",
-            )
-        return _verdict(
-            Verdict.PROVEN,
-            ProofMethod.ENCRYPTION,
-            "GetPublicKey equals the source's public key, and the key decrypted a fresh challenge encrypted to it "
-            "(RSAES_OAEP_SHA_256)",
-        )
-    return _verdict(Verdict.PROVEN, ProofMethod.PUBLIC_KEY, "GetPublicKey equals the source's public key")
+        return bytes(opened["Plaintext"])
+
+    return decrypts_challenge(
+        decrypt,
+        source_spki,
+        request.challenge,
+        holder="the key",
+        proven=f"{EQUAL_KEYS}, and the key decrypted a fresh challenge encrypted to it (RSAES_OAEP_SHA_256)",
+    )
 
 
 def _verify_source_signature(
@@ -132,14 +122,14 @@ def _verify_source_signature(
     """The reverse direction: the source signs another fresh challenge and KMS verifies it (Verify,
     inside KMS, with the key's public half)."""
     forward = (
-        f"GetPublicKey equals the source's public key, and a {signing} signature of a fresh challenge verifies "
+        f"{EQUAL_KEYS}, and a {signing} signature of a fresh challenge verifies "
         "under it"
     )
     other = request.challenge[::-1]
     try:
         ours = witness.sign(other, scheme)
     except SourceError as error:
-        return _verdict(Verdict.PROVEN, ProofMethod.SIGNATURE, f"{forward} (the source could not sign: {error.summary})")
+        return verdict(Verdict.PROVEN, ProofMethod.SIGNATURE, f"{forward} (the source could not sign: {error.summary})")
     try:
         provider._kms.call(
             "Verify",
@@ -153,13 +143,13 @@ def _verify_source_signature(
     except ProviderError as error:
         if error.code != INVALID_SIGNATURE:
             raise
-        return _verdict(
+        return verdict(
             Verdict.MISMATCH,
             ProofMethod.SIGNATURE,
             f"the key's signature verified under the source's public key, but KMS refused the source's {signing} "
             f"signature ({INVALID_SIGNATURE})",
         )
-    return _verdict(
+    return verdict(
         Verdict.PROVEN, ProofMethod.SIGNATURE, f"{forward}, and KMS verified (Verify) the source's signature of another"
     )
 
@@ -170,10 +160,10 @@ def _prove_mac(provider: AwsKmsProvider, request: MaterialProofRequest, witness:
         "GenerateMac", request.remote_id, KeyId=request.remote_id, Message=request.challenge, MacAlgorithm=algorithm
     )
     if bytes(answer["Mac"]) != witness.mac(request.challenge):
-        return _verdict(
+        return verdict(
             Verdict.MISMATCH, ProofMethod.MAC, f"the key's {algorithm} of a fresh challenge differs from the source's"
         )
-    return _verdict(Verdict.PROVEN, ProofMethod.MAC, f"the key's {algorithm} of a fresh challenge equals the source's")
+    return verdict(Verdict.PROVEN, ProofMethod.MAC, f"the key's {algorithm} of a fresh challenge equals the source's")
 
 
 def _prove_by_reimport(provider: AwsKmsProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
@@ -184,14 +174,14 @@ def _prove_by_reimport(provider: AwsKmsProvider, request: MaterialProofRequest, 
     version = next((v for v in versions if (v.version_id == version_id if version_id else v.current)), None)
     if version is None or version.state not in (VersionState.ENABLED, VersionState.PENDING_ROTATION):
         held = version.state.value.replace("_", " ") if version else "not listed"
-        return _verdict(
+        return verdict(
             Verdict.CANNOT_PROVE,
             ProofMethod.REIMPORT,
             f"the key does not hold this material now ({held}); re-importing it would restore it, which verify does "
             "not do (keyplan apply does)",
         )
     if request.offer is None:
-        return _verdict(
+        return verdict(
             Verdict.CANNOT_PROVE, ProofMethod.REIMPORT, "the key source cannot send this material to AWS KMS"
         )
     offer = request.offer
@@ -212,7 +202,7 @@ def _prove_by_reimport(provider: AwsKmsProvider, request: MaterialProofRequest, 
         )
     except ProviderError as error:
         if error.code == INCORRECT_MATERIAL:
-            return _verdict(
+            return verdict(
                 Verdict.MISMATCH,
                 ProofMethod.REIMPORT,
                 f"AWS KMS refused this material as the key's material {_short(version.version_id)} "
@@ -220,7 +210,7 @@ def _prove_by_reimport(provider: AwsKmsProvider, request: MaterialProofRequest, 
                 version.version_id,
             )
         raise
-    proven = _verdict(
+    proven = verdict(
         Verdict.PROVEN,
         ProofMethod.REIMPORT,
         f"AWS KMS accepted this material again as the key's material {_short(version.version_id)} "

@@ -20,16 +20,14 @@ which becomes a "cannot prove" verdict with the vault's reason.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from keyplan.algorithms import MaterialKind
-from keyplan.crypto.proofs import SignatureScheme, oaep_encrypt, same_public_key, signature_verifies
+from keyplan.crypto.proofs import SignatureScheme, signature_verifies
 from keyplan.provider import (
-    ErrorKind,
     MaterialProof,
     MaterialProofRequest,
     MaterialWitness,
@@ -37,16 +35,21 @@ from keyplan.provider import (
     ProviderError,
     Verdict,
 )
+from keyplan.proving import (
+    AAD,
+    aes_gcm_both_ways,
+    compare_public_keys,
+    decrypts_challenge,
+    refused,
+    unless_refused,
+    verdict,
+)
 
 if TYPE_CHECKING:
     from providers.azure.provider import AzureProvider
 
-AAD = b"keyplan verify"
+EQUAL_KEYS = "the version's JWK equals the source's public key"
 _CURVES: dict[str, ec.EllipticCurve] = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1()}
-
-
-def _verdict(verdict: Verdict, method: ProofMethod, detail: str) -> MaterialProof:
-    return MaterialProof(verdict=verdict, method=method, detail=detail)
 
 
 def prove(provider: AzureProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
@@ -77,10 +80,6 @@ def jwk_spki(jwk: Any) -> bytes:
     return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _refused(error: ProviderError) -> bool:
-    return not error.retryable and error.kind not in (ErrorKind.AUTH, ErrorKind.UNREACHABLE)
-
-
 def _prove_asymmetric(
     provider: AzureProvider,
     request: MaterialProofRequest,
@@ -89,67 +88,71 @@ def _prove_asymmetric(
     crypto: Any,
     operations: set[str],
 ) -> MaterialProof:
-    from azure.keyvault.keys.crypto import EncryptionAlgorithm, SignatureAlgorithm
-
     source_spki = witness.public_key()
-    try:
-        same = same_public_key(jwk_spki(jwk), source_spki)
-    except ValueError:
-        return _verdict(Verdict.CANNOT_PROVE, ProofMethod.PUBLIC_KEY, "the key's JSON Web Key holds no readable public key")
-    if not same:
-        return _verdict(Verdict.MISMATCH, ProofMethod.PUBLIC_KEY, "the version's public key (its JWK) differs from the source's")
-    remote_id = request.remote_id
-    try:
-        if "sign" in operations:
-            curve = request.key.algorithm.curve
-            scheme, algorithm, digest_algorithm = (
-                (SignatureScheme.ECDSA_SHA384, SignatureAlgorithm.es384, hashes.SHA384())
-                if curve == "P-384"
-                else (SignatureScheme.ECDSA_SHA256, SignatureAlgorithm.es256, hashes.SHA256())
-                if curve
-                else (SignatureScheme.RSA_PSS_SHA256, SignatureAlgorithm.ps256, hashes.SHA256())
-            )
-            hasher = hashes.Hash(digest_algorithm)
-            hasher.update(request.challenge)
-            digest = hasher.finalize()
-            signed = provider._call("signing", lambda: crypto.sign(algorithm, digest), remote_id=remote_id)
-            if not _ecdsa_or_pss_verifies(source_spki, scheme, digest, bytes(signed.signature)):
-                return _verdict(
-                    Verdict.MISMATCH,
-                    ProofMethod.SIGNATURE,
-                    f"the public keys match but the version's {algorithm.value} signature of a fresh challenge does "
-                    "not verify under it",
-                )
-            return _verdict(
-                Verdict.PROVEN,
-                ProofMethod.SIGNATURE,
-                f"the version's JWK equals the source's public key, and its {algorithm.value} signature of a fresh "
-                "challenge verifies under it",
-            )
-        if "decrypt" in operations and request.key.algorithm.kind is MaterialKind.RSA:
-            sealed = oaep_encrypt(source_spki, request.challenge, "SHA-256")
-            opened = provider._call(
-                "decrypting", lambda: crypto.decrypt(EncryptionAlgorithm.rsa_oaep_256, sealed), remote_id=remote_id
-            )
-            if bytes(opened.plaintext) != request.challenge:
-                return _verdict(
-                    Verdict.MISMATCH,
-                    ProofMethod.ENCRYPTION,
-                    "the public keys match but the version did not decrypt a challenge encrypted to the source's key",
-                )
-            return _verdict(
-                Verdict.PROVEN,
-                ProofMethod.ENCRYPTION,
-                "the version's JWK equals the source's public key, and it decrypted a fresh challenge encrypted to "
-                "it (RSA-OAEP-256)",
-            )
-    except ProviderError as error:
-        if not _refused(error):
-            raise
-        return _verdict(
-            Verdict.PROVEN, ProofMethod.PUBLIC_KEY, f"the version's JWK equals the source's public key (a use was refused: {error.summary})"
+    different = compare_public_keys(
+        lambda: jwk_spki(jwk),
+        source_spki,
+        unreadable="the key's JSON Web Key holds no readable public key",
+        differs="the version's public key (its JWK) differs from the source's",
+    )
+    if different is not None:
+        return different
+    if "sign" in operations:
+        return unless_refused(lambda: _prove_signature(provider, request, source_spki, crypto), EQUAL_KEYS, "a use")
+    if "decrypt" in operations and request.key.algorithm.kind is MaterialKind.RSA:
+        return unless_refused(lambda: _prove_decryption(provider, request, source_spki, crypto), EQUAL_KEYS, "a use")
+    return verdict(Verdict.PROVEN, ProofMethod.PUBLIC_KEY, EQUAL_KEYS)
+
+
+def _prove_signature(
+    provider: AzureProvider, request: MaterialProofRequest, source_spki: bytes, crypto: Any
+) -> MaterialProof:
+    from azure.keyvault.keys.crypto import SignatureAlgorithm
+
+    curve = request.key.algorithm.curve
+    scheme, algorithm, digest_algorithm = (
+        (SignatureScheme.ECDSA_SHA384, SignatureAlgorithm.es384, hashes.SHA384())
+        if curve == "P-384"
+        else (SignatureScheme.ECDSA_SHA256, SignatureAlgorithm.es256, hashes.SHA256())
+        if curve
+        else (SignatureScheme.RSA_PSS_SHA256, SignatureAlgorithm.ps256, hashes.SHA256())
+    )
+    hasher = hashes.Hash(digest_algorithm)
+    hasher.update(request.challenge)
+    digest = hasher.finalize()
+    signed = provider._call("signing", lambda: crypto.sign(algorithm, digest), remote_id=request.remote_id)
+    if not _ecdsa_or_pss_verifies(source_spki, scheme, digest, bytes(signed.signature)):
+        return verdict(
+            Verdict.MISMATCH,
+            ProofMethod.SIGNATURE,
+            f"the public keys match but the version's {algorithm.value} signature of a fresh challenge does "
+            "not verify under it",
         )
-    return _verdict(Verdict.PROVEN, ProofMethod.PUBLIC_KEY, "the version's JWK equals the source's public key")
+    return verdict(
+        Verdict.PROVEN,
+        ProofMethod.SIGNATURE,
+        f"{EQUAL_KEYS}, and its {algorithm.value} signature of a fresh challenge verifies under it",
+    )
+
+
+def _prove_decryption(
+    provider: AzureProvider, request: MaterialProofRequest, source_spki: bytes, crypto: Any
+) -> MaterialProof:
+    from azure.keyvault.keys.crypto import EncryptionAlgorithm
+
+    def decrypt(sealed: bytes) -> bytes:
+        opened = provider._call(
+            "decrypting", lambda: crypto.decrypt(EncryptionAlgorithm.rsa_oaep_256, sealed), remote_id=request.remote_id
+        )
+        return bytes(opened.plaintext)
+
+    return decrypts_challenge(
+        decrypt,
+        source_spki,
+        request.challenge,
+        holder="the version",
+        proven=f"{EQUAL_KEYS}, and it decrypted a fresh challenge encrypted to it (RSA-OAEP-256)",
+    )
 
 
 def _ecdsa_or_pss_verifies(spki: bytes, scheme: SignatureScheme, digest: bytes, signature: bytes) -> bool:
@@ -170,50 +173,31 @@ def _prove_aes(
     if not {"encrypt", "decrypt"} <= operations:
         if operations & {"wrapKey", "unwrapKey"}:
             return _prove_aes_key_wrap(provider, request, witness, crypto, operations)
-        return _verdict(
+        return verdict(
             Verdict.CANNOT_PROVE,
             ProofMethod.ENCRYPTION,
             f"the key's key_ops ({', '.join(sorted(operations)) or 'none'}) allow neither encrypt and decrypt nor "
             "wrapKey or unwrapKey",
         )
-    remote_id = request.remote_id
-    algorithm = EncryptionAlgorithm.a256_gcm
-    sealed = provider._call(
-        "encrypting",
-        lambda: crypto.encrypt(algorithm, request.challenge, additional_authenticated_data=AAD),
-        remote_id=remote_id,
-    )
-    ciphertext, tag = witness.aes_gcm_encrypt(bytes(sealed.iv or b""), request.challenge, AAD)
-    if ciphertext != bytes(sealed.ciphertext) or tag != bytes(sealed.tag or b""):
-        return _verdict(
-            Verdict.MISMATCH,
-            ProofMethod.ENCRYPTION,
-            "the version's A256GCM encryption of a fresh challenge differs from the source's under the same IV",
-        )
-    iv = os.urandom(12)
-    ours, our_tag = witness.aes_gcm_encrypt(iv, request.challenge[::-1], AAD)
-    try:
-        opened = provider._call(
-            "decrypting",
-            lambda: crypto.decrypt(algorithm, ours, iv=iv, authentication_tag=our_tag, additional_authenticated_data=AAD),
+    remote_id, algorithm = request.remote_id, EncryptionAlgorithm.a256_gcm
+
+    def encrypt(plaintext: bytes) -> tuple[bytes, bytes]:
+        sealed = provider._call(
+            "encrypting",
+            lambda: crypto.encrypt(algorithm, plaintext, additional_authenticated_data=AAD),
             remote_id=remote_id,
         )
-    except ProviderError as error:
-        if not _refused(error) or error.kind is ErrorKind.CONFLICT:
-            raise  # not about what was sent: a key disabled meanwhile is "cannot prove"
-        return _verdict(
-            Verdict.MISMATCH,
-            ProofMethod.ENCRYPTION,
-            f"the version's ciphertext matched, but it refused what the source encrypted ({error.summary})",
+        return bytes(sealed.iv or b""), bytes(sealed.ciphertext) + bytes(sealed.tag or b"")
+
+    def decrypt(iv: bytes, ciphertext: bytes, tag: bytes) -> bytes:
+        opened = provider._call(
+            "decrypting",
+            lambda: crypto.decrypt(algorithm, ciphertext, iv=iv, authentication_tag=tag, additional_authenticated_data=AAD),
+            remote_id=remote_id,
         )
-    if bytes(opened.plaintext) != request.challenge[::-1]:
-        return _verdict(Verdict.MISMATCH, ProofMethod.ENCRYPTION, "the version decrypted the source's ciphertext to other bytes")
-    return _verdict(
-        Verdict.PROVEN,
-        ProofMethod.ENCRYPTION,
-        "the version's A256GCM encryption of a fresh challenge equals the source's under the same IV, and it "
-        "decrypted the source's encryption of another",
-    )
+        return bytes(opened.plaintext)
+
+    return aes_gcm_both_ways(witness, request.challenge, encrypt, decrypt, encryption="A256GCM encryption", decryption="")
 
 
 def _prove_aes_key_wrap(
@@ -234,7 +218,7 @@ def _prove_aes_key_wrap(
     if "wrapKey" in operations:
         wrapped = provider._call("wrapping", lambda: crypto.wrap_key(algorithm, request.challenge), remote_id=remote_id)
         if bytes(wrapped.encrypted_key) != witness.aes_key_wrap(request.challenge):
-            return _verdict(
+            return verdict(
                 Verdict.MISMATCH,
                 ProofMethod.KEY_WRAP,
                 "the version's AES key wrap (wrapKey, CKM_AES_KEY_WRAP) of a fresh challenge differs from the source's",
@@ -246,19 +230,19 @@ def _prove_aes_key_wrap(
         try:
             opened = provider._call("unwrapping", lambda: crypto.unwrap_key(algorithm, ours), remote_id=remote_id)
         except ProviderError as error:
-            if not _refused(error) or error.kind is ErrorKind.CONFLICT:
+            if not refused(error):
                 raise  # a key disabled meanwhile is "cannot prove", not a mismatch
-            return _verdict(
+            return verdict(
                 Verdict.MISMATCH,
                 ProofMethod.KEY_WRAP,
                 f"the version refused to unwrap (unwrapKey) what the source wrapped with AES key wrap ({error.summary})",
             )
         if bytes(opened.key) != other:
-            return _verdict(
+            return verdict(
                 Verdict.MISMATCH, ProofMethod.KEY_WRAP, "the version unwrapped the source's AES key wrap to other bytes"
             )
         done.append("it unwrapped (unwrapKey) the source's AES key wrap of another")
-    return _verdict(
+    return verdict(
         Verdict.PROVEN,
         ProofMethod.KEY_WRAP,
         "the key's key_ops allow key wrapping only, so AES key wrap was used: " + ", and ".join(done),

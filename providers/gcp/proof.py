@@ -22,11 +22,10 @@ A version that is disabled or destroyed is answered with FAILED_PRECONDITION, wh
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import TYPE_CHECKING
 
 from keyplan.algorithms import MaterialKind
-from keyplan.crypto.proofs import SignatureScheme, oaep_encrypt, same_public_key, signature_verifies
+from keyplan.crypto.proofs import SignatureScheme, signature_verifies
 from keyplan.provider import (
     DescribeKeyRequest,
     ErrorKind,
@@ -37,19 +36,14 @@ from keyplan.provider import (
     ProviderError,
     Verdict,
 )
+from keyplan.proving import AAD, aes_gcm_both_ways, compare_public_keys, decrypts_challenge, unless_refused, verdict
 from providers.gcp.errors import service_message
 from providers.gcp.mapping import RAW_AES_GCM, gcp_key_type
 
 if TYPE_CHECKING:
     from providers.gcp.provider import GcpProvider
 
-AAD = b"keyplan verify"
-GCM_IV_LENGTH = 12
-GCM_TAG_LENGTH = 16
-
-
-def _verdict(verdict: Verdict, method: ProofMethod, detail: str, version: str | None = None) -> MaterialProof:
-    return MaterialProof(verdict=verdict, method=method, detail=detail, remote_version_id=version)
+EQUAL_KEYS = "GetPublicKey equals the source's public key"
 
 
 def prove(provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
@@ -59,7 +53,7 @@ def prove(provider: GcpProvider, request: MaterialProofRequest, witness: Materia
         if error.kind is not ErrorKind.CONFLICT:
             raise
         # FAILED_PRECONDITION: a version disabled, scheduled for destruction or destroyed
-        return _verdict(
+        return verdict(
             Verdict.CANNOT_PROVE,
             ProofMethod.NONE,
             f"Cloud KMS refused ({error.code}): {service_message(error.__cause__) or error.summary}",
@@ -70,7 +64,7 @@ def prove(provider: GcpProvider, request: MaterialProofRequest, witness: Materia
 def _prove(provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness) -> MaterialProof:
     version_id = request.remote_version_id or _current_version(provider, request.remote_id)
     if version_id is None:
-        return _verdict(Verdict.CANNOT_PROVE, ProofMethod.NONE, "the key has no version holding material")
+        return verdict(Verdict.CANNOT_PROVE, ProofMethod.NONE, "the key has no version holding material")
     name = f"{request.remote_id}/cryptoKeyVersions/{version_id}"
     kind = request.key.algorithm.kind
     if kind in (MaterialKind.RSA, MaterialKind.EC):
@@ -102,58 +96,41 @@ def _prove_aes(provider: GcpProvider, request: MaterialProofRequest, witness: Ma
 def _prove_raw_aes_gcm(
     provider: GcpProvider, request: MaterialProofRequest, witness: MaterialWitness, name: str
 ) -> MaterialProof:
-    """RawEncrypt's AES-GCM ciphertext is standard: the source, encrypting the same challenge
-    under the IV Cloud KMS chose, gets the same bytes only with the same key. Then the reverse:
-    the version opens (RawDecrypt) what the source encrypted under a fresh IV of its own."""
+    """RawEncrypt's AES-GCM ciphertext is standard (the tag appended), so the source can compare
+    it; RawDecrypt opens the source's."""
     client = provider._client
-    sealed = provider._kms.call(
-        "encrypt with the raw key",
-        client.raw_encrypt,
-        request.remote_id,
-        request={"name": name, "plaintext": request.challenge, "additional_authenticated_data": AAD},
-    )
-    tag_length = sealed.tag_length or GCM_TAG_LENGTH
-    ciphertext, tag = witness.aes_gcm_encrypt(bytes(sealed.initialization_vector), request.challenge, AAD)
-    if ciphertext + tag[:tag_length] != bytes(sealed.ciphertext):
-        return _verdict(
-            Verdict.MISMATCH,
-            ProofMethod.ENCRYPTION,
-            "the version's AES-256-GCM encryption (RawEncrypt) of a fresh challenge differs from the source's under "
-            "the same IV",
+
+    def encrypt(plaintext: bytes) -> tuple[bytes, bytes]:
+        sealed = provider._kms.call(
+            "encrypt with the raw key",
+            client.raw_encrypt,
+            request.remote_id,
+            request={"name": name, "plaintext": plaintext, "additional_authenticated_data": AAD},
         )
-    iv = os.urandom(GCM_IV_LENGTH)
-    other = request.challenge[::-1]
-    ours, our_tag = witness.aes_gcm_encrypt(iv, other, AAD)
-    try:
+        return bytes(sealed.initialization_vector), bytes(sealed.ciphertext)
+
+    def decrypt(iv: bytes, ciphertext: bytes, tag: bytes) -> bytes:
         opened = provider._kms.call(
             "decrypt with the raw key",
             client.raw_decrypt,
             request.remote_id,
             request={
                 "name": name,
-                "ciphertext": ours + our_tag,
+                "ciphertext": ciphertext + tag,
                 "additional_authenticated_data": AAD,
                 "initialization_vector": iv,
-                "tag_length": GCM_TAG_LENGTH,
+                "tag_length": len(tag),
             },
         )
-    except ProviderError as error:
-        if error.retryable or error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE, ErrorKind.CONFLICT):
-            raise  # not about the ciphertext: a version disabled meanwhile is "cannot prove"
-        return _verdict(
-            Verdict.MISMATCH,
-            ProofMethod.ENCRYPTION,
-            f"the version's ciphertext matched, but it refused what the source encrypted ({error.summary})",
-        )
-    if bytes(opened.plaintext) != other:
-        return _verdict(
-            Verdict.MISMATCH, ProofMethod.ENCRYPTION, "the version decrypted the source's ciphertext to other bytes"
-        )
-    return _verdict(
-        Verdict.PROVEN,
-        ProofMethod.ENCRYPTION,
-        "the version's AES-256-GCM encryption (RawEncrypt) of a fresh challenge equals the source's under the same "
-        "IV, and it decrypted (RawDecrypt) the source's encryption of another under a fresh IV",
+        return bytes(opened.plaintext)
+
+    return aes_gcm_both_ways(
+        witness,
+        request.challenge,
+        encrypt,
+        decrypt,
+        encryption="AES-256-GCM encryption (RawEncrypt)",
+        decryption=" (RawDecrypt)",
     )
 
 
@@ -168,75 +145,65 @@ def _prove_asymmetric(
     client = provider._client
     answer = provider._kms.call("read the public key", client.get_public_key, request.remote_id, request={"name": name})
     source_spki = witness.public_key()
-    try:
-        same = same_public_key(answer.pem.encode(), source_spki)
-    except ValueError:
-        return _verdict(Verdict.CANNOT_PROVE, ProofMethod.PUBLIC_KEY, "GetPublicKey answered no readable public key")
-    if not same:
-        return _verdict(Verdict.MISMATCH, ProofMethod.PUBLIC_KEY, "the version's public key (GetPublicKey) differs from the source's")
+    different = compare_public_keys(
+        lambda: answer.pem.encode(),
+        source_spki,
+        unreadable="GetPublicKey answered no readable public key",
+        differs="the version's public key (GetPublicKey) differs from the source's",
+    )
+    if different is not None:
+        return different
     key_type = gcp_key_type(request.key.algorithm, request.key.usage)
-    if key_type is not None and key_type.purpose == "ASYMMETRIC_DECRYPT":
-        return _prove_decryption(provider, request, source_spki, name, key_type.algorithm)
-    if key_type is None or key_type.purpose != "ASYMMETRIC_SIGN":
-        return _verdict(Verdict.PROVEN, ProofMethod.PUBLIC_KEY, "GetPublicKey equals the source's public key")
+    purpose, algorithm = (key_type.purpose, key_type.algorithm) if key_type is not None else (None, "")
+    if purpose == "ASYMMETRIC_DECRYPT":
+        return unless_refused(
+            lambda: _prove_decryption(provider, request, source_spki, name, algorithm), EQUAL_KEYS, "decrypting"
+        )
+    if purpose == "ASYMMETRIC_SIGN":
+        return unless_refused(
+            lambda: _prove_signature(provider, request, source_spki, name, algorithm), EQUAL_KEYS, "signing"
+        )
+    return verdict(Verdict.PROVEN, ProofMethod.PUBLIC_KEY, EQUAL_KEYS)
+
+
+def _prove_signature(
+    provider: GcpProvider, request: MaterialProofRequest, source_spki: bytes, name: str, algorithm: str
+) -> MaterialProof:
     scheme, digest_name = _signing(request)
     digest = hashlib.new(digest_name, request.challenge).digest()
-    try:
-        signed = provider._kms.call(
-            "sign", client.asymmetric_sign, request.remote_id, request={"name": name, "digest": {digest_name: digest}}
-        )
-    except ProviderError as error:
-        if error.retryable or error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE):
-            raise
-        return _verdict(
-            Verdict.PROVEN,
-            ProofMethod.PUBLIC_KEY,
-            f"GetPublicKey equals the source's public key (signing was refused: {error.summary})",
-        )
+    signed = provider._kms.call(
+        "sign", provider._client.asymmetric_sign, request.remote_id, request={"name": name, "digest": {digest_name: digest}}
+    )
     if not signature_verifies(source_spki, scheme, digest, bytes(signed.signature), prehashed=True):
-        return _verdict(
+        return verdict(
             Verdict.MISMATCH,
             ProofMethod.SIGNATURE,
-            f"the public keys match but the version's {key_type.algorithm} signature of a fresh challenge does not "
-            "verify under it",
+            f"the public keys match but the version's {algorithm} signature of a fresh challenge does not verify "
+            "under it",
         )
-    return _verdict(
+    return verdict(
         Verdict.PROVEN,
         ProofMethod.SIGNATURE,
-        f"GetPublicKey equals the source's public key, and an AsymmetricSign ({key_type.algorithm}) of a fresh "
-        "challenge verifies under it",
+        f"{EQUAL_KEYS}, and an AsymmetricSign ({algorithm}) of a fresh challenge verifies under it",
     )
 
 
 def _prove_decryption(
     provider: GcpProvider, request: MaterialProofRequest, source_spki: bytes, name: str, algorithm: str
 ) -> MaterialProof:
-    """The version decrypts (AsymmetricDecrypt, RSA-OAEP with SHA-256) the challenge encrypted to
-    the source's public key: only the matching private key can."""
-    sealed = oaep_encrypt(source_spki, request.challenge, "SHA-256")
-    try:
+    def decrypt(sealed: bytes) -> bytes:
         opened = provider._kms.call(
             "decrypt", provider._client.asymmetric_decrypt, request.remote_id, request={"name": name, "ciphertext": sealed}
         )
-    except ProviderError as error:
-        if error.retryable or error.kind in (ErrorKind.AUTH, ErrorKind.UNREACHABLE, ErrorKind.CONFLICT):
-            raise
-        return _verdict(
-            Verdict.PROVEN,
-            ProofMethod.PUBLIC_KEY,
-            f"GetPublicKey equals the source's public key (decrypting was refused: {error.summary})",
-        )
-    if bytes(opened.plaintext) != request.challenge:
-        return _verdict(
-            Verdict.MISMATCH,
-            ProofMethod.ENCRYPTION,
-            "the public keys match but the version did not decrypt a challenge encrypted to the source's key",
-        )
-    return _verdict(
-        Verdict.PROVEN,
-        ProofMethod.ENCRYPTION,
-        f"GetPublicKey equals the source's public key, and the version decrypted (AsymmetricDecrypt, {algorithm}) a "
-        "fresh challenge encrypted to it",
+        return bytes(opened.plaintext)
+
+    return decrypts_challenge(
+        decrypt,
+        source_spki,
+        request.challenge,
+        holder="the version",
+        proven=f"{EQUAL_KEYS}, and the version decrypted (AsymmetricDecrypt, {algorithm}) a fresh challenge encrypted "
+        "to it",
     )
 
 
@@ -254,5 +221,5 @@ def _prove_mac(provider: GcpProvider, request: MaterialProofRequest, witness: Ma
     )
     algorithm = request.key.algorithm.name
     if bytes(answer.mac) != witness.mac(request.challenge):
-        return _verdict(Verdict.MISMATCH, ProofMethod.MAC, f"the version's {algorithm} (MacSign) of a fresh challenge differs from the source's")
-    return _verdict(Verdict.PROVEN, ProofMethod.MAC, f"the version's {algorithm} (MacSign) of a fresh challenge equals the source's")
+        return verdict(Verdict.MISMATCH, ProofMethod.MAC, f"the version's {algorithm} (MacSign) of a fresh challenge differs from the source's")
+    return verdict(Verdict.PROVEN, ProofMethod.MAC, f"the version's {algorithm} (MacSign) of a fresh challenge equals the source's")
