@@ -23,6 +23,21 @@ from providers.azure.emulator.limits import ES_CURVES, SIGN_HASHES
 from providers.emulation import Response
 from providers.emulation.material import curve_name
 
+_RSA_ALGORITHMS = {
+    "encrypt": ("RSA-OAEP", "RSA-OAEP-256"),
+    "decrypt": ("RSA-OAEP", "RSA-OAEP-256"),
+    "wrapKey": ("RSA-OAEP", "RSA-OAEP-256", "RSA1_5"),
+    "unwrapKey": ("RSA-OAEP", "RSA-OAEP-256", "RSA1_5"),
+}
+_REFUSALS = {
+    ("encrypt", "RSA"): "The plaintext is too long for this key and algorithm.",
+    ("decrypt", "RSA"): "The ciphertext could not be decrypted with this key.",
+    ("wrapKey", "RSA"): "The key to wrap is too long for this key and algorithm.",
+    ("unwrapKey", "RSA"): "The wrapped key could not be unwrapped with this key.",
+    ("wrapKey", "oct"): "The key to wrap must be at least 16 bytes long and a multiple of 8 bytes.",
+    ("unwrapKey", "oct"): "The wrapped key could not be unwrapped with this key.",
+}
+
 
 class CryptoRoutes(VaultCore):
     def _operation_key(self, name: str, version: str, operation: str) -> StoredVersion:
@@ -35,53 +50,72 @@ class CryptoRoutes(VaultCore):
         return stored
 
     def encrypt(self, name: str, version: str, body: KeyOperationBody, base: str) -> Response:
-        stored = self._operation_key(name, version, "encrypt")
-        plaintext = decode_b64_any(body.value)
-        kid = f"{base}/keys/{stored.name}/{stored.version}"
-        secret = base64.b64decode(stored.private)
-        if stored.kty == "oct-HSM" and body.alg in ("A128GCM", "A192GCM", "A256GCM"):
-            self._check_gcm_size(body.alg, secret)
-            iv = os.urandom(12)
-            aad = decode_b64_any(body.aad) if body.aad else None
-            sealed = AESGCM(secret).encrypt(iv, plaintext, aad)
-            result = {"kid": kid, "value": b64url(sealed[:-16]), "iv": b64url(iv), "tag": b64url(sealed[-16:])}
-            if body.aad:
-                result["aad"] = body.aad
-            return Response.json(result)
-        if stored.kty.startswith("RSA") and body.alg in ("RSA-OAEP", "RSA-OAEP-256"):
-            private = stored_rsa_key(stored.private)
-            try:
-                ciphertext = private.public_key().encrypt(plaintext, self._oaep(body.alg))
-            except ValueError:
-                raise bad_parameter("The plaintext is too long for this key and algorithm.") from None
-            return Response.json({"kid": kid, "value": b64url(ciphertext)})
-        raise bad_parameter(f"The algorithm {body.alg} is not supported for a {stored.kty} key.")
+        return self._transform(name, version, body, base, "encrypt")
 
     def decrypt(self, name: str, version: str, body: KeyOperationBody, base: str) -> Response:
-        stored = self._operation_key(name, version, "decrypt")
-        ciphertext = decode_b64_any(body.value)
-        kid = f"{base}/keys/{stored.name}/{stored.version}"
-        secret = base64.b64decode(stored.private)
-        if stored.kty == "oct-HSM" and body.alg in ("A128GCM", "A192GCM", "A256GCM"):
-            self._check_gcm_size(body.alg, secret)
-            if not body.iv or not body.tag:
-                raise bad_parameter("AES-GCM decryption needs iv and tag.")
-            aad = decode_b64_any(body.aad) if body.aad else None
-            try:
-                plaintext = AESGCM(secret).decrypt(decode_b64_any(body.iv), ciphertext + decode_b64_any(body.tag), aad)
-            except InvalidTag:
-                raise bad_parameter(
-                    "The ciphertext could not be decrypted: the authentication tag is invalid."
-                ) from None
-            return Response.json({"kid": kid, "value": b64url(plaintext)})
-        if stored.kty.startswith("RSA") and body.alg in ("RSA-OAEP", "RSA-OAEP-256"):
-            private = stored_rsa_key(stored.private)
-            try:
-                plaintext = private.decrypt(ciphertext, self._oaep(body.alg))
-            except ValueError:
-                raise bad_parameter("The ciphertext could not be decrypted with this key.") from None
-            return Response.json({"kid": kid, "value": b64url(plaintext)})
-        raise bad_parameter(f"The algorithm {body.alg} is not supported for a {stored.kty} key.")
+        return self._transform(name, version, body, base, "decrypt")
+
+    def wrap_key(self, name: str, version: str, body: KeyOperationBody, base: str) -> Response:
+        return self._transform(name, version, body, base, "wrapKey")
+
+    def unwrap_key(self, name: str, version: str, body: KeyOperationBody, base: str) -> Response:
+        return self._transform(name, version, body, base, "unwrapKey")
+
+    def _transform(self, name: str, version: str, body: KeyOperationBody, base: str, operation: str) -> Response:
+        """encrypt, decrypt, wrapKey and unwrapKey: the same key checks and answer; with an oct key
+        AES-GCM (encrypt, decrypt) or AES key wrap (wrapKey, unwrapKey), with an RSA key RSA-OAEP
+        (and RSA1_5 for key wrapping), the public half one way and the private half the other."""
+        stored = self._operation_key(name, version, operation)
+        value = decode_b64_any(body.value)
+        if stored.kty.startswith("oct"):
+            secret = base64.b64decode(stored.private)
+            if operation in ("wrapKey", "unwrapKey"):
+                result = {"value": b64url(self._aes_key_wrap(body.alg, secret, value, operation == "wrapKey"))}
+            elif stored.kty == "oct-HSM" and body.alg in ("A128GCM", "A192GCM", "A256GCM"):
+                result = self._aes_gcm(body, secret, value, operation == "encrypt")
+            else:
+                raise bad_parameter(f"The algorithm {body.alg} is not supported for a {stored.kty} key.")
+        elif stored.kty.startswith("RSA") and body.alg in _RSA_ALGORITHMS[operation]:
+            result = {"value": b64url(self._rsa(stored, body.alg, value, operation))}
+        else:
+            raise bad_parameter(f"The algorithm {body.alg} is not supported for a {stored.kty} key.")
+        return Response.json({"kid": f"{base}/keys/{stored.name}/{stored.version}", **result})
+
+    def _aes_gcm(self, body: KeyOperationBody, secret: bytes, value: bytes, seal: bool) -> dict[str, str]:
+        self._check_gcm_size(body.alg, secret)
+        aad = decode_b64_any(body.aad) if body.aad else None
+        if seal:
+            iv = os.urandom(12)
+            sealed = AESGCM(secret).encrypt(iv, value, aad)
+            result = {"value": b64url(sealed[:-16]), "iv": b64url(iv), "tag": b64url(sealed[-16:])}
+            return {**result, "aad": body.aad} if body.aad else result
+        if not body.iv or not body.tag:
+            raise bad_parameter("AES-GCM decryption needs iv and tag.")
+        try:
+            plaintext = AESGCM(secret).decrypt(decode_b64_any(body.iv), value + decode_b64_any(body.tag), aad)
+        except InvalidTag:
+            raise bad_parameter("The ciphertext could not be decrypted: the authentication tag is invalid.") from None
+        return {"value": b64url(plaintext)}
+
+    def _aes_key_wrap(self, alg: str, secret: bytes, value: bytes, wrap: bool) -> bytes:
+        self._check_key_wrap(alg, secret)
+        padded = alg == "CKM_AES_KEY_WRAP_PAD"
+        try:
+            if wrap:
+                return keywrap.aes_key_wrap_with_padding(secret, value) if padded else keywrap.aes_key_wrap(secret, value)
+            return keywrap.aes_key_unwrap_with_padding(secret, value) if padded else keywrap.aes_key_unwrap(secret, value)
+        except (keywrap.InvalidUnwrap, ValueError):
+            raise bad_parameter(_REFUSALS[("wrapKey" if wrap else "unwrapKey", "oct")]) from None
+
+    def _rsa(self, stored: StoredVersion, alg: str, value: bytes, operation: str) -> bytes:
+        private = stored_rsa_key(stored.private)
+        pad = padding.PKCS1v15() if alg == "RSA1_5" else self._oaep(alg)
+        try:
+            if operation in ("encrypt", "wrapKey"):
+                return private.public_key().encrypt(value, pad)
+            return private.decrypt(value, pad)
+        except ValueError:
+            raise bad_parameter(_REFUSALS[(operation, "RSA")]) from None
 
     def sign(self, name: str, version: str, body: KeyOperationBody, base: str) -> Response:
         """JWA RS*/PS* with RSA keys, ES256/ES384 with EC keys of the matching curve; the
@@ -109,56 +143,6 @@ class CryptoRoutes(VaultCore):
         else:
             raise bad_parameter(f"The algorithm {alg} is not supported for a {stored.kty} key.")
         return Response.json({"kid": kid, "value": b64url(signature)})
-
-    def wrap_key(self, name: str, version: str, body: KeyOperationBody, base: str) -> Response:
-        stored = self._operation_key(name, version, "wrapKey")
-        plaintext = decode_b64_any(body.value)
-        kid = f"{base}/keys/{stored.name}/{stored.version}"
-        if stored.kty.startswith("oct"):
-            secret = base64.b64decode(stored.private)
-            self._check_key_wrap(body.alg, secret)
-            try:
-                if body.alg == "CKM_AES_KEY_WRAP_PAD":
-                    wrapped = keywrap.aes_key_wrap_with_padding(secret, plaintext)
-                else:
-                    wrapped = keywrap.aes_key_wrap(secret, plaintext)
-            except ValueError:
-                raise bad_parameter("The key to wrap must be at least 16 bytes long and a multiple of 8 bytes.") from None
-            return Response.json({"kid": kid, "value": b64url(wrapped)})
-        if stored.kty.startswith("RSA") and body.alg in ("RSA-OAEP", "RSA-OAEP-256", "RSA1_5"):
-            public = stored_rsa_key(stored.private).public_key()
-            pad = padding.PKCS1v15() if body.alg == "RSA1_5" else self._oaep(body.alg)
-            try:
-                wrapped = public.encrypt(plaintext, pad)
-            except ValueError:
-                raise bad_parameter("The key to wrap is too long for this key and algorithm.") from None
-            return Response.json({"kid": kid, "value": b64url(wrapped)})
-        raise bad_parameter(f"The algorithm {body.alg} is not supported for a {stored.kty} key.")
-
-    def unwrap_key(self, name: str, version: str, body: KeyOperationBody, base: str) -> Response:
-        stored = self._operation_key(name, version, "unwrapKey")
-        wrapped = decode_b64_any(body.value)
-        kid = f"{base}/keys/{stored.name}/{stored.version}"
-        if stored.kty.startswith("oct"):
-            secret = base64.b64decode(stored.private)
-            self._check_key_wrap(body.alg, secret)
-            try:
-                if body.alg == "CKM_AES_KEY_WRAP_PAD":
-                    plaintext = keywrap.aes_key_unwrap_with_padding(secret, wrapped)
-                else:
-                    plaintext = keywrap.aes_key_unwrap(secret, wrapped)
-            except (keywrap.InvalidUnwrap, ValueError):
-                raise bad_parameter("The wrapped key could not be unwrapped with this key.") from None
-            return Response.json({"kid": kid, "value": b64url(plaintext)})
-        if stored.kty.startswith("RSA") and body.alg in ("RSA-OAEP", "RSA-OAEP-256", "RSA1_5"):
-            private = stored_rsa_key(stored.private)
-            pad = padding.PKCS1v15() if body.alg == "RSA1_5" else self._oaep(body.alg)
-            try:
-                plaintext = private.decrypt(wrapped, pad)
-            except ValueError:
-                raise bad_parameter("The wrapped key could not be unwrapped with this key.") from None
-            return Response.json({"kid": kid, "value": b64url(plaintext)})
-        raise bad_parameter(f"The algorithm {body.alg} is not supported for a {stored.kty} key.")
 
     @staticmethod
     def _check_key_wrap(alg: str, secret: bytes) -> None:
