@@ -1,5 +1,6 @@
-"""What the benchmark scripts share: a cloud emulator in its own process, a timed `keyplan`
-run, and the calls-per-operation summary."""
+"""What the benchmark scripts share: a cloud emulator in its own process, a benchmark
+configuration, a timed `keyplan` run, the apply / steady-state plan / naive refresh / serial apply
+sequence of one size, and the calls-per-operation summary."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import os
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,21 +56,104 @@ class Emulator:
         self.process.wait(timeout=10)
 
 
-def keyplan(workdir: Path, *args: str) -> float:
-    """Run the real CLI as a subprocess; returns its wall time in seconds."""
+# keyplan as installed runs from cached bytecode; a checkout may have bytecode writing turned off
+# (PYTHONDONTWRITEBYTECODE), which would add the compilation of every module to each run.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {
+    "KEYPLAN_KEYSTORE_PASSPHRASE": "bench-passphrase",
+    "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "keyplan-bench-pycache"),
+}
+
+
+def configuration(
+    provider: str, settings: dict[str, object], n: int, *, algorithm: str = "AES_256", key_lines: str = "", width: int = 4
+) -> str:
+    """The software keystore and `n` keys of one `for_each` block on one provider block. Strings
+    in `settings` are quoted; anything else (numbers, an HCL object as `Raw`) is written as is."""
+    provider_lines = "".join(
+        f"  {name} = {value if isinstance(value, Raw) or not isinstance(value, str) else json.dumps(value)}\n"
+        for name, value in settings.items()
+    )
+    return (
+        'source "software" "bench" {}\n\n'
+        f'provider "{provider}" "bench" {{\n{provider_lines}}}\n\n'
+        'key "k" {\n'
+        f'  for_each  = toset([for i in range({n}) : format("key-%0{width}d", i)])\n'
+        f'  algorithm = "{algorithm}"\n'
+        f"{key_lines}"
+        "  source    = source.software.bench\n"
+        f"  targets   = [provider.{provider}.bench]\n"
+        "  labels    = { app = each.key, env = \"bench\" }\n"
+        "}\n"
+    )
+
+
+class Raw(str):
+    """An HCL expression written into a configuration unquoted."""
+
+
+def run(workdir: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Run the real CLI as a subprocess: its wall time in seconds and what it printed."""
     started = time.perf_counter()
     result = subprocess.run(
-        [str(KEYPLAN), "-chdir", str(workdir), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ, KEYPLAN_KEYSTORE_PASSPHRASE="bench-passphrase"),
+        [str(KEYPLAN), "-chdir", str(workdir), *args], capture_output=True, text=True, check=False, env=ENV
     )
-    elapsed = time.perf_counter() - started
+    return time.perf_counter() - started, result
+
+
+def keyplan(workdir: Path, *args: str) -> float:
+    """Run the real CLI as a subprocess; returns its wall time in seconds (exit 0 or 2, else stop)."""
+    elapsed, result = run(workdir, *args)
     if result.returncode not in (0, 2):
         sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
         raise SystemExit(f"keyplan {' '.join(args)} failed with {result.returncode}")
     return elapsed
+
+
+def run_size(
+    n: int,
+    root: Path,
+    start: Callable[[Path], Emulator],
+    configure: Callable[[Emulator, int, int], str],
+    naive: tuple[str, Callable[[Emulator, Path], float]],
+    *,
+    concurrency: int = 16,
+    serial: bool = True,
+) -> list[dict[str, object]]:
+    """One size, each row its wall time and the calls the emulator counted: keyplan apply of `n`
+    new keys, the steady-state plan, the naive refresh (`naive`: what it does, and how), and on a
+    second fresh emulator the same apply one call at a time. `configure(emulator, n, concurrency)`
+    writes the configuration; `start(data_dir)` starts an emulator."""
+    rows: list[dict[str, object]] = []
+
+    def workspace(name: str, emulator: Emulator, per_provider: int) -> Path:
+        workdir = root / name
+        workdir.mkdir()
+        (workdir / "main.kp.hcl").write_text(configure(emulator, n, per_provider))
+        return workdir
+
+    def row(what: str, emulator: Emulator, measure: Callable[[], float]) -> None:
+        emulator.reset()
+        seconds = measure()
+        rows.append({"n": n, "what": what, "seconds": seconds, "calls": emulator.calls()})
+
+    emulator = start(root / f"emu-{n}")
+    try:
+        workdir = workspace(f"keyplan-{n}", emulator, concurrency)
+        row(f"keyplan apply (default parallelism, {concurrency} per provider)", emulator,
+            lambda: keyplan(workdir, "apply", "-auto-approve"))
+        row("keyplan plan, nothing to do", emulator, lambda: keyplan(workdir, "plan", "-detailed-exitcode"))
+        row(f"naive refresh: {naive[0]}", emulator, lambda: naive[1](emulator, workdir))
+    finally:
+        emulator.stop()
+    if serial:
+        second = start(root / f"emu-serial-{n}")
+        try:
+            serial_dir = workspace(f"serial-{n}", second, 1)
+            row("naive apply: the same apply, one call at a time (-parallelism=1)", second,
+                lambda: keyplan(serial_dir, "apply", "-auto-approve", "-parallelism=1"))
+        finally:
+            second.stop()
+    return rows  # fmt: skip
 
 
 def summarise(calls: dict[str, int]) -> str:

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import KEYPLAN, REPO, Emulator, summarise
+from harness import ENV, KEYPLAN, REPO, Emulator, Raw, configuration, run, summarise
 
 sys.path.insert(0, str(REPO))
 
@@ -36,68 +36,11 @@ from keyplan.limits import RateClass  # noqa: E402
 
 LATENCY_MS = 20.0
 VAULT_URL = "https://bench.vault.azure.net"
-
-AWS = """
-source "software" "bench" {{}}
-
-provider "aws" "bench" {{
-  region      = "eu-west-1"
-  endpoint    = "{url}"
-  credentials = "local"
-  rate_limits = {rates}
-}}
-
-key "k" {{
-  for_each  = toset([for i in range({n}) : format("key-%05d", i)])
-  algorithm = "AES_256"
-  source    = source.software.bench
-  targets   = [provider.aws.bench]
-  labels    = {{ app = each.key, env = "bench" }}
-}}
-"""
-
-GCP = """
-source "software" "bench" {{}}
-
-provider "gcp" "bench" {{
-  project     = "bench"
-  location    = "global"
-  key_ring    = "bench"
-  endpoint    = "{url}"
-  credentials = "local"
-  rate_limits = {rates}
-}}
-
-key "k" {{
-  for_each  = toset([for i in range({n}) : format("key-%05d", i)])
-  algorithm = "AES_256"
-  source    = source.software.bench
-  targets   = [provider.gcp.bench]
-  labels    = {{ app = each.key, env = "bench" }}
-}}
-"""
-
-AZURE = """
-source "software" "bench" {{}}
-
-provider "azure" "bench" {{
-  vault_url   = "{vault_url}"
-  endpoint    = "{url}"
-  credentials = "local"
-  ca_bundle   = "{ca}"
-  rate_limits = {rates}
-}}
-
-key "k" {{
-  for_each  = toset([for i in range({n}) : format("key-%05d", i)])
-  algorithm = "RSA_2048"
-  usage     = "sign"
-  source    = source.software.bench
-  targets   = [provider.azure.bench]
-  labels    = {{ app = each.key, env = "bench" }}
-}}
-"""
-
+PROVIDER_SETTINGS: dict[str, dict[str, object]] = {
+    "aws": {"region": "eu-west-1"},
+    "gcp": {"project": "bench", "location": "global", "key_ring": "bench"},
+    "azure": {"vault_url": VAULT_URL},
+}
 
 @dataclass(frozen=True)
 class Scenario:
@@ -129,9 +72,13 @@ class Scenario:
         return tuple(c.model_copy(update={"per_second": c.per_second * self.quota_scale}) for c in classes)
 
     def configuration(self, emulator: Emulator) -> str:
-        rates = "{ " + ", ".join(f"{c.name} = {c.per_second:g}" for c in self.classes()) + " }"
-        template = {"aws": AWS, "gcp": GCP, "azure": AZURE}[self.cloud]
-        return template.format(url=emulator.url, n=self.keys, rates=rates, vault_url=VAULT_URL, ca=emulator.ca)
+        rates = Raw("{ " + ", ".join(f"{c.name} = {c.per_second:g}" for c in self.classes()) + " }")
+        settings = {**PROVIDER_SETTINGS[self.cloud], "endpoint": emulator.url, "credentials": "local"}
+        if self.cloud == "azure":  # RSA signing keys: Key Vault (not a Managed HSM) holds no AES keys
+            settings["ca_bundle"] = str(emulator.ca)
+            return configuration("azure", settings | {"rate_limits": rates}, self.keys, algorithm="RSA_2048",
+                                 key_lines='  usage     = "sign"\n', width=5)  # fmt: skip
+        return configuration(self.cloud, settings | {"rate_limits": rates}, self.keys, width=5)
 
 
 SCENARIOS = (
@@ -155,28 +102,12 @@ def quota_bound(quotas: dict[str, dict[str, object]], calls: dict[str, int]) -> 
     return per_class[name], name
 
 
-# keyplan as installed runs from cached bytecode; a checkout may have bytecode writing turned off
-# (PYTHONDONTWRITEBYTECODE), which would add the compilation of every module to each run.
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {
-    "KEYPLAN_KEYSTORE_PASSPHRASE": "bench-passphrase",
-    "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "keyplan-bench-pycache"),
-}
-
-
-def run_keyplan(workdir: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [str(KEYPLAN), "-chdir", str(workdir), *args], capture_output=True, text=True, check=False, env=ENV
-    )
-    return time.perf_counter() - started, result
-
-
 def peak_memory_run(workdir: Path, *args: str) -> tuple[float, int, subprocess.CompletedProcess[str]]:
     """Wall seconds and peak resident memory (bytes) of one keyplan run."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    seconds, result = run_keyplan(workdir, *args)
+    seconds, result = run(workdir, *args)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if peak <= before:
         raise SystemExit("run the plan measurement first: peak memory is per process tree")
@@ -194,7 +125,7 @@ def run_scenario(scenario: Scenario, root: Path) -> dict[str, object]:
         workdir.mkdir()
         (workdir / "main.kp.hcl").write_text(scenario.configuration(emulator))
         emulator.reset()
-        seconds, result = run_keyplan(workdir, "apply", "-auto-approve")
+        seconds, result = run(workdir, "apply", "-auto-approve")
         if result.returncode != 0:
             print(result.stdout[-1500:] + result.stderr[-1500:], file=sys.stderr)
         stats = emulator.control("/_emulator/stats")
@@ -269,25 +200,6 @@ def naive_aws_imports(url: str, n: int) -> tuple[float, int, int]:
     return time.perf_counter() - started, imported, errors
 
 
-NOQUOTA = """
-source "software" "bench" {{}}
-
-provider "aws" "bench" {{
-  region      = "eu-west-1"
-  endpoint    = "{url}"
-  credentials = "local"
-}}
-
-key "k" {{
-  for_each  = toset([for i in range({n}) : format("key-%05d", i)])
-  algorithm = "AES_256"
-  source    = source.software.bench
-  targets   = [provider.aws.bench]
-  labels    = {{ app = each.key, env = "bench" }}
-}}
-"""
-
-
 def naive_under_quotas(root: Path, n: int) -> dict[str, object]:
     """The serial boto3 script against the realistic profile (AWS's quotas, 20 ms)."""
     scenario = Scenario(f"naive-aws-{n}", "aws", n)
@@ -310,9 +222,10 @@ def no_quota_comparison(root: Path, n: int) -> dict[str, object]:
     try:
         workdir = root / f"free-{n}"
         workdir.mkdir()
-        (workdir / "main.kp.hcl").write_text(NOQUOTA.format(url=first.url, n=n))
+        settings = {**PROVIDER_SETTINGS["aws"], "endpoint": first.url, "credentials": "local"}
+        (workdir / "main.kp.hcl").write_text(configuration("aws", settings, n, width=5))
         first.reset()
-        keyplan_seconds, result = run_keyplan(workdir, "apply", "-auto-approve")
+        keyplan_seconds, result = run(workdir, "apply", "-auto-approve")
         calls = first.calls()
         imported = len({m["key"] for m in first.control("/_emulator/materials")["materials"]})  # type: ignore[index,union-attr]
     finally:

@@ -27,35 +27,13 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from harness import REPO, Emulator, keyplan, summarise
+from harness import REPO, Emulator, configuration, run_size, summarise
 
 VAULT_URL = "https://bench.managedhsm.azure.net"
-
-CONFIG = """
-source "software" "bench" {{}}
-
-provider "azure" "bench" {{
-  vault_url       = "{vault_url}"
-  endpoint        = "{url}"
-  credentials     = "local"
-  ca_bundle       = "{ca}"
-  max_concurrency = {concurrency}
-}}
-
-key "k" {{
-  for_each  = toset([for i in range({n}) : format("key-%04d", i)])
-  algorithm = "AES_256"
-  source    = source.software.bench
-  targets   = [provider.azure.bench]
-  labels    = {{ app = each.key, env = "bench" }}
-  expiry {{
-    after = "365d"
-  }}
-}}
-"""
-
+EXPIRY = "  expiry {\n    after = \"365d\"\n  }\n"
 
 def naive_refresh(emulator: Emulator, workdir: Path) -> float:
     from azure.keyvault.keys import KeyClient
@@ -77,41 +55,16 @@ def naive_refresh(emulator: Emulator, workdir: Path) -> float:
     return time.perf_counter() - started
 
 
-def workspace(root: Path, name: str, emulator: Emulator, n: int, concurrency: int) -> Path:
-    workdir = root / name
-    workdir.mkdir()
-    text = CONFIG.format(vault_url=VAULT_URL, url=emulator.url, ca=emulator.ca, n=n, concurrency=concurrency)
-    (workdir / "main.kp.hcl").write_text(text)
-    return workdir
+def configure(emulator: Emulator, n: int, concurrency: int) -> str:
+    settings = {"vault_url": VAULT_URL, "endpoint": emulator.url, "credentials": "local", "ca_bundle": str(emulator.ca),
+                "max_concurrency": concurrency}  # fmt: skip
+    return configuration("azure", settings, n, key_lines=EXPIRY)
 
 
-def run_size(n: int, latency_ms: float, root: Path, serial: bool) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    emulator = Emulator("azure", root / f"emu-{n}", latency_ms, "--kind", "managedhsm", "--vault-url", VAULT_URL, tls=True)
-    try:
-        workdir = workspace(root, f"keyplan-{n}", emulator, n, 16)
-        emulator.reset()
-        rows.append({"n": n, "what": "keyplan apply (parallelism 10, 16 per provider)",
-                     "seconds": keyplan(workdir, "apply", "-auto-approve"), "calls": emulator.calls()})
-        emulator.reset()
-        rows.append({"n": n, "what": "keyplan plan, nothing to do",
-                     "seconds": keyplan(workdir, "plan", "-detailed-exitcode"), "calls": emulator.calls()})
-        emulator.reset()
-        rows.append({"n": n, "what": "naive refresh: get_key per key, serial",
-                     "seconds": naive_refresh(emulator, workdir), "calls": emulator.calls()})
-    finally:
-        emulator.stop()
-    if serial:
-        second = Emulator("azure", root / f"emu-serial-{n}", latency_ms, "--kind", "managedhsm", "--vault-url", VAULT_URL, tls=True)
-        try:
-            workdir = workspace(root, f"serial-{n}", second, n, 1)
-            second.reset()
-            rows.append({"n": n, "what": "naive apply: the same apply, one call at a time (-parallelism=1)",
-                         "seconds": keyplan(workdir, "apply", "-auto-approve", "-parallelism=1"),
-                         "calls": second.calls()})
-        finally:
-            second.stop()
-    return rows  # fmt: skip
+def start(latency_ms: float) -> Callable[[Path], Emulator]:
+    return lambda data_dir: Emulator(
+        "azure", data_dir, latency_ms, "--kind", "managedhsm", "--vault-url", VAULT_URL, tls=True
+    )
 
 
 def main() -> None:
@@ -124,7 +77,9 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="keyplan-bench-azure-") as scratch:
         for n in args.sizes:
-            for row in run_size(n, args.latency_ms, Path(scratch), serial=n <= args.no_serial_above):
+            naive = ("get_key per key, serial", naive_refresh)
+            serial = n <= args.no_serial_above
+            for row in run_size(n, Path(scratch), start(args.latency_ms), configure, naive, serial=serial):
                 rows.append(row)
                 print(f"{row['n']:>5} keys  {row['seconds']:8.2f}s  {row['what']}", flush=True)
     lines = [

@@ -23,32 +23,10 @@ import os
 import platform
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-from harness import REPO, Emulator, keyplan, summarise
-
-CONCURRENCY = 16
-
-CONFIG = """
-source "software" "bench" {{}}
-
-provider "gcp" "bench" {{
-  project         = "bench"
-  location        = "global"
-  key_ring        = "bench"
-  endpoint        = "{url}"
-  credentials     = "local"
-  max_concurrency = {concurrency}
-}}
-
-key "k" {{
-  for_each  = toset([for i in range({n}) : format("key-%04d", i)])
-  algorithm = "AES_256"
-  source    = source.software.bench
-  targets   = [provider.gcp.bench]
-  labels    = {{ app = each.key, env = "bench" }}
-}}
-"""
+from harness import REPO, Emulator, configuration, run_size, summarise
 
 
 def naive_refresh(emulator: Emulator, workdir: Path) -> float:
@@ -70,59 +48,10 @@ def naive_refresh(emulator: Emulator, workdir: Path) -> float:
     return elapsed
 
 
-def workspace(root: Path, name: str, url: str, n: int, concurrency: int) -> Path:
-    workdir = root / name
-    workdir.mkdir()
-    (workdir / "main.kp.hcl").write_text(CONFIG.format(url=url, n=n, concurrency=concurrency))
-    return workdir
-
-
-def run_size(n: int, latency_ms: float, root: Path) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    emulator = Emulator("gcp", root / f"emu-{n}", latency_ms)
-    try:
-        workdir = workspace(root, f"keyplan-{n}", emulator.url, n, CONCURRENCY)
-        emulator.reset()
-        seconds = keyplan(workdir, "apply", "-auto-approve")
-        rows.append(
-            {
-                "n": n,
-                "what": f"keyplan apply (parallelism 10, {CONCURRENCY} per provider)",
-                "seconds": seconds,
-                "calls": emulator.calls(),
-            }
-        )
-        emulator.reset()
-        seconds = keyplan(workdir, "plan", "-detailed-exitcode")
-        rows.append({"n": n, "what": "keyplan plan, nothing to do", "seconds": seconds, "calls": emulator.calls()})
-        emulator.reset()
-        seconds = naive_refresh(emulator, workdir)
-        rows.append(
-            {
-                "n": n,
-                "what": "naive refresh: GetCryptoKey per key, serial",
-                "seconds": seconds,
-                "calls": emulator.calls(),
-            }
-        )
-    finally:
-        emulator.stop()
-    serial = Emulator("gcp", root / f"emu-serial-{n}", latency_ms)
-    try:
-        workdir = workspace(root, f"serial-{n}", serial.url, n, 1)
-        serial.reset()
-        seconds = keyplan(workdir, "apply", "-auto-approve", "-parallelism=1")
-        rows.append(
-            {
-                "n": n,
-                "what": "naive apply: the same apply, one call at a time (-parallelism=1)",
-                "seconds": seconds,
-                "calls": serial.calls(),
-            }
-        )
-    finally:
-        serial.stop()
-    return rows
+def configure(emulator: Emulator, n: int, concurrency: int) -> str:
+    settings = {"project": "bench", "location": "global", "key_ring": "bench", "endpoint": emulator.url,
+                "credentials": "local", "max_concurrency": concurrency}  # fmt: skip
+    return configuration("gcp", settings, n)
 
 
 def comparisons(rows: list[dict[str, object]]) -> list[str]:
@@ -162,7 +91,9 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="keyplan-bench-gcp-") as scratch:
         for n in args.sizes:
-            for row in run_size(n, args.latency_ms, Path(scratch)):
+            naive = ("GetCryptoKey per key, serial", naive_refresh)
+            start = partial(Emulator, "gcp", latency_ms=args.latency_ms)
+            for row in run_size(n, Path(scratch), start, configure, naive):
                 rows.append(row)
                 print(f"{row['n']:>5} keys  {row['seconds']:8.2f}s  {row['what']}", flush=True)
     lines = [
