@@ -3,21 +3,28 @@
 RSA keys of 3072 and 4096 bits take a second or more each to generate, and the emulators make
 one for every wrapping key, import job and key-exchange key of every test (measured: 44% of the
 CPU time of the AWS and Google end-to-end tests). Inside the test processes they come from a pool
-made once per process instead: each size has 16 distinct keys, handed out in turn, so keys made
-one after the other still differ. 2048-bit keys are cheap and stay fresh. keyplan processes the
-tests start (the kill and CI-script tests) generate their own. A forked copy of a test process
-(the crash suite's applies) takes its keys in turn from what the process made before the fork,
-when it made any, so that a hundred forks do not each make keys anew.
+instead: each size has 16 distinct keys, handed out in turn, so keys made one after the other
+still differ. The pool is kept in pytest's cache directory (`.pytest_cache`, private to the
+user), so the test workers and later runs load it instead of each making it again (about 25 s
+of CPU a run on two workers); without the cache plugin each process makes its own. 2048-bit
+keys are cheap and stay fresh. keyplan processes the tests start (the kill and CI-script tests)
+generate their own. A forked copy of a test process (the crash suite's applies) takes its keys
+in turn from what the process made before the fork, when it made any, so that a hundred forks
+do not each make keys anew.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 _POOL_SIZE = 16
@@ -26,6 +33,33 @@ _pools: dict[tuple[int, int], Iterator[rsa.RSAPrivateKey]] = {}
 _made: dict[tuple[int, int], list[rsa.RSAPrivateKey]] = {}
 _lock = threading.Lock()
 _OWNER = os.getpid()
+_cache: Path | None = None  # where the pool is kept between processes (pytest_configure)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _cache
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        _cache = cache.mkdir("rsa-pool")
+        _cache.chmod(0o700)
+
+
+def _made_once(public_exponent: int, key_size: int, index: int) -> rsa.RSAPrivateKey:
+    """The pool's `index`-th key of this size: loaded when a process made it before, else made
+    and kept (written to a temporary file and renamed, so a reader never sees half a key)."""
+    path = _cache / f"{public_exponent}-{key_size}-{index}.pem" if _cache else None
+    if path is not None and path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if isinstance(key, rsa.RSAPrivateKey):
+            return key
+    key = _generate(public_exponent=public_exponent, key_size=key_size)
+    if path is not None:
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        handle, temporary = tempfile.mkstemp(dir=path.parent)
+        with os.fdopen(handle, "wb") as out:
+            out.write(pem)
+        os.replace(temporary, path)
+    return key
 
 
 def _pooled(public_exponent: int, key_size: int, backend: Any = None) -> rsa.RSAPrivateKey:
@@ -35,7 +69,7 @@ def _pooled(public_exponent: int, key_size: int, backend: Any = None) -> rsa.RSA
     with _lock:
         made = _made.setdefault(size, [])
         if len(made) < _POOL_SIZE and not (made and os.getpid() != _OWNER):
-            key = _generate(public_exponent=public_exponent, key_size=key_size)
+            key = _made_once(public_exponent, key_size, len(made))
             made.append(key)
             return key
         if size not in _pools:
