@@ -65,7 +65,13 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | 
 
 
 def configuration(
-    provider: str, settings: dict[str, object], n: int, *, algorithm: str = "AES_256", key_lines: str = "", width: int = 4
+    provider: str,
+    settings: dict[str, object],
+    n: int,
+    *,
+    algorithm: str = "AES_256",
+    key_lines: str = "",
+    width: int = 4,
 ) -> str:
     """The software keystore and `n` keys of one `for_each` block on one provider block. Strings
     in `settings` are quoted; anything else (numbers, an HCL object as `Raw`) is written as is."""
@@ -158,3 +164,28 @@ def run_size(
 
 def summarise(calls: dict[str, int]) -> str:
     return ", ".join(f"{op} {count}" for op, count in sorted(calls.items())) or "none"
+
+
+def measure_sizes(
+    sizes: list[int], prefix: str, measure: Callable[[int, Path], list[dict[str, object]]]
+) -> list[dict[str, object]]:
+    """`measure(n, scratch)` for each size in a scratch directory, each row printed as it comes."""
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        for n in sizes:
+            for row in measure(n, Path(scratch)):
+                rows.append(row)
+                print(f"{row['n']:>5} keys  {row['seconds']:8.2f}s  {row['what']}", flush=True)
+    return rows
+
+
+def results_table(rows: list[dict[str, object]]) -> list[str]:
+    """The Markdown table of `run_size` rows: wall time and calls per operation."""
+    lines = ["| keys | run | wall time (s) | API calls | calls per operation |", "|---:|---|---:|---:|---|"]
+    for row in rows:
+        calls = row["calls"]
+        assert isinstance(calls, dict)
+        lines.append(
+            f"| {row['n']} | {row['what']} | {row['seconds']:.2f} | {sum(calls.values())} | {summarise(calls)} |"
+        )
+    return lines

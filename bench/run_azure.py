@@ -25,12 +25,11 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import REPO, Emulator, configuration, run_size, summarise
+from harness import REPO, Emulator, configuration, measure_sizes, results_table, run_size
 
 VAULT_URL = "https://bench.managedhsm.azure.net"
 EXPIRY = "  expiry {\n    after = \"365d\"\n  }\n"
@@ -74,14 +73,14 @@ def main() -> None:
     parser.add_argument("--no-serial-above", type=int, default=1000, help="Skip the serial apply above this size.")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-azure.md")
     args = parser.parse_args()
-    rows: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory(prefix="keyplan-bench-azure-") as scratch:
-        for n in args.sizes:
-            naive = ("get_key per key, serial", naive_refresh)
-            serial = n <= args.no_serial_above
-            for row in run_size(n, Path(scratch), start(args.latency_ms), configure, naive, serial=serial):
-                rows.append(row)
-                print(f"{row['n']:>5} keys  {row['seconds']:8.2f}s  {row['what']}", flush=True)
+    naive = ("get_key per key, serial", naive_refresh)
+    rows = measure_sizes(
+        args.sizes,
+        "keyplan-bench-azure-",
+        lambda n, scratch: run_size(
+            n, scratch, start(args.latency_ms), configure, naive, serial=n <= args.no_serial_above
+        ),
+    )
     lines = [
         "# keyplan benchmark results: Azure",
         "",
@@ -93,15 +92,8 @@ def main() -> None:
             "connection answers first)."
         ),
         "",
-        "| keys | run | wall time (s) | API calls | calls per operation |",
-        "|---:|---|---:|---:|---|",
+        *results_table(rows),
     ]
-    for row in rows:
-        calls = row["calls"]
-        assert isinstance(calls, dict)
-        lines.append(
-            f"| {row['n']} | {row['what']} | {row['seconds']:.2f} | {sum(calls.values())} | {summarise(calls)} |"
-        )
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

@@ -21,12 +21,11 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
 
-from harness import REPO, Emulator, configuration, run_size, summarise
+from harness import REPO, Emulator, configuration, measure_sizes, results_table, run_size
 
 
 def naive_refresh(emulator: Emulator, workdir: Path) -> float:
@@ -88,14 +87,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-gcp.md")
     parser.add_argument("--note", default="", help="a sentence about the run's conditions, added to the results")
     args = parser.parse_args()
-    rows: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory(prefix="keyplan-bench-gcp-") as scratch:
-        for n in args.sizes:
-            naive = ("GetCryptoKey per key, serial", naive_refresh)
-            start = partial(Emulator, "gcp", latency_ms=args.latency_ms)
-            for row in run_size(n, Path(scratch), start, configure, naive):
-                rows.append(row)
-                print(f"{row['n']:>5} keys  {row['seconds']:8.2f}s  {row['what']}", flush=True)
+    naive = ("GetCryptoKey per key, serial", naive_refresh)
+    start = partial(Emulator, "gcp", latency_ms=args.latency_ms)
+    rows = measure_sizes(
+        args.sizes, "keyplan-bench-gcp-", lambda n, scratch: run_size(n, scratch, start, configure, naive)
+    )
     lines = [
         "# keyplan benchmark results: Google Cloud KMS",
         "",
@@ -104,15 +100,8 @@ def main() -> None:
         "Wall time of whole `keyplan` processes (start-up included); calls counted by the emulator. "
         "Made by `bench/run_gcp.py`.",
         "",
-        "| keys | run | wall time (s) | API calls | calls per operation |",
-        "|---:|---|---:|---:|---|",
+        *results_table(rows),
     ]
-    for row in rows:
-        calls = row["calls"]
-        assert isinstance(calls, dict)
-        lines.append(
-            f"| {row['n']} | {row['what']} | {row['seconds']:.2f} | {sum(calls.values())} | {summarise(calls)} |"
-        )
     lines += ["", *comparisons(rows)]
     if args.note:
         lines += ["", args.note]
