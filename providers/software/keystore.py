@@ -401,6 +401,8 @@ class Keystore:
 
     def fold_journal(self) -> None:
         """Write the whole keystore once with every journal line in it, and remove the journal."""
+        if not self.journal_path.exists():
+            return  # nothing appended: no lock taken, no file created (a plan writes nothing)
         try:
             with self._lock, self._file_lock():
                 view = self._refresh()
@@ -522,10 +524,12 @@ class Keystore:
         return entry.model_copy(update={"sealed": sealed})
 
     def close(self) -> None:
-        """Fold the journal into the document (a failure leaves the journal, read next time) and
-        forget the master key."""
+        """Fold the journal into the document and forget the master key. A fold that fails
+        leaves the journal as it is: every line in it stays readable, and the next run folds it."""
         try:
             self.fold_journal()
+        except SourceError:
+            pass
         finally:
             with self._lock:
                 if self._master is not None:

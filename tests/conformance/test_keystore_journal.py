@@ -215,3 +215,26 @@ def test_two_keystores_on_one_file_see_each_others_appends(tmp_path: Path, passp
     assert master.open(entry.sealed, _entry_aad("key.c/v1/3", "AES_256", "kcv:z")).reveal() == material.reveal()
     one.close()
     two.close()
+
+
+def test_a_run_that_generates_nothing_writes_nothing(tmp_path: Path, passphrase_env: str) -> None:
+    source = open_source(tmp_path, passphrase_env)
+    assert not source.describe("key.a/v1/000000000000").present
+    source.close()
+    assert not (tmp_path / ".keyplan").exists()
+
+
+def test_a_fold_that_fails_leaves_the_journal_as_it_is(tmp_path: Path, passphrase_env: str) -> None:
+    source = open_source(tmp_path, passphrase_env)
+    handle = generate(source, "a")
+    with journal_file(tmp_path).open("ab") as journal:  # damaged after this run read it
+        journal.write(b'{"handle": "key.b/v1/0"}\n')
+    damaged = journal_file(tmp_path).read_bytes()
+    document = keystore_file(tmp_path).read_bytes()
+    source.close()  # the fold refuses the damaged line; closing does not fail over it
+
+    assert journal_file(tmp_path).read_bytes() == damaged
+    assert keystore_file(tmp_path).read_bytes() == document
+    with pytest.raises(SourceError) as raised:
+        open_source(tmp_path, passphrase_env).describe(handle)
+    assert raised.value.summary == "The software keystore is corrupt"
