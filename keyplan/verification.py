@@ -216,24 +216,14 @@ class Verifier:
         record = self.state.keys[task.address]
         material = record.material(task.material_version)
         if material is None:
-            return self._result(
-                task,
-                "",
-                MaterialProof(
-                    verdict=Verdict.CANNOT_PROVE,
-                    method=ProofMethod.NONE,
-                    detail=f"state has no material v{task.material_version} for this key",
-                ),
-            )
+            return self._result(task, "", _cannot(f"state has no material v{task.material_version} for this key"))
         if material.fingerprint is None:
             return self._result(
                 task,
                 "",
-                MaterialProof(
-                    verdict=Verdict.CANNOT_PROVE,
-                    method=ProofMethod.NONE,
-                    detail=f"state holds no fingerprint of material v{task.material_version} yet (a state format "
-                    "upgrade dropped it); the next `keyplan apply` recomputes it",
+                _cannot(
+                    f"state holds no fingerprint of material v{task.material_version} yet (a state format upgrade "
+                    "dropped it); the next `keyplan apply` recomputes it"
                 ),
             )
         missing = _unconfigured(self.session, record.source, task.target)
