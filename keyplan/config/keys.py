@@ -20,6 +20,7 @@ from keyplan.config.suggestions import did_you_mean
 from keyplan.config.syntax import Attribute, Block, Expr, ObjectExpr, TupleExpr, quoted
 from keyplan.config.values import SetValue, type_name
 from keyplan.diagnostics import Diagnostics, SourceRange
+from keyplan.heap import trusted
 
 KEY_ATTRIBUTES = ("for_each", "algorithm", "usage", "source", "targets", "labels", "description", "aliases", "enabled")
 KEY_REQUIRED = ("algorithm", "source", "targets")
@@ -173,7 +174,8 @@ class _KeyInstance:
         settings.update(self.nested_blocks())
         if self.failed:
             return None
-        return KeyConfig(
+        return trusted(  # each value checked above (text, strings, labels, flag, durations)
+            KeyConfig,
             address=address,
             name=self.block.labels[0],
             each_key=each_key,

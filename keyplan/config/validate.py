@@ -19,6 +19,7 @@ from keyplan.algorithms import ALGORITHMS, KeyUsage, get_algorithm
 from keyplan.config.model import Config, KeyConfig, PluginBlock
 from keyplan.config.suggestions import did_you_mean
 from keyplan.diagnostics import Diagnostics
+from keyplan.heap import trusted
 from keyplan.provider import (
     KeySpec,
     PluginSettings,
@@ -35,7 +36,8 @@ def key_spec(key: KeyConfig) -> KeySpec:
     algorithm = get_algorithm(key.algorithm)
     if algorithm is None:
         raise ValueError(f"unknown algorithm {key.algorithm!r} for {key.address}")
-    return KeySpec(
+    return trusted(  # every value below was checked by the configuration's evaluation
+        KeySpec,
         address=key.address,
         algorithm=algorithm,
         usage=KeyUsage(key.usage) if key.usage is not None else algorithm.default_usage,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from keyplan.diagnostics import Diagnostics
+from keyplan.heap import trusted
 from keyplan.plan.model import (
     ChangeAction,
     Drift,
@@ -204,7 +205,7 @@ class _Differ:
         target_record = record.targets.get(target) if record else None
         fields = info.plugin.metadata_fields(info.settings)
         after = desired_metadata(spec)
-        change = PlannedChange(address=address, target=target, actions=[], reason="", after=after)
+        change = trusted(PlannedChange, address=address, target=target, actions=[], reason="", after=after)
         tw = TargetWork(address=address, target=target, change=change)
         live = self._live(target, target_record)
         tw.live = live

@@ -12,6 +12,7 @@ from __future__ import annotations
 import networkx as nx
 
 from keyplan.escaping import for_terminal
+from keyplan.heap import trusted
 from keyplan.plan.model import (
     Action,
     ActionKind,
@@ -42,7 +43,6 @@ from keyplan.plan.model import (
     VerifyMaterialArgs,
     WrapMaterial,
     WrapMaterialArgs,
-    trusted,
 )
 from keyplan.plan.work import KeyWork, TargetWork
 

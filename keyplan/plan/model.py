@@ -9,11 +9,9 @@ saved plan applies exactly what was reviewed. Plans hold no secrets.
 
 from __future__ import annotations
 
-from copy import copy
 from datetime import datetime
 from enum import StrEnum
-from functools import cache
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
@@ -27,44 +25,6 @@ PLAN_FORMAT_VERSION = 1
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-@cache
-def _blueprint(cls: type[BaseModel]) -> tuple[tuple[tuple[str, Any], ...], set[str]]:
-    """Each field of `cls` with its default (`...` when it has none), and the one set of field
-    names every instance `trusted` builds shares."""
-    if cls.__pydantic_post_init__ or cls.__pydantic_root_model__ or cls.__private_attributes__:
-        raise TypeError(f"{cls.__name__} needs pydantic's own construction")
-    fields = tuple((name, ... if f.is_required() else f.get_default()) for name, f in cls.model_fields.items())
-    return fields, {name for name, _ in fields}
-
-
-def trusted(cls: type[_M], **values: Any) -> _M:
-    """An instance of `cls` from values keyplan typed itself (the planner's work items), without
-    validating or copying them: what `model_construct` does, for the hundreds of thousands of
-    actions of a large plan. Every instance of a class shares one set of field names (all of
-    them: the plan never serialises "unset" fields apart), and a field not given takes its
-    default (a copy of a mutable one)."""
-    fields, names = _blueprint(cls)
-    if not values.keys() <= names:
-        raise TypeError(f"{cls.__name__} has no field {sorted(values.keys() - names)[0]}")
-    state: dict[str, Any] = {}
-    for name, default in fields:
-        if name in values:
-            state[name] = values[name]
-        elif default is ...:
-            raise TypeError(f"{cls.__name__}.{name} is required")
-        else:
-            state[name] = copy(default) if isinstance(default, list | dict | set | BaseModel) else default
-    instance = cls.__new__(cls)
-    object.__setattr__(instance, "__dict__", state)
-    object.__setattr__(instance, "__pydantic_fields_set__", names)
-    object.__setattr__(instance, "__pydantic_extra__", None)
-    object.__setattr__(instance, "__pydantic_private__", None)
-    return instance
 
 
 class ChangeAction(StrEnum):

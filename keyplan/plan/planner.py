@@ -14,6 +14,7 @@ from keyplan import __version__
 from keyplan.config import key_spec
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.heap import trusted
 from keyplan.plan.diff import diff
 from keyplan.plan.estimate import quota_estimate
 from keyplan.plan.graph import build_actions
@@ -300,7 +301,7 @@ def make_plan(
             "expiry_horizon_seconds": options.expiry_horizon.total_seconds() if options.expiry_horizon else None,
         },
         keys={
-            address: PlannedKey(spec=d.spec, source=d.source, prevent_destroy=d.prevent_destroy)
+            address: trusted(PlannedKey, spec=d.spec, source=d.source, prevent_destroy=d.prevent_destroy)
             for address, d in desired.items()
             if options.selects(address)
         },

@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from keyplan.diagnostics import Diagnostics, SourceRange
+from keyplan.heap import trusted
 from keyplan.plan.model import (
     Drift,
     Metadata,
@@ -103,13 +104,15 @@ class DiffResult:
 
 
 def desired_metadata(spec: KeySpec) -> Metadata:
-    return Metadata(
+    return trusted(
+        Metadata,
         labels=dict(spec.labels), aliases=sorted(spec.aliases), description=spec.description, enabled=spec.enabled
     )
 
 
 def recorded_metadata(record: TargetRecord) -> Metadata:
-    return Metadata(
+    return trusted(
+        Metadata,
         labels=dict(record.labels),
         aliases=sorted(record.aliases),
         description=record.description,
@@ -121,7 +124,9 @@ def live_metadata(key: RemoteKey) -> Metadata:
     # A key waiting for material reports itself disabled; importing enables it, so that is not a
     # difference keyplan needs to act on.
     enabled = True if key.state is KeyState.PENDING_IMPORT else key.enabled
-    return Metadata(labels=dict(key.labels), aliases=sorted(key.aliases), description=key.description, enabled=enabled)
+    return trusted(
+        Metadata, labels=dict(key.labels), aliases=sorted(key.aliases), description=key.description, enabled=enabled
+    )
 
 
 def as_created(desired: Metadata | None) -> Metadata:
@@ -129,7 +134,7 @@ def as_created(desired: Metadata | None) -> Metadata:
     the description, and the first import makes it usable; aliases and disabling need an update
     (so a new key without them costs no update call)."""
     desired = desired or Metadata()
-    return Metadata.model_construct(labels=desired.labels, aliases=[], description=desired.description, enabled=True)
+    return trusted(Metadata, labels=desired.labels, aliases=[], description=desired.description, enabled=True)
 
 
 def metadata_differences(a: Metadata, b: Metadata, fields: frozenset[str]) -> list[str]:

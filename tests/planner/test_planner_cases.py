@@ -48,7 +48,8 @@ def test_case(case: str) -> None:
 
     options_file = folder / "options.json"
     options = PlanOptions(**json.loads(options_file.read_text())) if options_file.exists() else PlanOptions()
-    result = diff(desired_keys(config), state, live, targets, capabilities, options, NOW, new_state=not state_file.exists())
+    desired = desired_keys(config)
+    result = diff(desired, state, live, targets, capabilities, options, NOW, new_state=not state_file.exists())
 
     expected = json.loads((folder / "expected.json").read_text())
     if "errors" in expected:  # a case the plan refuses: the errors' summaries, nothing else checked
@@ -61,5 +62,6 @@ def test_case(case: str) -> None:
     assert [d.kind.value for d in result.drift] == expected["drift"]
     actions = build_actions(result.work)
     assert sorted(a.id for a in actions) == sorted(expected["actions"])
-    # built without validation (`trusted`): each action is what validating its own document gives
-    assert [type(a).model_validate_json(a.model_dump_json()) for a in actions] == actions
+    # built without validation (`trusted`): each model is what validating its own document gives
+    built = [*config.keys.values(), *(d.spec for d in desired.values()), *result.changes, *actions]
+    assert [type(m).model_validate_json(m.model_dump_json()) for m in built] == built

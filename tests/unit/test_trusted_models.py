@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from keyplan.heap import trusted
 from keyplan.plan.model import (
     CreateKey,
     CreateKeyArgs,
     ForgetKey,
     ForgetKeyArgs,
     PlannedChange,
-    trusted,
 )
 
 
