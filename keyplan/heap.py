@@ -40,13 +40,17 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 @cache
-def _blueprint(cls: type[BaseModel]) -> tuple[tuple[tuple[str, Any], ...], set[str]]:
-    """Each field of `cls` with its default (`...` when it has none), and the one set of field
-    names every instance `trusted` builds shares."""
+def _blueprint(cls: type[BaseModel]) -> tuple[dict[str, Any], frozenset[str], tuple[str, ...], set[str]]:
+    """For `trusted`: every field of `cls` in order with its default (None when it has none),
+    the required fields, those whose default is mutable (copied for each instance), and the one
+    set of field names the instances share."""
     if cls.__pydantic_post_init__ or cls.__pydantic_root_model__ or cls.__private_attributes__:
         raise TypeError(f"{cls.__name__} needs pydantic's own construction")
-    fields = tuple((name, ... if f.is_required() else f.get_default()) for name, f in cls.model_fields.items())
-    return fields, {name for name, _ in fields}
+    fields = cls.model_fields
+    defaults = {name: None if field.is_required() else field.get_default() for name, field in fields.items()}
+    required = frozenset(name for name, field in fields.items() if field.is_required())
+    mutable = tuple(name for name, value in defaults.items() if isinstance(value, list | dict | set | BaseModel))
+    return defaults, required, mutable, set(fields)
 
 
 def trusted(cls: type[_M], **values: Any) -> _M:
@@ -54,17 +58,16 @@ def trusted(cls: type[_M], **values: Any) -> _M:
     copying them: what `model_construct` does, without its per-field work. Every instance of a
     class shares one set of field names (all of them: keyplan never serialises "unset" fields
     apart), and a field not given takes its default (a copy of a mutable one)."""
-    fields, names = _blueprint(cls)
-    if not values.keys() <= names:
+    defaults, required, mutable, names = _blueprint(cls)
+    state = defaults.copy()  # the fields in their declared order, which serialisation follows
+    state.update(values)
+    if len(state) != len(defaults):
         raise TypeError(f"{cls.__name__} has no field {sorted(values.keys() - names)[0]}")
-    state: dict[str, Any] = {}
-    for name, default in fields:
-        if name in values:
-            state[name] = values[name]
-        elif default is ...:
-            raise TypeError(f"{cls.__name__}.{name} is required")
-        else:
-            state[name] = copy(default) if isinstance(default, list | dict | set | BaseModel) else default
+    if not required <= values.keys():
+        raise TypeError(f"{cls.__name__}.{sorted(required - values.keys())[0]} is required")
+    for name in mutable:
+        if name not in values:
+            state[name] = copy(state[name])
     instance = cls.__new__(cls)
     object.__setattr__(instance, "__dict__", state)
     object.__setattr__(instance, "__pydantic_fields_set__", names)
