@@ -400,12 +400,18 @@ def configuration_digest(config: Config) -> str:
 
 
 def _digest_keys(digest: hashlib._Hash, keys: Mapping[str, KeyConfig]) -> None:
-    """The `keys` section of the digest's document, one key at a time."""
+    """The `keys` section of the digest's document, one key at a time. A key's positions are
+    its two fields `range` and `attribute_ranges` (its other values are strings, lists of
+    strings, a map of strings, numbers and flags: none is a position)."""
     digest.update(b"{")
     for index, address in enumerate(sorted(keys)):
-        key = canonical_json(_without_positions(keys[address].model_dump(mode="json")))
+        document = keys[address].model_dump(mode="json", exclude=_KEY_POSITIONS)
+        key = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         digest.update(f"{',' if index else ''}{_json_key(address)}:{key}".encode())
     digest.update(b"}")
+
+
+_KEY_POSITIONS = {"range", "attribute_ranges"}
 
 
 def _json_key(name: str) -> str:
