@@ -9,7 +9,10 @@ Deletions come last per key and are followed by forgetting the key in state.
 
 from __future__ import annotations
 
+from typing import Any, TypeVar, cast
+
 import networkx as nx
+from pydantic import BaseModel
 
 from keyplan.escaping import for_terminal
 from keyplan.heap import trusted
@@ -45,6 +48,8 @@ from keyplan.plan.model import (
     WrapMaterialArgs,
 )
 from keyplan.plan.work import KeyWork, TargetWork
+
+_Args = TypeVar("_Args", bound=BaseModel)
 
 
 class ActionGraph:
@@ -88,7 +93,18 @@ class _Builder:
     def __init__(self, verify: bool = False) -> None:
         self.actions: list[Action] = []
         self._ids: set[str] = set()
+        self._args: dict[tuple[object, ...], BaseModel] = {}
         self.verify = verify
+
+    def shared(self, cls: type[_Args], **values: Any) -> _Args:
+        """Arguments of one kind with the same values are one object for every action that
+        has them (version 1, no key replaced, the negotiated offer: one each, not one per
+        key); nothing changes an action's arguments once planned."""
+        key = (cls, *((name, id(v) if isinstance(v, BaseModel) else v) for name, v in values.items()))
+        found = self._args.get(key)
+        if found is None:
+            found = self._args[key] = trusted(cls, **values)
+        return cast(_Args, found)
 
     def add(self, action: Action) -> str:
         """Add an action unless one with its id is there already (shared prerequisites)."""
@@ -106,7 +122,7 @@ class _Builder:
                     id=_id(ActionKind.GENERATE_MATERIAL, f"{work.address} v{work.generate_version}"),
                     address=work.address,
                     source=work.source,
-                    args=trusted(GenerateMaterialArgs, version=work.generate_version),
+                    args=self.shared(GenerateMaterialArgs, version=work.generate_version),
                 )
             )
         finals: list[str | None] = []
@@ -118,7 +134,7 @@ class _Builder:
                     RecordProtection,
                     id=_id(ActionKind.RECORD_PROTECTION, work.address),
                     address=work.address,
-                    args=trusted(RecordProtectionArgs, prevent_destroy=work.protect),
+                    args=self.shared(RecordProtectionArgs, prevent_destroy=work.protect),
                 )
             )
         if work.forget:
@@ -151,7 +167,7 @@ class _Builder:
                     id=_id(ActionKind.FORGET_KEY, where),
                     address=tw.address,
                     target=tw.target,
-                    args=trusted(ForgetKeyArgs, target_only=True),
+                    args=self.shared(ForgetKeyArgs, target_only=True),
                 )
             )
         previous: str | None = None
@@ -161,7 +177,7 @@ class _Builder:
                     EnsurePrerequisite,
                     id=_id(ActionKind.ENSURE_PREREQUISITE, f"{tw.target} {spec.id}"),
                     target=tw.target,
-                    args=trusted(EnsurePrerequisiteArgs, spec=spec),
+                    args=self.shared(EnsurePrerequisiteArgs, spec=spec),
                     depends_on=_deps([previous]),
                 )
             )
@@ -203,7 +219,7 @@ class _Builder:
                     id=_id(ActionKind.CREATE_KEY, where),
                     address=tw.address,
                     target=tw.target,
-                    args=trusted(CreateKeyArgs, replaces=tw.change.remote_id),
+                    args=self.shared(CreateKeyArgs, replaces=tw.change.remote_id),
                     depends_on=_deps([head, generate]),
                 )
             )
@@ -216,7 +232,7 @@ class _Builder:
                     id=_id(ActionKind.GET_IMPORT_PARAMETERS, step),
                     address=tw.address,
                     target=tw.target,
-                    args=trusted(GetImportParametersArgs, offer=tw.offer),
+                    args=self.shared(GetImportParametersArgs, offer=tw.offer),
                     depends_on=_deps([head, last_prerequisite]),
                 )
             )
@@ -257,7 +273,7 @@ class _Builder:
                         id=_id(ActionKind.PROMOTE_VERSION, step),
                         address=tw.address,
                         target=tw.target,
-                        args=trusted(PromoteVersionArgs, version=version),
+                        args=self.shared(PromoteVersionArgs, version=version),
                         depends_on=_deps([head]),
                     )
                 )
@@ -268,7 +284,7 @@ class _Builder:
                         id=_id(ActionKind.VERIFY_MATERIAL, step),
                         address=tw.address,
                         target=tw.target,
-                        args=trusted(VerifyMaterialArgs, version=version),
+                        args=self.shared(VerifyMaterialArgs, version=version),
                         depends_on=_deps([head]),
                     )
                 )
