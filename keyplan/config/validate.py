@@ -27,6 +27,7 @@ from keyplan.provider import (
     ProviderSettings,
     SourceCapabilities,
     SourcePlugin,
+    WrapOffer,
 )
 
 
@@ -63,8 +64,9 @@ def validate_config(config: Config) -> Diagnostics:
         for address, block in config.providers.items()
         if (configured := _check_provider(block, diagnostics)) is not None
     }
+    offers: dict[tuple[str, str], list[WrapOffer]] = {}  # per target and algorithm, asked once
     for key in config.keys.values():
-        _check_key(key, config, sources, providers, diagnostics)
+        _check_key(key, config, sources, providers, offers, diagnostics)
     _check_state_backend(config, diagnostics)
     _check_local_state_path(config, diagnostics)
     return diagnostics
@@ -226,6 +228,7 @@ def _check_key(
     config: Config,
     sources: dict[str, tuple[SourcePlugin[Any], SourceCapabilities]],
     providers: dict[str, tuple[ProviderPlugin[Any], ProviderSettings]],
+    offered: dict[tuple[str, str], list[WrapOffer]],
     diagnostics: Diagnostics,
 ) -> None:
     algorithm = get_algorithm(key.algorithm)
@@ -267,7 +270,9 @@ def _check_key(
             continue
         plugin, settings = providers[target]
         target_range = key.attribute_ranges.get(f"targets[{index}]", key.range_of("targets"))
-        offers = plugin.wrap_offers(settings, algorithm)
+        offers = offered.get((target, algorithm.name))
+        if offers is None:
+            offers = offered[(target, algorithm.name)] = plugin.wrap_offers(settings, algorithm)
         if capabilities is not None and offers and not {o.method for o in offers} & capabilities.wrap_methods:
             diagnostics.error(
                 "No common wrap method",
