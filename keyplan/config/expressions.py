@@ -556,6 +556,14 @@ def references(expr: Expr, root: str) -> Iterator[tuple[str, SourceRange]]:
         yield from references(child, root)
 
 
+def mentions(expr: Expr, name: str) -> bool:
+    """Whether the identifier `name` appears anywhere in the expression (as a reference root or
+    a for-variable): an expression that never says `each` has one value for every instance."""
+    if isinstance(expr, Name):
+        return expr.name == name
+    return any(mentions(child, name) for child in _children(expr))
+
+
 def _children(expr: Expr) -> Iterator[Expr]:
     if isinstance(expr, Template):
         yield from (p for p in expr.parts if isinstance(p, Expr))

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from keyplan.config.durations import DurationError, parse_duration
-from keyplan.config.expressions import Evaluator, Scope, show
+from keyplan.config.expressions import Evaluator, Scope, mentions, show
 from keyplan.config.failures import FAILED, EvaluationError
 from keyplan.config.model import KeyConfig
 from keyplan.config.suggestions import did_you_mean
@@ -42,9 +42,10 @@ def expand_key(block: Block, scope: Scope, diagnostics: Diagnostics) -> list[Key
         return [key] if key is not None else []
     elements = _for_each_elements(for_each, replace(scope, where="in for_each itself"), diagnostics)
     keys = []
+    once = _Once(block)
     for each_key, each_value in elements:
         address = f"key.{name}[{json.dumps(each_key, ensure_ascii=False)}]"
-        instance = _KeyInstance(block, replace(scope, each=(each_key, each_value), where=address), diagnostics)
+        instance = _KeyInstance(block, replace(scope, each=(each_key, each_value), where=address), diagnostics, once)
         key = instance.build(address, each_key)
         if key is not None:
             keys.append(key)
@@ -147,16 +148,30 @@ def _describe_collection(value: Any) -> str:
     return type_name(value)
 
 
+class _Once:
+    """The attributes of a for_each block that never mention `each` have one value for all its
+    instances: evaluated for the first instance, and kept when that succeeded with a value not
+    derived from a sensitive one (a failure is evaluated again per instance, so each instance
+    reports it as before)."""
+
+    def __init__(self, block: Block) -> None:
+        attributes = [a for a in block.body.attributes.values() if a.name != "for_each"]
+        attributes += [a for nested in block.body.blocks for a in nested.body.attributes.values()]
+        self.invariant = {id(a) for a in attributes if not mentions(a.expr, "each")}
+        self.values: dict[int, Any] = {}
+
+
 class _KeyInstance:
     """Evaluates one key block for one for_each element (or the only instance)."""
 
-    def __init__(self, block: Block, scope: Scope, diagnostics: Diagnostics) -> None:
+    def __init__(self, block: Block, scope: Scope, diagnostics: Diagnostics, once: _Once | None = None) -> None:
         self.block = block
         self.scope = scope
         self.evaluator = Evaluator(scope)
         self.diagnostics = diagnostics
         self.failed = False
         self.ranges: dict[str, SourceRange] = {}
+        self.once = once
 
     def build(self, address: str, each_key: str | None) -> KeyConfig | None:
         attributes = self.block.body.attributes
@@ -188,6 +203,8 @@ class _KeyInstance:
 
     def value(self, attribute: Attribute, where: str | None = None) -> Any:
         self.ranges[attribute.name] = attribute.expr.range
+        if self.once is not None and id(attribute) in self.once.values:
+            return self.once.values[id(attribute)]  # shared: build() copies the lists and maps it keeps
         try:
             value, sensitive = self.evaluator.evaluate_marked(attribute.expr)
         except EvaluationError as exc:
@@ -198,6 +215,8 @@ class _KeyInstance:
             self.failed = True
             _sensitive_in_key(self.diagnostics, where or attribute.name, attribute.expr.range, None)
             return FAILED
+        if self.once is not None and id(attribute) in self.once.invariant:
+            self.once.values[id(attribute)] = value
         return value
 
     def wrong_type(self, attribute: str, expected: str, got: Any, range: SourceRange | None = None) -> None:

@@ -223,3 +223,44 @@ def test_digest_changes_with_what_the_configuration_means_and_variable_values(co
     assert config_dir.ok().digest == first, "a comment changes nothing the configuration means"
     config_dir.write({"main.kp.hcl": 'variable "x" {\n  default = "c"\n}\n'})
     assert config_dir.ok().digest != first
+
+
+def test_attributes_without_each_are_the_same_for_every_instance(config_dir: ConfigDir) -> None:
+    """An attribute that never mentions `each` is evaluated once per block (keys.py `_Once`):
+    every instance gets its value, and the lists and maps each key keeps are its own."""
+    text = (
+        'variable "team" {\n  type = string\n  default = "ops"\n}\n'
+        + PLUGINS
+        + """
+key "k" {
+  for_each    = toset(["a", "b", "c"])
+  algorithm   = "AES_256"
+  source      = source.software.main
+  targets     = [provider.aws.main]
+  labels      = { team = upper(var.team) }
+  description = "for ${each.key}"
+  aliases     = [for x in ["x", "y"] : "alias/${x}-${var.team}"]
+  rotation { every = "90d" }
+}
+"""
+    )
+    keys = list(config_dir.write({"main.kp.hcl": text}).ok().keys.values())
+    assert [(k.each_key, k.description) for k in keys] == [("a", "for a"), ("b", "for b"), ("c", "for c")]
+    assert all(k.labels == {"team": "OPS"} and k.aliases == ("alias/x-ops", "alias/y-ops") for k in keys)
+    assert all(k.rotation == timedelta(days=90) and k.targets == ("aws.main",) for k in keys)
+    assert keys[0].labels is not keys[1].labels
+
+
+def test_mentions_finds_a_name_anywhere_in_an_expression() -> None:
+    from keyplan.config.expressions import mentions
+    from keyplan.config.syntax import parse_file
+    from keyplan.diagnostics import Diagnostics
+
+    def attribute(text: str) -> bool:
+        body = parse_file(f"x = {text}\n", "t.kp.hcl", Diagnostics())
+        assert body is not None
+        return mentions(body.attributes["x"].expr, "each")
+
+    assert attribute('"key-${each.key}"') and attribute("each.value[0]") and attribute('{ a = [1, each.key] }')
+    assert attribute('var.on ? "a" : lookup(var.m, each.key, "z")') and attribute("[for x in each.value : x]")
+    assert not attribute('"plain"') and not attribute("var.each") and not attribute('{ each = "literal key" }')
