@@ -489,12 +489,14 @@ class Evaluator:
         values: list[Any] = []
         grouped: dict[str, list[Any]] = {}
         budget = Budget(expr.range)
+        # One scope for all the elements, its bindings rebound for each (a value never holds
+        # on to the scope it was computed in; a nested for expression copies the bindings).
+        bindings = dict(self.scope.bindings)
+        inner = Evaluator(replace(self.scope, bindings=bindings), self._marks)
         for item_key, item_value in self._iterate(collection, expr.collection.range):
-            bindings = dict(self.scope.bindings)
             if expr.key_var is not None:
                 bindings[expr.key_var] = item_key
             bindings[expr.value_var] = item_value
-            inner = Evaluator(replace(self.scope, bindings=bindings), self._marks)
             if expr.condition is not None:
                 keep = inner.boolean(inner.evaluate(expr.condition), expr.condition.range, "The `if` condition")
                 if not keep:

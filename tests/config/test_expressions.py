@@ -125,6 +125,9 @@ def error(text: str, scope: Scope = SCOPE) -> tuple[str, str, str]:
         ('[for x in toset(["b", "a"]) : x]', ["a", "b"]),
         ("[for k, v in {b = 1, a = 2} : k]", ["a", "b"]),
         ('{for s in var.l : s => [for t in var.l : "${s}${t}" if t != s]}', {"x": ["xy"], "y": ["yx"]}),
+        # one scope per for expression, rebound per element: an inner one that shadows a name leaves it
+        ('[for x in var.l : [[for x in ["z"] : x], x]]', [[["z"], "x"], [["z"], "y"]]),
+        ('[for i, x in var.l : [for j, y in var.l : "${i}${x}${j}${y}" if j >= i]]', [["0x0x", "0x1y"], ["1y1y"]]),
         ("concat([var.l, [\"z\"]]...)", ["x", "y", "z"]),
         ('format("%s-%s", var.l...)', "x-y"),
         # heredoc
