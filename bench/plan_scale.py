@@ -68,7 +68,7 @@ def plan_without_refresh(root: Path, n: int) -> dict[str, object]:
     return {"keys": n, "seconds": seconds, "peak_mib": peak, "summary": output.strip().splitlines()[-2]}
 
 
-def steady_state(root: Path, n: int) -> dict[str, object]:
+def steady_state(root: Path, n: int, repeat: int) -> list[dict[str, object]]:
     emulator = Emulator("aws", root / f"emu-steady-{n}", 0.0)
     try:
         workdir = root / f"steady-{n}"
@@ -76,19 +76,23 @@ def steady_state(root: Path, n: int) -> dict[str, object]:
         provider = f'  region      = "eu-west-1"\n  endpoint    = "{emulator.url}"\n  credentials = "local"\n'
         (workdir / "main.kp.hcl").write_text(configuration(n, provider))
         apply_seconds, _, _ = run(workdir, "apply", "-auto-approve")
-        emulator.reset()
-        seconds, peak, output = run(workdir, "plan", "-detailed-exitcode")
-        calls = emulator.calls()
+        rows: list[dict[str, object]] = []
+        for _ in range(repeat):
+            emulator.reset()
+            load = os.getloadavg()[0]
+            seconds, peak, output = run(workdir, "plan", "-detailed-exitcode")
+            rows.append({"keys": n, "apply_seconds": apply_seconds, "seconds": seconds, "peak_mib": peak, "load": load,
+                         "calls": emulator.calls(), "summary": output.strip().splitlines()[-1]})  # fmt: skip
     finally:
         emulator.stop()
-    return {"keys": n, "apply_seconds": apply_seconds, "seconds": seconds, "peak_mib": peak, "calls": calls,
-            "summary": output.strip().splitlines()[-1]}  # fmt: skip
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--plan-keys", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--steady-keys", type=int, nargs="*", default=[10_000])
+    parser.add_argument("--steady-plans", type=int, default=3, help="steady-state plans after the one apply")
     args = parser.parse_args()
     subprocess.run([str(KEYPLAN), "version"], env=ENV, capture_output=True, check=True)  # bytecode cached
     print(f"load average {os.getloadavg()[0]:.1f} at start")
@@ -98,11 +102,12 @@ def main() -> None:
             r = plan_without_refresh(root, n)
             print(f"plan -refresh=false  {n:>7,} keys: {r['seconds']:6.1f} s, {r['peak_mib']:6.0f} MiB peak | {r['summary']}")
         for n in args.steady_keys:
-            r = steady_state(root, n)
-            print(
-                f"steady-state plan    {n:>7,} keys: {r['seconds']:6.1f} s, {r['peak_mib']:6.0f} MiB peak, calls "
-                f"{summarise(dict(r['calls']))} (apply took {r['apply_seconds']:.0f} s) | {r['summary']}"  # type: ignore[call-overload]
-            )
+            for r in steady_state(root, n, args.steady_plans):
+                print(
+                    f"steady-state plan    {n:>7,} keys: {r['seconds']:6.1f} s, {r['peak_mib']:6.0f} MiB peak, load "
+                    f"{r['load']:.1f}, calls {summarise(dict(r['calls']))} (apply took {r['apply_seconds']:.0f} s) | "  # type: ignore[call-overload]
+                    f"{r['summary']}"
+                )
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 
