@@ -96,7 +96,6 @@ def apply(
     from keyplan.operations.apply import apply as apply_plan
     from keyplan.operations.apply import apply_saved
     from keyplan.plan.planfile import load_plan
-    from keyplan.plan.render import render_text
 
     with _errors_as_events(json_output):
         if json_output and planfile is None and not auto_approve:
@@ -145,9 +144,10 @@ def apply(
 
         config = load(var, var_file, no_color=no_color)
         callbacks = ApplyCallbacks(
-            show=lambda plan: None if json_output else emit(render_text(plan, colour=view.colour)),
+            show=lambda plan: _show(plan, json_output, no_color, view.colour),
             approve=lambda plan: auto_approve or _confirm(),
             progress=view.progress,
+            warnings=lambda warnings: _warnings(warnings, json_output, no_color),
             interruption=view.interruption,
         )
         options = plan_options(target, replace, refresh, refresh_only, None, verify, allow_new_lineage)
@@ -156,6 +156,15 @@ def apply(
                 config, options, lock=locking, parallelism=parallelism, throttle_timeout=patience, callbacks=callbacks
             )
         view.end(outcome)
+
+
+def _show(plan: Plan, json_output: bool, no_color: bool, colour: bool) -> None:
+    """The plan about to be applied, after its warnings (as `keyplan plan` shows them)."""
+    from keyplan.plan.render import render_text
+
+    _warnings(Diagnostics(plan.warnings), json_output, no_color)
+    if not json_output:
+        emit(render_text(plan, colour=colour))
 
 
 def _warnings(warnings: Diagnostics, json_output: bool, no_color: bool) -> None:

@@ -8,9 +8,10 @@ variable values it recorded.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -30,6 +31,7 @@ from keyplan.operations.workspace import (
     read_state,
     refuse_lost_state,
     state_backend,
+    unsettled_creates,
 )
 from keyplan.plan.model import Plan
 from keyplan.plan.work import PlanOptions
@@ -98,6 +100,7 @@ def apply(
         state, exists = read_state(backend)
         if not (options.refresh_only or options.allow_new_lineage):
             refuse_lost_state(backend)
+        options = replace(options, unsettled_creates=unsettled_creates(backend))
         findings = policy_findings(config, state if exists else None)
         gate(findings, "apply")
         from keyplan.runtime import Session
@@ -105,6 +108,7 @@ def apply(
         # One session plans and walks: each provider's client and each source (a keystore's
         # unlocking) are opened once.
         with Session(config, throttle_timeout=throttle_timeout) as session:
+            wait_for_unsettled_creates(session, state, options, callbacks)
             planned = make_plan(config, state, exists, options, parallelism, session=session)
             planned = planned.model_copy(update={"findings": findings})
             callbacks.show(planned)
@@ -119,6 +123,36 @@ def apply(
             return execute(
                 planned, config, backend, state, parallelism, callbacks, throttle_timeout=throttle_timeout, session=session
             )
+
+
+def wait_for_unsettled_creates(session: Session, state: State, options: PlanOptions, callbacks: ApplyCallbacks) -> None:
+    """An apply interrupted while creating a key may have made it, and a cloud that lists new
+    keys only after a delay would not show it yet: creating the key again would make two. Wait
+    until the target's consistency window has passed since that creation started, so the plan's
+    scan finds the key (adopted) or the call never reached the cloud (created now)."""
+    now = datetime.now(UTC)
+    waits: list[tuple[float, str]] = []
+    for address, target, started in options.unsettled_creates:
+        record = state.keys.get(address)
+        if (record is not None and target in record.targets) or target not in session.config.providers:
+            continue
+        _, settings = session.provider_plugin(target)
+        remaining = (started + timedelta(seconds=settings.consistency_window()) - now).total_seconds()
+        if remaining > 0:
+            waits.append((remaining, f"{address} at {target}"))
+    if not waits:
+        return
+    longest = max(seconds for seconds, _ in waits)
+    listed = ", ".join(sorted(where for _, where in waits))
+    notice = Diagnostics()
+    notice.warning(
+        f"Waiting {longest:.0f} s for keys an interrupted apply was creating",
+        f"An interrupted apply started creating {listed}, and the cloud may not list a new key at once (eventual "
+        "consistency). keyplan waits until it would, then looks again: a key that was made is adopted, not created a "
+        "second time.",
+    )
+    callbacks.warnings(notice)
+    time.sleep(longest)
 
 
 def apply_saved(

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostic, DiagnosticsError
 from keyplan.heap import collector_paused
-from keyplan.operations.workspace import LockOptions, locked, read_state, refuse_lost_state, state_backend
+from keyplan.operations.workspace import (
+    LockOptions,
+    locked,
+    read_state,
+    refuse_lost_state,
+    state_backend,
+    unsettled_creates,
+)
 from keyplan.plan.model import Plan
 from keyplan.plan.work import PlanOptions
 from keyplan.policy.engine import PolicyReport
@@ -54,6 +61,7 @@ def plan(config: Config, options: PlanOptions, *, lock: LockOptions, parallelism
         state, exists = read_state(backend)
         if not (options.refresh_only or options.allow_new_lineage):
             refuse_lost_state(backend)
+        options = replace(options, unsettled_creates=unsettled_creates(backend))
         findings = policy_findings(config, state if exists else None)
         gate(findings, "plan")
         return make_plan(config, state, exists, options, parallelism).model_copy(update={"findings": findings})

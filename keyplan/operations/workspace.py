@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.heap import collector_paused
+from keyplan.state.backend import StateError
 from keyplan.state.model import State
 from keyplan.state.store import StateStore
 
@@ -137,6 +138,35 @@ def refuse_lost_state(backend: StateStore) -> None:
         f"every address at its targets. {restore} To start a new state here on purpose, move the leftovers aside "
         "or pass -allow-new-lineage.",
     )
+
+
+def unsettled_creates(backend: StateStore) -> tuple[tuple[str, str, datetime], ...]:
+    """Keys an interrupted apply of this workspace announced creating and never recorded: a
+    `create_key` entry `started` in the audit trail (durable before the call) with no outcome
+    after it. Such a key may exist while its cloud does not list it yet (eventual consistency),
+    so the plan waits for it instead of creating a second one. Only read after an interrupted
+    apply (its journal is there); a damaged trail is `keyplan log -verify`'s to report."""
+    if not backend.has_journal:
+        return ()
+    from keyplan.apply.audit import DamagedAuditEntry, read_audit
+
+    try:
+        entries = read_audit(backend.backend.read_audit())
+    except (DamagedAuditEntry, StateError):
+        return ()
+    started: dict[tuple[str, str], datetime] = {}
+    for entry in entries:
+        if entry.get("action") != "create_key" or entry.get("workspace", backend.workspace) != backend.workspace:
+            continue
+        where = (str(entry.get("address")), str(entry.get("target")))
+        if entry.get("outcome") != "started":
+            started.pop(where, None)
+            continue
+        try:
+            started[where] = datetime.fromisoformat(str(entry.get("time")))
+        except ValueError:
+            continue
+    return tuple((address, target, when) for (address, target), when in sorted(started.items()))
 
 
 def read_state(backend: StateStore) -> tuple[State, bool]:

@@ -371,6 +371,8 @@ class _Differ:
                     "If that key should be managed here, run `keyplan import` instead.",
                     address=tw.address,
                 )
+            if self._creation_unsettled(tw, target, info):
+                return None
             tw.create = True
             fields = info.plugin.metadata_fields(info.settings)
             tw.update = bool(metadata_differences(change.after or Metadata(), as_created(change.after), fields))
@@ -532,6 +534,29 @@ class _Differ:
         work.targets.append(tw)
 
     # -- drift -------------------------------------------------------------------------------
+
+    def _creation_unsettled(self, tw: TargetWork, target: str, info: TargetInfo) -> bool:
+        """An interrupted apply announced creating this key moments ago, within the time its cloud
+        may take to list a new key: the key may exist unseen, and creating another would make two.
+        Nothing is planned for it until the window has passed (the next plan finds and adopts it,
+        or creates it if the call never reached the cloud)."""
+        address, window = tw.address, info.settings.consistency_window()
+        started = max((when for a, t, when in self.options.unsettled_creates if (a, t) == (address, target)), default=None)
+        if started is None or self.live is None or (self.now - started).total_seconds() >= window:
+            return False
+        wait = window - (self.now - started).total_seconds()
+        self.diagnostics.warning(
+            "A key an interrupted apply was creating may not be listed yet",
+            f"An apply that was interrupted started creating {address} at {target} at "
+            f"{started.isoformat(timespec='seconds')}, and {target}'s cloud may take up to {window:.0f} s to list a "
+            f"new key (eventual consistency). keyplan plans nothing for it rather than risk a second key: run "
+            f"`keyplan plan` again in {wait:.0f} s, when a key it made will be listed and adopted.",
+            address=address,
+        )
+        tw.change.actions = [ChangeAction.NOOP]
+        tw.change.reason = "being created by an interrupted apply; not listed by its cloud yet"
+        self.changes.append(tw.change)
+        return True
 
     @staticmethod
     def _unrecorded_versions(

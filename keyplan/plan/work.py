@@ -5,7 +5,7 @@ built from (`KeyWork`, `TargetWork`), and the metadata comparisons both sides us
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from keyplan.diagnostics import Diagnostics, SourceRange
@@ -55,6 +55,9 @@ class PlanOptions:
     # -allow-new-lineage: a new state creates keys although keys for the same addresses exist under
     # another keyplan state (another lineage), which otherwise stops the plan as a sign of a lost state
     allow_new_lineage: bool = False
+    # (address, target, when): keys an interrupted apply announced creating (a `started` audit
+    # entry with no outcome after it), which may exist and yet not be listed by their cloud
+    unsettled_creates: tuple[tuple[str, str, datetime], ...] = ()
 
     def selects(self, address: str) -> bool:
         if not self.targets:

@@ -46,6 +46,15 @@ class AwsSettings(ProviderSettings):
     wrapping_key_spec: Literal["RSA_2048", "RSA_3072", "RSA_4096"] = Field(
         default="RSA_4096", description="Size of the RSA wrapping key KMS hands out for each import."
     )
+    consistency_window_seconds: float = Field(
+        default=CONSISTENCY_WINDOW,
+        ge=0,
+        le=3600,
+        description="Seconds a key just created may be missing from KMS's listings (AWS documents eventual "
+        "consistency: usually a few seconds). Within it keyplan never takes a missing key for deleted, and an apply "
+        "after one interrupted while creating a key waits it out before creating that key again. Lower it only for "
+        "an endpoint that lists new keys at once.",
+    )
 
 
     @classmethod
@@ -56,7 +65,7 @@ class AwsSettings(ProviderSettings):
         return QUOTA_COSTS.get(operation, {})
 
     def consistency_window(self) -> float:
-        return CONSISTENCY_WINDOW
+        return self.consistency_window_seconds
 
     @property
     def wrapping_bits(self) -> int:
