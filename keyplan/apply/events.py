@@ -1,7 +1,8 @@
 """`keyplan apply -json`: one JSON object per line, for machines. Documented by
 `schemas/apply-events.schema.json`, generated from these models.
 
-An apply prints a `plan` event (what it is about to do), then `step` events as each step starts,
+An apply prints the plan's warnings as `diagnostic` events (severity "warning"), a `plan` event
+(what it is about to do), then `step` events as each step starts,
 finishes, fails, is skipped or retried, a `key` event when a key is finished (every step done,
 or the first one failed), a `progress` event every few seconds and one at the end, a
 `diagnostic` event per failed step, and one `apply_end` event with the counts of the summary.
