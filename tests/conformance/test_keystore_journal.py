@@ -238,3 +238,26 @@ def test_a_fold_that_fails_leaves_the_journal_as_it_is(tmp_path: Path, passphras
     with pytest.raises(SourceError) as raised:
         open_source(tmp_path, passphrase_env).describe(handle)
     assert raised.value.summary == "The software keystore is corrupt"
+
+
+def test_concurrent_generates_share_appends_and_each_is_durable_when_it_returns(tmp_path: Path, passphrase_env: str) -> None:
+    """Generates from many threads at once (an apply's workers) share journal appends; each
+    returns only when its line is in the journal, readable by another run before any close."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = open_source(tmp_path, passphrase_env)
+    seen_on_return: list[bool] = []
+
+    def one(n: int) -> str:
+        handle = generate(source, f"k{n}")
+        seen_on_return.append(handle in journal_handles(tmp_path))
+        return handle
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        handles = list(pool.map(one, range(48)))
+    assert all(seen_on_return) and len(seen_on_return) == 48
+    assert sorted(journal_handles(tmp_path)) == sorted(handles)
+    other = open_source(tmp_path, passphrase_env)  # another run, before this one closes
+    assert all(recovered(other, handle) == recovered(source, handle) for handle in handles[::7])
+    other.close()
+    source.close()
