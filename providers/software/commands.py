@@ -47,8 +47,10 @@ def re_protect(
     """Protect a software keystore with a (new) passphrase, in one atomic write: from the development key file
     to a passphrase, or from one passphrase to another. Every key's material stays the same."""
     from keyplan.registry import source_plugin
-    from providers.software.keystore import Keystore, PassphraseProtection, WarnOnce
+    from providers.software.format import PassphraseProtection
+    from providers.software.keystore import Keystore
     from providers.software.plugin import SoftwareSourcePlugin
+    from providers.software.unlock import WarnOnce
 
     config = load(var, var_file, no_color=no_color)
     software = {address: block for address, block in config.sources.items() if block.kind == SoftwareSourcePlugin.kind}

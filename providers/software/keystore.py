@@ -24,116 +24,53 @@ upgrade, the migration of a format 1 keystore, which had no journal) go to a tem
 is fsynced and renamed over the keystore before the journal is removed, so a crash between the
 two leaves entries in both, which read as one. Every write happens under a thread lock and an
 advisory file lock, so concurrent generates, in one process or several, never lose an entry.
+
+The file format (document, journal lines, sealing) is in `format.py`; unlocking the master key
+(passphrase or development key file) in `unlock.py`.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import errno
 import fcntl
 import hmac
-import json
 import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from logging import Logger
 from pathlib import Path
-from typing import Annotated, Literal
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from keyplan.crypto.fingerprint import is_current_fingerprint
 from keyplan.crypto.secret import SecretBytes
 from keyplan.files import fsync_directory, write_atomically
 from keyplan.provider import SourceError
-
-FORMAT = "keyplan-keystore"
-FORMAT_VERSION: Literal[2] = 2  # 2: entries may also be in the journal beside the document; 1 is read and migrated
-JOURNAL_SUFFIX = ".journal"
-SCRYPT_N = 2**15
-SCRYPT_R = 8
-SCRYPT_P = 1
-MAX_SCRYPT_N = 2**20
-MAX_SCRYPT_R = 16
-MAX_SCRYPT_P = 16
-_VERIFIER_PLAINTEXT = b"keyplan keystore verifier v1"
-_VERIFIER_AAD = b"keyplan keystore verifier"
-_ENTRY_AAD_PREFIX = b"keyplan keystore entry v1\n"
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PassphraseProtection(_Model):
-    kind: Literal["passphrase"] = "passphrase"
-    kdf: Literal["scrypt"] = "scrypt"
-    salt: str
-    # Bounded so a keystore file cannot make unlocking take hours or all memory: scrypt costs
-    # about 128 * n * r bytes and n * r * p time; keyplan writes n = 2^15, r = 8, p = 1.
-    n: int = Field(ge=2, le=MAX_SCRYPT_N)
-    r: int = Field(ge=1, le=MAX_SCRYPT_R)
-    p: int = Field(ge=1, le=MAX_SCRYPT_P)
-
-    @model_validator(mode="after")
-    def _n_is_a_power_of_two(self) -> PassphraseProtection:
-        if self.n & (self.n - 1):
-            raise ValueError("scrypt's n is a power of two")
-        return self
-
-
-class KeyFileProtection(_Model):
-    kind: Literal["key-file"] = "key-file"
-    key_file: str = Field(pattern=r"^[^/\\]+$")  # a file name in the keystore's directory, never a path
-
-
-Protection = Annotated[PassphraseProtection | KeyFileProtection, Field(discriminator="kind")]
-
-
-class Sealed(_Model):
-    nonce: str
-    ciphertext: str
-
-
-class KeystoreEntry(_Model):
-    algorithm: str
-    fingerprint: str
-    created_at: datetime
-    sealed: Sealed
-
-
-class KeystoreDocument(_Model):
-    format: Literal["keyplan-keystore"] = "keyplan-keystore"
-    format_version: Literal[1, 2] = FORMAT_VERSION
-    protection: Protection
-    verifier: Sealed
-    entries: dict[str, KeystoreEntry] = {}
-
-
-class JournalLine(KeystoreEntry):
-    """One entry appended to the journal: the entry and the handle it is sealed under."""
-
-    handle: str
-
-    def entry(self) -> KeystoreEntry:
-        return KeystoreEntry(
-            algorithm=self.algorithm, fingerprint=self.fingerprint, created_at=self.created_at, sealed=self.sealed
-        )
+from providers.software.format import (
+    _VERIFIER_AAD,
+    _VERIFIER_PLAINTEXT,
+    FORMAT_VERSION,
+    JOURNAL_SUFFIX,
+    MAX_SCRYPT_P,
+    MAX_SCRYPT_R,
+    SCRYPT_N,
+    SCRYPT_P,
+    SCRYPT_R,
+    JournalLine,
+    KeyFileProtection,
+    KeystoreDocument,
+    KeystoreEntry,
+    MasterKey,
+    PassphraseProtection,
+    Sealed,
+    _b64,
+    _entry_aad,
+)
+from providers.software.unlock import Unlocking, WarnOnce
 
 
 @dataclass
@@ -149,34 +86,6 @@ class _View:
     stale_fingerprints: bool = False
 
 
-def _entry_aad(handle: str, algorithm: str, fingerprint: str) -> bytes:
-    return _ENTRY_AAD_PREFIX + json.dumps([handle, algorithm, fingerprint]).encode("utf-8")
-
-
-class MasterKey:
-    """The unlocked master key; seals and opens entries. Its bytes never leave this object."""
-
-    __slots__ = ("_key",)
-
-    def __init__(self, key: SecretBytes) -> None:
-        self._key = key
-
-    def seal(self, plaintext: SecretBytes, aad: bytes) -> Sealed:
-        nonce = os.urandom(12)
-        ciphertext = AESGCM(self._key.reveal()).encrypt(nonce, plaintext.reveal(), aad)
-        return Sealed(nonce=_b64(nonce), ciphertext=_b64(ciphertext))
-
-    def open(self, sealed: Sealed, aad: bytes) -> SecretBytes:
-        """Raises InvalidTag when the key, the data or the authenticated data do not match."""
-        return SecretBytes(AESGCM(self._key.reveal()).decrypt(_unb64(sealed.nonce), _unb64(sealed.ciphertext), aad))
-
-    def wipe(self) -> None:
-        self._key.wipe()
-
-    def __repr__(self) -> str:
-        return "MasterKey(<redacted>)"
-
-
 def _identity(path: Path) -> tuple[int, int, int]:
     stat = os.stat(path)
     return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
@@ -189,6 +98,7 @@ class Keystore:
         self.path = path
         self.passphrase_env = passphrase_env
         self._warn = warn
+        self._unlocking = Unlocking(path, passphrase_env, warn)
         self._lock = threading.Lock()
         self._master: MasterKey | None = None
         self._master_for: Sealed | None = None  # the verifier the master key was checked against
@@ -321,8 +231,8 @@ class Keystore:
         # Re-derived when the keystore was re-protected since (another verifier): an entry sealed
         # under the old master key into the new document would never open again.
         if self._master is None or self._master_for != document.verifier:
-            master = self._derive(document.protection)
-            self._check_verifier(master, document)
+            master = self._unlocking.derive(document.protection)
+            self._unlocking.check_verifier(master, document)
             self._master, self._master_for = master, document.verifier
         return self._master
 
@@ -473,18 +383,18 @@ class Keystore:
                     f"{self.path} is protected by a passphrase: set {self.passphrase_env} to it (the new one goes in "
                     "the other variable). Nothing was changed.",
                 )
-            old_master = MasterKey(self._scrypt(previous, current_passphrase))
+            old_master = MasterKey(self._unlocking.scrypt(previous, current_passphrase))
         else:
-            old_master = MasterKey(self._key_file_bytes(previous))
+            old_master = MasterKey(self._unlocking.key_file_bytes(previous))
         try:
-            self._check_verifier(old_master, document)
+            self._unlocking.check_verifier(old_master, document)
             if isinstance(previous, PassphraseProtection) and current_passphrase == new_passphrase:
                 raise SourceError(
                     "The new passphrase is the current one",
                     f"{self.path} is already protected by that passphrase. Nothing was changed.",
                 )
             protection = PassphraseProtection(salt=_b64(os.urandom(16)), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
-            new_master = MasterKey(self._scrypt(protection, new_passphrase))
+            new_master = MasterKey(self._unlocking.scrypt(protection, new_passphrase))
             entries = {
                 handle: self._sealed_again(handle, entry, old_master, new_master)
                 for handle, entry in document.entries.items()
@@ -541,9 +451,9 @@ class Keystore:
         if os.environ.get(self.passphrase_env):
             protection = PassphraseProtection(salt=_b64(os.urandom(16)), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
         else:
-            self._ensure_key_file()
+            self._unlocking.ensure_key_file()
             protection = KeyFileProtection(key_file=self.key_file_path.name)
-        master = self._derive(protection)
+        master = self._unlocking.derive(protection)
         verifier = master.seal(SecretBytes(_VERIFIER_PLAINTEXT), _VERIFIER_AAD)
         self._master, self._master_for = master, verifier
         return KeystoreDocument(protection=protection, verifier=verifier)
@@ -574,106 +484,6 @@ class Keystore:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    # ---- the master key -----------------------------------------------------------------------
-
-    def _derive(self, protection: PassphraseProtection | KeyFileProtection) -> MasterKey:
-        if isinstance(protection, PassphraseProtection):
-            return MasterKey(self._from_passphrase(protection))
-        return MasterKey(self._from_key_file(protection))
-
-    def _from_passphrase(self, protection: PassphraseProtection) -> SecretBytes:
-        passphrase = os.environ.get(self.passphrase_env)
-        if not passphrase:
-            raise SourceError(
-                "The software keystore needs its passphrase",
-                f"{self.path} is protected by a passphrase, and the environment variable "
-                f"{self.passphrase_env} is not set. Set it to the keystore's passphrase.",
-            )
-        return self._scrypt(protection, passphrase)
-
-    def _scrypt(self, protection: PassphraseProtection, passphrase: str) -> SecretBytes:
-        try:
-            kdf = Scrypt(salt=_unb64(protection.salt), length=32, n=protection.n, r=protection.r, p=protection.p)
-            return SecretBytes(kdf.derive(passphrase.encode("utf-8")))
-        except (ValueError, binascii.Error):
-            raise SourceError(
-                "The software keystore is corrupt",
-                f"The scrypt parameters recorded in {self.path} are not valid. Restore it from a backup.",
-            ) from None
-
-    def _from_key_file(self, protection: KeyFileProtection) -> SecretBytes:
-        key_file = self.path.parent / protection.key_file
-        if os.environ.get(self.passphrase_env):
-            raise SourceError(
-                "The software keystore is not protected by a passphrase yet",
-                f"{self.path} is protected by the development key file {key_file}, but "
-                f"{self.passphrase_env} is set. To protect this keystore with that passphrase from now on, run "
-                f"`keyplan keystore re-protect` (it keeps every key's material). Otherwise unset "
-                f"{self.passphrase_env} to use the key file.",
-            )
-        self._warn.warning(
-            "development key file; for real use protect the software keystore %s with a passphrase: set %s "
-            "and run `keyplan keystore re-protect` (it is protected by %s now)",
-            self.path,
-            self.passphrase_env,
-            key_file,
-        )
-        return self._key_file_bytes(protection)
-
-    def _key_file_bytes(self, protection: KeyFileProtection) -> SecretBytes:
-        key_file = self.path.parent / protection.key_file
-        try:
-            key = key_file.read_bytes()
-        except FileNotFoundError:
-            raise SourceError(
-                "The software keystore's key file is missing",
-                f"{self.path} is protected by the key file {key_file}, which does not exist. "
-                "Restore it from a backup; without it the keystore cannot be opened.",
-            ) from None
-        except OSError as exc:
-            raise SourceError(
-                "Cannot read the software keystore's key file",
-                f"{key_file} cannot be read ({exc.strerror}). Check that it is the key file next to {self.path}.",
-            ) from None
-        if len(key) != 32:
-            raise SourceError(
-                "The software keystore's key file is corrupt",
-                f"{key_file} does not hold a 256-bit key. Restore it from a backup.",
-            )
-        return SecretBytes(key)
-
-    def _ensure_key_file(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.key_file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return  # a key file left from an earlier keystore at this path: keep using it
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(os.urandom(32))
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def _check_verifier(self, master: MasterKey, document: KeystoreDocument) -> None:
-        try:
-            opened = master.open(document.verifier, _VERIFIER_AAD)
-        except (InvalidTag, ValueError, binascii.Error):
-            raise self._wrong_master_key(document.protection) from None
-        if opened.reveal() != _VERIFIER_PLAINTEXT:
-            raise SourceError("The software keystore is corrupt", f"{self.path} has an invalid verifier.")
-
-    def _wrong_master_key(self, protection: PassphraseProtection | KeyFileProtection) -> SourceError:
-        if isinstance(protection, PassphraseProtection):
-            return SourceError(
-                "Wrong passphrase for the software keystore",
-                f"The passphrase in {self.passphrase_env} does not open {self.path}. Set "
-                f"{self.passphrase_env} to the passphrase the keystore was created with.",
-            )
-        return SourceError(
-            "Wrong key file for the software keystore",
-            f"The key in {self.path.parent / protection.key_file} does not open {self.path}. "
-            "Restore the key file that belongs to this keystore.",
-        )
-
 
 @dataclass(frozen=True)
 class Reprotected:
@@ -683,19 +493,3 @@ class Reprotected:
     entries: int
     previous: str
     key_file: Path | None
-
-
-class WarnOnce:
-    """Logs a warning the first time only, so a run says it once, not once per key."""
-
-    def __init__(self, log: Logger) -> None:
-        self._log = log
-        self._done = False
-        self._lock = threading.Lock()
-
-    def warning(self, message: str, *args: object) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-        self._log.warning(message, *args)

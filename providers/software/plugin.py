@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from keyplan.provider import KeySource, RuntimeContext, SourceCapabilities, SourcePlugin
-from providers.software.keystore import Keystore, WarnOnce
+from providers.software.keystore import Keystore
 from providers.software.settings import SoftwareSourceSettings
 from providers.software.source import CAPABILITIES, SoftwareSource
+from providers.software.unlock import WarnOnce
 
 
 class SoftwareSourcePlugin(SourcePlugin[SoftwareSourceSettings]):

@@ -42,7 +42,8 @@ from keyplan.provider import (
     WrappedMaterial,
     WrapRequest,
 )
-from providers.software.keystore import Keystore, KeystoreEntry, MasterKey
+from providers.software.format import KeystoreEntry, MasterKey
+from providers.software.keystore import Keystore
 from providers.software.material import generate_material
 
 T = TypeVar("T")

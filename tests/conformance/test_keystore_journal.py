@@ -21,7 +21,9 @@ from keyplan.crypto.wrap import WrapMethod, unwrap
 from keyplan.provider import GenerateRequest, KeySource, RuntimeContext, SourceError, WrapRequest
 from keyplan.testing.sources import wrapping_key_pair
 from providers.software import PLUGIN, SoftwareSourceSettings
-from providers.software.keystore import Keystore, KeystoreDocument, MasterKey, WarnOnce, _entry_aad
+from providers.software.format import KeystoreDocument, MasterKey, _entry_aad
+from providers.software.keystore import Keystore
+from providers.software.unlock import WarnOnce
 
 AES = ALGORITHMS["AES_256"]
 

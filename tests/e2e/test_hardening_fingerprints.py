@@ -13,7 +13,9 @@ from conftest import Workspace
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from providers.emulation.store import DocumentStore
-from providers.software.keystore import Keystore, WarnOnce, _entry_aad
+from providers.software.format import _entry_aad
+from providers.software.keystore import Keystore
+from providers.software.unlock import WarnOnce
 
 CONFIG = """
 source "software" "local" {}
