@@ -562,17 +562,25 @@ class _Differ:
     def _unrecorded_versions(
         info: TargetInfo, spec: KeySpec, record: TargetRecord, live: RemoteKey | None
     ) -> tuple[str, ...]:
-        """Versions holding material that the key shows and state does not record, at a cloud
-        where an import adds a version: most likely an import whose answer a crash lost."""
+        """Versions holding material that the key shows and state does not record, made since
+        the last import state records, at a cloud where an import adds a version: most likely an
+        import whose answer a crash lost. Versions older than that import (a key's history from
+        before `keyplan import` adopted it) are not candidates."""
         if live is None or live.versions is None:
             return ()
         if not info.plugin.lifecycle_support(info.settings, spec).import_adds_version:
             return ()
         recorded = {i.remote_version_id for i in record.imports}
+        # a minute's margin for the clocks of keyplan (imported_at) and the cloud (created_at)
+        since = max((i.imported_at for i in record.imports), default=None)
+        since = since - timedelta(minutes=1) if since is not None else None
         return tuple(
             v.version_id
             for v in live.versions
-            if v.imported and v.state in _HOLDS_MATERIAL and v.version_id not in recorded
+            if v.imported
+            and v.state in _HOLDS_MATERIAL
+            and v.version_id not in recorded
+            and (since is None or v.created_at is None or v.created_at > since)
         )
 
     @staticmethod

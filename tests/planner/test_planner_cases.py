@@ -17,6 +17,7 @@ import pytest
 from keyplan.config.load import load_config
 from keyplan.plan.diff import diff
 from keyplan.plan.graph import build_actions
+from keyplan.plan.model import ImportMaterial
 from keyplan.plan.planner import desired_keys
 from keyplan.plan.work import PlanOptions, TargetInfo
 from keyplan.provider import Inventory
@@ -62,6 +63,9 @@ def test_case(case: str) -> None:
     assert [d.kind.value for d in result.drift] == expected["drift"]
     actions = build_actions(result.work)
     assert sorted(a.id for a in actions) == sorted(expected["actions"])
+    # versions the key holds that state does not record, to check before importing (lost imports)
+    unrecorded = {a.id: list(a.args.unrecorded_versions) for a in actions if isinstance(a, ImportMaterial)}
+    assert {k: v for k, v in unrecorded.items() if v} == expected.get("unrecorded_versions", {})
     # built without validation (`trusted`): each model is what validating its own document gives
     built = [*config.keys.values(), *(d.spec for d in desired.values()), *result.changes, *actions]
     assert [type(m).model_validate_json(m.model_dump_json()) for m in built] == built
