@@ -9,6 +9,7 @@ to a later action (import parameters, wrapped material) leave it in `ApplyContex
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +59,7 @@ from keyplan.provider import (
 from keyplan.state.model import ImportedVersion, MaterialVersion, State, TargetRecord
 from keyplan.transfer import checked_wrap, import_request, wrap_request
 
+log = logging.getLogger("keyplan")
 A = TypeVar("A", bound=BaseAction)
 Handler = Callable[[ApplyContext, A], None]
 HANDLERS: dict[ActionKind, Handler[Any]] = {}
@@ -274,10 +276,9 @@ def found_version(context: ApplyContext, action: ImportMaterial) -> FoundVersion
     if unprovable == len(args.unrecorded_versions) == 1:
         version_id = args.unrecorded_versions[0]
         return FoundVersion(version_id, None, "this kind of key offers no proof; it is the one version state did not record")
-    context.hooks.retrying(
-        action, 0, 0.0,
-        f"{len(args.unrecorded_versions)} version(s) state does not record could not be shown to hold material "
-        f"v{args.version}; importing it",
+    log.warning(
+        "%s at %s: %d version(s) state does not record could not be shown to hold material v%d; importing it",
+        address, target, len(args.unrecorded_versions), args.version,
     )
     return None
 
