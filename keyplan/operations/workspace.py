@@ -140,6 +140,9 @@ def refuse_lost_state(backend: StateStore) -> None:
     )
 
 
+_TAIL_APPENDS = 200  # appends read back for an interrupted apply's last entries (a store may keep one object each)
+
+
 def unsettled_creates(backend: StateStore) -> tuple[tuple[str, str, datetime], ...]:
     """Keys an interrupted apply of this workspace announced creating and never recorded: a
     `create_key` entry `started` in the audit trail (durable before the call) with no outcome
@@ -151,7 +154,7 @@ def unsettled_creates(backend: StateStore) -> tuple[tuple[str, str, datetime], .
     from keyplan.apply.audit import DamagedAuditEntry, read_audit
 
     try:
-        entries = read_audit(backend.backend.read_audit())
+        entries = read_audit(backend.backend.read_audit_tail(_TAIL_APPENDS))
     except (DamagedAuditEntry, StateError):
         return ()
     started: dict[tuple[str, str], datetime] = {}

@@ -259,6 +259,12 @@ class StateBackend(ABC):
     def read_audit(self) -> AuditTrail:
         """Every entry of the audit trail, oldest first, and the head record."""
 
+    def read_audit_tail(self, appends: int) -> AuditTrail:
+        """At least the entries of the last `appends` appends, oldest first (what an apply that was
+        just interrupted wrote), for a backend where the whole trail is costly to read. Default:
+        the whole trail."""
+        return self.read_audit()
+
     @abstractmethod
     def append_audit(self, make_entries: Callable[[AuditHead | None], Sequence[bytes]]) -> AuditHead:
         """Append entries: call `make_entries` with the current head (None: empty trail), store the

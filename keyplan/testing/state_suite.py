@@ -308,6 +308,16 @@ class StateBackendConformance:
             log.record({"action": "update_key", "address": f"key.k{n}", "target": "cloud.main", "outcome": "ok"})
         return backend
 
+    def test_the_audit_tail_holds_the_last_appends_in_order(self, harness: BackendHarness) -> None:
+        """`read_audit_tail(n)`: at least the entries of the last n appends, a suffix of the trail
+        (what the plan after an interrupted apply reads to find its unfinished creations)."""
+        backend = self._audited(harness, entries=6)  # one record per append
+        whole = harness.open().read_audit().entries
+        tail = harness.open().read_audit_tail(2).entries
+        assert len(tail) >= 2 and tuple(whole[-len(tail):]) == tuple(tail)
+        assert harness.open().read_audit_tail(100).entries == whole
+        backend.close()
+
     def test_an_empty_audit_trail_reads_as_nothing(self, harness: BackendHarness) -> None:
         trail = harness.open().read_audit()
         assert (trail.entries, trail.head) == ((), None)
