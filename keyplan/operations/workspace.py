@@ -166,9 +166,11 @@ def unsettled_creates(backend: StateStore) -> tuple[tuple[str, str, datetime], .
             started.pop(where, None)
             continue
         try:
-            started[where] = datetime.fromisoformat(str(entry.get("time")))
+            when = datetime.fromisoformat(str(entry.get("time")))
         except ValueError:
             continue
+        if when.tzinfo is not None:  # keyplan writes UTC times; an edited entry without a zone is ignored
+            started[where] = when
     return tuple((address, target, when) for (address, target), when in sorted(started.items()))
 
 
