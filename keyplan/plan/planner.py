@@ -88,7 +88,8 @@ def refresh(
                 or (record.latest_material is not None and record.latest_material.version > (tr.current_material_version or 0))
             )
         ]
-        known = {tr.remote_id: address for address, _, tr in here if tr.exists_remotely or tr.remote_id in pending}
+        looked_up = set(pending)
+        known = {tr.remote_id: address for address, _, tr in here if tr.exists_remotely or tr.remote_id in looked_up}
         addresses = sorted(
             {a for a, d in desired.items() if target in d.targets}
             | {a for a, r in state.keys.items() if target in r.targets}
