@@ -265,28 +265,24 @@ class S3Backend(StateBackend):
 
     def read_audit(self) -> AuditTrail:
         keys = sorted(self._keys(self.audit_prefix(), "read the audit trail from"))
-        entries = tuple(
+        head, _ = self._get(self.audit_head_key(), "read the audit trail from")
+        return AuditTrail(entries=self._audit_entries(keys), head=head, origin=f"s3://{self.bucket}/{self.audit_prefix()}")
+
+    def _audit_entries(self, keys: list[str]) -> tuple[bytes, ...]:
+        """The entries of these append objects, in order (each object holds an append's lines)."""
+        return tuple(
             line
             for key in keys
             if (data := self._get(key, "read the audit trail from")[0]) is not None
             for line in data.split(b"\n")
             if line.strip()
         )
-        head, _ = self._get(self.audit_head_key(), "read the audit trail from")
-        return AuditTrail(entries=entries, head=head, origin=f"s3://{self.bucket}/{self.audit_prefix()}")
 
     def read_audit_tail(self, appends: int) -> AuditTrail:
         """The last `appends` append objects only: one listing, then a GET each, instead of a GET
         for every append the trail ever had."""
         keys = sorted(self._keys(self.audit_prefix(), "read the audit trail from"))[-appends:]
-        entries = tuple(
-            line
-            for key in keys
-            if (data := self._get(key, "read the audit trail from")[0]) is not None
-            for line in data.split(b"\n")
-            if line.strip()
-        )
-        return AuditTrail(entries=entries, head=None, origin=f"s3://{self.bucket}/{self.audit_prefix()}")
+        return AuditTrail(entries=self._audit_entries(keys), head=None, origin=f"s3://{self.bucket}/{self.audit_prefix()}")
 
     def append_audit(self, make_entries: Callable[[AuditHead | None], Sequence[bytes]]) -> AuditHead:
         """One object per append, named by the number of its first entry, holding its entries as
