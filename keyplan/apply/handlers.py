@@ -165,7 +165,7 @@ def import_material(context: ApplyContext, action: ImportMaterial) -> None:
     managed_by = context.managed_by()
     found = found_version(context, action) if args.unrecorded_versions else None
     if found is not None:
-        record_import(context, action, found.version_id, found.expires_at)
+        record_import(context, action, found.version_id, None)  # its expiry is the cloud's, unknown here
         context.hooks.mutated(
             action,
             f"material v{args.version} is already version {found.version_id} (imported by an interrupted apply): "
@@ -232,7 +232,6 @@ def record_import(context: ApplyContext, action: ImportMaterial, version_id: str
 @dataclass(frozen=True)
 class FoundVersion:
     version_id: str
-    expires_at: datetime | None
     how: str  # how it was found to hold the material
 
 
@@ -260,7 +259,7 @@ def found_version(context: ApplyContext, action: ImportMaterial) -> FoundVersion
         with context.calls.admitted(target):
             result = verifier.prove(task)
         if result.verdict is Verdict.PROVEN:
-            proven = proven or FoundVersion(version_id, None, f"proven by {result.method.value}")
+            proven = proven or FoundVersion(version_id, f"proven by {result.method.value}")
         elif result.verdict is Verdict.MISMATCH:
             raise ActionFailed(
                 f"{target} holds a version keyplan did not import in {address}'s key",
@@ -275,7 +274,7 @@ def found_version(context: ApplyContext, action: ImportMaterial) -> FoundVersion
         return proven
     if unprovable == len(args.unrecorded_versions) == 1:
         version_id = args.unrecorded_versions[0]
-        return FoundVersion(version_id, None, "this kind of key offers no proof; it is the one version state did not record")
+        return FoundVersion(version_id, "this kind of key offers no proof; it is the one version state did not record")
     log.warning(
         "%s at %s: %d version(s) state does not record could not be shown to hold material v%d; importing it",
         address, target, len(args.unrecorded_versions), args.version,
