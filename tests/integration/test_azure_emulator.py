@@ -549,3 +549,107 @@ def test_embedded_class_options(tmp_path: Path) -> None:
     app = app_class(DocumentStore(tmp_path / "x.sqlite"), Clock())
     assert app.vault_kind == "managedhsm" and app.purge_protection and app.retention_days == 30
     assert emulator_class("vault") is AzureKeyVaultEmulator
+
+
+# -- typed request bodies --------------------------------------------------------------------------
+
+SECRET_TEXT = base64.urlsafe_b64encode(b"wrapped-key-material-never-echoed").decode()
+
+
+def refusal(status: int, answer: Any) -> str:
+    """The message of a Key Vault BadParameter answer, checked to be the service's error shape."""
+    assert status == 400, answer
+    assert set(answer) == {"error"} and set(answer["error"]) == {"code", "message"}, answer
+    assert answer["error"]["code"] == "BadParameter"
+    return str(answer["error"]["message"])
+
+
+def test_key_request_members_are_typed_as_key_vault_types_them(vault: Vault) -> None:
+    """CreateKey and UpdateKey read typed bodies: a member of the wrong JSON type is refused with
+    BadParameter naming it (a number sent as text is not read as a number, text is not read as a
+    boolean), a missing required member is named, every problem is listed, and nothing is made
+    or changed."""
+    create = f"/keys/typed/create?{API}"
+    message = refusal(*vault.raw("POST", create, {"kty": "RSA-HSM", "key_size": "3072"})[:2])
+    assert message == "Property key_size has invalid value.\r\n"
+    message = refusal(*vault.raw("POST", create, {"kty": "RSA-HSM", "attributes": {"enabled": "false"}})[:2])
+    assert message == "Property attributes.enabled has invalid value.\r\n"
+    message = refusal(*vault.raw("POST", create, {"key_size": 2048, "key_ops": ["sign", 7], "tags": {"env": 1}})[:2])
+    assert message == (
+        "Property 'kty' is required.\r\nProperty key_ops[1] has invalid value.\r\nProperty tags.env has invalid value.\r\n"
+    )
+    message = refusal(*vault.raw("POST", create, ["kty", "RSA-HSM"])[:2])  # not a JSON object at all
+    assert message == "Property  has invalid value.\r\n"
+    assert vault.raw("GET", f"/keys/typed?{API}")[0] == 404
+
+    key = vault.client.create_rsa_key("typed", size=2048, hardware_protected=True, tags={"env": "dev"})
+    for wrong, member in (
+        ({"attributes": {"exp": "1893456000"}}, "attributes.exp"),
+        ({"attributes": {"enabled": 0}}, "attributes.enabled"),
+        ({"tags": {"env": ["prod"]}}, "tags.env"),
+        ({"key_ops": "sign"}, "key_ops"),
+    ):
+        message = refusal(*vault.raw("PATCH", f"/keys/typed/{key.properties.version}?{API}", wrong)[:2])
+        assert message == f"Property {member} has invalid value.\r\n", wrong
+    unchanged = vault.client.get_key("typed")
+    assert unchanged.properties.enabled is True and unchanged.properties.expires_on is None
+    assert unchanged.properties.tags == {"env": "dev"}
+    updated = vault.client.update_key_properties("typed", enabled=False)  # a well-formed body still serves
+    assert updated.properties.enabled is False
+
+
+def test_import_request_members_are_typed_as_key_vault_types_them(vault: Vault) -> None:
+    """ImportKey reads a typed body: `key.key_hsm` is base64url (Key Vault's "Content of … is not
+    base64url"), `Hsm` a boolean, `key` required; the answer never quotes what was sent and no key
+    is made."""
+    kek = create_kek(vault)
+    blob = base64.urlsafe_b64encode(byok(kek, pkcs8(ec.generate_private_key(ec.SECP256R1())))).decode()
+    jwk = {"kty": "EC-HSM", "crv": "P-256", "key_hsm": blob}
+    message = refusal(*vault.raw("PUT", f"/keys/imported?{API}", {"key": jwk, "Hsm": "true"})[:2])
+    assert message == "Property Hsm has invalid value.\r\n"
+    message = refusal(*vault.raw("PUT", f"/keys/imported?{API}", {"key": {**jwk, "key_hsm": SECRET_TEXT + "!"}})[:2])
+    assert message == "Content of 'key.key_hsm' is not base64url.\r\n"
+    message = refusal(*vault.raw("PUT", f"/keys/imported?{API}", {"key": {**jwk, "key_ops": [{"op": SECRET_TEXT}]}})[:2])
+    assert message == "Property key.key_ops[0] has invalid value.\r\n"
+    message = refusal(*vault.raw("PUT", f"/keys/imported?{API}", {"Hsm": True})[:2])
+    assert message == "Property 'key' is required.\r\n"
+    assert vault.raw("GET", f"/keys/imported?{API}")[0] == 404 and vault.materials() == []
+
+    status, bundle, _ = vault.raw("PUT", f"/keys/imported?{API}", {"key": jwk, "Hsm": True})
+    assert status == 200, bundle  # the same route still serves a well-formed body
+
+
+def test_crypto_request_members_are_typed_as_key_vault_types_them(hsm: Vault) -> None:
+    """encrypt, decrypt, wrapkey, unwrapkey and sign read typed bodies: `value`, `iv`, `aad` and
+    `tag` are base64url and `alg` is text; a member that is not is BadParameter naming it, never a
+    server error, and no answer quotes what was sent."""
+    kek = create_kek(hsm)
+    key = import_blob(hsm, "aes", "oct-HSM", byok(kek, SecretBytes(os.urandom(32))))
+    signer = hsm.client.create_ec_key("signer", curve="P-256", hardware_protected=True)
+    aes = f"/keys/aes/{key.properties.version}"
+    for operation in ("encrypt", "decrypt", "wrapkey", "unwrapkey"):
+        message = refusal(*hsm.raw("POST", f"{aes}/{operation}?{API}", {"alg": "A256GCM", "value": SECRET_TEXT + "*"})[:2])
+        assert message == "Content of 'value' is not base64url.\r\nProperty 'value' is required.\r\n", operation
+    message = refusal(*hsm.raw("POST", f"{aes}/encrypt?{API}", {"alg": 256, "value": SECRET_TEXT})[:2])
+    assert message == "Property alg has invalid value.\r\n"
+    message = refusal(*hsm.raw("POST", f"{aes}/encrypt?{API}", {"alg": "A256GCM"})[:2])
+    assert message == "Property 'value' is required.\r\n"
+    message = refusal(
+        *hsm.raw("POST", f"{aes}/decrypt?{API}", {"alg": "A256GCM", "value": SECRET_TEXT, "iv": "?", "tag": 12})[:2]
+    )
+    assert message == "Content of 'iv' is not base64url.\r\nProperty tag has invalid value.\r\n"
+    message = refusal(
+        *hsm.raw("POST", f"{aes}/encrypt?{API}", {"alg": "A256GCM", "value": SECRET_TEXT, "aad": SECRET_TEXT + "%"})[:2]
+    )
+    assert message == "Content of 'aad' is not base64url.\r\n"
+    digest = f"/keys/signer/{signer.properties.version}/sign?{API}"
+    message = refusal(*hsm.raw("POST", digest, {"alg": "ES256", "value": {"digest": SECRET_TEXT}})[:2])
+    assert message == "Property value has invalid value.\r\n"
+
+    sealed = hsm.crypto(key).encrypt(EncryptionAlgorithm.a256_gcm, b"x", additional_authenticated_data=b"ctx")
+    assert sealed.aad == b"ctx"  # the route still serves a well-formed body
+    back = hsm.crypto(key).decrypt(
+        EncryptionAlgorithm.a256_gcm, sealed.ciphertext, iv=sealed.iv, authentication_tag=sealed.tag,
+        additional_authenticated_data=b"ctx",
+    )
+    assert back.plaintext == b"x"

@@ -18,7 +18,7 @@ from providers.azure.emulator.bodies import (
 from providers.azure.emulator.core import VaultCore
 from providers.azure.emulator.documents import StoredVersion
 from providers.azure.emulator.errors import KeyVaultError, bad_parameter
-from providers.azure.emulator.jwk import b64url, decode_b64_any, stored_rsa_key
+from providers.azure.emulator.jwk import b64url, stored_rsa_key
 from providers.azure.emulator.limits import ES_CURVES, SIGN_HASHES
 from providers.emulation import Response
 from providers.emulation.material import curve_name
@@ -66,7 +66,7 @@ class CryptoRoutes(VaultCore):
         AES-GCM (encrypt, decrypt) or AES key wrap (wrapKey, unwrapKey), with an RSA key RSA-OAEP
         (and RSA1_5 for key wrapping), the public half one way and the private half the other."""
         stored = self._operation_key(name, version, operation)
-        value = decode_b64_any(body.value)
+        value = body.value
         if stored.kty.startswith("oct"):
             secret = base64.b64decode(stored.private)
             if operation in ("wrapKey", "unwrapKey"):
@@ -83,16 +83,16 @@ class CryptoRoutes(VaultCore):
 
     def _aes_gcm(self, body: KeyOperationBody, secret: bytes, value: bytes, seal: bool) -> dict[str, str]:
         self._check_gcm_size(body.alg, secret)
-        aad = decode_b64_any(body.aad) if body.aad else None
+        aad = body.aad or None
         if seal:
             iv = os.urandom(12)
             sealed = AESGCM(secret).encrypt(iv, value, aad)
             result = {"value": b64url(sealed[:-16]), "iv": b64url(iv), "tag": b64url(sealed[-16:])}
-            return {**result, "aad": body.aad} if body.aad else result
+            return {**result, "aad": b64url(body.aad)} if body.aad else result
         if not body.iv or not body.tag:
             raise bad_parameter("AES-GCM decryption needs iv and tag.")
         try:
-            plaintext = AESGCM(secret).decrypt(decode_b64_any(body.iv), value + decode_b64_any(body.tag), aad)
+            plaintext = AESGCM(secret).decrypt(body.iv, value + body.tag, aad)
         except InvalidTag:
             raise bad_parameter("The ciphertext could not be decrypted: the authentication tag is invalid.") from None
         return {"value": b64url(plaintext)}
@@ -121,7 +121,7 @@ class CryptoRoutes(VaultCore):
         """JWA RS*/PS* with RSA keys, ES256/ES384 with EC keys of the matching curve; the
         request carries the digest, and ES signatures are r || s."""
         stored = self._operation_key(name, version, "sign")
-        digest = decode_b64_any(body.value)
+        digest = body.value
         kid = f"{base}/keys/{stored.name}/{stored.version}"
         alg = body.alg
         chosen = SIGN_HASHES.get(alg[2:])

@@ -4,7 +4,6 @@ unwrapped with the KEK and checked against kty/crv), and update."""
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
 import uuid
@@ -27,7 +26,7 @@ from providers.azure.emulator.bodies import (
 from providers.azure.emulator.core import VaultCore
 from providers.azure.emulator.documents import StoredVersion
 from providers.azure.emulator.errors import bad_parameter
-from providers.azure.emulator.jwk import decode_b64_any, public_members, stored_rsa_key
+from providers.azure.emulator.jwk import public_members, stored_rsa_key
 from providers.azure.emulator.limits import (
     AES_SIZES,
     CURVES,
@@ -94,8 +93,8 @@ class KeyRoutes(VaultCore):
             blob = self._transfer_blob(jwk.key_hsm)
             kek_private = self._transfer_kek(blob, request)
             try:
-                material = unwrap(WrapMethod.RSA_AES_KEY_WRAP_SHA_1, kek_private, decode_b64_any(blob.ciphertext))
-            except (UnwrapError, binascii.Error, ValueError):
+                material = unwrap(WrapMethod.RSA_AES_KEY_WRAP_SHA_1, kek_private, blob.ciphertext)
+            except (UnwrapError, ValueError):
                 raise bad_parameter(
                     "The key_hsm ciphertext could not be decrypted with the key-exchange key named in its header."
                 ) from None
@@ -116,11 +115,10 @@ class KeyRoutes(VaultCore):
             self._add_version(existing, version)
         return self.get_key(name, version.version, base)
 
-    def _transfer_blob(self, key_hsm: str) -> TransferBlob:
+    def _transfer_blob(self, key_hsm: bytes) -> TransferBlob:
         try:
-            document = json.loads(decode_b64_any(key_hsm))
-            blob = TransferBlob.model_validate(document)
-        except (binascii.Error, ValueError, ValidationError):
+            blob = TransferBlob.model_validate(json.loads(key_hsm))
+        except (ValueError, ValidationError):  # not JSON, or not a transfer blob
             raise bad_parameter("The property key_hsm must be an encoded BYOK transfer blob (.byok JSON).") from None
         if blob.schema_version != "1.0.0":
             raise bad_parameter(f"The transfer blob schema_version {blob.schema_version!r} is not supported.")
