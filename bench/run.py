@@ -21,33 +21,13 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-from harness import REPO, Emulator, keyplan, summarise
+from harness import REPO, Emulator, configuration, measure_sizes, results_table, run_size
 
-CONFIG = """
-source "software" "bench" {{}}
-
-provider "aws" "bench" {{
-  region          = "eu-west-1"
-  endpoint        = "{url}"
-  credentials     = "local"
-  max_concurrency = {concurrency}
-}}
-
-key "k" {{
-  for_each  = toset([for i in range({n}) : format("key-%04d", i)])
-  algorithm = "AES_256"
-  source    = source.software.bench
-  targets   = [provider.aws.bench]
-  labels    = {{ app = each.key, env = "bench" }}
-  expiry {{
-    after = "365d"
-  }}
-}}
-"""
+EXPIRY = '  expiry {\n    after = "365d"\n  }\n'
 
 
 def naive_refresh(emulator: Emulator, workdir: Path) -> float:
@@ -66,38 +46,9 @@ def naive_refresh(emulator: Emulator, workdir: Path) -> float:
     return time.perf_counter() - started
 
 
-def workspace(root: Path, name: str, url: str, n: int, concurrency: int) -> Path:
-    workdir = root / name
-    workdir.mkdir()
-    (workdir / "main.kp.hcl").write_text(CONFIG.format(url=url, n=n, concurrency=concurrency))
-    return workdir
-
-
-def run_size(n: int, latency_ms: float, root: Path) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    emulator = Emulator("aws", root / f"emu-{n}", latency_ms)
-    try:
-        workdir = workspace(root, f"keyplan-{n}", emulator.url, n, 16)
-        emulator.reset()
-        rows.append({"n": n, "what": "keyplan apply (parallelism 10, 16 per provider)",
-                     "seconds": keyplan(workdir, "apply", "-auto-approve"), "calls": emulator.calls()})
-        emulator.reset()
-        rows.append({"n": n, "what": "keyplan plan, nothing to do",
-                     "seconds": keyplan(workdir, "plan", "-detailed-exitcode"), "calls": emulator.calls()})
-        emulator.reset()
-        rows.append({"n": n, "what": "naive refresh: DescribeKey + ListResourceTags per key, serial",
-                     "seconds": naive_refresh(emulator, workdir), "calls": emulator.calls()})
-    finally:
-        emulator.stop()
-    serial = Emulator("aws", root / f"emu-serial-{n}", latency_ms)
-    try:
-        workdir = workspace(root, f"serial-{n}", serial.url, n, 1)
-        serial.reset()
-        rows.append({"n": n, "what": "naive apply: the same apply, one call at a time (-parallelism=1)",
-                     "seconds": keyplan(workdir, "apply", "-auto-approve", "-parallelism=1"), "calls": serial.calls()})
-    finally:
-        serial.stop()
-    return rows
+def configure(emulator: Emulator, n: int, concurrency: int) -> str:
+    settings = {"region": "eu-west-1", "endpoint": emulator.url, "credentials": "local", "max_concurrency": concurrency}
+    return configuration("aws", settings, n, key_lines=EXPIRY)
 
 
 def main() -> None:
@@ -106,12 +57,9 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS.md")
     args = parser.parse_args()
-    rows: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory(prefix="keyplan-bench-") as scratch:
-        for n in args.sizes:
-            for row in run_size(n, args.latency_ms, Path(scratch)):
-                rows.append(row)
-                print(f"{row['n']:>5} keys  {row['seconds']:8.2f}s  {row['what']}", flush=True)
+    naive = ("DescribeKey + ListResourceTags per key, serial", naive_refresh)
+    start = partial(Emulator, "aws", latency_ms=args.latency_ms)
+    rows = measure_sizes(args.sizes, "keyplan-bench-", lambda n, scratch: run_size(n, scratch, start, configure, naive))
     lines = [
         "# keyplan benchmark results",
         "",
@@ -119,15 +67,8 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. "
         "Wall time of whole `keyplan` processes (start-up included); calls counted by the emulator.",
         "",
-        "| keys | run | wall time (s) | API calls | calls per operation |",
-        "|---:|---|---:|---:|---|",
+        *results_table(rows),
     ]
-    for row in rows:
-        calls = row["calls"]
-        assert isinstance(calls, dict)
-        lines.append(
-            f"| {row['n']} | {row['what']} | {row['seconds']:.2f} | {sum(calls.values())} | {summarise(calls)} |"
-        )
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
