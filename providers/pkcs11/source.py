@@ -11,14 +11,11 @@ import hashlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar, cast
+from typing import TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import (
-    MGF,
     Attribute,
     KeyType,
-    Mechanism,
     MechanismFlag,
     ObjectClass,
     PrivateKey,
@@ -28,8 +25,6 @@ from pkcs11 import (
     Token,
 )
 from pkcs11 import exceptions as p11
-from pkcs11.mechanisms import GCMParams
-from pkcs11.types import EncryptMixin, SignMixin
 
 from keyplan.algorithms import Algorithm, MaterialKind
 from keyplan.crypto.fingerprint import spki_fingerprint
@@ -56,8 +51,8 @@ from keyplan.provider import (
     WrappedMaterial,
     WrapRequest,
 )
+from providers.pkcs11 import proofs
 from providers.pkcs11.errors import token_error
-from providers.pkcs11.keywrap import key_wrap_from_blocks
 from providers.pkcs11.library import LoadedLibrary, detach, logout
 from providers.pkcs11.objects import (
     CURVE_PARAMS,
@@ -76,14 +71,6 @@ from providers.pkcs11.wrapping import find_trusted_wrapping_key, import_wrapping
 log = logging.getLogger("keyplan.pkcs11")
 
 T = TypeVar("T")
-
-_HMAC_MECHANISMS = {
-    "HMAC_SHA224": Mechanism.SHA224_HMAC,
-    "HMAC_SHA256": Mechanism.SHA256_HMAC,
-    "HMAC_SHA384": Mechanism.SHA384_HMAC,
-    "HMAC_SHA512": Mechanism.SHA512_HMAC,
-}
-
 
 class Pkcs11Source(KeySource):
     def __init__(
@@ -326,30 +313,20 @@ class Pkcs11Source(KeySource):
     def mac(self, request: MacRequest) -> MacResponse:
         """C_Sign with the HMAC mechanism of the algorithm (keyplan creates HMAC keys with CKA_SIGN)."""
         handle = self._parse(request.handle)
-        mechanism = _HMAC_MECHANISMS.get(request.algorithm.name)
+        mechanism = proofs.HMAC_MECHANISMS.get(request.algorithm.name)
         if mechanism is None:
             raise SourceError(f"No MAC proof for {request.algorithm.name} material", "MAC proofs apply to HMAC keys.")
-
-        def sign(session: Session) -> bytes:
-            key = self._target(session, handle, request.algorithm)
-            return bytes(cast(SignMixin, key).sign(request.message, mechanism=mechanism))
-
-        return MacResponse(mac=self._in_token(handle, "computing a MAC with", sign))
+        mac = self._with_key(handle, request.algorithm, "computing a MAC with", lambda key: proofs.mac(key, mechanism, request.message))
+        return MacResponse(mac=mac)
 
     def aes_gcm_encrypt(self, request: AesGcmRequest) -> AesGcmResponse:
         """C_Encrypt with CKM_AES_GCM and the given IV (keyplan creates AES keys with CKA_ENCRYPT)."""
         handle = self._parse(request.handle)
         if request.algorithm.kind is not MaterialKind.SYMMETRIC:
             raise SourceError(f"No encryption proof for {request.algorithm.name} material", "It applies to AES keys.")
-
-        def encrypt(session: Session) -> bytes:
-            key = self._target(session, handle, request.algorithm)
-            parameters = GCMParams(request.iv, request.aad or None, 128)
-            sealed = cast(EncryptMixin, key).encrypt(request.plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=parameters)
-            assert isinstance(sealed, bytes)
-            return sealed
-
-        sealed = self._in_token(handle, "encrypting with", encrypt)
+        sealed = self._with_key(
+            handle, request.algorithm, "encrypting with", lambda key: proofs.aes_gcm_encrypt(key, request.iv, request.aad, request.plaintext)
+        )
         return AesGcmResponse(ciphertext=sealed[:-16], tag=sealed[-16:])
 
     def sign(self, request: SignRequest) -> SignResponse:
@@ -360,22 +337,9 @@ class Pkcs11Source(KeySource):
         ecdsa = scheme.value.startswith("ecdsa")
         if request.algorithm.kind is not (MaterialKind.EC if ecdsa else MaterialKind.RSA):
             raise SourceError(f"Cannot sign {request.algorithm.name} material with {scheme.value}", "Choose the key's own scheme.")
-        hasher = hashlib.new(scheme.hash.name, request.message)
-        digest = hasher.digest()
-
-        def sign_digest(session: Session) -> bytes:
-            key = cast(SignMixin, self._target(session, handle, request.algorithm))
-            if ecdsa:
-                raw = _one_shot(key.sign(digest, mechanism=Mechanism.ECDSA))
-                half = len(raw) // 2
-                return encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
-            if scheme.value.startswith("rsa-pss"):
-                mgf, hash_mechanism = _PSS[scheme.hash.name]
-                parameters = (hash_mechanism, mgf, len(digest))
-                return _one_shot(key.sign(digest, mechanism=Mechanism.RSA_PKCS_PSS, mechanism_param=parameters))
-            return _one_shot(key.sign(_digest_info(scheme.hash.name, digest), mechanism=Mechanism.RSA_PKCS))
-
-        return SignResponse(signature=self._in_token(handle, "signing with", sign_digest))
+        digest = hashlib.new(scheme.hash.name, request.message).digest()
+        signature = self._with_key(handle, request.algorithm, "signing with", lambda key: proofs.sign_digest(key, scheme, digest))
+        return SignResponse(signature=signature)
 
     def aes_key_wrap(self, request: AesKeyWrapRequest) -> AesKeyWrapResponse:
         """C_Encrypt with CKM_AES_KEY_WRAP, or where the token offers that mechanism only to
@@ -385,16 +349,14 @@ class Pkcs11Source(KeySource):
             raise SourceError(f"No key-wrap proof for {request.algorithm.name} material", "It applies to AES keys.")
         if len(request.plaintext) < 16 or len(request.plaintext) % 8:
             raise SourceError("AES key wrap takes at least 16 bytes, a multiple of 8", "This is a bug in the proof asking.")
+        wrapped = self._with_key(handle, request.algorithm, "wrapping with", lambda key: proofs.aes_key_wrap(key, request.plaintext))
+        return AesKeyWrapResponse(wrapped=wrapped)
 
-        def wrap_plaintext(session: Session) -> bytes:
-            key = cast(EncryptMixin, self._target(session, handle, request.algorithm))
-            try:
-                wrapped = key.encrypt(request.plaintext, mechanism=Mechanism.AES_KEY_WRAP)
-            except (p11.MechanismInvalid, p11.FunctionNotSupported):
-                return key_wrap_from_blocks(lambda block: _one_shot(key.encrypt(block, mechanism=Mechanism.AES_ECB)), request.plaintext)
-            return _one_shot(wrapped)
-
-        return AesKeyWrapResponse(wrapped=self._in_token(handle, "wrapping with", wrap_plaintext))
+    def _with_key(
+        self, handle: TokenHandle, algorithm: Algorithm, doing: str, work: Callable[[SecretKey | PrivateKey], T]
+    ) -> T:
+        """`work` on the key object of `handle`, found in the token as `algorithm` material."""
+        return self._in_token(handle, doing, lambda session: work(self._target(session, handle, algorithm)))
 
     def _in_token(self, handle: TokenHandle, doing: str, work: Callable[[Session], T]) -> T:
         with self._library.lock:
@@ -479,26 +441,3 @@ def _wrapping_key_bits(spki_der: bytes) -> int:
             "The target handed out a wrapping key that is not a DER SubjectPublicKeyInfo of an RSA "
             "key. Fetch fresh import parameters from the target.",
         ) from None
-
-
-def _one_shot(answer: object) -> bytes:
-    """What a single-part C_Encrypt answered (python-pkcs11 types it as bytes or an iterator)."""
-    assert isinstance(answer, bytes)
-    return answer
-
-
-_PSS = {
-    "sha256": (MGF.SHA256, Mechanism.SHA256),
-    "sha384": (MGF.SHA384, Mechanism.SHA384),
-    "sha512": (MGF.SHA512, Mechanism.SHA512),
-}
-# DER DigestInfo prefixes (RFC 8017 §9.2 note 1): CKM_RSA_PKCS signs DigestInfo || digest.
-_DIGEST_INFO = {
-    "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
-    "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
-    "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
-}
-
-
-def _digest_info(hash_name: str, digest: bytes) -> bytes:
-    return _DIGEST_INFO[hash_name] + digest
