@@ -33,7 +33,6 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from pydantic import Field
 
 from keyplan.state.backend import (
     DEFAULT_WORKSPACE,
@@ -44,30 +43,14 @@ from keyplan.state.backend import (
     PreviousCopy,
     StateBackend,
     StateBackendPlugin,
-    StateBackendSettings,
     StateError,
     StateErrorKind,
     StoredState,
     audit_entry_hash,
     parse_audit_head,
 )
-
-DEFAULT_CONN_STR_ENV = "KEYPLAN_PG_CONN_STR"
-
-
-class PgSettings(StateBackendSettings):
-    """The attributes of `state "pg" { ... }`."""
-
-    conn_str_env: str = Field(
-        default=DEFAULT_CONN_STR_ENV,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="The environment variable holding the connection string (postgresql://... or key=value form).",
-    )
-    schema_name: str = Field(
-        default="keyplan_state",
-        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
-        description="The schema of keyplan's tables (created on first use if missing).",
-    )
+from providers.pgstate.errors import classified
+from providers.pgstate.settings import PgSettings
 
 
 class _Unknown:
@@ -108,7 +91,7 @@ class PgBackend(StateBackend):
             try:
                 self._conn = psycopg.connect(self._conn_str, autocommit=True, connect_timeout=10)
             except psycopg.Error as error:
-                raise self._error(error, "connect to") from None
+                raise classified(error, self.settings, "connect to") from None
         if not self._ready:
             self._create_tables(self._conn)
         return self._conn
@@ -145,7 +128,7 @@ class PgBackend(StateBackend):
                             "data bytea NOT NULL)").format(self._audit_head)
                 )
         except psycopg.Error as error:
-            raise self._error(error, "create keyplan's tables in") from None
+            raise classified(error, self.settings, "create keyplan's tables in") from None
         self._ready = True
 
     def _run(self, doing: str, work: Any) -> Any:
@@ -161,7 +144,7 @@ class PgBackend(StateBackend):
                     self._conn = None
                     if self._held:
                         raise self._dropped() from None
-                raise self._error(error, doing) from None
+                raise classified(error, self.settings, doing) from None
 
     # -- where things are ---------------------------------------------------------------------------
 
@@ -411,7 +394,7 @@ class PgBackend(StateBackend):
                 try:
                     self._audit_conn = psycopg.connect(self._conn_str, autocommit=True, connect_timeout=10)
                 except psycopg.Error as error:
-                    raise self._error(error, "connect to") from None
+                    raise classified(error, self.settings, "connect to") from None
                 if not self._ready:
                     self._create_tables(self._audit_conn)
             conn = self._audit_conn
@@ -421,7 +404,7 @@ class PgBackend(StateBackend):
                 if conn.closed or conn.broken:
                     self._audit_conn = None
                 self._audit_head_seen = _UNKNOWN
-                raise self._error(error, doing) from None
+                raise classified(error, self.settings, doing) from None
 
     def close(self) -> None:
         with self._audit_mutex:
@@ -448,40 +431,6 @@ class PgBackend(StateBackend):
             "before the drop is kept (an apply's finished steps are in the journal). Run `keyplan plan` again once "
             "the database is reachable.",
         )
-
-    def _error(self, error: psycopg.Error, doing: str) -> StateError:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        state = error.sqlstate or ""
-        where = f"the state database (schema {self.settings.schema_name})"
-        if state in ("28P01", "28000") or "password authentication failed" in message or "no password supplied" in message:
-            return StateError(
-                StateErrorKind.AUTH,
-                f"Access denied: cannot {doing} {where}",
-                f"PostgreSQL refused the login ({message}). Check the user and password in the connection string in "
-                f"${self.settings.conn_str_env}.",
-            )
-        if state == "3D000" or ("database" in message and "does not exist" in message):
-            return StateError(
-                StateErrorKind.NOT_FOUND,
-                f"The state database does not exist: cannot {doing} {where}",
-                f"{message}. Create the database (keyplan creates only its schema and tables), or correct the "
-                f"connection string in ${self.settings.conn_str_env}.",
-            )
-        if state == "42501":
-            return StateError(
-                StateErrorKind.AUTH,
-                f"Permission denied: cannot {doing} {where}",
-                f"{message}. Grant the user rights on the schema {self.settings.schema_name} (or CREATE on the "
-                "database, to let keyplan create it).",
-            )
-        if isinstance(error, psycopg.OperationalError):
-            return StateError(
-                StateErrorKind.UNREACHABLE,
-                f"Cannot reach the state database to {doing} it",
-                f"{message}. Check that the server is running and the host and port in ${self.settings.conn_str_env}, "
-                "then run the command again; nothing was lost.",
-            )
-        return StateError(StateErrorKind.FATAL, f"Cannot {doing} {where}", f"PostgreSQL said: {message}.")
 
 
 def _key(*parts: str) -> int:
