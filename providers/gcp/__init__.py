@@ -3,7 +3,7 @@ and a local emulator of the Cloud KMS REST API (`GcpKmsEmulator`).
 
 Modules: `settings`, `plugin` (static checks, wrap offers, prerequisites), `mapping` (keyplan's
 vocabulary <-> Cloud KMS's), `errors`, `client` (the SDK client and how it is called),
-`importjobs`, `views` (SDK objects as RemoteKeys), `provider`, `emulator`.
+`importjobs`, `imports` (material imported as versions, once), `views` (SDK objects as RemoteKeys), `provider`, `emulator`.
 
 Importing this package loads neither the Google SDK nor the emulator; both load on first use.
 """

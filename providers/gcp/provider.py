@@ -2,19 +2,17 @@
 
 One provider block manages the crypto keys of one key ring. Keys are created `import_only`
 without an initial version; material arrives through import jobs (see `importjobs`) and each
-import is a new CryptoKeyVersion. The client talks REST, with the SDK's own retries off and
+import is a new CryptoKeyVersion (see `imports`). The client talks REST, with the SDK's own retries off and
 short timeouts: keyplan's apply walker retries what `errors` classifies as retryable.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, TypeVar
 
-from keyplan.algorithms import MaterialKind
 from keyplan.provider import (
     RESERVED_TAG_ADDRESS,
     RESERVED_TAG_MANAGED_BY,
@@ -33,7 +31,6 @@ from keyplan.provider import (
     ImportMaterialResponse,
     ImportParameters,
     ImportParametersRequest,
-    ImportPurpose,
     Inventory,
     InventoryRequest,
     KeySpec,
@@ -54,13 +51,13 @@ from keyplan.provider import (
 )
 from providers.common import EmbeddedEmulator, fan_out
 from providers.common.errors import unless_not_found
+from providers.gcp import imports
 from providers.gcp.client import KmsCalls, make_client
 from providers.gcp.errors import classify
 from providers.gcp.importjobs import ImportJobs, job_record
 from providers.gcp.mapping import (
     KIND_IMPORT_JOB,
     KIND_KEY_RING,
-    GcpKeyType,
     crypto_key_id,
     encode_label_value,
     gcp_key_type,
@@ -69,13 +66,12 @@ from providers.gcp.mapping import (
     spent,
 )
 from providers.gcp.settings import GcpSettings
-from providers.gcp.views import primary_settles, remote_key, version_id, version_views, when
+from providers.gcp.views import primary_settles, remote_key, version_views, when
 
 if TYPE_CHECKING:
     from google.cloud.kms_v1 import CryptoKey, CryptoKeyVersion
 
 MAX_NAME_ATTEMPTS = 20
-LOST_ANSWER_SKEW = timedelta(seconds=30)  # clock difference tolerated between keyplan and Cloud KMS
 T = TypeVar("T")
 
 
@@ -235,120 +231,7 @@ class GcpProvider(Provider):
         )
 
     def import_material(self, request: ImportMaterialRequest) -> ImportMaterialResponse:
-        key_type = gcp_key_type(request.key.algorithm, request.key.usage, self.settings.symmetric_algorithm)
-        job_name = request.parameters.reference
-        if key_type is None or not job_name:
-            raise ProviderError(
-                ErrorKind.FATAL,
-                f"no Cloud KMS import possible for {request.address}",
-                "The import parameters do not name an import job, or the algorithm is not importable. Run "
-                "`keyplan plan` again.",
-                remote_id=request.remote_id,
-            )
-        key_type = self._existing_key_type(request, key_type)
-        body: dict[str, Any] = {
-            "parent": request.remote_id,
-            "algorithm": key_type.algorithm,
-            "import_job": job_name,
-            "wrapped_key": request.wrapped,
-        }
-        if request.purpose is ImportPurpose.REIMPORT:
-            if not request.reimport_version_id:
-                raise ProviderError(
-                    ErrorKind.FATAL,
-                    "a re-import needs the version to restore",
-                    "Cloud KMS re-imports material into the version that lost it. Run `keyplan plan` again.",
-                    remote_id=request.remote_id,
-                )
-            body["crypto_key_version"] = f"{request.remote_id}/cryptoKeyVersions/{request.reimport_version_id}"
-        attempt = (request.remote_id, hashlib.sha256(request.wrapped).digest())
-        with self._imported_lock:
-            made = self._imported.get(attempt)
-        if made is not None:
-            return self._settled_import(request, made, job_name, key_type)
-        started = datetime.now(UTC)
-        try:
-            version = self._kms.call(
-                "import key material", self._client.import_crypto_key_version, request.remote_id, request=body
-            )
-        except ProviderError as error:
-            landed = self._landed_import(request, job_name, started) if error.retryable else None
-            if landed is not None:
-                with self._imported_lock:
-                    self._imported[attempt] = landed
-                return self._settled_import(request, landed, job_name, key_type)
-            if error.code == "FAILED_PRECONDITION" and self._jobs.expired(job_name):
-                raise ProviderError(
-                    ErrorKind.PARAMETERS_EXPIRED,
-                    f"import job {job_name} expired before the material was imported",
-                    "Cloud KMS import jobs last three days. keyplan fetches a fresh import job and wraps the "
-                    "material again; run apply again if it stopped here.",
-                    code=error.code,
-                    remote_id=request.remote_id,
-                ) from error
-            raise
-        with self._imported_lock:
-            self._imported[attempt] = version
-        return self._settled_import(request, version, job_name, key_type)
-
-    def _existing_key_type(self, request: ImportMaterialRequest, configured: GcpKeyType) -> GcpKeyType:
-        """An AES key takes new material as what it was created as: `symmetric_algorithm` only
-        decides for keys keyplan creates, and Cloud KMS cannot change a key's purpose."""
-        if request.purpose is ImportPurpose.INITIAL or request.key.algorithm.kind is not MaterialKind.SYMMETRIC:
-            return configured
-        key = self._get_key(request.remote_id)
-        if key is None or not key.version_template.algorithm.name:
-            return configured
-        return GcpKeyType(key.purpose.name, key.version_template.algorithm.name)
-
-    def _landed_import(self, request: ImportMaterialRequest, job_name: str, started: datetime) -> CryptoKeyVersion | None:
-        """The version an import created although its answer was lost (a 5xx or a timeout after
-        Cloud KMS did the work): made from this import job since this import started. Sending
-        the import again would add a second version holding the same material."""
-        if request.purpose is ImportPurpose.REIMPORT:
-            return None  # a re-import targets its version: sending it again is harmless
-        landed = [
-            v
-            for v in self._versions(request.remote_id)
-            if v.import_job == job_name and (when(v.create_time) or started) >= started - LOST_ANSWER_SKEW
-        ]
-        return max(landed, key=lambda v: int(version_id(v.name)), default=None)
-
-    def _settled_import(
-        self, request: ImportMaterialRequest, version: CryptoKeyVersion, job_name: str, key_type: GcpKeyType
-    ) -> ImportMaterialResponse:
-        version = self._kms.wait(
-            f"importing into {request.remote_id}",
-            lambda: self._kms.call(
-                "read the imported version", self._client.get_crypto_key_version, version.name, name=version.name
-            ),
-            lambda v: v.state.name != "PENDING_IMPORT",
-            version,
-        )
-        if version.state.name != "ENABLED":
-            raise ProviderError(
-                ErrorKind.FATAL,
-                f"Google Cloud KMS could not import the material of {request.address}",
-                f"The import ended in {version.state.name}: {version.import_failure_reason or 'no reason given.'} "
-                f"Check that the key source wrapped it for import job {job_name} with "
-                f"{request.parameters.method.value}, and that its format fits {key_type.algorithm}; then apply again.",
-                code=version.state.name,
-                remote_id=request.remote_id,
-            )
-        number = version_id(version.name)
-        if key_type.purpose == "ENCRYPT_DECRYPT" and self._needs_primary(request, number):
-            self._make_primary(request.remote_id, number)
-        return ImportMaterialResponse(remote_id=request.remote_id, version_id=number)
-
-    def _needs_primary(self, request: ImportMaterialRequest, version_id: str) -> bool:
-        """The first material becomes primary at once; a rotation waits for promote_version; a
-        re-import takes over when the key has no usable primary left."""
-        if request.purpose is ImportPurpose.INITIAL:
-            return True
-        if request.purpose is ImportPurpose.NEW_VERSION:
-            return False
-        key = self._get_key(request.remote_id)
-        return key is not None and (not key.primary.name or key.primary.state.name != "ENABLED")
+        return imports.import_material(self, request)
 
     def promote_version(self, request: PromoteVersionRequest) -> PromoteVersionResponse:
         key = self._kms.call("read the key", self._client.get_crypto_key, request.remote_id, name=request.remote_id)
