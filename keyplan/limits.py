@@ -21,6 +21,7 @@ clock and the sleep are injectable so the arithmetic is tested without waiting.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -99,8 +100,11 @@ class ClassLimiter:
     not know) sends freely until the first throttling answer, then paces at half the rate it
     was measured sending at and adapts from there."""
 
-    def __init__(self, rate_class: RateClass, clock: Clock, *, paced: bool = True) -> None:
+    def __init__(
+        self, rate_class: RateClass, clock: Clock, *, paced: bool = True, patience: float = math.inf
+    ) -> None:
         self.rate_class = rate_class
+        self._patience = patience  # the run's throttle timeout: no wait is held beyond it
         self.ceiling: float | None = rate_class.per_second if paced else None
         self.rate: float | None = self.ceiling
         self._step = rate_class.per_second * INCREASE_FRACTION
@@ -157,7 +161,10 @@ class ClassLimiter:
                 self.rate = max(self._floor, self.rate / 2)
             self._tokens = min(self._tokens, 0.0)
             if retry_after:
-                self._not_before = max(self._not_before, now + retry_after)
+                # A Retry-After reaching past the throttle timeout is held only until the timeout,
+                # so the next answer ends the run on time instead of a day later.
+                resume = min(now + retry_after, self._last_progress + self._patience)
+                self._not_before = max(self._not_before, resume)
 
     def succeeded(self) -> None:
         with self._lock:
@@ -186,7 +193,9 @@ class TargetLimits:
         self.target = target
         self.throttle_timeout = throttle_timeout
         self._clock = clock
-        self._limiters = {c.name: ClassLimiter(c, clock, paced=paced(c)) for c in classes}
+        self._limiters = {
+            c.name: ClassLimiter(c, clock, paced=paced(c), patience=throttle_timeout) for c in classes
+        }
         self._class_of = {op: c.name for c in classes for op in c.operations}
 
     def limiter(self, operation: str) -> ClassLimiter | None:

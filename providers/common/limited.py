@@ -27,15 +27,23 @@ def admitted(limits: TargetLimits, operation: str, send: Callable[[], T], *, rea
     try:
         return limits.call(operation, send, read=read, throttling=_throttling, retryable=_retryable)
     except Throttled as stuck:
-        minutes = stuck.waited / 60
         raise ProviderError(
             ErrorKind.FATAL,
-            f"{stuck.target} kept throttling {stuck.rate_class} calls for {minutes:.0f} min without progress",
+            f"{stuck.target} kept throttling {stuck.rate_class} calls for {_duration(stuck.waited)} without progress",
             "Every key finished so far is recorded in the state, and `keyplan apply` resumes where this run "
             "stopped. Other callers may be using the same quota: run it again later, raise -throttle-timeout, or "
             f"ask the cloud for a higher quota and set rate_limits = {{ {stuck.rate_class} = N }} on this provider.",
             code="Throttled",
         ) from None
+
+
+def _duration(seconds: float) -> str:
+    """`45 s`, `12 min`, `3 h 5 min`."""
+    whole = max(1, round(seconds))
+    if whole < 120:
+        return f"{whole} s"
+    hours, minutes = divmod(round(whole / 60), 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
 def retry_after_seconds(headers: object) -> float | None:

@@ -102,6 +102,15 @@ def test_throttling_without_progress_for_the_timeout_stops() -> None:
     assert stopped.value.waited >= 30
 
 
+def test_a_retry_after_beyond_the_timeout_is_held_only_until_the_timeout() -> None:
+    clock = FakeClock()
+    target = limits(clock, timeout=60)
+    start = clock.t
+    with pytest.raises(Throttled):
+        send_through(target, [Refused(throttle=86400.0)] * 10)
+    assert clock.t - start < 61  # stopped at the timeout, not a day later
+
+
 def test_reads_are_retried_with_backoff_and_writes_are_not() -> None:
     clock = FakeClock()
     target = limits(clock, per_second=100)
