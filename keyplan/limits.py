@@ -27,9 +27,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from keyplan.apply.retry import RetryPolicy
 
@@ -41,6 +41,29 @@ EPSILON = 1e-9
 MIN_SLEEP = 1e-4  # a wait never shorter than this, so a clock's rounding cannot spin
 MIN_RATE_FRACTION = 0.02  # the rate never falls below 2 % of the declared one
 INCREASE_FRACTION = 0.05  # each success gives back 5 % of the declared rate
+# The rates a user may set in `rate_limits`: slower than one call every 100 s no apply finishes,
+# and a number that is not finite cannot be paced by.
+MIN_RATE_OVERRIDE = 0.01
+MAX_RATE_OVERRIDE = 1_000_000.0
+_RATE_RULE = (
+    f"a rate is requests per second, a number from {MIN_RATE_OVERRIDE:g} (one call every 100 s) to "
+    f"{MAX_RATE_OVERRIDE:,.0f}"
+)
+
+
+def _not_a_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError(_RATE_RULE)
+    return value
+
+
+def _within_bounds(value: float) -> float:
+    if not (math.isfinite(value) and MIN_RATE_OVERRIDE <= value <= MAX_RATE_OVERRIDE):
+        raise ValueError(_RATE_RULE)  # the value is not quoted: it may come from a sensitive variable
+    return value
+
+
+RateOverride = Annotated[float, BeforeValidator(_not_a_bool), AfterValidator(_within_bounds)]
 
 
 class RateClass(BaseModel):

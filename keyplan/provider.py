@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from keyplan.algorithms import Algorithm, KeyUsage
 from keyplan.crypto.proofs import SignatureScheme
 from keyplan.crypto.wrap import WrapMethod
 from keyplan.diagnostics import Diagnostics, SourceRange
-from keyplan.limits import CallLimits, RateClass, TargetLimits, apply_overrides
+from keyplan.limits import CallLimits, RateClass, RateOverride, TargetLimits, apply_overrides
 
 RESERVED_TAG_ADDRESS = "keyplan-address"
 RESERVED_TAG_MANAGED_BY = "keyplan-managed-by"
@@ -73,11 +73,11 @@ class ProviderSettings(PluginSettings):
         le=64,
         description="Calls in flight to this provider at once (request quotas are kept by pacing, not by this).",
     )
-    rate_limits: dict[str, PositiveFloat] = Field(
+    rate_limits: dict[str, RateOverride] = Field(
         default_factory=dict,
-        description="Requests per second per operation class, overriding the cloud's documented defaults (for "
-        "example after a quota increase): `rate_limits = { CreateKey = 20 }`. The classes and their defaults are "
-        "listed under the provider and in docs/quotas.md.",
+        description="Requests per second per operation class (from 0.01 to 1,000,000), overriding the cloud's "
+        "documented defaults (for example after a quota increase): `rate_limits = { CreateKey = 20 }`. The classes "
+        "and their defaults are listed under the provider and in docs/quotas.md.",
     )
 
     @classmethod

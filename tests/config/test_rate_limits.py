@@ -43,4 +43,4 @@ provider "gcp" "main" {
     assert "CreateKey" in detail and "ImportKeyMaterial" in detail  # the valid names are listed
     negative = [f for f in found if "rate_limits.write" in f[2]]
     assert len(negative) == 1 and negative[0][0].endswith("main.kp.hcl:9:3")
-    assert "greater than 0" in negative[0][2]
+    assert "a rate is requests per second, a number from 0.01" in negative[0][2]
