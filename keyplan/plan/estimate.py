@@ -4,8 +4,9 @@ Each provider block says how many calls of each of its operation classes one con
 usually makes (`ProviderSettings.quota_cost`) and at what rate each class is allowed
 (`rate_classes`, with the block's `rate_limits`). The plan's actions are counted per block and
 class; the class that needs the longest (calls ÷ rate) bounds the apply, since the walker keeps
-every class busy at once (`apply/scheduler.py`). The plan names it only when the work is long
-enough to matter.
+every class busy at once (`apply/scheduler.py`). Only paced classes count: against its own
+`endpoint` a block is paced only in the classes its `rate_limits` name. The plan names it only
+when the work is long enough to matter.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def quota_estimate(actions: Iterable[Action], settings: Mapping[str, ProviderSet
             calls[(action.target or "", rate_class)] += count
     best: QuotaEstimate | None = None
     for (target, class_name), count in calls.items():
-        rate = next((c.per_second for c in settings[target].rate_classes() if c.name == class_name), None)
-        if not rate:
-            continue
+        block = settings[target]
+        declared = next((c for c in block.rate_classes() if c.name == class_name), None)
+        if declared is None or not block.paced(declared):
+            continue  # an endpoint whose limits keyplan does not know: nothing to say how long
+        rate = declared.per_second
         seconds = count / rate
         if best is None or seconds > best.seconds:
             best = QuotaEstimate(

@@ -62,3 +62,38 @@ def test_a_huge_change_set_is_summarised_by_key_block_and_listed_in_full_by_show
     assert shown.stdout.count("will be created") == 300
     as_json = json.loads(workspace.keyplan("plan", "-refresh=false", "-json").stdout)
     assert len(as_json["changes"]) == 300
+
+
+EMBEDDED = """
+source "software" "local" {{}}
+
+provider "aws" "main" {{
+  region   = "eu-west-1"
+  endpoint = "embedded"
+  {limits}
+}}
+
+key "data" {{
+  for_each  = toset([for i in range(300) : "k${{i}}"])
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+}}
+"""
+
+
+def test_an_endpoint_whose_limits_keyplan_does_not_know_gets_no_estimate_from_the_clouds_quotas(
+    workspace: Workspace,
+) -> None:
+    # Against its own `endpoint` keyplan paces only the classes named in rate_limits (the
+    # emulator or private peer has its own limits, or none): the cloud's 5/s bounds nothing there.
+    workspace.write(EMBEDDED.format(limits=""))
+    planned = workspace.keyplan("plan")
+    assert planned.code == 0, planned.output
+    assert "Estimated time" not in planned.stdout
+    assert json.loads(workspace.keyplan("plan", "-json").stdout)["estimate"] is None
+
+    workspace.write(EMBEDDED.format(limits="rate_limits = { CreateKey = 2 }"))
+    planned = workspace.keyplan("plan")
+    assert planned.code == 0, planned.output
+    assert "Estimated time: about 2 min 30 s: aws.main allows CreateKey 2/s (300 calls)." in planned.stdout
