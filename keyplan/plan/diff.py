@@ -227,6 +227,8 @@ class _Differ:
             change.reason = "not listed by the cloud yet (imported moments ago)"
             self.changes.append(change)
             return None
+        if live is not None and self._catching_up(target_record, info):
+            live = tw.live = _aliases_settling(live, target_record)
         if self.live is not None:
             self._record_drift(address, target, target_record, live, fields)
         if self.options.refresh_only:
@@ -732,3 +734,12 @@ def diff(
     state manages under the same addresses was most likely lost, so the plan stops (unless
     `options.allow_new_lineage`); an existing state planning beside them is only warned."""
     return _Differ(desired, state, live, targets, capabilities, options, now, new_state).run()
+
+
+def _aliases_settling(live: RemoteKey, record: TargetRecord) -> RemoteKey:
+    """The live key with the aliases keyplan recorded and the cloud does not list yet: within the
+    consistency window a listing may lag behind the calls that created them, so recorded aliases
+    missing from it (and none listed that keyplan did not record) are not an edit."""
+    if set(live.aliases) < set(record.aliases):
+        return live.model_copy(update={"aliases": tuple(record.aliases)})
+    return live
