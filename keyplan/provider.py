@@ -433,6 +433,15 @@ class EmulatorOptions:
     port: int = 0  # 0: any free loopback port
     latency_ms: float = 0.0
     variant: str | None = None  # one of the plugin's `emulator_variants`; None: the first
+    profile: str = "default"  # "realistic": the service's documented quotas enforced (docs/quotas.md)
+    quota_scale: float = 1.0  # every quota multiplied by this (realistic profile)
+
+    def serve_args(self) -> list[str]:
+        """The options every emulator's command line takes (`providers.emulation.main.serve_main`)."""
+        return [
+            "--port", str(self.port), "--data-dir", str(self.data_dir), "--name", self.name,
+            "--latency-ms", str(self.latency_ms), "--profile", self.profile, "--quota-scale", str(self.quota_scale),
+        ]  # fmt: skip
 
 
 ProviderSettingsT = TypeVar("ProviderSettingsT", bound=ProviderSettings)

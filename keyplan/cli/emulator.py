@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -36,6 +37,18 @@ def emulator(
             "data directory), e.g. to change keys behind keyplan's back between runs.",
         ),
     ] = "main",
+    profile: Annotated[
+        Literal["default", "realistic"],
+        typer.Option(
+            "--profile",
+            "-profile",
+            help="realistic: enforce the cloud's documented request quotas with its own throttling answer, and "
+            "list new keys after a delay (docs/quotas.md).",
+        ),
+    ] = "default",
+    quota_scale: Annotated[
+        float, typer.Option("--quota-scale", "-quota-scale", help="Multiply every quota (realistic profile).")
+    ] = 1.0,
 ) -> None:
     """Run a cloud emulator on loopback until interrupted (for tools other than keyplan)."""
     from keyplan.provider import EmulatorOptions
@@ -49,7 +62,32 @@ def emulator(
         raise DiagnosticsError.single(
             f"{kind} has no emulator kind {variant!r}", f"Choose one of: {', '.join(plugin.emulator_variants)}."
         )
-    raise Exit(plugin.serve_emulator(EmulatorOptions(data_dir=from_working_dir(data_dir), name=name, port=port, latency_ms=latency_ms, variant=variant)))
+    _check_options(port, latency_ms, quota_scale)
+    options = EmulatorOptions(
+        data_dir=from_working_dir(data_dir), name=name, port=port, latency_ms=latency_ms, variant=variant,
+        profile=profile, quota_scale=quota_scale,
+    )  # fmt: skip
+    try:
+        code = plugin.serve_emulator(options)
+    except OSError as exc:  # the port is taken, the data directory cannot be written ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise DiagnosticsError.single(
+            f"The {kind} emulator cannot start: {exc.strerror or exc}{where}",
+            "Choose another --port (0 picks a free one) or a --data-dir this user can write.",
+        ) from None
+    raise Exit(code)
+
+
+def _check_options(port: int, latency_ms: float, quota_scale: float) -> None:
+    problems = []
+    if not 0 <= port <= 65535:
+        problems.append("--port must be from 0 (any free port) to 65535")
+    if not (math.isfinite(latency_ms) and 0 <= latency_ms <= 60_000):
+        problems.append("--latency-ms must be a number of milliseconds from 0 to 60000")
+    if not (math.isfinite(quota_scale) and 0 < quota_scale <= 1_000_000):
+        problems.append("--quota-scale must be a positive number (every quota is multiplied by it)")
+    if problems:
+        raise DiagnosticsError.single("Invalid emulator option", "; ".join(problems) + ".")
 
 
 def register(app: typer.Typer, state_app: typer.Typer) -> None:

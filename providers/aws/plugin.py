@@ -156,9 +156,7 @@ class AwsKmsPlugin(ProviderPlugin[AwsSettings]):
     def serve_emulator(self, options: EmulatorOptions) -> int:
         from providers.aws.emulator import main
 
-        args = ["--port", str(options.port), "--data-dir", str(options.data_dir), "--latency-ms", str(options.latency_ms)]
-        args += ["--name", options.name]
-        return main(args)
+        return main(options.serve_args())
 
     def open(self, settings: AwsSettings, context: RuntimeContext) -> Provider:
         return AwsKmsProvider(settings, context)

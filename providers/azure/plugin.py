@@ -168,8 +168,7 @@ class AzurePlugin(ProviderPlugin[AzureSettings]):
     def serve_emulator(self, options: EmulatorOptions) -> int:
         from providers.azure.emulator import main
 
-        args = ["--port", str(options.port), "--data-dir", str(options.data_dir), "--latency-ms", str(options.latency_ms)]
-        args += ["--name", options.name]
+        args = options.serve_args()
         if options.variant is not None:
             args += ["--kind", options.variant]
         return main(args)

@@ -165,9 +165,7 @@ class GcpPlugin(ProviderPlugin[GcpSettings]):
     def serve_emulator(self, options: EmulatorOptions) -> int:
         from providers.gcp.emulator import main
 
-        args = ["--port", str(options.port), "--data-dir", str(options.data_dir), "--latency-ms", str(options.latency_ms)]
-        args += ["--name", options.name]
-        return main(args)
+        return main(options.serve_args())
 
     def open(self, settings: GcpSettings, context: RuntimeContext) -> Provider:
         return GcpProvider(settings, context)

@@ -9,7 +9,12 @@ import json
 import subprocess
 
 import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from conftest import CLOUD_CONFIGS, KEYPLAN_BIN, Workspace
+
+from providers.emulation.server import fetch_json
 
 
 def test_the_emulator_command_serves_the_embedded_data_to_change_it_behind_keyplans_back(workspace: Workspace) -> None:
@@ -38,3 +43,53 @@ def test_the_emulator_command_serves_the_embedded_data_to_change_it_behind_keypl
     assert actions['key.app["a"]'] == ["reimport"], actions
     assert workspace.keyplan("apply", "-auto-approve").code == 0
     assert workspace.keyplan("plan", "-detailed-exitcode").code == 0
+
+
+def test_the_emulator_command_serves_the_realistic_profile(workspace: Workspace) -> None:
+    # AWS's documented 5 CreateKey calls per second, scaled to 1: the second call in the same
+    # second answers ThrottlingException, as AWS KMS does.
+    process = subprocess.Popen(
+        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "emulator", "aws", "--profile", "realistic",
+         "--quota-scale", "0.2"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        kms = boto3.client(
+            "kms", region_name="eu-west-1", endpoint_url=url, aws_access_key_id="x", aws_secret_access_key="x",
+            config=Config(retries={"max_attempts": 1}),
+        )  # fmt: skip
+        with pytest.raises(ClientError) as throttled:
+            for _ in range(3):
+                kms.create_key(Origin="EXTERNAL")
+        assert throttled.value.response["Error"]["Code"] == "ThrottlingException"
+        stats = fetch_json(url + "/_emulator/stats")
+        assert stats["quotas"]["CreateKey"]["per_second"] == 1.0 and stats["throttled"]["CreateKey"] >= 1
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--port", "99999"], "--port"),
+        (["--latency-ms", "nan"], "--latency-ms"),
+        (["--latency-ms", "-5"], "--latency-ms"),
+        (["--quota-scale", "0"], "--quota-scale"),
+        (["--quota-scale", "inf"], "--quota-scale"),
+        (["--profile", "brutal"], "--profile"),
+        (["--data-dir", "main.kp.hcl/emulators"], "main.kp.hcl"),
+    ],
+)
+def test_bad_emulator_options_are_diagnostics(workspace: Workspace, flags: list[str], named: str) -> None:
+    workspace.write(CLOUD_CONFIGS["aws"])
+    done = subprocess.run(
+        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "emulator", "aws", *flags],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0 and done.returncode in (1, 2), done.stderr
+    assert "Traceback" not in done.stderr and "crashed" not in done.stderr
+    assert named in done.stderr
+    assert not done.stdout.startswith("http"), "nothing was served"
