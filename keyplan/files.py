@@ -31,21 +31,31 @@ def write_atomically(path: Path, data: bytes, *, mode: int = 0o600, keep_backup:
     backup through a second name, so `path` itself is never missing.
     """
     path = path.absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd = os.open(temporary, flags, mode)
+    except FileNotFoundError:  # the directory is made on first write, not looked for each time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temporary, flags, mode)
+    replaced = False
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         if keep_backup and path.exists():
             _keep_backup(path)
         os.replace(temporary, path)
+        replaced = True
         fsync_directory(path.parent)
     finally:
-        temporary.unlink(missing_ok=True)
+        if not replaced:
+            temporary.unlink(missing_ok=True)
 
 
 def _keep_backup(path: Path) -> None:

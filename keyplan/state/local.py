@@ -135,6 +135,8 @@ class LocalBackend(StateBackend):
         self._locks_lock = threading.Lock()
         self._held: dict[str, tuple[int, str]] = {}  # workspace -> (locked descriptor, lock id)
         self._audit_lock = threading.Lock()
+        # (inode, size) of the trail right after this backend's last append, and the head it wrote
+        self._audit_written: tuple[tuple[int, int], AuditHead] | None = None
 
     def store(self, workspace: str = DEFAULT_WORKSPACE) -> StateStore:
         """One workspace of this backend, as commands use it."""
@@ -220,8 +222,12 @@ class LocalBackend(StateBackend):
 
     def append_journal(self, workspace: str, sequence: int, data: bytes) -> None:
         path = self.journal_path(workspace)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:  # a workspace's first write: its directory is made then, not per line
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o600)
         try:
             os.fchmod(fd, 0o600)
             os.write(fd, data)
@@ -336,19 +342,34 @@ class LocalBackend(StateBackend):
         return AuditTrail(entries=entries, head=head, origin=str(self.audit_path))
 
     def append_audit(self, make_entries: Callable[[AuditHead | None], Sequence[bytes]]) -> AuditHead:
-        self.prepare_audit()
         # Private like the state: the trail reveals the key inventory and who changed it.
-        fd = os.open(self.audit_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND
+        try:
+            fd = os.open(self.audit_path, flags, 0o600)
+        except OSError:  # made again, or refused with the reason, as before the first append
+            self.prepare_audit()
+            fd = os.open(self.audit_path, flags, 0o600)
         try:
             with self._audit_lock:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # other keyplan processes append to the same chain
                 os.fchmod(fd, 0o600)
-                head = self._audit_head(fd)
+                stat = os.fstat(fd)
+                last = self._audit_written
+                # The head this backend wrote last, while the trail is as it left it (nobody appended
+                # since); otherwise the head record is read again.
+                if last is not None and last[0] == (stat.st_ino, stat.st_size):
+                    head: AuditHead | None = last[1]
+                else:
+                    head = self._audit_head(fd)
                 entries = [entry.rstrip(b"\n") for entry in make_entries(head)]
-                os.write(fd, b"".join(entry + b"\n" for entry in entries))
+                appended = b"".join(entry + b"\n" for entry in entries)
+                view = memoryview(appended)
+                while view:
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
                 new_head = AuditHead(seq=(head.seq if head else 0) + len(entries), hash=audit_entry_hash(entries[-1]))
                 write_atomically(self.audit_head_path, new_head.encode())
+                self._audit_written = ((stat.st_ino, stat.st_size + len(appended)), new_head)
                 return new_head
         finally:
             os.close(fd)  # releases the flock

@@ -126,7 +126,11 @@ class Keystore:
         """The entry under `handle` and the unlocked master key, or None when the keystore or the
         entry does not exist. Unlocking proves the passphrase right even when the entry is missing."""
         with self._lock:
-            view = self._refresh()
+            # An entry never changes once written (a journal line contradicting it is corruption),
+            # so a known entry needs no journal read while the document is unchanged.
+            view = self._refresh(journal=False)
+            if view is not None and handle not in view.entries:
+                self._read_journal(view)
             if view is None:
                 return None
             master = self._unlocked(view.document)
@@ -137,7 +141,9 @@ class Keystore:
         """Whether some entry carries a fingerprint keyplan no longer writes (see
         `upgrade_fingerprints`)."""
         with self._lock:
-            view = self._refresh()
+            # Stale fingerprints come from a document written by an older keyplan (which knew no
+            # journal): the journal lines read so far count, unread ones cannot add any.
+            view = self._refresh(journal=False)
             return view is not None and view.stale_fingerprints
 
     def _document(self) -> KeystoreDocument | None:
@@ -146,8 +152,9 @@ class Keystore:
             return None
         return view.document.model_copy(update={"entries": dict(view.entries)})
 
-    def _refresh(self) -> _View | None:
-        """Bring the view up to date with the files (the thread lock held)."""
+    def _refresh(self, *, journal: bool = True) -> _View | None:
+        """Bring the view up to date with the files (the thread lock held). `journal=False` reads
+        the journal only when the document changed (a new view), not to look for new lines."""
         try:
             identity = _identity(self.path)
         except FileNotFoundError:
@@ -164,6 +171,8 @@ class Keystore:
             view = _View(identity=identity, document=document, entries=dict(document.entries))
             view.stale_fingerprints = not all(is_current_fingerprint(e.fingerprint) for e in view.entries.values())
             self._view = view
+        elif not journal:
+            return view
         self._read_journal(view)
         return view
 
@@ -475,8 +484,12 @@ class Keystore:
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
         """An advisory lock that serialises writers in other processes (two `apply` runs)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:  # the keystore's directory does not exist yet
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
