@@ -76,6 +76,10 @@ class EmulatorApp(ABC):
         """The cloud's documented request quotas, by this emulator's operation names."""
         return ()
 
+    def quota_cost(self, request: Request, operation: str, rate_class: str) -> float:
+        """Units of `rate_class`'s budget this call spends (1 unless the cloud weighs its calls)."""
+        return 1.0
+
     def prepare(self) -> None:
         """Work the cloud has done before anyone calls it (long-lived wrapping keys), done ahead so
         that under the realistic profile the first calls are not slow for the emulator's own

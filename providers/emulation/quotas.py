@@ -2,7 +2,8 @@
 with the cloud's own throttling answer (AWS `ThrottlingException` HTTP 400, Azure 429 with
 `Retry-After`, Google 429 `RESOURCE_EXHAUSTED`), from the same tables the providers pace
 themselves by (`providers/<cloud>/quotas.py`). `quota_scale` multiplies every quota, so tests
-run the same rules fast."""
+run the same rules fast. A call may cost more than one unit of its class's budget where the cloud
+weighs its transactions (Key Vault: by key type, `EmulatorApp.quota_cost`)."""
 
 from __future__ import annotations
 
@@ -33,12 +34,14 @@ class QuotaEnforcer:
         self._updated: dict[str, float] = {}
         self._class_of: dict[str, str] = {}
         self.throttled: dict[str, int] = {}
+        self.spent: dict[str, float] = {}  # units admitted per class since the last reset
         for c in classes:
             rate = c.per_second * scale
             self._rate[c.name] = rate
             self._capacity[c.name] = self._tokens[c.name] = max(1.0, rate * window)
             self._updated[c.name] = now()
             self.throttled[c.name] = 0
+            self.spent[c.name] = 0.0
             for operation in c.operations:
                 self._class_of[operation] = c.name
 
@@ -49,23 +52,31 @@ class QuotaEnforcer:
             operations[name].append(operation)
         return {name: {"per_second": rate, "operations": sorted(operations[name])} for name, rate in self._rate.items()}
 
-    def admit(self, operation: str) -> float | None:
-        """None when the call may go through; else the seconds until it could (Retry-After)."""
+    def class_of(self, operation: str) -> str | None:
+        return self._class_of.get(operation)
+
+    def admit(self, operation: str, cost: float = 1.0) -> float | None:
+        """None when the call may go through, its `cost` in units taken from its class's bucket;
+        else the seconds until it could (Retry-After). A throttled call takes nothing (Key Vault:
+        "failed requests that return a 429 do not count towards the throttle limits")."""
         name = self._class_of.get(operation)
         if name is None:
             return None
         with self._lock:
             now = self._now()
             rate = self._rate[name]
+            need = min(cost, self._capacity[name])  # a scaled-down bucket still admits its dearest call
             self._tokens[name] = min(self._capacity[name], self._tokens[name] + (now - self._updated[name]) * rate)
             self._updated[name] = now
-            if self._tokens[name] >= 1.0:
-                self._tokens[name] -= 1.0
+            if self._tokens[name] >= need:
+                self._tokens[name] -= need
+                self.spent[name] += need
                 return None
             self.throttled[name] += 1
-            return (1.0 - self._tokens[name]) / rate
+            return (need - self._tokens[name]) / rate
 
     def reset_counts(self) -> None:
         with self._lock:
             for name in self.throttled:
                 self.throttled[name] = 0
+                self.spent[name] = 0.0

@@ -254,7 +254,9 @@ class EmulatorServer:
         if self.faults.latency_ms:
             time.sleep(self.faults.latency_ms / 1000.0)
         if self.quotas is not None:
-            wait = self.quotas.admit(operation)
+            rate_class = self.quotas.class_of(operation)
+            cost = self.app.quota_cost(request, operation, rate_class) if rate_class else 1.0
+            wait = self.quotas.admit(operation, cost)
             if wait is not None:
                 answer = self.app.fault_response(request, 429)
                 if "Retry-After" in answer.headers:
@@ -273,9 +275,10 @@ class EmulatorServer:
             with self._stats_lock:
                 calls = dict(self.stats)
             throttled = dict(self.quotas.throttled) if self.quotas is not None else {}
+            spent = dict(self.quotas.spent) if self.quotas is not None else {}
             quotas = self.quotas.describe() if self.quotas is not None else {}
             return Response.json(
-                {"calls": calls, "total": sum(calls.values()), "throttled": throttled, "quotas": quotas}
+                {"calls": calls, "total": sum(calls.values()), "throttled": throttled, "spent": spent, "quotas": quotas}
             )
         if path == "/_emulator/stats/reset" and request.method == "POST":
             with self._stats_lock:

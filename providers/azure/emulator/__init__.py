@@ -19,14 +19,16 @@ level and whether oct-HSM keys may be imported. What it honours (BYOK.md §3):
 - wrapkey/unwrapkey: A128KW/A192KW/A256KW and CKM_AES_KEY_WRAP (RFC 3394), CKM_AES_KEY_WRAP_PAD
   (RFC 5649) for oct keys of the matching size, RSA-OAEP / RSA-OAEP-256 / RSA1_5 for RSA keys;
   each operation only when the key's `key_ops` allow it (403 KeyOperationForbidden otherwise);
-- Key Vault error bodies `{"error": {"code", "message", "innererror"}}`.
+- Key Vault error bodies `{"error": {"code", "message", "innererror"}}`;
+- under the realistic profile, a vault's weighted transaction budget: each call spends units by
+  the type of the key it creates or touches (`weights`, `providers.azure.quotas.transaction_cost`).
 
 Names are case-insensitive as in Azure; the name's first spelling is kept. Object ids are built
 from the `Host` the client used, so they match what the SDK believes the vault URL is.
 
 Modules: `core` (challenge, dispatch, store access, bundles), `keys`, `listing`, `deletion`,
 `crypto` (the operations, by resource), `bodies` (typed request bodies), `documents` (what is
-stored), `jwk`, `limits`, `errors`.
+stored), `jwk`, `limits`, `errors`, `weights` (transaction costs).
 """
 
 from __future__ import annotations
@@ -43,18 +45,19 @@ from providers.azure.emulator.errors import bad_parameter
 from providers.azure.emulator.keys import KeyRoutes
 from providers.azure.emulator.limits import VaultKind
 from providers.azure.emulator.listing import ListingRoutes
-from providers.azure.quotas import MANAGED_HSM_CLASSES, VAULT_CLASSES
+from providers.azure.emulator.weights import WeightedCosts
+from providers.azure.quotas import MANAGED_HSM_CLASSES, VAULT_COUNTED_CLASSES
 from providers.emulation.app import Request, Response
 from providers.emulation.main import serve_main
 
 
-class AzureKeyVaultEmulator(KeyRoutes, ListingRoutes, DeletionRoutes, CryptoRoutes):
+class AzureKeyVaultEmulator(KeyRoutes, ListingRoutes, DeletionRoutes, CryptoRoutes, WeightedCosts):
     """One Key Vault (or, in the subclass, one Managed HSM) over a DocumentStore."""
 
     quota_window = 10.0  # Key Vault counts transactions per 10 seconds
 
     def quota_classes(self) -> tuple[RateClass, ...]:
-        return MANAGED_HSM_CLASSES if self.vault_kind == "managedhsm" else VAULT_CLASSES
+        return MANAGED_HSM_CLASSES if self.vault_kind == "managedhsm" else VAULT_COUNTED_CLASSES
 
     def _route(self, request: Request) -> Response:
         operation = self.operation(request)
