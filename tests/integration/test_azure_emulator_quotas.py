@@ -63,11 +63,11 @@ def test_other_transactions_cost_by_key_size(vault: tuple[EmulatorServer, KeyCli
     assert int(answer.response.headers["Retry-After"]) >= 1
     spent_big = stats(server)["spent"]["other"]
     assert spent_big == pytest.approx(16 * big)  # 4,000 / 250 per RSA 4,096-bit HSM transaction
-    assert 2 <= big <= 3
+    assert 2 <= big <= 4  # 40 units, then 4 more a second while the calls are made
     server.configure({"profile": "realistic", "quota_scale": 0.01})  # a fresh budget
     small, _ = until_throttled(lambda: client.get_key("small"))
     assert stats(server)["spent"]["other"] == pytest.approx(2 * small)  # 4,000 / 2,000
-    assert 20 <= small <= 30  # the bucket refills 4 units a second while the calls are made
+    assert 20 <= small <= 40  # the bucket refills 4 units a second while the calls are made
     assert stats(server)["throttled"]["other"] == 1  # the refused call spent nothing
 
 
@@ -76,8 +76,8 @@ def test_an_hsm_key_creation_costs_two_software_ones(vault: tuple[EmulatorServer
     server.configure({"profile": "realistic", "quota_scale": 1})  # 10 HSM or 20 software creations per 10 s
     hsm, _ = until_throttled(lambda: client.create_ec_key(f"h{stats(server)['total']}", hardware_protected=True))
     assert stats(server)["spent"]["create"] == pytest.approx(2 * hsm)
-    assert 10 <= hsm <= 12  # the bucket refills 2 units a second while the calls are made
+    assert 10 <= hsm <= 14  # the bucket refills 2 units a second while the calls are made
     server.configure({"profile": "realistic", "quota_scale": 1})
     software, _ = until_throttled(lambda: client.create_ec_key(f"s{stats(server)['total']}", hardware_protected=False))
     assert stats(server)["spent"]["create"] == pytest.approx(software)
-    assert 20 <= software <= 24
+    assert 20 <= software <= 28
