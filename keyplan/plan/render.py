@@ -142,13 +142,25 @@ def _block(address: str) -> str:
     return address.split("[", 1)[0]
 
 
-def _summary_text(changes: list[PlannedChange], colour: bool) -> list[str]:
+# The Markdown of a plan is a review comment, which holds at most 65,536 characters (GitHub's
+# limit): a detail section per change up to this many changes, a table row per change up to
+# SUMMARY_ABOVE, and above that the summary by key block.
+MARKDOWN_DETAILS_UP_TO = 50
+
+
+def _groups(changes: list[PlannedChange]) -> tuple[Counter[tuple[str, str, str]], dict[tuple[str, str, str], str]]:
+    """Changes counted by key block, target and action, with each group's plan symbol."""
     groups: Counter[tuple[str, str, str]] = Counter()
     symbols: dict[tuple[str, str, str], str] = {}
     for change in changes:
         group = (_block(change.address), change.target or "", change_kind(change) or "update")
         groups[group] += 1
         symbols.setdefault(group, change.symbol)
+    return groups, symbols
+
+
+def _summary_text(changes: list[PlannedChange], colour: bool) -> list[str]:
+    groups, symbols = _groups(changes)
     lines = [
         f"keyplan will perform {len(changes):,} changes, summarised by key block (every change is listed by "
         "`keyplan plan -json`, and by `keyplan show` of a plan saved with -out):",
@@ -214,11 +226,20 @@ def render_markdown(plan: Plan) -> str:
         f"{markdown_code(plan.digest[:19] or 'unsaved')} · made {plan.created_at.isoformat(timespec='seconds')}"
     )
     lines += plan_section_markdown(plan.findings)
-    if plan.drift:
+    if len(plan.drift) > SUMMARY_ABOVE:
+        kinds = Counter((_block(d.address), d.target, d.kind.value) for d in plan.drift)
+        lines += ["", "#### Changed outside keyplan", "", "| key block | target | drift | keys |", "|---|---|---|---:|"]
+        lines += [
+            f"| {markdown_code(block)} | {markdown_code(target)} | {for_markdown(kind)} | {count:,} |"
+            for (block, target, kind), count in sorted(kinds.items())
+        ]
+    elif plan.drift:
         lines += ["", "#### Changed outside keyplan", "", "| key | target | drift |", "|---|---|---|"]
         lines += [f"| {markdown_code(d.address)} | {markdown_code(d.target)} | {for_markdown(d.summary)} |" for d in plan.drift]
     changes = [c for c in plan.changes if ChangeAction.NOOP not in c.actions]
-    if changes:
+    if len(changes) > SUMMARY_ABOVE:
+        lines += _summary_markdown(changes)
+    elif changes:
         lines += ["", "| | key | target | actions | wrap |", "|---|---|---|---|---|"]
         for c in changes:
             wrap = f"{c.wrap.method.value} / RSA-{c.wrap.wrapping_key_bits}" if c.wrap else ""
@@ -226,13 +247,31 @@ def render_markdown(plan: Plan) -> str:
                 f"| {c.symbol} | {markdown_code(c.address)} | {markdown_code(c.target or '')} | "
                 f"{', '.join(a.value for a in c.actions)} | {wrap} |"
             )
-        for c in changes:
+        for c in changes if len(changes) <= MARKDOWN_DETAILS_UP_TO else []:
             where = f"{c.address} @ {c.target}" if c.target else c.address
             # _change_text escapes every value for a terminal line: no value can start a line of
             # its own, and the fence is longer than any backtick run in the body.
             body = "\n".join(line.strip() for line in _change_text(plan, c, False)[2:])
             fence = markdown_fence(body)
             lines += ["", f"<details><summary>{markdown_code(where)}</summary>", "", fence, body, fence, "", "</details>"]
+        if len(changes) > MARKDOWN_DETAILS_UP_TO:
+            lines += ["", f"Each change in detail: `keyplan show PLANFILE` ({len(changes):,} changes)."]
     elif plan.mode != "refresh-only":
         lines += ["", "No changes."]
     return "\n".join(lines) + "\n"
+
+
+def _summary_markdown(changes: list[PlannedChange]) -> list[str]:
+    groups, symbols = _groups(changes)
+    lines = [
+        "",
+        f"{len(changes):,} changes, summarised by key block; each one is listed by `keyplan show PLANFILE` "
+        "and `keyplan show -json PLANFILE`.",
+        "",
+        "| | key block | target | action | keys |",
+        "|---|---|---|---|---:|",
+    ]
+    for (block, target, category), count in sorted(groups.items()):
+        symbol = symbols[(block, target, category)]
+        lines.append(f"| {symbol} | {markdown_code(block)} | {markdown_code(target)} | {category} | {count:,} |")
+    return lines

@@ -97,3 +97,34 @@ def test_an_endpoint_whose_limits_keyplan_does_not_know_gets_no_estimate_from_th
     planned = workspace.keyplan("plan")
     assert planned.code == 0, planned.output
     assert "Estimated time: about 2 min 30 s: aws.main allows CreateKey 2/s (300 calls)." in planned.stdout
+
+
+def test_a_huge_change_set_in_markdown_fits_a_review_comment(workspace: Workspace) -> None:
+    # A review comment holds at most 65,536 characters (GitHub's limit): the Markdown of a huge
+    # plan is a summary by key block, target and action, pointing at where every change is.
+    workspace.write(CONFIG.format(n=150))  # two targets: 300 changes
+    assert workspace.keyplan("plan", "-refresh=false", "-out", "big.plan").code == 0
+    shown = workspace.keyplan("show", "-markdown", "big.plan")
+    assert shown.code == 0, shown.output
+    assert len(shown.stdout) < 65_536
+    assert "| + | <code>key.data</code> | <code>aws.main</code> | create | 150 |" in shown.stdout
+    assert "| + | <code>key.data</code> | <code>aws.raised</code> | create | 150 |" in shown.stdout
+    assert "keyplan show" in shown.stdout and "<details>" not in shown.stdout
+
+    workspace.write(CONFIG.format(n=40))  # 80 changes: every one in the table, no detail sections
+    assert workspace.keyplan("plan", "-refresh=false", "-out", "mid.plan").code == 0
+    shown = workspace.keyplan("show", "-markdown", "mid.plan")
+    assert shown.stdout.count('<code>key.data["k') == 80 and "<details>" not in shown.stdout
+    assert len(shown.stdout) < 65_536
+
+
+def test_drift_of_a_huge_set_in_markdown_is_counted_by_key_block(workspace: Workspace) -> None:
+    workspace.write(EMBEDDED.format(limits="consistency_window_seconds = 0").replace("range(300)", "range(210)"))
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    (workspace.path / ".keyplan" / "emulators" / "aws-main.sqlite").unlink()  # every key gone behind keyplan's back
+    planned = workspace.keyplan("plan", "-refresh-only", "-out", "drift.plan")
+    assert planned.code == 0, planned.output
+    shown = workspace.keyplan("show", "-markdown", "drift.plan")
+    assert shown.code == 0, shown.output
+    assert "| <code>key.data</code> | <code>aws.main</code> | deleted | 210 |" in shown.stdout
+    assert '<code>key.data["k' not in shown.stdout
