@@ -71,9 +71,11 @@ def plan_options(
     verify: bool = False,
     allow_new_lineage: bool = False,
 ) -> PlanOptions:
+    from keyplan.addresses import canonical
+
     return PlanOptions(
-        targets=tuple(target),
-        replace=tuple(replace),
+        targets=tuple(canonical(address) for address in target),
+        replace=tuple(canonical(address) for address in replace),
         refresh=parse_bool("refresh", refresh),
         refresh_only=refresh_only,
         expiry_horizon=parse_duration("expiry-horizon", expiry_horizon) if expiry_horizon else None,

@@ -100,8 +100,8 @@ def state_show(address: Annotated[str, typer.Argument(help="A key address, e.g. 
     """Show one key's record in state."""
     from keyplan.operations.state import key_record
 
-    state, _ = key_record(load([], [], no_color=True, validate=False), address)
-    emit(render_key(state, address))
+    state, record = key_record(load([], [], no_color=True, validate=False), address)
+    emit(render_key(state, record.address))
 
 
 def state_rm(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keyplan.addresses import canonical
 from keyplan.config.model import Config
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.operations.workspace import LockOptions, locked, read_state, state_backend
@@ -20,6 +21,7 @@ def current(config: Config) -> State | None:
 
 
 def key_record(config: Config, address: str) -> tuple[State, KeyRecord]:
+    address = canonical(address)
     state = current(config)
     if state is None or address not in state.keys:
         known = ", ".join(sorted(state.keys)[:5]) if state else ""
@@ -43,7 +45,7 @@ def remove(config: Config, addresses: list[str], *, lock: LockOptions) -> tuple[
     backend = state_backend(config)
     with locked(backend, "state rm", lock):
         state = _existing(*read_state(backend))
-        removed = remove_records(state, addresses)
+        removed = remove_records(state, [canonical(address) for address in addresses])
         backend.write(state)
     return state, removed
 
@@ -64,7 +66,7 @@ def move(config: Config, source: str, destination: str, *, retag: bool, lock: Lo
     backend = state_backend(config)
     with locked(backend, "state mv", lock):
         state = _existing(*read_state(backend))
-        moves = plan_moves(state, source, destination)
+        moves = plan_moves(state, canonical(source), canonical(destination))
         retagged: list[str] = []
         if retag:
             for planned in moves:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from keyplan import __version__
 from keyplan.config import key_spec
 from keyplan.config.model import Config
+from keyplan.config.suggestions import did_you_mean
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.heap import trusted
 from keyplan.plan.diff import diff
@@ -50,6 +51,26 @@ def desired_keys(config: Config) -> dict[str, DesiredKey]:
         )
         for address, key in config.keys.items()
     }
+
+
+def check_addresses_given(
+    desired: dict[str, DesiredKey], state: State, options: PlanOptions, diagnostics: Diagnostics
+) -> None:
+    """Every `-replace` and `-target` names a key of the configuration or the state (an instance,
+    or a whole key block): a typo must not make a plan that silently leaves out the rotation or
+    the keys asked for."""
+    known = set(desired) | set(state.keys)
+    blocks = {address.split("[", 1)[0] for address in known}
+    for flag, addresses in (("-replace", options.replace), ("-target", options.targets)):
+        for address in addresses:
+            if address in known or address in blocks:
+                continue
+            diagnostics.error(
+                f"{flag} names no key: {address}",
+                "No key of the configuration or the state has this address."
+                + did_you_mean(address, known | blocks, render="`{}`")
+                + " `keyplan state list` lists the keys in state.",
+            )
 
 
 def involved_targets(desired: dict[str, DesiredKey], state: State, options: PlanOptions) -> list[str]:
@@ -258,6 +279,7 @@ def make_plan(
     diagnostics = Diagnostics()
     config = session.config
     desired = desired_keys(config)
+    check_addresses_given(desired, state, options, diagnostics)
     targets = involved_targets(desired, state, options)
     infos: dict[str, TargetInfo] = {}
     for target in targets:
