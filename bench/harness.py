@@ -21,14 +21,16 @@ KEYPLAN = REPO / ".venv" / "bin" / "keyplan"
 
 
 class Emulator:
-    """`python -m providers.<kind>.emulator` on a free port with injected latency. The first line
-    it prints is its URL; a TLS emulator prints `ca-cert: <path>` next."""
+    """`python -m providers.<kind>.emulator` on a free port with injected latency, its long-lived
+    resources (wrapping keys) made before it serves, as a cloud has them: otherwise whichever run
+    calls it first waits for an RSA-4096 key generation. The first line it prints is its URL; a
+    TLS emulator prints `ca-cert: <path>` next."""
 
     def __init__(self, kind: str, data_dir: Path, latency_ms: float, *extra: str, tls: bool = False) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [str(PYTHON), "-m", f"providers.{kind}.emulator", "--port", "0", "--data-dir", str(data_dir),
-             "--latency-ms", str(latency_ms), *extra],
+             "--latency-ms", str(latency_ms), "--prepare", *extra],
             stdout=subprocess.PIPE,
             text=True,
             cwd=REPO,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -222,26 +223,38 @@ def naive_under_quotas(root: Path, n: int) -> dict[str, object]:
 def no_quota_comparison(root: Path, n: int) -> dict[str, object]:
     """No quotas, 20 ms per call: keyplan apply against the serial boto3 script, each on
     its own fresh emulator, one after the other in the same run."""
-    first = Emulator("aws", root / f"emu-free-keyplan-{n}", LATENCY_MS)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"free-{n}-", dir=root))
+    first = Emulator("aws", run_dir / "emu-keyplan", LATENCY_MS)
     try:
-        workdir = root / f"free-{n}"
+        workdir = run_dir / "keyplan"
         workdir.mkdir()
         settings = {**PROVIDER_SETTINGS["aws"], "endpoint": first.url, "credentials": "local"}
         (workdir / "main.kp.hcl").write_text(configuration("aws", settings, n, width=5))
         first.reset()
+        before, emulator_before = os.times(), process_cpu(first.process.pid)
         keyplan_seconds, result = run(workdir, "apply", "-auto-approve")
+        after = os.times()
+        emulator_cpu = process_cpu(first.process.pid) - emulator_before
         calls = first.calls()
         imported = len({m["key"] for m in first.control("/_emulator/materials")["materials"]})  # type: ignore[index,union-attr]
     finally:
         first.stop()
-    second = Emulator("aws", root / f"emu-free-naive-{n}", LATENCY_MS)
+    second = Emulator("aws", run_dir / "emu-naive", LATENCY_MS)
     try:
         naive_seconds, naive_imported, naive_errors = naive_aws_imports(second.url, n)
     finally:
         second.stop()
     return {"keys": n, "keyplan_seconds": keyplan_seconds, "keyplan_exit": result.returncode, "imported": imported,
+            "keyplan_user": after.children_user - before.children_user,
+            "keyplan_system": after.children_system - before.children_system, "emulator_cpu": emulator_cpu,
             "calls": calls, "naive_seconds": naive_seconds, "naive_imported": naive_imported,
             "naive_errors": naive_errors, "speedup": naive_seconds / keyplan_seconds}  # fmt: skip
+
+
+def process_cpu(pid: int) -> float:
+    """User plus system CPU seconds a running process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def big_plan(root: Path, n: int) -> dict[str, object]:
@@ -296,14 +309,19 @@ def markdown(results: dict[str, list[dict[str, object]]]) -> str:
             )
     if results.get("noquota"):
         lines += ["", "## No quotas, 20 ms per call", "",
-                  "| keys | keyplan apply (s) | serial boto3 script (s) | keyplan faster by | calls per key (keyplan) |",
-                  "|---:|---:|---:|---:|---|"]  # fmt: skip
+                  "| keys | keyplan apply (s) | keyplan CPU user + system (s) | emulator CPU (s) | serial boto3 script (s) | "
+                  "keyplan faster by | calls per key (keyplan) |", "|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
         for r in results["noquota"]:
             calls = dict(r["calls"])  # type: ignore[call-overload]
             per_key = ", ".join(f"{op} {count / int(r['keys']):.2f}" for op, count in sorted(calls.items()))
             lines.append(
-                f"| {r['keys']} | {r['keyplan_seconds']:.1f} | {r['naive_seconds']:.1f} | {r['speedup']:.1f}× | {per_key} |"
+                f"| {r['keys']} | {r['keyplan_seconds']:.1f} | {r['keyplan_user']:.1f} + {r['keyplan_system']:.1f} | "
+                f"{r['emulator_cpu']:.1f} | {r['naive_seconds']:.1f} | {r['speedup']:.2f}× | {per_key} |"
             )
+        speedups = sorted(float(r["speedup"]) for r in results["noquota"])  # type: ignore[arg-type]
+        if len(speedups) > 1:
+            lines += ["", f"{len(speedups)} runs: keyplan faster by {speedups[0]:.2f}× to {speedups[-1]:.2f}×, median "
+                      f"{statistics.median(speedups):.2f}×."]  # fmt: skip
     if results.get("plan"):
         lines += ["", "## Planning (`plan -refresh=false`)", "", "| keys | wall (s) | peak memory (MiB) |",
                   "|---:|---:|---:|"]  # fmt: skip
@@ -318,6 +336,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="quota scenario names")
     parser.add_argument("--plan-keys", type=int, nargs="*", default=[100_000])
     parser.add_argument("--noquota-keys", type=int, default=500)
+    parser.add_argument("--noquota-runs", type=int, default=1, help="no-quota comparisons, one after the other")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "RESULTS-quotas.md")
     args = parser.parse_args(list(argv) if argv is not None else None)
     results: dict[str, list[dict[str, object]]] = {}
@@ -343,8 +362,9 @@ def main(argv: Iterable[str] | None = None) -> None:
             results.setdefault("naive", []).append(row := naive_under_quotas(root, 100))
             print(f"naive under quotas: {row}", flush=True)
         if "noquota" in args.sections:
-            results.setdefault("noquota", []).append(row := no_quota_comparison(root, args.noquota_keys))
-            print(f"no quota: {row}", flush=True)
+            for _ in range(args.noquota_runs):
+                results.setdefault("noquota", []).append(row := no_quota_comparison(root, args.noquota_keys))
+                print(f"no quota: {row}", flush=True)
     args.out.write_text(markdown(results))
     print(f"wrote {args.out}")
 

@@ -50,6 +50,12 @@ def serve_main(
         help="realistic: enforce the cloud's documented request quotas with its own throttling answer",
     )
     parser.add_argument("--quota-scale", type=float, default=1.0, help="multiply every quota (realistic profile)")
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="make what the cloud holds before anyone calls it (wrapping keys) before serving, instead of on first "
+        "use or, with the realistic profile, in the background: the first calls then take as long as later ones",
+    )
     if arguments is not None:
         arguments(parser)
     args = parser.parse_args(argv)
@@ -57,7 +63,9 @@ def serve_main(
     clock = Clock(float(store.get_meta("clock_offset") or 0.0))
     server = EmulatorServer(app(args)(store, clock), port=args.port, cert_dir=args.data_dir)
     server.configure({"latency_ms": args.latency_ms, "profile": args.profile, "quota_scale": args.quota_scale})
-    if args.profile == "realistic":
+    if args.prepare:
+        server.app.prepare()
+    elif args.profile == "realistic":
         threading.Thread(target=server.app.prepare, name="emulator-prepare", daemon=True).start()
     print(server.url, flush=True)
     if server.ca_cert is not None:
