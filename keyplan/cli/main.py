@@ -9,6 +9,7 @@ it.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 import signal
@@ -171,10 +172,18 @@ def _close_state_backends() -> None:
         logging.getLogger("keyplan").debug("closing a state backend failed", exc_info=True)
 
 
+@functools.cache
+def _command() -> Any:
+    """The click command typer builds from `app`: once per process, since building it reads the
+    signature and type hints of every command (a process that runs `main` many times, as the test
+    suite does, would otherwise pay that on each run)."""
+    return typer.main.get_command(app)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     click = _click()
 
-    command = typer.main.get_command(app)
+    command = _command()
     args = list(sys.argv[1:] if argv is None else argv)
     abandoned = False
     try:
