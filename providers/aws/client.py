@@ -14,6 +14,7 @@ from keyplan.provider import ErrorKind, ProviderError
 from providers.aws.errors import classify
 from providers.aws.quotas import CONSISTENCY_WINDOW, READS
 from providers.aws.settings import LOCAL_ACCESS_KEY, AwsSettings
+from providers.common.boto_sessions import new_session
 from providers.common.limited import admitted
 
 
@@ -31,7 +32,6 @@ class KmsClient:
             raise classify(exc, "client setup", None, settings) from None
 
     def _make_client(self, endpoint: str | None, local: bool) -> Any:
-        import boto3
         from botocore.config import Config
 
         config = Config(
@@ -42,23 +42,21 @@ class KmsClient:
             max_pool_connections=max(10, self.settings.max_concurrency * 2),
         )
         if local:
-            session = boto3.session.Session(
+            session = new_session(
                 aws_access_key_id=LOCAL_ACCESS_KEY,
                 aws_secret_access_key=LOCAL_ACCESS_KEY,
                 region_name=self.settings.region,
             )
         else:
-            session = boto3.session.Session(profile_name=self.settings.profile, region_name=self.settings.region)
+            session = new_session(profile_name=self.settings.profile, region_name=self.settings.region)
             if self.settings.assume_role_arn:
                 session = self._assumed_session(session)
         return session.client("kms", endpoint_url=endpoint, config=config)
 
     def _assumed_session(self, session: Any) -> Any:
-        import boto3
-
         role = session.client("sts").assume_role(RoleArn=self.settings.assume_role_arn, RoleSessionName="keyplan")
         creds = role["Credentials"]
-        return boto3.session.Session(
+        return new_session(
             aws_access_key_id=creds["AccessKeyId"],
             aws_secret_access_key=creds["SecretAccessKey"],
             aws_session_token=creds["SessionToken"],

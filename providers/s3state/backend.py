@@ -29,7 +29,6 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-import boto3
 import botocore.exceptions
 import botocore.utils
 from botocore.config import Config as BotoConfig
@@ -52,6 +51,7 @@ from keyplan.state.backend import (
     parse_audit_head,
     valid_workspace_name,
 )
+from providers.common.boto_sessions import new_session
 
 
 class S3Settings(StateBackendSettings):
@@ -103,11 +103,11 @@ class S3Backend(StateBackend):
             connect_timeout=5, read_timeout=30, retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=32
         )
         if s.credentials == "local":
-            session = boto3.session.Session(
+            session = new_session(
                 aws_access_key_id="keyplan-local", aws_secret_access_key="keyplan-local", region_name=s.region or "us-east-1"
             )
         else:
-            session = boto3.session.Session(profile_name=s.profile, region_name=s.region)
+            session = new_session(profile_name=s.profile, region_name=s.region)
         client = session.client("s3", endpoint_url=s.endpoint, config=config)
         client.meta.events.register_last("before-call.s3", _send_small_bodies_at_once)
         return client
