@@ -93,11 +93,13 @@ class Team:
             store.backend.close()
         return None if state is None else state.model_dump(mode="json")
 
-    def spawn(self, *args: str, latency_ms: int = 0) -> subprocess.Popen[str]:
-        env = {**os.environ, **self.env, "KEYPLAN_EMULATOR_LATENCY_MS": str(latency_ms)}
+    def spawn(self, *args: str, latency_ms: int = 0, answers: bool = False, **env: str) -> subprocess.Popen[str]:
+        """`keyplan` as its own process, its output (standard error included) on a pipe; with
+        `answers`, its standard input is a pipe the test answers a confirmation on."""
+        environment = {**os.environ, **self.env, "KEYPLAN_EMULATOR_LATENCY_MS": str(latency_ms), **env}
         return subprocess.Popen(
             [str(KEYPLAN_BIN), "-chdir", str(self.workspace.path), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            stdin=subprocess.PIPE if answers else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment,
         )
 
 
@@ -196,23 +198,37 @@ def test_each_workspace_has_its_own_state(team: Team) -> None:
     assert len(_aws_keys(team.workspace)) == 4
 
 
+def _read_until(process: subprocess.Popen[str], words: str) -> str:
+    """What `process` printed up to and including the first line holding `words`."""
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if words in line:
+            return "".join(seen)
+    raise AssertionError(f"keyplan ended (exit {process.wait(timeout=120)}) before printing {words!r}:\n" + "".join(seen))
+
+
 def test_two_applies_at_once_never_both_apply(team: Team) -> None:
     team.write(KEYS.replace('["payments", "ledger"]', '["a", "b", "c", "d"]'))
-    first = team.spawn("apply", "-auto-approve", latency_ms=1500)  # holds the lock for seconds
-    assert first.stdout is not None
-    for line in first.stdout:  # the first holds the lock once it prints its plan
-        if "Plan:" in line or "to create" in line or "create" in line:
-            break
+    # The first apply takes the lock before it plans and keeps it while it asks for confirmation,
+    # walks and commits: its question is the moment it certainly holds the lock.
+    first = team.spawn("apply", answers=True)
+    _read_until(first, "Do you want to perform these actions?")
     second = team.spawn("apply", "-auto-approve")
     second_out, _ = second.communicate(timeout=120)
-    first_out = first.stdout.read()
-    assert first.wait(timeout=120) == 0, first_out
     assert second.returncode == 1, second_out
     assert "Error acquiring the state lock" in second_out and "Operation: apply" in second_out
     assert "Traceback" not in second_out
-    waiting = team.spawn("apply", "-auto-approve", "-lock-timeout=60s")
+    # A third waits for the lock (it says so in its debug log), through the first's whole walk and
+    # commit: it plans only after the first released the lock, and finds nothing left to do.
+    waiting = team.spawn("apply", "-auto-approve", "-lock-timeout=60s", KEYPLAN_LOG="DEBUG")
+    waited = _read_until(waiting, "waiting for it")
+    first_out, _ = first.communicate("yes\n", timeout=120)
+    assert first.returncode == 0, first_out
+    assert "Apply complete!" in first_out, first_out
     out, _ = waiting.communicate(timeout=120)
-    assert waiting.returncode == 0 and "No changes" in out, out
+    assert waiting.returncode == 0 and "No changes" in out, waited + out
     keys = _aws_keys(team.workspace)
     assert len(keys) == 4, "no key was created twice"
     assert sorted(r["targets"]["aws.main"]["remote_id"] for r in team.state()["keys"].values()) == keys
