@@ -43,8 +43,11 @@ openssh:
 quickstart: venv
 	@bash examples/quickstart/run.sh
 
+# The suite starts many Python processes (test workers, the keyplan processes some tests run): they
+# cache bytecode (keyplan's modules, pytest's rewritten test modules) even where the environment
+# turned that off, instead of each compiling the same sources again.
 test: venv softhsm postgresql openssh
-	$(BIN)/python -m pytest -n 2 -q
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n 2 -q
 
 lint: venv
 	$(BIN)/python -m pip install -q -e '.[dev]'
