@@ -15,10 +15,7 @@ driven through keyplan's emulator control protocol at `control_url`: `GET /_emul
 
 from __future__ import annotations
 
-import json
 import os
-import ssl
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,15 +55,7 @@ from keyplan.provider import (
     ScheduleDeletionRequest,
     UpdateKeyRequest,
 )
-
-
-def fetch_json(url: str, method: str = "GET", payload: dict[str, Any] | None = None, ca: Path | None = None) -> Any:
-    """One call on the emulator control protocol."""
-    data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    context = ssl.create_default_context(cafile=str(ca)) if ca else None
-    with urllib.request.urlopen(request, context=context, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
+from keyplan.testing.control import fetch_json
 
 
 @dataclass

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from keyplan.testing.control import fetch_json as fetch_json  # the control protocol's client, for tests
 from providers.emulation.app import EmulatorApp, Request, Response
 from providers.emulation.clock import Clock
 from providers.emulation.quotas import QuotaEnforcer
@@ -364,14 +365,3 @@ def start_embedded(app_factory: type[EmulatorApp], data_dir: Path, name: str) ->
             point = _crash_points.setdefault(name, CrashPoint(int(crash["at"]), str(crash.get("when", "before"))))
             server.crash_point = point
     return server.start()
-
-
-def fetch_json(url: str, method: str = "GET", payload: dict[str, Any] | None = None, ca: Path | None = None) -> Any:
-    """Call a control endpoint (tests, benchmarks)."""
-    import urllib.request
-
-    data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    context = ssl.create_default_context(cafile=str(ca)) if ca else None
-    with urllib.request.urlopen(req, context=context, timeout=30) as resp:
-        return json.loads(resp.read() or b"{}")
