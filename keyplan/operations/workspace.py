@@ -42,9 +42,14 @@ class Workspace:
         return given if given.is_absolute() else self.directory / given
 
     def check(
-        self, variables: Variables = Variables(), *, planned_values: Mapping[str, object] | None = None
+        self,
+        variables: Variables = Variables(),
+        *,
+        planned_values: Mapping[str, object] | None = None,
+        validate: bool = True,
     ) -> tuple[Config | None, Diagnostics]:
-        """Load and validate the configuration; every problem comes back as a diagnostic."""
+        """Load the configuration and (unless `validate` is off) validate it; every problem comes back
+        as a diagnostic."""
         from keyplan.config.load import load_config
         from keyplan.config.validate import validate_config
 
@@ -55,7 +60,7 @@ class Workspace:
                 var_files=[self.path(f) for f in variables.files],
                 planned_values=planned_values,
             )
-            if config is not None:
+            if config is not None and validate:
                 diagnostics.extend(validate_config(config))
         return config, diagnostics
 
@@ -67,18 +72,7 @@ class Workspace:
         planned_values: Mapping[str, object] | None = None,
     ) -> tuple[Config, Diagnostics]:
         """The configuration and its warnings; errors are raised."""
-        if validate:
-            config, diagnostics = self.check(variables, planned_values=planned_values)
-        else:
-            from keyplan.config.load import load_config
-
-            with collector_paused():
-                config, diagnostics = load_config(
-                    self.directory,
-                    var_args=list(variables.args),
-                    var_files=[self.path(f) for f in variables.files],
-                    planned_values=planned_values,
-                )
+        config, diagnostics = self.check(variables, planned_values=planned_values, validate=validate)
         if diagnostics.has_errors() or config is None:
             raise DiagnosticsError(diagnostics)
         return config, Diagnostics(diagnostics.warnings)
