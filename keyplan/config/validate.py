@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from keyplan import registry
 from keyplan.algorithms import ALGORITHMS, KeyUsage, get_algorithm
 from keyplan.config.model import Config, KeyConfig, PluginBlock
+from keyplan.config.settings_errors import settings_diagnostics
 from keyplan.config.suggestions import did_you_mean
 from keyplan.diagnostics import Diagnostics
 from keyplan.heap import trusted
@@ -181,41 +182,16 @@ def _settings(block: PluginBlock, model: type[SettingsT], role: str, diagnostics
     try:
         return model.model_validate(block.attributes)
     except ValidationError as exc:
-        fields = list(model.model_fields)
-        for error in exc.errors():
-            _settings_error(block, error, fields, role, diagnostics)
-        return None
-
-
-def _settings_error(block: PluginBlock, error: Any, fields: list[str], role: str, diagnostics: Diagnostics) -> None:
-    location = [str(part) for part in error["loc"]]
-    attribute = location[0] if location else ""
-    path = ".".join(location)
-    range = block.attribute_ranges.get(attribute, block.range)
-    # pydantic's messages describe the expected input, never echo it; values stay out of messages.
-    if error["type"] == "extra_forbidden":
-        diagnostics.error(
-            "Unsupported argument",
-            f"A {role} \"{block.kind}\" block has no argument `{attribute}`.{did_you_mean(attribute, fields)} Its arguments "
-            f"are {', '.join(fields)}; remove it or correct its name.",
-            range=range,
-            address=block.address,
-        )
-    elif error["type"] == "missing":
-        diagnostics.error(
-            "Missing required argument",
-            f"The {role} block {block.address} must set `{path}`. Add `{path} = ...` to the block.",
+        settings_diagnostics(
+            exc.errors(),
+            list(model.model_fields),
+            diagnostics,
+            block=f'{role} "{block.kind}" block {block.address}',
             range=block.range,
+            attribute_ranges=block.attribute_ranges,
             address=block.address,
         )
-    else:
-        diagnostics.error(
-            "Invalid argument value",
-            f"`{path}` of {block.address} is not valid: {str(error['msg']).removeprefix('Value error, ')}. "
-            "Correct the value.",
-            range=range,
-            address=block.address,
-        )
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

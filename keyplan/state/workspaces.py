@@ -19,6 +19,7 @@ from pydantic import ValidationError
 if TYPE_CHECKING:
     from keyplan.config.model import Config
 
+from keyplan.config.settings_errors import settings_diagnostics
 from keyplan.config.suggestions import did_you_mean
 from keyplan.diagnostics import Diagnostics, DiagnosticsError, SourceRange
 from keyplan.state.backend import (
@@ -96,29 +97,9 @@ def check_backend_settings(
     try:
         settings = plugin.settings_model.model_validate(dict(attributes))
     except ValidationError as exc:
-        for error in exc.errors():
-            location = [str(part) for part in error["loc"]]
-            attribute = location[0] if location else ""
-            where = attribute_ranges.get(attribute, range)
-            if error["type"] == "extra_forbidden":
-                diagnostics.error(
-                    "Unsupported argument",
-                    f'A state "{kind}" block has no argument `{attribute}`.{did_you_mean(attribute, fields)} Its '
-                    f"arguments are {', '.join(fields)}; remove it or correct its name.",
-                    range=where,
-                )
-            elif error["type"] == "missing":
-                diagnostics.error(
-                    "Missing required argument",
-                    f'The state "{kind}" block must set `{attribute}`. Add `{attribute} = ...` to the block.',
-                    range=range,
-                )
-            else:
-                diagnostics.error(
-                    "Invalid argument value",
-                    f'`{".".join(location)}` of the state "{kind}" block is not valid: {error["msg"]}. Correct the value.',
-                    range=where,
-                )
+        settings_diagnostics(
+            exc.errors(), fields, diagnostics, block=f'state "{kind}" block', range=range, attribute_ranges=attribute_ranges
+        )
         return None
     diagnostics.extend(plugin.check(settings))
     return plugin, settings
