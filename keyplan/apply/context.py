@@ -20,7 +20,7 @@ from keyplan.provider import (
     KeySpec,
     PrerequisiteRecord,
 )
-from keyplan.state.model import KeyRecord, State, TargetRecord
+from keyplan.state.model import ImportedVersion, KeyRecord, State, TargetRecord
 
 
 class ActionFailed(Exception):
@@ -84,6 +84,18 @@ class ApplyContext:
                 f"{address} has no remote key at {target} in state. Run `keyplan plan` again.",
             )
         return target_record
+
+    def imported(self, address: str, target: str, version: int, step: str) -> tuple[TargetRecord, ImportedVersion]:
+        """The key's record at `target` and its import of material `version`, which `step`
+        ("promoting it", "proving it") follows."""
+        target_record = self.target_record(address, target)
+        imported = target_record.imported(version)
+        if imported is None:
+            raise ActionFailed(
+                f"material v{version} was not imported at {target}",
+                f"The import before {step} left no record in state. Run `keyplan plan` again.",
+            )
+        return target_record, imported
 
     def prerequisites(self, target: str) -> dict[str, PrerequisiteRecord]:
         return self.committer.read(lambda state: dict(state.prerequisites.get(target, {})))

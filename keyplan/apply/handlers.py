@@ -328,13 +328,7 @@ def create_key(context: ApplyContext, action: CreateKey) -> None:
 @handles(PromoteVersion)
 def promote_version(context: ApplyContext, action: PromoteVersion) -> None:
     address, target, version = action.address, action.target, action.args.version
-    target_record = context.target_record(address, target)
-    imported = target_record.imported(version)
-    if imported is None:
-        raise ActionFailed(
-            f"material version {version} was not imported here",
-            "The import step did not record a version to promote. Run `keyplan plan` again.",
-        )
+    target_record, imported = context.imported(address, target, version, "promoting it")
     context.calls.provider(
         action,
         target,

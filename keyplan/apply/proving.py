@@ -73,13 +73,7 @@ def verify_import(context: ApplyContext, action: VerifyMaterial) -> None:
     a proof the cloud offers for no key of this kind (reported), lets the apply go on: a mismatch
     fails the action, and so does a proof that was refused (the key's later steps are skipped)."""
     address, target, version = action.address, action.target, action.args.version
-    target_record = context.target_record(address, target)
-    imported = target_record.imported(version)
-    if imported is None:
-        raise ActionFailed(
-            f"material v{version} was not imported at {target}",
-            "The import this proof follows left no record in state. Run `keyplan plan` again.",
-        )
+    target_record, imported = context.imported(address, target, version, "proving it")
     task = ProofTask(
         address=address,
         target=target,
