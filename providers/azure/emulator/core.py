@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import uuid
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -341,7 +342,33 @@ class VaultCore(EmulatorApp):
             updated=now,
         )
 
-    def _add_version(self, existing: StoredKey | None, version: StoredVersion) -> None:
+    def _add_version(
+        self,
+        existing: StoredKey | None,
+        *,
+        name: str,
+        kty: str,
+        key_ops: list[str],
+        public: dict[str, str],
+        secret: bytes,
+        attributes: WireAttributes,
+        tags: dict[str, str] | None,
+        fingerprint: str | None = None,
+    ) -> str:
+        """A new version of the key `name` (made anew, if `existing` is None) holding `secret`:
+        made by the vault, or imported when it comes with its material's fingerprint."""
+        version = StoredVersion(
+            name=name,
+            version=uuid.uuid4().hex,
+            kty=kty,
+            key_ops=key_ops,
+            public=public,
+            private=base64.b64encode(secret).decode(),
+            imported=fingerprint is not None,
+            fingerprint=fingerprint,
+            attributes=self._new_attributes(attributes),
+            tags=self._check_tags(tags),
+        )
         with self.store.transaction():
             key = existing or StoredKey(name=version.name)
             if self.vault_kind == "managedhsm" and len(key.versions) >= 100:
@@ -349,6 +376,7 @@ class VaultCore(EmulatorApp):
             key.versions.append(version.version)
             self.store.put("keys", key.name.lower(), key.model_dump())
             self._save_version(version.model_copy(update={"name": key.name}))
+        return version.version
 
     def _check_usable(self, version: StoredVersion, operation: str) -> None:
         now = self._now()

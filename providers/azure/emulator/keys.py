@@ -3,10 +3,8 @@ unwrapped with the KEK and checked against kty/crv), and update."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +22,6 @@ from providers.azure.emulator.bodies import (
     UpdateKeyBody,
 )
 from providers.azure.emulator.core import VaultCore
-from providers.azure.emulator.documents import StoredVersion
 from providers.azure.emulator.errors import bad_parameter
 from providers.azure.emulator.jwk import public_members, stored_rsa_key
 from providers.azure.emulator.limits import (
@@ -65,18 +62,17 @@ class KeyRoutes(VaultCore):
                 if size not in AES_SIZES:
                     raise bad_parameter("oct-HSM key size must be 128, 192 or 256 bits.")
                 secret, public = os.urandom(size), {}
-            version = StoredVersion(
+            version = self._add_version(
+                existing,
                 name=name,
-                version=uuid.uuid4().hex,
                 kty=body.kty,
                 key_ops=ops,
                 public=public,
-                private=base64.b64encode(secret).decode(),
-                attributes=self._new_attributes(body.attributes),
-                tags=self._check_tags(body.tags),
+                secret=secret,
+                attributes=body.attributes,
+                tags=body.tags,
             )
-            self._add_version(existing, version)
-        return self.get_key(name, version.version, base)
+        return self.get_key(name, version, base)
 
     def import_key(self, name: str, body: ImportKeyBody, request: Request, base: str) -> Response:
         with self.store.transaction():
@@ -99,21 +95,21 @@ class KeyRoutes(VaultCore):
                     "The key_hsm ciphertext could not be decrypted with the key-exchange key named in its header."
                 ) from None
             public, kind = self._check_material(family, jwk.crv, material)
-            version = StoredVersion(
-                name=name,
-                version=uuid.uuid4().hex,
-                kty=jwk.kty,
-                key_ops=ops,
-                public=public,
-                private=base64.b64encode(material.reveal()).decode(),
-                imported=True,
-                fingerprint=fingerprint_material(kind, material),
-                attributes=self._new_attributes(body.attributes),
-                tags=self._check_tags(body.tags),
-            )
-            material.wipe()
-            self._add_version(existing, version)
-        return self.get_key(name, version.version, base)
+            try:
+                version = self._add_version(
+                    existing,
+                    name=name,
+                    kty=jwk.kty,
+                    key_ops=ops,
+                    public=public,
+                    secret=material.reveal(),
+                    attributes=body.attributes,
+                    tags=body.tags,
+                    fingerprint=fingerprint_material(kind, material),
+                )
+            finally:
+                material.wipe()
+        return self.get_key(name, version, base)
 
     def _transfer_blob(self, key_hsm: bytes) -> TransferBlob:
         try:
