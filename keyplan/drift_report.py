@@ -97,16 +97,16 @@ def render_drift_report(plan: Plan) -> str:
 
 
 def drift_schema() -> dict[str, Any]:
-    schema = DriftReport.model_json_schema(mode="serialization")
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://keyplan.dev/schemas/{SCHEMA_FILE}",
-        "title": "keyplan drift report",
-        "description": "What `keyplan drift -json` prints: every change made outside keyplan since the state was "
+    from keyplan.schemas import with_meta
+
+    return with_meta(
+        DriftReport.model_json_schema(mode="serialization"),
+        SCHEMA_FILE,
+        "keyplan drift report",
+        "What `keyplan drift -json` prints: every change made outside keyplan since the state was "
         "written, counted by kind. `keyplan drift` exits 0 when `clean`, 2 when there is drift, 1 on errors. "
         "`format_version` changes only on incompatible changes.",
-        **{k: v for k, v in schema.items() if k != "title"},
-    }
+    )
 
 
 def render_schema() -> str:

@@ -18,7 +18,8 @@ from keyplan.state.model import State
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
-def _with_meta(schema: dict[str, Any], ident: str, title: str, description: str) -> dict[str, Any]:
+def with_meta(schema: dict[str, Any], ident: str, title: str, description: str) -> dict[str, Any]:
+    """A model's JSON Schema as one of keyplan's published documents: its id, title and description."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://keyplan.dev/schemas/{ident}",
@@ -47,7 +48,7 @@ def plan_schema() -> dict[str, Any]:
         "description": "Only in `keyplan show -json PLANFILE`: the signed approvals kept beside the plan file.",
         "items": {"type": "object"},
     }
-    return _with_meta(
+    return with_meta(
         schema,
         "plan.schema.json",
         "keyplan plan",
@@ -57,7 +58,7 @@ def plan_schema() -> dict[str, Any]:
 
 
 def state_schema() -> dict[str, Any]:
-    return _with_meta(
+    return with_meta(
         State.model_json_schema(mode="serialization"),
         "state.schema.json",
         "keyplan state",
@@ -77,7 +78,7 @@ def documents() -> dict[str, dict[str, Any]]:
         "drift.schema.json": drift_schema(),
         "policy.schema.json": policy_schema(),
         "verify.schema.json": verify_schema(),
-        "apply-events.schema.json": _with_meta(
+        "apply-events.schema.json": with_meta(
             apply_events_schema(),
             "apply-events.schema.json",
             "keyplan apply -json event",

@@ -386,9 +386,9 @@ def _printable(text: str) -> str:
 
 
 def verify_schema() -> dict[str, Any]:
-    from keyplan.schemas import _with_meta
+    from keyplan.schemas import with_meta
 
-    return _with_meta(
+    return with_meta(
         VerificationReport.model_json_schema(mode="serialization"),
         "verify.schema.json",
         "keyplan verify",

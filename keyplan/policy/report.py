@@ -145,16 +145,16 @@ def render_json(report: PolicyReport) -> str:
 
 
 def policy_schema() -> dict[str, Any]:
-    schema = PolicyReportDocument.model_json_schema(mode="serialization")
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://keyplan.dev/schemas/{SCHEMA_FILE}",
-        "title": "keyplan policy report",
-        "description": "What `keyplan check -format=json` prints: the findings of the policy rules. `keyplan check` "
+    from keyplan.schemas import with_meta
+
+    return with_meta(
+        PolicyReportDocument.model_json_schema(mode="serialization"),
+        SCHEMA_FILE,
+        "keyplan policy report",
+        "What `keyplan check -format=json` prints: the findings of the policy rules. `keyplan check` "
         "exits 0 when nothing reaches -fail-on, 2 when a finding does, 1 on errors. `format_version` changes only "
         "on incompatible changes.",
-        **{k: v for k, v in schema.items() if k != "title"},
-    }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
