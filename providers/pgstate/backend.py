@@ -88,13 +88,22 @@ class PgBackend(StateBackend):
         if self._conn is None or self._conn.closed:
             if self._held:
                 raise self._dropped()
-            try:
-                self._conn = psycopg.connect(self._conn_str, autocommit=True, connect_timeout=10)
-            except psycopg.Error as error:
-                raise classified(error, self.settings, "connect to") from None
-        if not self._ready:
-            self._create_tables(self._conn)
+            self._conn = self._connect()
         return self._conn
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A new connection, with keyplan's tables made on first use."""
+        try:
+            conn = psycopg.connect(self._conn_str, autocommit=True, connect_timeout=10)
+        except psycopg.Error as error:
+            raise classified(error, self.settings, "connect to") from None
+        if not self._ready:
+            try:
+                self._create_tables(conn)
+            except StateError:
+                conn.close()
+                raise
+        return conn
 
     def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
         try:
@@ -391,12 +400,7 @@ class PgBackend(StateBackend):
     def _audit_run(self, doing: str, work: Callable[[psycopg.Connection[Any]], Any]) -> Any:
         with self._audit_mutex:
             if self._audit_conn is None or self._audit_conn.closed:
-                try:
-                    self._audit_conn = psycopg.connect(self._conn_str, autocommit=True, connect_timeout=10)
-                except psycopg.Error as error:
-                    raise classified(error, self.settings, "connect to") from None
-                if not self._ready:
-                    self._create_tables(self._audit_conn)
+                self._audit_conn = self._connect()
             conn = self._audit_conn
             try:
                 return work(conn)
