@@ -155,22 +155,32 @@ class ImportedKey:
     ) -> str:
         params = parameters or self.parameters()
         blob = wrap(params.method, params.wrapping_public_key, material)
-        response = self.harness.provider.import_material(
-            ImportMaterialRequest(
-                remote_id=self.remote_id,
-                address=self.address,
-                managed_by=self.managed_by,
-                key=self.spec,
-                parameters=params,
-                wrapped=blob,
-                purpose=purpose,
-                reimport_version_id=reimport_version_id,
-                valid_to=valid_to,
-            )
-        )
+        request = self.import_request(params, blob, purpose, reimport_version_id=reimport_version_id, valid_to=valid_to)
+        response = self.harness.provider.import_material(request)
         assert response.remote_id == self.remote_id
         self.versions.append(response.version_id)
         return response.version_id
+
+    def import_request(
+        self,
+        parameters: ImportParameters,
+        wrapped: bytes,
+        purpose: ImportPurpose = ImportPurpose.INITIAL,
+        *,
+        reimport_version_id: str | None = None,
+        valid_to: datetime | None = None,
+    ) -> ImportMaterialRequest:
+        return ImportMaterialRequest(
+            remote_id=self.remote_id,
+            address=self.address,
+            managed_by=self.managed_by,
+            key=self.spec,
+            parameters=parameters,
+            wrapped=wrapped,
+            purpose=purpose,
+            reimport_version_id=reimport_version_id,
+            valid_to=valid_to,
+        )
 
     def inventory_entry(self) -> tuple[RemoteKey | None, Inventory]:
         inventory = self.harness.provider.inventory(
@@ -422,16 +432,7 @@ class ProviderConformance:
         blob[-1] ^= 0xFF
         with pytest.raises(ProviderError) as caught:
             harness.provider.import_material(
-                ImportMaterialRequest(
-                    remote_id=key.remote_id,
-                    address=key.address,
-                    managed_by=key.managed_by,
-                    key=key.spec,
-                    parameters=params,
-                    wrapped=bytes(blob),
-                    purpose=ImportPurpose.INITIAL,
-                    valid_to=datetime.now(UTC) + timedelta(days=30),
-                )
+                key.import_request(params, bytes(blob), valid_to=datetime.now(UTC) + timedelta(days=30))
             )
         text = f"{caught.value.summary} {caught.value.detail} {caught.value!r}"
         import base64
