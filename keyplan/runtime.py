@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from keyplan.provider import (
 from keyplan.registry import provider_plugin, source_plugin
 
 SettingsT = TypeVar("SettingsT", bound=PluginSettings)
+Opened = TypeVar("Opened", Provider, KeySource)
 
 
 def _settings(block: PluginBlock, model: type[SettingsT]) -> SettingsT:
@@ -83,30 +85,39 @@ class Session:
             return self._opening.setdefault(address, threading.Lock())
 
     def provider(self, address: str) -> Provider:
-        with self._once(address):
-            if address not in self._providers:
-                plugin, settings = self.provider_plugin(address)
-                block = self.config.providers[address]
-                try:
-                    self._providers[address] = plugin.open(settings, self.context(address))
-                except ProviderError as exc:
-                    raise DiagnosticsError.single(
-                        f"Cannot open provider {address}: {exc.summary}", exc.detail, range=block.range, address=address
-                    ) from None
-            return self._providers[address]
+        def open_provider() -> Provider:
+            plugin, settings = self.provider_plugin(address)
+            return plugin.open(settings, self.context(address))
+
+        return self._opened(self._providers, address, self.config.providers[address], open_provider, ProviderError)
 
     def source(self, address: str) -> KeySource:
+        def open_source() -> KeySource:
+            plugin, settings = self.source_plugin(address)
+            return plugin.open(settings, self.context(address))
+
+        return self._opened(self._sources, address, self.config.sources[address], open_source, SourceError)
+
+    def _opened(
+        self,
+        opened: dict[str, Opened],
+        address: str,
+        block: PluginBlock,
+        open_plugin: Callable[[], Opened],
+        refusal: type[ProviderError] | type[SourceError],
+    ) -> Opened:
+        """The plugin of `block`, opened on first use (once, however many threads ask); its
+        refusal to open is a diagnostic on the block."""
+        role = "provider" if refusal is ProviderError else "source"
         with self._once(address):
-            if address not in self._sources:
-                plugin, settings = self.source_plugin(address)
-                block = self.config.sources[address]
+            if address not in opened:
                 try:
-                    self._sources[address] = plugin.open(settings, self.context(address))
-                except SourceError as exc:
+                    opened[address] = open_plugin()
+                except refusal as exc:
                     raise DiagnosticsError.single(
-                        f"Cannot open source {address}: {exc.summary}", exc.detail, range=block.range, address=address
+                        f"Cannot open {role} {address}: {exc.summary}", exc.detail, range=block.range, address=address
                     ) from None
-            return self._sources[address]
+            return opened[address]
 
     def close(self) -> None:
         for provider in self._providers.values():
