@@ -16,7 +16,7 @@ from typing import cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, PrivateKey, PublicKey, SecretKey, Session
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass, PrivateKey, PublicKey, SecretKey, Session
 from pkcs11.types import EncryptMixin, SignMixin
 
 from keyplan.crypto.fingerprint import (
@@ -55,6 +55,18 @@ class TokenHandle:
 
     def __str__(self) -> str:
         return f"{self.label}#{self.object_id.hex()}"
+
+
+def session_aes_key(session: Session, capabilities: MechanismFlag) -> SecretKey:
+    """An AES-256 key that lives only in this session (a probe's test key, a wrap's transport
+    key): sensitive, and extractable only wrapped."""
+    return session.generate_key(
+        KeyType.AES,
+        256,
+        store=False,
+        capabilities=capabilities,
+        template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
+    )
 
 
 def find_object(session: Session, handle: TokenHandle, object_class: ObjectClass) -> SecretKey | PrivateKey | PublicKey | None:

@@ -24,7 +24,7 @@ from keyplan.crypto.secret import SecretBytes
 from keyplan.crypto.wrap import UnwrapError, WrapMethod, strongest_first, unwrap
 from keyplan.provider import SourceCapabilities
 from providers.pkcs11.mechanisms import CKM_RSA_AES_KEY_WRAP
-from providers.pkcs11.objects import CURVE_PARAMS, public_fingerprint, secret_fingerprint
+from providers.pkcs11.objects import CURVE_PARAMS, public_fingerprint, secret_fingerprint, session_aes_key
 from providers.pkcs11.wrapping import import_wrapping_key, wrap_in_token
 
 _PROBE_RSA_BITS = 2048
@@ -111,13 +111,7 @@ def _working_methods(
 ) -> tuple[set[WrapMethod], set[WrapMethod]]:
     if not {Mechanism.AES_KEY_GEN, Mechanism.AES_ECB} <= mechanisms:
         return set(), set()
-    test_key = session.generate_key(
-        KeyType.AES,
-        256,
-        store=False,
-        capabilities=MechanismFlag.ENCRYPT,
-        template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
-    )
+    test_key = session_aes_key(session, MechanismFlag.ENCRYPT)
     try:
         expected = secret_fingerprint(test_key)
 

@@ -19,6 +19,7 @@ from pkcs11.util.rsa import decode_rsa_public_key
 
 from keyplan.crypto.wrap import WrapMethod, load_wrapping_key
 from providers.pkcs11.mechanisms import RSA_AES_KEY_WRAP, RsaAesKeyWrapParameter, oaep_parameters
+from providers.pkcs11.objects import session_aes_key
 
 
 def import_wrapping_key(session: Session, spki_der: bytes) -> PublicKey:
@@ -72,13 +73,7 @@ def wrap_in_token(
     if native_hybrid:
         parameter = RsaAesKeyWrapParameter.for_method(method)
         return _wrap_key(wrapping_key, target, RSA_AES_KEY_WRAP, parameter.raw)
-    transport = session.generate_key(
-        KeyType.AES,
-        256,
-        store=False,
-        capabilities=MechanismFlag.WRAP,
-        template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
-    )
+    transport = session_aes_key(session, MechanismFlag.WRAP)
     try:
         wrapped_target = _wrap_key(transport, target, Mechanism.AES_KEY_WRAP_PAD, None)
         wrapped_transport = _wrap_key(wrapping_key, transport, Mechanism.RSA_PKCS_OAEP, oaep_parameters(method))
