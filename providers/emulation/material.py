@@ -66,5 +66,12 @@ def private_material(material: SecretBytes) -> PrivateMaterial:
     return PrivateMaterial(key)
 
 
+def pkcs8_material(private_key: PrivateKeyTypes) -> SecretBytes:
+    """A private key as the clouds import it: DER PKCS#8 PrivateKeyInfo, unencrypted."""
+    return SecretBytes(
+        private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
 def raw_length_fits(material: SecretBytes, *lengths: int) -> bool:
     return len(material) in lengths

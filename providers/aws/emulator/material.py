@@ -20,7 +20,7 @@ from providers.aws.emulator.errors import KmsError
 from providers.aws.emulator.wire import (
     KeySpecInfo,
 )
-from providers.emulation.material import private_material
+from providers.emulation.material import pkcs8_material, private_material
 
 
 def derive_material_id(key_id: str, material: SecretBytes) -> str:
@@ -50,11 +50,7 @@ def generate_material(spec: KeySpecInfo) -> SecretBytes:
     else:
         assert spec.curve is not None
         private_key = ec.generate_private_key(spec.curve())
-    return SecretBytes(
-        private_key.private_bytes(
-            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    return pkcs8_material(private_key)
 
 
 def material_record(

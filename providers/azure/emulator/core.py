@@ -30,6 +30,7 @@ from providers.azure.emulator.limits import (
     VaultKind,
 )
 from providers.emulation import Clock, DocumentStore, EmulatorApp, Request, Response
+from providers.emulation.material import pkcs8_material
 
 
 class VaultCore(EmulatorApp):
@@ -165,11 +166,7 @@ class VaultCore(EmulatorApp):
                 else:
                     assert isinstance(current, ec.EllipticCurvePrivateKey)
                     private, kind = ec.generate_private_key(current.curve), MaterialKind.EC
-                fresh = SecretBytes(
-                    private.private_bytes(
-                        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-                    )
-                )
+                fresh = pkcs8_material(private)
                 public = public_members(private, stored.public.get("crv"))
             swapped = stored.model_copy(
                 update={

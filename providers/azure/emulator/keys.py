@@ -8,7 +8,6 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import ValidationError
 
@@ -31,7 +30,7 @@ from providers.azure.emulator.limits import (
     TRANSFER_ENC,
 )
 from providers.emulation import Request, Response
-from providers.emulation.material import private_material
+from providers.emulation.material import pkcs8_material, private_material
 
 
 class KeyRoutes(VaultCore):
@@ -53,9 +52,7 @@ class KeyRoutes(VaultCore):
                     raise bad_parameter(f"The curve {crv!r} is not supported.")
                 private_key = ec.generate_private_key(CURVES[crv])
             if private_key is not None:
-                secret = private_key.private_bytes(
-                    serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-                )
+                secret = pkcs8_material(private_key).reveal()
                 public = public_members(private_key, crv)
             else:
                 size = (body.key_size or 256) // 8

@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from keyplan.crypto.secret import SecretBytes
-from providers.emulation.material import private_material
+from providers.emulation.material import pkcs8_material, private_material
 from providers.gcp.emulator.protos import AlgorithmRule
 
 
@@ -46,6 +45,4 @@ def fresh_material(rule: AlgorithmRule) -> bytes:
     else:
         assert rule.curve is not None
         private = ec.generate_private_key(rule.curve())
-    return bytes(
-        private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    return pkcs8_material(private).reveal()
