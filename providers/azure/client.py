@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import keyplan
 from keyplan.limits import TargetLimits
-from keyplan.provider import ErrorKind, ProviderError
+from keyplan.provider import ProviderError
 from providers.azure.errors import ErrorContext, classify
 from providers.azure.quotas import is_read, operation_of
 from providers.azure.settings import AzureSettings
+from providers.common.errors import unless_not_found
 from providers.common.limited import admitted
 
 if TYPE_CHECKING:
@@ -99,9 +100,4 @@ class VaultCalls:
         return admitted(self.limits, operation, send, read=is_read(operation))
 
     def optional(self, action: str, call: Callable[[], T], remote_id: str | None = None) -> T | None:
-        try:
-            return self(action, call, remote_id)
-        except ProviderError as error:
-            if error.kind is ErrorKind.NOT_FOUND:
-                return None
-            raise
+        return unless_not_found(lambda: self(action, call, remote_id))
