@@ -77,6 +77,9 @@ class RateClass(BaseModel):
     scope: str = Field(description='Who shares the budget, e.g. "account and region".')
     source: str = Field(description="Where the number is published (docs/quotas.md).")
     burst: int = Field(default=0, ge=0, description="Calls allowed at once before pacing (0: half a second's worth).")
+    sensitive: bool = Field(
+        default=False, description="The rate is a user's override derived from a sensitive value: never shown."
+    )
 
     @property
     def capacity(self) -> float:
@@ -86,10 +89,14 @@ class RateClass(BaseModel):
         return float(self.burst) if self.burst else max(1.0, self.per_second / 2)
 
 
-def apply_overrides(classes: Iterable[RateClass], overrides: dict[str, float]) -> tuple[RateClass, ...]:
-    """The classes with the user's `rate_limits` applied (names were checked by the settings)."""
+def apply_overrides(
+    classes: Iterable[RateClass], overrides: dict[str, float], *, sensitive: bool = False
+) -> tuple[RateClass, ...]:
+    """The classes with the user's `rate_limits` applied (names were checked by the settings);
+    `sensitive` when the overrides derive from a sensitive value."""
     return tuple(
-        c.model_copy(update={"per_second": overrides[c.name]}) if c.name in overrides else c for c in classes
+        c.model_copy(update={"per_second": overrides[c.name], "sensitive": sensitive}) if c.name in overrides else c
+        for c in classes
     )
 
 

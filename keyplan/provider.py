@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from keyplan.algorithms import Algorithm, KeyUsage
 from keyplan.crypto.proofs import SignatureScheme
@@ -92,7 +92,7 @@ class ProviderSettings(PluginSettings):
 
     def rate_classes(self) -> tuple[RateClass, ...]:
         """The classes this block's calls are admitted through, with `rate_limits` applied."""
-        return apply_overrides(self.declared_rate_classes(), self.rate_limits)
+        return apply_overrides(self.declared_rate_classes(), self.rate_limits, sensitive=self._sensitive_rates)
 
     def quota_cost(self, operation: str) -> dict[str, float]:
         """The calls of each operation class that one contract operation (`create_key`,
@@ -114,6 +114,16 @@ class ProviderSettings(PluginSettings):
     def call_limits(self, context: RuntimeContext) -> TargetLimits:
         """This block's limiters in the run."""
         return context.limits.target(context.address, self.rate_classes(), paced=self.paced)
+
+    # Whether `rate_limits` derives from a sensitive value: its rates are then never shown. Set from
+    # the validation context `{"sensitive": <the block's sensitive attribute names>}`.
+    _sensitive_rates: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="after")
+    def _mark_sensitive_rates(self, info: ValidationInfo) -> ProviderSettings:
+        context = info.context if isinstance(info.context, dict) else {}
+        self._sensitive_rates = "rate_limits" in context.get("sensitive", ())
+        return self
 
     @field_validator("rate_limits")
     @classmethod

@@ -36,7 +36,7 @@ Opened = TypeVar("Opened", Provider, KeySource)
 
 def _settings(block: PluginBlock, model: type[SettingsT]) -> SettingsT:
     try:
-        return model.model_validate(block.attributes)
+        return model.model_validate(block.attributes, context={"sensitive": block.sensitive})
     except ValidationError as exc:
         first = exc.errors()[0]
         raise DiagnosticsError.single(

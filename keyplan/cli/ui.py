@@ -67,8 +67,9 @@ def quota_waits(rows: Iterable[tuple[str, RateClass, ClassStats]]) -> str:
     lines = []
     for target, rate_class, stats in rows:
         throttled = f"; {stats.throttled} throttled answer(s) waited out" if stats.throttled else ""
+        rate = "a sensitive rate" if rate_class.sensitive else f"{rate_class.per_second:g}/s"
         lines.append(
-            f"  {for_terminal(target)} {for_terminal(rate_class.name)} ({rate_class.per_second:g}/s per "
+            f"  {for_terminal(target)} {for_terminal(rate_class.name)} ({rate} per "
             f"{for_terminal(rate_class.scope)}): waited {stats.waited_seconds:.1f}s over {stats.calls} call(s){throttled}\n"
         )
     return ("\nTime spent within request quotas:\n" + "".join(lines)) if lines else ""

@@ -33,8 +33,8 @@ def quota_estimate(actions: Iterable[Action], settings: Mapping[str, ProviderSet
     for (target, class_name), count in calls.items():
         block = settings[target]
         declared = next((c for c in block.rate_classes() if c.name == class_name), None)
-        if declared is None or not block.paced(declared):
-            continue  # an endpoint whose limits keyplan does not know: nothing to say how long
+        if declared is None or not block.paced(declared) or declared.sensitive:
+            continue  # limits keyplan does not know, or may not show: nothing to say how long
         rate = declared.per_second
         seconds = count / rate
         if best is None or seconds > best.seconds:

@@ -44,3 +44,49 @@ def test_rates_within_the_bounds_are_accepted_and_paced(workspace: Workspace) ->
     applied = workspace.keyplan("apply", "-auto-approve")
     assert applied.code == 0, applied.output
     assert len(workspace.state()["keys"]) == 2
+
+
+SENSITIVE = """
+variable "keys" {
+  type    = number
+  default = 12
+}
+
+variable "raised" {
+  type      = number
+  default   = 0.37
+  sensitive = true
+}
+
+source "software" "local" {}
+
+provider "aws" "main" {
+  region      = "eu-west-1"
+  endpoint    = "embedded"
+  rate_limits = { CreateKey = var.raised }
+}
+
+key "data" {
+  for_each  = toset([for i in range(var.keys) : "k${i}"])
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+}
+"""
+
+
+def test_a_rate_from_a_sensitive_variable_is_never_shown(workspace: Workspace) -> None:
+    # 12 calls at 0.37/s would be estimated at about 32 s and shown as "22.2/min".
+    workspace.write(SENSITIVE)
+    forms = ("0.37", "22.2", "about 32 s")
+    planned = workspace.keyplan("plan", "-out", "p.kpplan")
+    assert planned.code == 0, planned.output
+    shown = [planned.output, workspace.keyplan("plan", "-json").stdout, (workspace.path / "p.kpplan").read_text()]
+    shown.append(workspace.keyplan("show", "-markdown", "p.kpplan").stdout)
+    for text in shown:
+        for form in forms:
+            assert form not in text
+    # Three keys at 0.9/s: the apply waits on the quota, and its summary says so without the rate.
+    applied = workspace.keyplan("apply", "-auto-approve", "-var", "keys=3", "-var", "raised=0.9")
+    assert applied.code == 0, applied.output
+    assert "aws.main CreateKey (" in applied.stdout and "0.9" not in applied.output
