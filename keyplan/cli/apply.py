@@ -23,6 +23,7 @@ from keyplan.cli.options import (
     LockOpt,
     LockTimeoutOpt,
     NoColorOpt,
+    ThrottleTimeoutOpt,
     VarFileOpt,
     VarOpt,
     emit,
@@ -68,14 +69,7 @@ def apply(
     ] = "24h",
     verify: VerifyOpt = False,
     allow_new_lineage: AllowNewLineageOpt = False,
-    throttle_timeout: Annotated[
-        str,
-        typer.Option(
-            "-throttle-timeout",
-            "--throttle-timeout",
-            help="Stop when a cloud throttles one kind of call this long without letting one through.",
-        ),
-    ] = "30m",
+    throttle_timeout: ThrottleTimeoutOpt = "30m",
     var: VarOpt = [],  # noqa: B006
     var_file: VarFileOpt = [],  # noqa: B006
     lock: LockOpt = "true",

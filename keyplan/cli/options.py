@@ -55,6 +55,14 @@ VarFileOpt = Annotated[
 ]
 NoColorOpt = Annotated[bool, typer.Option("-no-color", "--no-color", help="No colour in output.")]
 LockOpt = Annotated[str, typer.Option("-lock", "--lock", help="Lock the state (true/false).")]
+ThrottleTimeoutOpt = Annotated[
+    str,
+    typer.Option(
+        "-throttle-timeout",
+        "--throttle-timeout",
+        help="Stop when a cloud throttles one kind of call this long without letting one through.",
+    ),
+]
 LockTimeoutOpt = Annotated[
     str, typer.Option("-lock-timeout", "--lock-timeout", help="How long to wait for a held lock, e.g. 30s.")
 ]

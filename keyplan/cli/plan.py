@@ -15,6 +15,7 @@ from keyplan.cli.options import (
     LockOpt,
     LockTimeoutOpt,
     NoColorOpt,
+    ThrottleTimeoutOpt,
     VarFileOpt,
     VarOpt,
     emit,
@@ -70,6 +71,7 @@ def plan_options(
     expiry_horizon: str | None,
     verify: bool = False,
     allow_new_lineage: bool = False,
+    throttle_timeout: str = "30m",
 ) -> PlanOptions:
     from keyplan.addresses import canonical
 
@@ -81,6 +83,7 @@ def plan_options(
         expiry_horizon=parse_duration("expiry-horizon", expiry_horizon) if expiry_horizon else None,
         verify=verify,
         allow_new_lineage=allow_new_lineage,
+        throttle_timeout=parse_duration("throttle-timeout", throttle_timeout).total_seconds(),
     )
 
 
@@ -136,6 +139,7 @@ def plan(
     parallelism: ParallelismOpt = 10,
     verify: VerifyOpt = False,
     allow_new_lineage: AllowNewLineageOpt = False,
+    throttle_timeout: ThrottleTimeoutOpt = "30m",
     var: VarOpt = [],  # noqa: B006
     var_file: VarFileOpt = [],  # noqa: B006
     lock: LockOpt = "true",
@@ -149,7 +153,9 @@ def plan(
 
     with collector_paused():  # configuration, plan and its text: large and acyclic (keyplan.heap)
         config = load(var, var_file, no_color=no_color)
-        options = plan_options(target, replace, refresh, refresh_only, expiry_horizon, verify, allow_new_lineage)
+        options = plan_options(
+            target, replace, refresh, refresh_only, expiry_horizon, verify, allow_new_lineage, throttle_timeout
+        )
         result = make_plan(config, options, lock=lock_options(lock, lock_timeout), parallelism=parallelism)
         if out is not None:
             out = from_working_dir(out)
@@ -180,6 +186,7 @@ def drift(
             help="Also prove each key's material at each target (as keyplan verify); a mismatch is drift.",
         ),
     ] = False,
+    throttle_timeout: ThrottleTimeoutOpt = "30m",
     var: VarOpt = [],  # noqa: B006
     var_file: VarFileOpt = [],  # noqa: B006
     lock: LockOpt = "true",
@@ -192,7 +199,7 @@ def drift(
     from keyplan.plan.render import render_text
 
     config = load(var, var_file, no_color=no_color)
-    options = plan_options([], [], "true", True, expiry_horizon)
+    options = plan_options([], [], "true", True, expiry_horizon, throttle_timeout=throttle_timeout)
     outcome = refresh_only(config, options, lock=lock_options(lock, lock_timeout), verify=verify)
     result, report = outcome.plan, outcome.policy
     if outcome.proof_errors:

@@ -40,7 +40,8 @@ def make_plan(
     from keyplan.plan.planner import make_plan as planner
     from keyplan.runtime import Session
 
-    with nullcontext(session) if session is not None else Session(config) as opened, collector_paused():
+    opening = Session(config, throttle_timeout=options.throttle_timeout) if session is None else nullcontext(session)
+    with opening as opened, collector_paused():
         plan, diagnostics = planner(opened, state, prior_exists=prior_exists, options=options, parallelism=parallelism)
     if plan is None:
         raise DiagnosticsError(diagnostics)

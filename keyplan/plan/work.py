@@ -10,6 +10,7 @@ from typing import Any
 
 from keyplan.diagnostics import Diagnostics, SourceRange
 from keyplan.heap import trusted
+from keyplan.limits import DEFAULT_THROTTLE_TIMEOUT
 from keyplan.plan.model import (
     Drift,
     Metadata,
@@ -58,6 +59,8 @@ class PlanOptions:
     # (address, target, when): keys an interrupted apply announced creating (a `started` audit
     # entry with no outcome after it), which may exist and yet not be listed by their cloud
     unsettled_creates: tuple[tuple[str, str, datetime], ...] = ()
+    # -throttle-timeout: how long refresh waits on a cloud throttling one kind of call before it stops
+    throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT
 
     def selects(self, address: str) -> bool:
         if not self.targets:

@@ -30,8 +30,9 @@ def admitted(limits: TargetLimits, operation: str, send: Callable[[], T], *, rea
         raise ProviderError(
             ErrorKind.FATAL,
             f"{stuck.target} kept throttling {stuck.rate_class} calls for {_duration(stuck.waited)} without progress",
-            "Every key finished so far is recorded in the state, and `keyplan apply` resumes where this run "
-            "stopped. Other callers may be using the same quota: run it again later, raise -throttle-timeout, or "
+            "Nothing is lost: the state records every key finished so far, and running the command again resumes "
+            "where this run stopped. Other callers may be using the same quota: run it again later, raise "
+            "-throttle-timeout, or "
             f"ask the cloud for a higher quota and set rate_limits = {{ {stuck.rate_class} = N }} on this provider.",
             code="Throttled",
         ) from None

@@ -107,3 +107,14 @@ def test_a_retry_after_longer_than_the_throttle_timeout_does_not_outlive_it(work
     expected = sorted(key_name(record["targets"]["azure.main"]["remote_id"]) for record in state.values())
     assert [n for n in names if n != "keyplan-kek"] == expected, "every key once, none missing"
     assert all(len(held[name]) == 1 for name in expected), "each key's material imported once"
+
+
+def test_a_plan_against_a_cloud_that_throttles_forever_stops_at_its_throttle_timeout(workspace: Workspace) -> None:
+    workspace.write(AWS)
+    assert run(workspace, "apply", "-auto-approve").code == 0
+    before = workspace.state_path.read_bytes()
+    forever = {"aws-main": {"profile": "realistic", "quota_scale": 0.00001, "listing_lag": 0}}
+    for command in (("plan",), ("drift",)):
+        stopped = run(workspace, *command, "-throttle-timeout=2s", faults=forever)
+        assert_stopped_on_throttling(stopped, "(DescribeKey|ListResourceTags|ListKeys|ListAliases)")
+    assert workspace.state_path.read_bytes() == before
