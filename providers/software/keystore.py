@@ -26,7 +26,8 @@ two leaves entries in both, which read as one. Every write happens under a threa
 advisory file lock, so concurrent generates, in one process or several, never lose an entry.
 
 The file format (document, journal lines, sealing) is in `format.py`; unlocking the master key
-(passphrase or development key file) in `unlock.py`.
+(passphrase or development key file) in `unlock.py`; sealing every entry again under a new
+passphrase (`keyplan keystore re-protect`) in `reprotect.py`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 import binascii
 import errno
 import fcntl
-import hmac
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from pydantic import ValidationError
@@ -71,6 +72,9 @@ from providers.software.format import (
     _entry_aad,
 )
 from providers.software.unlock import Unlocking, WarnOnce
+
+if TYPE_CHECKING:
+    from providers.software.reprotect import Reprotected
 
 
 @dataclass
@@ -369,78 +373,17 @@ class Keystore:
         and replace the keystore in one atomic write. The current protection is opened with
         `current_passphrase` or the development key file, whichever the keystore records; a wrong
         one changes nothing. Each entry is opened again under the new key and compared with the
-        material it held before anything is written."""
+        material it held before anything is written (`providers.software.reprotect`)."""
+        from providers.software.reprotect import reseal
+
         try:
             with self._lock, self._file_lock():
-                return self._reprotect(current_passphrase, new_passphrase)
+                resealed = reseal(self, self._unlocking, self._document(), current_passphrase, new_passphrase)
+                self._write(resealed.document)
+                self._master, self._master_for = resealed.master, resealed.document.verifier
+                return resealed.outcome
         except OSError as exc:
             raise self._unusable(exc) from None
-
-    def _reprotect(self, current_passphrase: str | None, new_passphrase: str) -> Reprotected:
-        document = self._document()
-        if document is None:
-            raise SourceError(
-                "There is no software keystore to re-protect",
-                f"{self.path} does not exist. A new keystore takes its protection when it is first written: set "
-                f"{self.passphrase_env} before the first apply.",
-            )
-        previous = document.protection
-        if isinstance(previous, PassphraseProtection):
-            if not current_passphrase:
-                raise SourceError(
-                    "The software keystore needs its current passphrase",
-                    f"{self.path} is protected by a passphrase: set {self.passphrase_env} to it (the new one goes in "
-                    "the other variable). Nothing was changed.",
-                )
-            old_master = MasterKey(self._unlocking.scrypt(previous, current_passphrase))
-        else:
-            old_master = MasterKey(self._unlocking.key_file_bytes(previous))
-        try:
-            self._unlocking.check_verifier(old_master, document)
-            if isinstance(previous, PassphraseProtection) and current_passphrase == new_passphrase:
-                raise SourceError(
-                    "The new passphrase is the current one",
-                    f"{self.path} is already protected by that passphrase. Nothing was changed.",
-                )
-            protection = PassphraseProtection(salt=_b64(os.urandom(16)), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
-            new_master = MasterKey(self._unlocking.scrypt(protection, new_passphrase))
-            entries = {
-                handle: self._sealed_again(handle, entry, old_master, new_master)
-                for handle, entry in document.entries.items()
-            }
-            verifier = new_master.seal(SecretBytes(_VERIFIER_PLAINTEXT), _VERIFIER_AAD)
-            updated = document.model_copy(
-                update={
-                    "format_version": FORMAT_VERSION,
-                    "protection": protection,
-                    "verifier": verifier,
-                    "entries": entries,
-                }
-            )
-            self._write(updated)
-            self._master, self._master_for = new_master, verifier
-        finally:
-            old_master.wipe()
-        key_file = self.path.parent / previous.key_file if isinstance(previous, KeyFileProtection) else None
-        return Reprotected(entries=len(entries), previous=previous.kind, key_file=key_file)
-
-    def _sealed_again(self, handle: str, entry: KeystoreEntry, old: MasterKey, new: MasterKey) -> KeystoreEntry:
-        aad = _entry_aad(handle, entry.algorithm, entry.fingerprint)
-        material = self.open_entry(handle, entry, old)
-        try:
-            sealed = new.seal(material, aad)
-            reopened = new.open(sealed, aad)
-            try:
-                if not hmac.compare_digest(reopened.reveal(), material.reveal()):
-                    raise SourceError(
-                        "Re-protecting the keystore failed",
-                        f"The entry {handle!r} did not seal again intact. Nothing was changed.",
-                    )
-            finally:
-                reopened.wipe()
-        finally:
-            material.wipe()
-        return entry.model_copy(update={"sealed": sealed})
 
     def close(self) -> None:
         """Fold the journal into the document and forget the master key. A fold that fails
@@ -496,13 +439,3 @@ class Keystore:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-
-
-@dataclass(frozen=True)
-class Reprotected:
-    """What `Keystore.reprotect` did: how many entries it sealed again, the protection it
-    replaced, and the development key file that no longer protects it (if it was one)."""
-
-    entries: int
-    previous: str
-    key_file: Path | None
