@@ -94,10 +94,11 @@ class ProviderSettings(PluginSettings):
         """The classes this block's calls are admitted through, with `rate_limits` applied."""
         return apply_overrides(self.declared_rate_classes(), self.rate_limits, sensitive=self._sensitive_rates)
 
-    def quota_cost(self, operation: str) -> dict[str, float]:
+    def quota_cost(self, operation: str, *, aliases_added: int = 0) -> dict[str, float]:
         """The calls of each operation class that one contract operation (`create_key`,
         `import_material`, `update_key`, ...) usually makes at this cloud, for the plan's time
-        estimate. Default: nothing known."""
+        estimate; `aliases_added` is how many aliases an `update_key` adds to the key, for a
+        cloud that creates each with a call of its own. Default: nothing known."""
         return {}
 
     def consistency_window(self) -> float:

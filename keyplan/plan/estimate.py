@@ -14,20 +14,29 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from keyplan.plan.model import Action, QuotaEstimate
+from keyplan.plan.model import Action, PlannedChange, QuotaEstimate
 from keyplan.provider import ProviderSettings
 
 WORTH_SAYING_SECONDS = 30.0
 
 
-def quota_estimate(actions: Iterable[Action], settings: Mapping[str, ProviderSettings]) -> QuotaEstimate | None:
-    """The bounding (target, class) of these actions, or None when no class needs 30 s."""
+def quota_estimate(
+    actions: Iterable[Action], settings: Mapping[str, ProviderSettings], changes: Iterable[PlannedChange] = ()
+) -> QuotaEstimate | None:
+    """The bounding (target, class) of these actions, or None when no class needs 30 s. The
+    plan's `changes` say how many aliases each key's update adds."""
+    added = {
+        (c.address, c.target): len(set(c.after.aliases) - set(c.before.aliases if c.before else ()))
+        for c in changes
+        if c.after is not None
+    }
     calls: defaultdict[tuple[str, str], float] = defaultdict(float)
     for action in actions:
         block = settings.get(action.target or "")
         if block is None:
             continue
-        for rate_class, count in block.quota_cost(action.kind.value).items():
+        aliases_added = added.get((action.address or "", action.target), 0)
+        for rate_class, count in block.quota_cost(action.kind.value, aliases_added=aliases_added).items():
             calls[(action.target or "", rate_class)] += count
     best: QuotaEstimate | None = None
     for (target, class_name), count in calls.items():

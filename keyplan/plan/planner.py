@@ -333,7 +333,7 @@ def make_plan(
         actions=actions,
         warnings=list(diagnostics.warnings),
         live=_live_values(live) if options.refresh_only and live else {},
-        estimate=quota_estimate(actions, {target: info.settings for target, info in infos.items()}),
+        estimate=quota_estimate(actions, {target: info.settings for target, info in infos.items()}, result.changes),
     )
     return plan, diagnostics
 

@@ -49,7 +49,7 @@ QUOTA_COSTS: dict[str, dict[str, float]] = {
     "create_key": {"CreateKey": 1},
     "get_import_parameters": {"GetParametersForImport": 1},
     "import_material": {"ImportKeyMaterial": 1},
-    "update_key": {"ListResourceTags": 1, "DescribeKey": 1, "ListAliases": 1, "CreateAlias": 1},
+    "update_key": {"ListResourceTags": 1, "DescribeKey": 1, "ListAliases": 1, "CreateAlias": 1},  # one per alias added
     "promote_version": {"RotateKeyOnDemand": 1},
     "schedule_deletion": {"ScheduleKeyDeletion": 1},
     "cancel_deletion": {"CancelKeyDeletion": 1},

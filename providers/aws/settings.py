@@ -61,8 +61,9 @@ class AwsSettings(ProviderSettings):
     def default_rate_classes(cls) -> tuple[RateClass, ...]:
         return RATE_CLASSES
 
-    def quota_cost(self, operation: str) -> dict[str, float]:
-        return QUOTA_COSTS.get(operation, {})
+    def quota_cost(self, operation: str, *, aliases_added: int = 0) -> dict[str, float]:
+        cost = QUOTA_COSTS.get(operation, {})
+        return {**cost, "CreateAlias": aliases_added} if "CreateAlias" in cost else cost
 
     def consistency_window(self) -> float:
         return self.consistency_window_seconds

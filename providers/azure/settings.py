@@ -96,7 +96,7 @@ class AzureSettings(ProviderSettings):
     def declared_rate_classes(self) -> tuple[RateClass, ...]:
         return MANAGED_HSM_CLASSES if self.vault_kind == "managedhsm" else VAULT_CLASSES
 
-    def quota_cost(self, operation: str) -> dict[str, float]:
+    def quota_cost(self, operation: str, *, aliases_added: int = 0) -> dict[str, float]:
         return QUOTA_COSTS.get(operation, {})
 
     @property

@@ -66,7 +66,7 @@ class GcpSettings(ProviderSettings):
     def default_rate_classes(cls) -> tuple[RateClass, ...]:
         return RATE_CLASSES
 
-    def quota_cost(self, operation: str) -> dict[str, float]:
+    def quota_cost(self, operation: str, *, aliases_added: int = 0) -> dict[str, float]:
         return QUOTA_COSTS.get(operation, {})
 
     @property

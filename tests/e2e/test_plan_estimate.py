@@ -128,3 +128,39 @@ def test_drift_of_a_huge_set_in_markdown_is_counted_by_key_block(workspace: Work
     assert shown.code == 0, shown.output
     assert "| <code>key.data</code> | <code>aws.main</code> | deleted | 210 |" in shown.stdout
     assert '<code>key.data["k' not in shown.stdout
+
+
+ALIASED = """
+source "software" "local" {{}}
+
+provider "aws" "main" {{
+  region      = "eu-west-1"
+  endpoint    = "embedded"
+  rate_limits = {{ CreateKey = 50, GetParametersForImport = 50, ImportKeyMaterial = 50, CreateAlias = {alias_rate} }}
+}}
+
+key "data" {{
+  for_each  = toset([for i in range(100) : "k${{i}}"])
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+  aliases   = ["alias/${{each.key}}", "alias/${{each.key}}-2"]
+  labels    = {{ team = "{team}" }}
+}}
+"""
+
+
+def test_the_estimate_counts_one_call_per_alias_to_create(workspace: Workspace) -> None:
+    # 100 new keys with two aliases each: 200 CreateAlias calls at 5/s bound the apply.
+    workspace.write(ALIASED.format(alias_rate=5, team="a"))
+    planned = workspace.keyplan("plan")
+    assert planned.code == 0, planned.output
+    assert "Estimated time: about 40 s: aws.main allows CreateAlias 5/s (200 calls)." in planned.stdout
+
+    # Once they exist, a label change creates no alias: nothing bounds it long enough to say.
+    workspace.write(ALIASED.format(alias_rate=100, team="a"))
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    workspace.write(ALIASED.format(alias_rate=1, team="b"))
+    relabelled = workspace.keyplan("plan")
+    assert relabelled.code == 0, relabelled.output
+    assert "100 to update" in relabelled.stdout and "Estimated time" not in relabelled.stdout
