@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from azure_support import embedded, materials
+from azure_support import azure_vault, embedded, key_name, materials
 from conftest import Workspace
 
 from providers.aws import KmsEmulator
@@ -76,3 +76,45 @@ def test_keys_the_cloud_shows_only_after_a_delay_are_waited_for_and_never_taken_
         held = [m["key"] for m in materials(server)]
     assert len(stored) == KEYS, "no key was created twice"
     assert sorted(held) == sorted(r["targets"]["aws.main"]["remote_id"] for r in workspace.state()["keys"].values())
+
+
+VAULT_URL = "https://paced.vault.azure.net"
+VAULT_KEYS = 12
+AZURE = f"""
+source "software" "local" {{}}
+
+provider "azure" "main" {{
+  endpoint    = "embedded"
+  vault_url   = "{VAULT_URL}"
+  rate_limits = {{ create = 5 }}
+}}
+
+key "sig" {{
+  for_each  = toset([for i in range({VAULT_KEYS}) : "k${{i}}"])
+  algorithm = "EC_P256"
+  source    = source.software.local
+  targets   = [provider.azure.main]
+}}
+"""
+
+
+def test_apply_under_a_vaults_weighted_budget_waits_out_its_429s(workspace: Workspace) -> None:
+    """A Key Vault allows 10 HSM-key creations per 10 s (each 2 of its 20 units); this apply
+    paces creations at 5/s, so the vault answers 429 with Retry-After once its burst is spent:
+    every key still lands once, and no error or throttling answer is shown."""
+    workspace.write(AZURE)
+    realistic = {"azure-main": {"profile": "realistic", "quota_scale": 1}}
+    applied = workspace.keyplan("apply", "-auto-approve", env={"KEYPLAN_EMULATOR_FAULTS": json.dumps(realistic)})
+    assert applied.code == 0, applied.output
+    assert "Throttl" not in applied.output and "429" not in applied.output
+    assert "throttled answer(s) waited out" in applied.stdout  # the vault's budget really was spent
+
+    state = workspace.state()
+    assert len(state["keys"]) == VAULT_KEYS
+    with azure_vault(workspace.path, "azure.main", VAULT_URL) as vault:
+        held = vault.fingerprints()
+        names = [key.name for key in vault.client.list_properties_of_keys()]
+    recorded = {key_name(r["targets"]["azure.main"]["remote_id"]): r for r in state["keys"].values()}
+    assert sorted(held) == sorted(recorded), "every key imported, none twice"
+    assert all(len(fingerprints) == 1 for fingerprints in held.values())
+    assert len([n for n in names if n in recorded]) == VAULT_KEYS
