@@ -2,15 +2,16 @@
 
 RSA keys of 3072 and 4096 bits take a second or more each to generate, and the emulators make
 one for every wrapping key, import job and key-exchange key of every test (measured: 44% of the
-CPU time of the AWS and Google end-to-end tests). Inside the test processes they come from a pool
-instead: each size has 16 distinct keys, handed out in turn, so keys made one after the other
-still differ. The pool is kept in pytest's cache directory (`.pytest_cache`, private to the
-user), so the test workers and later runs load it instead of each making it again (about 25 s
-of CPU a run on two workers); without the cache plugin each process makes its own. 2048-bit
-keys are cheap and stay fresh. keyplan processes the tests start (the kill and CI-script tests)
-generate their own. A forked copy of a test process (the crash suite's applies) takes its keys
-in turn from what the process made before the fork, when it made any, so that a hundred forks
-do not each make keys anew.
+CPU time of the AWS and Google end-to-end tests); 2048-bit keys take about 50 ms, and the suite
+makes a few hundred (wrapping keys, Key Vault RSA keys, the PKCS#11 probe, RSA material). Inside
+the test processes they come from a pool instead: each size has 16 distinct keys, handed out in
+turn, so keys made one after the other still differ. The pool is kept in pytest's cache
+directory (`.pytest_cache`, private to the user), so the test workers and later runs load it
+instead of each making it again (about 25 s of CPU a run on two workers); without the cache
+plugin each process makes its own. Smaller keys stay fresh. keyplan processes the tests start
+(the kill and CI-script tests) generate their own. A forked copy of a test process (the crash
+suite's applies) takes its keys in turn from what the process made before the fork, when it
+made any, so that a hundred forks do not each make keys anew.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _made_once(public_exponent: int, key_size: int, index: int) -> rsa.RSAPrivat
 
 
 def _pooled(public_exponent: int, key_size: int, backend: Any = None) -> rsa.RSAPrivateKey:
-    if key_size < 3072:
+    if key_size < 2048:
         return _generate(public_exponent=public_exponent, key_size=key_size)
     size = (public_exponent, key_size)
     with _lock:
