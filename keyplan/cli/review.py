@@ -114,12 +114,14 @@ def import_key(
     no_color: NoColorOpt = False,
 ) -> None:
     """Bring an existing imported key under management without replacing it."""
+    from keyplan.addresses import canonical
     from keyplan.operations.adoption import import_key as adopt
 
     config = load(var, var_file, no_color=no_color)
+    address = canonical(address)
     outcome = adopt(config, address, target, remote_id, lock=lock_options(lock, lock_timeout))
     ui.print_diagnostics(outcome.warnings, no_color=no_color)
-    emit(f"{address} at {target} is now {outcome.record.remote_id}, tagged as managed by this state.\n")
+    emit(for_terminal(f"{address} at {target} is now {outcome.record.remote_id}, tagged as managed by this state.") + "\n")
     for note in outcome.notes:
         emit(f"  {note}\n")
     emit(

@@ -50,7 +50,10 @@ def verify(
     from keyplan.verification import render_json, render_text, unproven_diagnostics, warnings_for
 
     config = load(var, var_file, no_color=no_color)
-    report = prove_all(config, addresses or [], lock=lock_options(lock, lock_timeout), parallelism=parallelism)
+    from keyplan.addresses import canonical
+
+    given = [canonical(address) for address in addresses or []]
+    report = prove_all(config, given, lock=lock_options(lock, lock_timeout), parallelism=parallelism)
     if json_output:
         emit(render_json(report))
     else:

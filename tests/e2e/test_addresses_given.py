@@ -57,3 +57,12 @@ def test_an_address_as_keyplan_shows_it_names_the_key(workspace: Workspace) -> N
     bell = workspace.keyplan("plan", "-json", '-target=key.data["bell\\x07"]')  # the terminal's form
     assert bell.code == 0, bell.output
     assert {c["address"] for c in json.loads(bell.stdout)["changes"]} == {'key.data["bell\\u0007"]'}
+
+
+def test_verify_reads_an_address_as_keyplan_shows_it(workspace: Workspace) -> None:
+    workspace.write(CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    shown = 'key.data["z\\u202eevil"]'
+    verified = workspace.keyplan("verify", shown)
+    assert verified.code == 0, verified.output
+    assert "\u202e" not in verified.output
