@@ -100,6 +100,11 @@ def apply_overrides(
     )
 
 
+class NotSent(Exception):
+    """A call given up while it waited for its quota, because the run is stopping (an interrupt):
+    it was never sent, or only answered with throttling, so the cloud did nothing for it."""
+
+
 class Throttled(Exception):
     """A class was throttled for a whole `throttle_timeout` without progress."""
 
@@ -131,9 +136,16 @@ class ClassLimiter:
     was measured sending at and adapts from there."""
 
     def __init__(
-        self, rate_class: RateClass, clock: Clock, *, paced: bool = True, patience: float = math.inf
+        self,
+        rate_class: RateClass,
+        clock: Clock,
+        *,
+        paced: bool = True,
+        patience: float = math.inf,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.rate_class = rate_class
+        self._stopping = stopping or threading.Event()  # set: calls still waiting for a turn give up
         self._patience = patience  # the run's throttle timeout: no wait is held beyond it
         self.ceiling: float | None = rate_class.per_second if paced else None
         self.rate: float | None = self.ceiling
@@ -170,8 +182,19 @@ class ClassLimiter:
                     self.stats.waited_seconds += waited
                     return waited
                 delay = max(hold, (1.0 - self._tokens) / self.rate if self.rate else 0.0, MIN_SLEEP)
-            self._clock.sleep(delay)
+            self._pause(delay)
             waited += delay
+
+    def _pause(self, seconds: float) -> None:
+        """Wait for a turn; raise `NotSent` when the run stops meanwhile (or had stopped)."""
+        if self._stopping.is_set():
+            raise NotSent(self.rate_class.name)
+        if self._clock.sleep is time.sleep:
+            self._stopping.wait(seconds)  # woken at once by a stop
+        else:
+            self._clock.sleep(seconds)  # an injected clock (tests of the arithmetic)
+        if self._stopping.is_set():
+            raise NotSent(self.rate_class.name)
 
     def _measured_rate(self, now: float) -> float:
         window = [t for t in self._recent if now - t <= 1.0]
@@ -219,12 +242,14 @@ class TargetLimits:
         clock: Clock,
         *,
         paced: Callable[[RateClass], bool] = lambda c: True,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.target = target
         self.throttle_timeout = throttle_timeout
         self._clock = clock
         self._limiters = {
-            c.name: ClassLimiter(c, clock, paced=paced(c), patience=throttle_timeout) for c in classes
+            c.name: ClassLimiter(c, clock, paced=paced(c), patience=throttle_timeout, stopping=stopping)
+            for c in classes
         }
         self._class_of = {op: c.name for c in classes for op in c.operations}
 
@@ -291,6 +316,12 @@ class CallLimits:
     clock: Clock = field(default_factory=Clock)
     _targets: dict[str, TargetLimits] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        """The run is stopping (a first interrupt): calls waiting for their quota give up with
+        `NotSent` instead of waiting, possibly until the throttle timeout, for a turn."""
+        self._stopping.set()
 
     def target(
         self, address: str, classes: Iterable[RateClass], *, paced: Callable[[RateClass], bool] = lambda c: True
@@ -298,7 +329,7 @@ class CallLimits:
         with self._lock:
             if address not in self._targets:
                 self._targets[address] = TargetLimits(
-                    address, tuple(classes), self.throttle_timeout, self.clock, paced=paced
+                    address, tuple(classes), self.throttle_timeout, self.clock, paced=paced, stopping=self._stopping
                 )
             return self._targets[address]
 

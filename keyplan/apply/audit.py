@@ -73,6 +73,7 @@ class AuditLog:
         self._soon: list[dict[str, Any]] = []  # outcome entries no append has taken yet
         self._outcomes: list[Future[None]] = []  # background appends
         self._unrecorded = 0  # outcome entries whose background append failed
+        self._entered: set[str] = set()  # actions with a `started` entry
         # An apply that could not record what it does refuses to start, rather than change keys
         # it cannot account for.
         backend.prepare_audit()
@@ -143,6 +144,8 @@ class AuditLog:
     def started(self, action: Action) -> None:
         if action.kind.mutates:
             self._append(self._entry(action, "started", action.remote_id, "about to call the cloud"))
+            with self._cond:
+                self._entered.add(action.id)
 
     def mutated(self, action: Action, outcome: str, remote_id: str | None) -> None:
         if action.kind.remote:
@@ -198,6 +201,16 @@ class AuditLog:
 
     def finished(self, action: Action, seconds: float) -> None: ...
     def skipped(self, action: Action, because: str) -> None: ...
+
+    def not_sent(self, action: Action, because: str) -> None:
+        """An action entered as started that gave up unsent (an interrupt while it waited for its
+        quota) gets the outcome `not sent`, so its `started` entry is not taken for a call whose
+        answer was lost."""
+        with self._cond:
+            entered = action.id in self._entered
+        if entered:
+            self._append_soon(self._entry(action, "not sent", action.remote_id, because))
+
     def retrying(self, action: Action, attempt: int, delay: float, reason: str) -> None: ...
 
 

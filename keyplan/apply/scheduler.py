@@ -26,6 +26,11 @@ from typing import Protocol
 import networkx as nx
 
 
+class NotStarted(Exception):
+    """Raised by a node's work when the walk is stopping and the node gave up before it changed
+    anything (it waited for its turn): it counts among the nodes not started, not as a failure."""
+
+
 class SchedulerListener(Protocol):
     def failed(self, node: str, error: BaseException) -> None: ...
     def skipped(self, node: str, because: str) -> None: ...
@@ -90,9 +95,11 @@ class Scheduler:
         work: Callable[[str], Future[None] | None],
         listener: SchedulerListener,
         interruption: Interruption | None = None,
+        on_stopping: Callable[[], None] | None = None,
     ) -> Outcome:
         """Run `work` per node. Work may return a future: its worker is free at once, and the node
-        counts as done (its dependents become ready) only when that future completes."""
+        counts as done (its dependents become ready) only when that future completes.
+        `on_stopping` is called once, from the walk's own thread, when a stop is first requested."""
         outcome = Outcome()
         stop = interruption or Interruption()
         remaining: nx.DiGraph = self.graph.copy()
@@ -111,6 +118,9 @@ class Scheduler:
                     started.add(node)
                 event, node, error = finished.get()
                 if event == "interrupt":
+                    if on_stopping is not None:
+                        on_stopping()
+                        on_stopping = None
                     if stop.abandoning:
                         outcome.abandoned = True
                         outcome.in_flight = sorted(started)
@@ -121,6 +131,8 @@ class Scheduler:
                 if event == "freed":
                     continue
                 started.discard(node)
+                if isinstance(error, NotStarted):
+                    continue  # it stays in the graph, with its dependents: not started
                 if error is None:
                     outcome.succeeded.append(node)
                     dependents = list(remaining.succ[node])

@@ -23,8 +23,9 @@ from keyplan.apply.context import ActionFailed, ApplyContext
 from keyplan.apply.handlers import run_action
 from keyplan.apply.hooks import ApplyHooks, CompositeHooks, SilentHooks
 from keyplan.apply.retry import RetryPolicy
-from keyplan.apply.scheduler import Interruption, Scheduler
+from keyplan.apply.scheduler import Interruption, NotStarted, Scheduler
 from keyplan.diagnostics import Diagnostic, Diagnostics, DiagnosticsError, Severity
+from keyplan.limits import NotSent
 from keyplan.plan.graph import ActionGraph
 from keyplan.plan.model import Action, Plan
 from keyplan.provider import PluginAnswerError, ProviderError, RemoteKey, SourceError
@@ -73,6 +74,7 @@ class Walker:
         self.graph = ActionGraph(plan.actions)
         self.scheduler = Scheduler(self.graph.graph, parallelism=parallelism)
         self.committer = committer
+        self.session = session
         self.context = ApplyContext(
             plan=plan,
             committer=committer,
@@ -86,7 +88,10 @@ class Walker:
         # Workers go on to other actions while a finished one's state write becomes durable; its
         # dependents start only once it is (see committer).
         self.committer.defer_durability()
-        outcome = self.scheduler.run(self._run_one, self, self.interruption)
+        # A first interrupt also ends the waits of calls queued for their quota: they give up
+        # unsent (NotSent) and their actions count as not started, instead of holding the stop
+        # until their turn or the throttle timeout.
+        outcome = self.scheduler.run(self._run_one, self, self.interruption, on_stopping=self.session.limits.stop)
         result = ApplyResult(
             succeeded=outcome.succeeded,
             failed=outcome.failed,
@@ -113,6 +118,9 @@ class Walker:
         self.committer.durability()  # nothing left over from this worker's previous action
         try:
             run_action(self.context, action)
+        except NotSent:
+            self.hooks.not_sent(action, "the apply was interrupted while the call waited for its quota")
+            raise NotStarted(action.id) from None
         finally:
             durable = self.committer.durability()
         if durable is None:

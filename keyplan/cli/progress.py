@@ -107,6 +107,9 @@ class _Progress:
     def mutated(self, action: Action, outcome: str, remote_id: str | None) -> None:
         return
 
+    def not_sent(self, action: Action, because: str) -> None:
+        pass  # the key is reported among those not started when the apply ends
+
 
 class LineProgress(_Progress):
     """Plain lines, for a log or CI: a line per finished key (or a progress line every few

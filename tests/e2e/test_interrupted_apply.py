@@ -5,6 +5,7 @@ next apply converges with no key created twice, checked against what the emulato
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -161,4 +162,38 @@ def test_a_second_interrupt_abandons_the_steps_in_flight(workspace: Workspace) -
     assert keys.get("cut short in flight"), "the second interrupt ended the walk with steps in flight:\n" + output
     assert set().union(*keys.values()) == ADDRESSES
     assert_unlocked_and_folded(workspace.state_path)
+    assert_converges(workspace)
+
+
+def test_an_interrupt_ends_the_waits_for_a_quota_and_those_calls_are_never_sent(workspace: Workspace) -> None:
+    # One CreateKey every 100 s: the first is sent at once, the next waits its turn in keyplan's
+    # limiter. Without giving up on an interrupt, the apply would hold the stop for minutes.
+    workspace.write(CONFIG.replace('endpoint = "embedded"', 'endpoint = "embedded"\n  rate_limits = { CreateKey = 0.01 }'))
+    process = start_apply(workspace, latency_ms=0, KEYPLAN_LOG="DEBUG")
+    seen: list[str] = []
+    read_until(process, seen, "DEBUG: start create_key")
+    read_until(process, seen, "DEBUG: start create_key")  # the second creation: it waits for its turn
+    process.send_signal(signal.SIGINT)
+    assert process.stdout is not None
+    seen.extend(process.stdout)
+    process.wait(timeout=60)  # the wait ends at once (a hang here fails the test)
+    output = "".join(seen)
+
+    assert process.returncode == 130, output
+    assert "Traceback" not in output
+    keys = summary(output)
+    assert "cut short in flight" not in keys, output
+    held = remote_keys(workspace)
+    assert len(held) == 1, "only the creation sent before the interrupt reached the cloud:\n" + output
+    entries = [json.loads(line) for line in (workspace.path / ".keyplan" / "audit.jsonl").read_text().splitlines()]
+    not_sent = [e for e in entries if e["outcome"] == "not sent"]
+    assert not_sent and all(e["action"] == "create_key" and e["address"] not in held for e in not_sent)
+    started = {e["address"] for e in entries if e["action"] == "create_key" and e["outcome"] == "started"}
+    settled = {e["address"] for e in entries if e["action"] == "create_key" and e["outcome"] != "started"}
+    assert started == settled, "every creation entered as started has its outcome"
+
+    # Nothing is taken for a creation whose answer was lost: the next plan does not hold off.
+    workspace.write(CONFIG)
+    planned = workspace.keyplan("plan")
+    assert "interrupted apply" not in planned.output, planned.output
     assert_converges(workspace)

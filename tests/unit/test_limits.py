@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from keyplan.limits import CallLimits, Clock, RateClass, TargetLimits, Throttled, apply_overrides
+from keyplan.limits import CallLimits, Clock, NotSent, RateClass, TargetLimits, Throttled, apply_overrides
 
 
 class FakeClock:
@@ -131,3 +131,21 @@ def test_overrides_replace_the_declared_rate_and_the_run_summary_lists_waits() -
     ((address, rate_class, stats),) = run.waits()
     assert (address, rate_class.name, stats.calls) == ("gcp.main", "write", 4)
     assert stats.waited_seconds == pytest.approx(3.0)
+
+
+def test_a_stop_ends_the_wait_for_a_turn_and_the_call_is_not_sent() -> None:
+    clock = FakeClock()
+    run = CallLimits(throttle_timeout=60, clock=Clock(clock.now, clock.sleep))
+    create = RateClass(name="CreateKey", per_second=1, operations=("CreateKey",), scope="s", source="t")
+    target = run.target("aws.main", [create])
+    sent: list[str] = []
+
+    def call() -> object:
+        return target.call("CreateKey", lambda: sent.append("sent"), read=False, throttling=lambda e: False,
+                           retryable=lambda e: False)  # fmt: skip
+
+    call()  # the burst: sent at once
+    run.stop()
+    with pytest.raises(NotSent):
+        call()  # it would have waited for a token
+    assert sent == ["sent"] and clock.slept == []
