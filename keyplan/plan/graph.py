@@ -64,6 +64,17 @@ class ActionGraph:
             cycle = nx.find_cycle(self.graph)
             raise AssertionError(f"action graph has a cycle: {cycle}")
 
+    @classmethod
+    def checked(cls, actions: list[Action]) -> ActionGraph | None:
+        """The graph of `actions`, or None when they wait on each other in a circle."""
+        try:
+            return cls(actions)
+        except AssertionError:
+            return None
+
+    def ancestors(self, action_id: str) -> set[str]:
+        return set(nx.ancestors(self.graph, action_id))
+
     def order(self) -> list[Action]:
         return [self.actions[i] for i in nx.lexicographical_topological_sort(self.graph)]
 

@@ -19,7 +19,17 @@ from keyplan import __version__
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.files import write_atomically
 from keyplan.plan.agreement import refuse_disagreement
-from keyplan.plan.model import PLAN_FORMAT_VERSION, Plan
+from keyplan.plan.graph import ActionGraph
+from keyplan.plan.model import (
+    PLAN_FORMAT_VERSION,
+    Action,
+    CreateKey,
+    GenerateMaterial,
+    GetImportParameters,
+    ImportMaterial,
+    Plan,
+    WrapMaterial,
+)
 from keyplan.state.model import State
 
 
@@ -93,21 +103,45 @@ def load_plan(path: Path) -> Plan:
 
 
 def _refuse_dangling_references(plan: Plan, path: Path) -> None:
-    """Every step an action waits on or reads from (`depends_on`, `args.*_action`) is in the plan;
-    otherwise the walk would fail half-way instead of before its first call."""
+    """Every step an action waits on or reads from (`depends_on`, `args.*_action`) is in the plan,
+    and comes before it: a step reads another's answer only after it (otherwise the walk would
+    fail half-way, or crash, instead of before its first call), material is generated before a
+    key holds it or it is wrapped, and a key is created before its material is imported."""
     ids = {action.id for action in plan.actions}
     for action in plan.actions:
-        named = list(action.depends_on) + [
-            value for field, value in action.args if field.endswith("_action") and isinstance(value, str)
-        ]
+        named = list(action.depends_on) + _read_steps(action)
         missing = next((name for name in named if name not in ids), None)
         if missing is not None:
-            raise DiagnosticsError.single(
-                "Plan file was altered",
-                f"In {path}, step {action.id!r} refers to step {missing!r}, "
-                "which the plan does not have, so the plan was edited after it was saved. Do not apply it; "
-                "make a new plan and have it reviewed again.",
-            )
+            raise _altered(path, f"step {action.id!r} refers to step {missing!r}, which the plan does not have")
+    graph = ActionGraph.checked(plan.actions)
+    if graph is None:
+        raise _altered(path, "its steps wait on each other in a circle")
+    generated = {(a.address, a.args.version): a.id for a in plan.actions if isinstance(a, GenerateMaterial)}
+    created = {(a.address, a.target): a.id for a in plan.actions if isinstance(a, CreateKey)}
+    for action in plan.actions:
+        before = set(_read_steps(action))
+        if isinstance(action, WrapMaterial):
+            before.add(generated.get((action.address, action.args.version), ""))
+        if isinstance(action, CreateKey):
+            before.update(step for (address, _), step in generated.items() if address == action.address)
+        if isinstance(action, (GetImportParameters, ImportMaterial)):
+            before.add(created.get((action.address, action.target), ""))
+        before.discard("")
+        if before and not before <= graph.ancestors(action.id):
+            late = sorted(before - graph.ancestors(action.id))[0]
+            raise _altered(path, f"step {action.id!r} would not wait for step {late!r}, which must come before it")
+
+
+def _read_steps(action: Action) -> list[str]:
+    return [value for field, value in action.args if field.endswith("_action") and isinstance(value, str)]
+
+
+def _altered(path: Path, problem: str) -> DiagnosticsError:
+    return DiagnosticsError.single(
+        "Plan file was altered",
+        f"In {path}, {problem}, so the plan was edited after it was saved. Do not apply it; make a new plan and "
+        "have it reviewed again.",
+    )
 
 
 def check_applicable(

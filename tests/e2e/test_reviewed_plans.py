@@ -76,3 +76,40 @@ def test_a_forged_key_spec_or_dropped_action_is_refused(workspace: Workspace) ->
     dropped["actions"] = [a for a in dropped["actions"] if a["kind"] != "update_key"]
     refused = workspace.keyplan("show", str(resealed(dropped, workspace.path / "dropped.kpplan")), "-json")
     assert refused.code == 1 and "has no update_key action" in refused.stderr, refused.output
+
+
+def test_a_forged_order_of_steps_is_refused_before_any_step(workspace: Workspace) -> None:
+    """A resealed plan whose steps no longer wait for the ones whose answers or material they use
+    (a wrap before its import parameters, a creation before its material, steps in a circle) is
+    refused before anything runs, instead of failing half-way or crashing."""
+    applied(workspace)
+    planfile = workspace.path / "rotate.kpplan"
+    victim = sorted(remote_ids(workspace))[0]
+    assert workspace.keyplan("plan", "-replace", victim, f"-out={planfile}").code == 0
+    document = json.loads(planfile.read_text())
+    state_before = workspace.state_path.read_bytes()
+
+    def forged(name: str, change: Any) -> Path:
+        copy = json.loads(json.dumps(document))
+        for action in copy["actions"]:
+            change(action)
+        return resealed(copy, workspace.path / name)
+
+    def unordered_wrap(action: dict[str, Any]) -> None:
+        if action["kind"] == "wrap_material":
+            action["depends_on"] = []
+
+    def circle(action: dict[str, Any]) -> None:
+        if action["kind"] == "generate_material":
+            action["depends_on"] = [a["id"] for a in document["actions"] if a["kind"] == "import_material"]
+
+    for name, change, said in (
+        ("unordered.kpplan", unordered_wrap, "would not wait for step"),
+        ("circle.kpplan", circle, "in a circle"),
+    ):
+        refused = workspace.keyplan("apply", str(forged(name, change)))
+        assert refused.code == 1, refused.output
+        assert "Traceback" not in refused.output and said in refused.stderr, refused.output
+        assert workspace.state_path.read_bytes() == state_before
+
+    assert workspace.keyplan("apply", str(planfile)).code == 0  # the plan as saved applies
