@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from keyplan.algorithms import ALGORITHMS, Algorithm, MaterialKind
-from keyplan.crypto.fingerprint import fingerprint_material
+from keyplan.crypto.fingerprint import fingerprint_material, is_current_fingerprint
 from keyplan.crypto.proofs import sign_message
 from keyplan.crypto.secret import SecretBytes
 from keyplan.crypto.wrap import WrapMethod, wrap
@@ -196,7 +196,13 @@ class SoftwareSource(KeySource):
         if document is None:
             reason = f"The keystore file {self._keystore.path} does not exist (moved, deleted, or `keystore` points elsewhere)."
             return Holding(missing=request.handles, reason=reason if request.handles else "")
-        self._keystore.unlock(document)
+        master = self._keystore.unlock(document)
+        # Entries an older keyplan wrote are sealed again at the first wrap, every one of them: one
+        # that no longer decrypts would stop the apply there, after its first steps. Opened now, so
+        # the plan (and the apply, before any step) says so instead.
+        for handle, entry in document.entries.items():
+            if not is_current_fingerprint(entry.fingerprint):
+                self._keystore.open_entry(handle, entry, master).wipe()
         return Holding(missing=tuple(h for h in request.handles if h not in document.entries))
 
     def close(self) -> None:

@@ -80,3 +80,29 @@ def test_the_lock_file_is_private(tmp_path: Path, open_umask: None) -> None:
         assert _mode(tmp_path / "keyplan.kpstate.json.lock") == 0o600
     finally:
         backend.release(info)
+
+
+def test_a_keystore_entry_that_no_longer_decrypts_stops_plan_and_apply_before_any_step(workspace: Workspace) -> None:
+    """An entry whose fingerprint was edited reads as written by an older keyplan, whose entries
+    the first wrap seals again; it no longer decrypts, which used to stop an apply at that wrap,
+    after its first steps had changed the state. It is refused before any step."""
+    import json
+
+    from test_cli_aws import CONFIG, applied
+
+    applied(workspace)
+    keystore = workspace.path / ".keyplan" / "keystore.json"
+    document = json.loads(keystore.read_text())
+    damaged = sorted(document["entries"])[0]
+    document["entries"][damaged]["fingerprint"] = ""
+    keystore.write_text(json.dumps(document))
+    workspace.write(CONFIG)
+    before = workspace.state_path.read_bytes()
+    victim = damaged.split("/")[0]
+
+    for args in (("plan",), ("apply", "-auto-approve", "-replace", victim)):
+        refused = workspace.keyplan(*args)
+        assert refused.code == 1, refused.output
+        assert "does not decrypt" in refused.stderr and damaged in refused.stderr, refused.output
+        assert "Traceback" not in refused.output
+        assert workspace.state_path.read_bytes() == before
