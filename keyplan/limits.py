@@ -101,8 +101,17 @@ def apply_overrides(
 
 
 class NotSent(Exception):
-    """A call given up while it waited for its quota, because the run is stopping (an interrupt):
-    it was never sent, or only answered with throttling, so the cloud did nothing for it."""
+    """A step given up while its first call waited for its quota, because the run is stopping (an
+    interrupt): nothing of the step was sent, so the cloud did nothing for it."""
+
+
+_STEP = threading.local()  # whether the step this thread runs has sent a call (see begin_step)
+
+
+def begin_step() -> None:
+    """The calling thread starts a step (an apply action): until it sends its first call, a stop
+    may end its waits for a quota with `NotSent`; after, the step is in flight and finishes."""
+    _STEP.sent = False
 
 
 class Throttled(Exception):
@@ -186,14 +195,17 @@ class ClassLimiter:
             waited += delay
 
     def _pause(self, seconds: float) -> None:
-        """Wait for a turn; raise `NotSent` when the run stops meanwhile (or had stopped)."""
-        if self._stopping.is_set():
+        """Wait for a turn; raise `NotSent` when the run stops meanwhile (or had stopped) and the
+        step has sent nothing yet (a step that has, say a creation waiting to add its alias, is in
+        flight and waits on)."""
+        may_give_up = not getattr(_STEP, "sent", True)
+        if may_give_up and self._stopping.is_set():
             raise NotSent(self.rate_class.name)
-        if self._clock.sleep is time.sleep:
+        if may_give_up and self._clock.sleep is time.sleep:
             self._stopping.wait(seconds)  # woken at once by a stop
         else:
-            self._clock.sleep(seconds)  # an injected clock (tests of the arithmetic)
-        if self._stopping.is_set():
+            self._clock.sleep(seconds)  # in flight, or an injected clock (tests of the arithmetic)
+        if may_give_up and self._stopping.is_set():
             raise NotSent(self.rate_class.name)
 
     def _measured_rate(self, now: float) -> float:
@@ -275,6 +287,7 @@ class TargetLimits:
         while True:
             if limiter is not None:
                 limiter.admit()
+            _STEP.sent = True  # from here the cloud may act on this step's call
             try:
                 result = send()
             except Exception as error:  # every failure is judged below; none is swallowed

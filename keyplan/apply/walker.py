@@ -25,7 +25,7 @@ from keyplan.apply.hooks import ApplyHooks, CompositeHooks, SilentHooks
 from keyplan.apply.retry import RetryPolicy
 from keyplan.apply.scheduler import Interruption, NotStarted, Scheduler
 from keyplan.diagnostics import Diagnostic, Diagnostics, DiagnosticsError, Severity
-from keyplan.limits import NotSent
+from keyplan.limits import NotSent, begin_step
 from keyplan.plan.graph import ActionGraph
 from keyplan.plan.model import Action, Plan
 from keyplan.provider import PluginAnswerError, ProviderError, RemoteKey, SourceError
@@ -116,6 +116,7 @@ class Walker:
         self.hooks.started(action)
         started = time.monotonic()
         self.committer.durability()  # nothing left over from this worker's previous action
+        begin_step()
         try:
             run_action(self.context, action)
         except NotSent:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from keyplan.limits import CallLimits, Clock, NotSent, RateClass, TargetLimits, Throttled, apply_overrides
+from keyplan.limits import CallLimits, Clock, NotSent, RateClass, TargetLimits, Throttled, apply_overrides, begin_step
 
 
 class FakeClock:
@@ -144,8 +144,12 @@ def test_a_stop_ends_the_wait_for_a_turn_and_the_call_is_not_sent() -> None:
         return target.call("CreateKey", lambda: sent.append("sent"), read=False, throttling=lambda e: False,
                            retryable=lambda e: False)  # fmt: skip
 
+    begin_step()
     call()  # the burst: sent at once
     run.stop()
+    call()  # the same step, already in flight (a creation adding its alias): it waits its turn
+    assert sent == ["sent", "sent"] and clock.slept
+    begin_step()
     with pytest.raises(NotSent):
-        call()  # it would have waited for a token
-    assert sent == ["sent"] and clock.slept == []
+        call()  # a new step would have waited for a token before sending anything
+    assert len(sent) == 2
