@@ -6,6 +6,9 @@ millions of small objects that live until the command ends.
   `keyplan plan`'s time, for nothing to collect). Reference counting still frees every object
   the moment it is dropped; only cycles made meanwhile wait for the collector, which runs again
   when the pause ends.
+- `frozen_heap`: while an apply walks, the configuration, state and plan built before it are
+  still alive, and every full collection would walk them again; they are set apart from the
+  collector for the walk (`gc.freeze`), so it looks only at what the walk itself allocates.
 - `trusted`: the per-key pydantic models keyplan fills from values it typed and checked itself
   are built without validating them again, and share one set of field names per class (pydantic
   gives each instance its own: 728 bytes for a model of five fields or more).
@@ -34,6 +37,18 @@ def collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Set every object alive now apart from the cyclic collector for the block (`gc.freeze`):
+    collections during it look only at objects made since. They are given back when it ends
+    (a cycle among them is collected then)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 _M = TypeVar("_M", bound=BaseModel)

@@ -108,6 +108,9 @@ class Session:
     ) -> Opened:
         """The plugin of `block`, opened on first use (once, however many threads ask); its
         refusal to open is a diagnostic on the block."""
+        found = opened.get(address)
+        if found is not None:  # opened already: every call of an apply's workers comes here
+            return found
         role = "provider" if refusal is ProviderError else "source"
         with self._once(address):
             if address not in opened:

@@ -21,6 +21,7 @@ from keyplan.apply.walker import ApplyHooks, ApplyResult, Interruption
 from keyplan.approvals import Approval
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.heap import frozen_heap
 from keyplan.limits import DEFAULT_THROTTLE_TIMEOUT, ClassStats, RateClass
 from keyplan.operations.plan import make_plan
 from keyplan.operations.workspace import (
@@ -290,10 +291,11 @@ def execute(
     with nullcontext(session) if session is not None else Session(config, throttle_timeout=throttle_timeout) as session:
         _check_sources_hold(session, plan, state)
         try:
-            walker = Walker(
-                plan, session, committer, hooks=hooks, parallelism=parallelism, interruption=callbacks.interruption
-            )
-            result = walker.run()
+            with frozen_heap():
+                walker = Walker(
+                    plan, session, committer, hooks=hooks, parallelism=parallelism, interruption=callbacks.interruption
+                )
+                result = walker.run()
         finally:
             try:
                 audit.flush()  # every outcome entry durable before the apply reports

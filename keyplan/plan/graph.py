@@ -56,10 +56,8 @@ class ActionGraph:
     def __init__(self, actions: list[Action]) -> None:
         self.actions = {a.id: a for a in actions}
         self.graph: nx.DiGraph = nx.DiGraph()
-        for action in actions:
-            self.graph.add_node(action.id)
-            for dependency in action.depends_on:
-                self.graph.add_edge(dependency, action.id)
+        self.graph.add_nodes_from(self.actions)
+        self.graph.add_edges_from((dependency, action.id) for action in actions for dependency in action.depends_on)
         if not nx.is_directed_acyclic_graph(self.graph):
             cycle = nx.find_cycle(self.graph)
             raise AssertionError(f"action graph has a cycle: {cycle}")

@@ -15,7 +15,10 @@ entry.
 
 A new entry is appended to the keystore's journal (`<keystore>.journal`, one JSON line per entry,
 sealed the same way) and fsynced before `add` returns, so its material is durable before it is
-ever wrapped and sent, at a cost that does not grow with the number of entries. Readers fold the
+ever wrapped and sent, at a cost that does not grow with the number of entries. The fsync is
+shared (group commit): an add writes its line under the locks, then waits outside them for an
+fsync begun after its write, which one of the waiting adds makes for all of them; so generates
+running at once do not queue one fsync each behind the keystore's locks. Readers fold the
 journal into the document (reading only what was appended since their last look); `close`
 writes the whole document once, journal included, and removes the journal. A line cut short by a
 crash during its append was never acknowledged (its material never left keyplan): it is ignored,
@@ -104,6 +107,12 @@ class Keystore:
         self._warn = warn
         self._unlocking = Unlocking(path, passphrase_env, warn)
         self._lock = threading.Lock()
+        # Group commit of journal appends: `_appended` counts the lines written (under `_lock`),
+        # `_synced` those known durable; one waiting add at a time fsyncs for all written before.
+        self._sync = threading.Condition()
+        self._appended = self._synced = 0
+        self._syncing = False
+        self._sync_failure: tuple[int, OSError] | None = None
         self._master: MasterKey | None = None
         self._master_for: Sealed | None = None  # the verifier the master key was checked against
         # The document and journal as last read: while the document is unchanged on disk, a read
@@ -277,6 +286,17 @@ class Keystore:
             raise self._unusable(exc) from None
 
     def _add(self, handle: str, algorithm: str, fingerprint: str, created_at: datetime, material: SecretBytes) -> None:
+        fd, ticket = self._add_unsynced(handle, algorithm, fingerprint, created_at, material)
+        try:
+            self._make_durable(fd, ticket)
+        finally:
+            os.close(fd)
+
+    def _add_unsynced(
+        self, handle: str, algorithm: str, fingerprint: str, created_at: datetime, material: SecretBytes
+    ) -> tuple[int, int]:
+        """Write the entry's journal line under the locks; returns the journal's descriptor and
+        the line's ticket for `_make_durable`."""
         with self._lock, self._file_lock():
             view = self._refresh()
             if view is None:
@@ -297,12 +317,16 @@ class Keystore:
             line = JournalLine(
                 handle=handle, algorithm=algorithm, fingerprint=fingerprint, created_at=created_at, sealed=sealed
             )
-            self._append(view, line.model_dump_json().encode("utf-8") + b"\n")
+            fd = self._append(view, line.model_dump_json().encode("utf-8") + b"\n")
             view.entries[handle] = line.entry()
+            self._appended += 1
+            return fd, self._appended
 
-    def _append(self, view: _View, line: bytes) -> None:
-        """Append one line to the journal and fsync it (the thread and file locks held). A line a
-        crash cut short is cut off first: nobody was told it was written."""
+    def _append(self, view: _View, line: bytes) -> int:
+        """Append one line to the journal (the thread and file locks held); returns the open
+        descriptor, for `_make_durable`. A line a crash cut short is cut off first: nobody was
+        told it was written. The journal's first line is made durable at once, with the directory
+        entry that names the journal."""
         fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             stat = os.fstat(fd)
@@ -315,12 +339,51 @@ class Keystore:
             written = os.write(fd, line)
             if written != len(line):
                 raise OSError(errno.EIO, "the journal line was written in part")
-            os.fsync(fd)
-        finally:
+            if created:
+                os.fsync(fd)
+                fsync_directory(self.path.parent)
+        except BaseException:
             os.close(fd)
-        if created:
-            fsync_directory(self.path.parent)
+            raise
         view.journal_offset += len(line)
+        return fd
+
+    def _make_durable(self, fd: int, ticket: int) -> None:
+        """Return once the journal line `ticket` is durable: after an fsync begun once it was
+        written, made by this add or by another one waiting at the same time (fsync covers the
+        file, whichever descriptor asks). A failed fsync fails every add it was made for."""
+        with self._sync:
+            while self._synced < ticket:
+                if self._sync_failure is not None and ticket <= self._sync_failure[0]:
+                    failed = self._sync_failure[1]
+                    raise OSError(failed.errno, failed.strerror)
+                if self._syncing:
+                    self._sync.wait()
+                    continue
+                self._syncing = True
+                upto = self._appended  # counted after its write: every line up to it is written
+                failure: OSError | None = None
+                self._sync.release()
+                try:
+                    os.fsync(fd)
+                except OSError as error:  # not tried again: after a failed fsync the written pages may be lost
+                    failure = error
+                finally:
+                    self._sync.acquire()
+                    self._syncing = False
+                    self._sync.notify_all()
+                if failure is not None:
+                    # Every line written before the failure was reported may sit on a page it dropped.
+                    self._sync_failure = (self._appended, failure)
+                    raise failure
+                self._synced = max(self._synced, upto)
+
+    def _all_durable(self) -> None:
+        """After a whole-document write (which holds every entry, fsynced): every line written
+        so far is durable (`_lock` held)."""
+        with self._sync:
+            self._synced = max(self._synced, self._appended)
+            self._sync.notify_all()
 
     def fold_journal(self) -> None:
         """Write the whole keystore once with every journal line in it, and remove the journal."""
@@ -419,6 +482,7 @@ class Keystore:
             pass
         else:
             fsync_directory(self.path.parent)
+        self._all_durable()
         self._view = _View(identity=_identity(self.path), document=document, entries=dict(document.entries))
         self._view.stale_fingerprints = not all(
             is_current_fingerprint(e.fingerprint) for e in document.entries.values()

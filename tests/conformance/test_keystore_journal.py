@@ -267,3 +267,101 @@ def test_concurrent_generates_share_appends_and_each_is_durable_when_it_returns(
     assert all(recovered(other, handle) == recovered(source, handle) for handle in handles[::7])
     other.close()
     source.close()
+
+
+def test_generates_at_once_share_fsyncs_and_none_returns_before_one_after_its_write(
+    tmp_path: Path, passphrase_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: adds waiting at the same time are made durable by one fsync begun after
+    all their writes, so 48 generates from 16 threads take fewer fsyncs than generates; and
+    none returns before an fsync that began after its line was written."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = open_source(tmp_path, passphrase_env)
+    generate(source, "first")  # the journal's first line is made durable with its directory entry
+    real_fsync = os.fsync
+    lock = threading.Lock()
+    syncs: list[tuple[float, int]] = []  # (when the fsync began, the journal's length then)
+
+    def slow_fsync(fd: int) -> None:
+        with lock:
+            syncs.append((time.monotonic(), os.fstat(fd).st_size))
+        time.sleep(0.02)  # a disk that takes its time: adds pile up behind the fsync in progress
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    returned: list[tuple[str, float]] = []
+
+    def one(n: int) -> None:
+        handle = generate(source, f"k{n}")
+        with lock:
+            returned.append((handle, time.monotonic()))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(one, range(48)))
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert len(returned) == 48
+    assert 0 < len(syncs) < 48, f"{len(syncs)} fsyncs for 48 generates"
+    offsets = _line_ends(journal_file(tmp_path))
+    for handle, when in returned:
+        end = offsets[handle]
+        assert any(began <= when and size >= end for began, size in syncs), f"{handle} returned before its fsync"
+    source.close()
+
+
+def test_a_failed_fsync_fails_every_generate_it_was_made_for(
+    tmp_path: Path, passphrase_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failed fsync the kernel may have dropped the written pages: no generate whose line
+    was written before it may return (nor be covered by a later fsync); later ones may."""
+    import errno
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = open_source(tmp_path, passphrase_env)
+    generate(source, "first")
+    real_fsync = os.fsync
+    failed_at: list[int] = []
+    lock = threading.Lock()
+
+    def fsync_failing_once(fd: int) -> None:
+        with lock:
+            first = not failed_at
+            if first:
+                failed_at.append(os.fstat(fd).st_size)
+        if first:
+            time.sleep(0.05)  # the others write their lines and wait on this fsync meanwhile
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_failing_once)
+
+    def one(n: int) -> tuple[str, bool]:
+        try:
+            generate(source, f"k{n}")
+        except SourceError as error:
+            assert error.summary == "Cannot use the software keystore"
+            return f"key.k{n}", False
+        return f"key.k{n}", True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(one, range(24)))
+    offsets = _line_ends(journal_file(tmp_path))
+    assert failed_at and any(not ok for _, ok in outcomes)
+    for address, ok in outcomes:
+        end = next(end for handle, end in offsets.items() if handle.startswith(f"{address}/v"))
+        if end <= failed_at[0]:
+            assert not ok, f"{address} returned although the fsync that covered it failed"
+
+
+def _line_ends(journal: Path) -> dict[str, int]:
+    """Each journal line's handle and the file offset just past its end."""
+    ends: dict[str, int] = {}
+    offset = 0
+    for line in journal.read_bytes().splitlines(keepends=True):
+        offset += len(line)
+        ends[json.loads(line)["handle"]] = offset
+    return ends
