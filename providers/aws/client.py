@@ -3,6 +3,7 @@ off, every failure classified; and KMS's Marker/NextMarker paging."""
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -16,6 +17,12 @@ from providers.aws.quotas import CONSISTENCY_WINDOW, READS
 from providers.aws.settings import LOCAL_ACCESS_KEY, AwsSettings
 from providers.common.boto_sessions import new_session
 from providers.common.limited import admitted
+
+
+@functools.cache
+def _method_name(operation: str) -> str:
+    """boto3's method for a KMS operation: CreateKey -> create_key."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
 
 
 class KmsClient:
@@ -65,7 +72,7 @@ class KmsClient:
 
     def call(self, operation: str, remote_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
         """One KMS call, admitted through the limiter of its operation class."""
-        method = getattr(self._client, re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower())
+        method = getattr(self._client, _method_name(operation))
 
         def send() -> dict[str, Any]:
             try:
