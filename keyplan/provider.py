@@ -61,6 +61,25 @@ class PluginSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """`true` is not 1: like Terraform, a bool is never taken for a number (pydantic would
+        read `max_concurrency = true` as 1)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if not _accepts_bool(annotation) and _accepts_number(annotation):
+                raise ValueError(f"a number is required, not {str(value).lower()}")
+        return value
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    return annotation is bool or any(_accepts_bool(a) for a in typing.get_args(annotation))
+
+
+def _accepts_number(annotation: Any) -> bool:
+    return annotation in (int, float) or any(_accepts_number(a) for a in typing.get_args(annotation))
+
 
 class ProviderSettings(PluginSettings):
     endpoint: str | None = Field(

@@ -50,6 +50,31 @@ def test_usage_defaults_to_the_algorithm_default(config_dir: ConfigDir) -> None:
     assert key_spec(config.keys["key.r"]).usage is KeyUsage.SIGN
 
 
+def test_a_bool_is_not_taken_for_a_number_in_plugin_settings(config_dir: ConfigDir) -> None:
+    """`max_concurrency = true` is an error at its attribute (not one call in flight), while a
+    setting that takes a bool still takes one."""
+    config = config_dir.write(
+        {
+            "main.kp.hcl": """provider "aws" "d" {
+  region          = "us-east-1"
+  max_concurrency = true
+}
+provider "aws" "e" {
+  region                     = "us-east-1"
+  consistency_window_seconds = false
+}
+"""
+        }
+    ).ok()
+    diagnostics = list(validate_config(config))
+    assert [(str(d.range), d.summary) for d in diagnostics] == [
+        ("main.kp.hcl:3:3", "Invalid argument value"),
+        ("main.kp.hcl:7:3", "Invalid argument value"),
+    ]
+    assert "a number is required, not true" in diagnostics[0].detail
+    assert "a number is required, not false" in diagnostics[1].detail
+
+
 def test_plugin_blocks_are_checked_against_settings_models(config_dir: ConfigDir) -> None:
     config = config_dir.write(
         {
