@@ -225,6 +225,8 @@ class EmulatorServer:
         self.faults.configure(payload)
         if payload.get("profile") == "realistic":
             scale = float(payload.get("quota_scale", 1.0))
+            if not math.isfinite(scale) or scale <= 0:
+                raise ValueError(f"quota_scale must be a positive number, not {payload.get('quota_scale')!r}")
             self.quotas = QuotaEnforcer(self.app.quota_classes(), scale=scale, window=self.app.quota_window)
             self.app.visibility.lag = float(payload.get("visibility_lag", REALISTIC_VISIBILITY_LAG))
             self.app.visibility.listing_lag = float(payload.get("listing_lag", REALISTIC_LISTING_LAG))
@@ -288,7 +290,10 @@ class EmulatorServer:
                 self.quotas.reset_counts()
             return Response.json({})
         if path == "/_emulator/faults" and request.method == "POST":
-            self.configure(request.json())
+            try:
+                self.configure(request.json())
+            except (ValueError, TypeError) as exc:
+                return Response.json({"error": str(exc)}, status=400)
             return Response.json({"latency_ms": self.faults.latency_ms, "errors": self.faults.errors})
         if path == "/_emulator/clock":
             if request.method == "POST":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import subprocess
 import sys
@@ -775,3 +776,14 @@ def test_crypto_request_members_are_typed_as_kms_types_them(cloud: Cloud) -> Non
     signed = cloud.kms.sign(KeyId=signing, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")["Signature"]
     verified = cloud.kms.verify(KeyId=signing, Message=b"m", Signature=signed, SigningAlgorithm="ECDSA_SHA_256")
     assert verified["SignatureValid"] is True
+
+
+@pytest.mark.parametrize("scale", [0, -1, "nan"])
+def test_a_quota_scale_that_is_not_positive_is_refused_with_400(cloud: Cloud, scale: object) -> None:
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        cloud.control("/_emulator/faults", {"profile": "realistic", "quota_scale": scale})
+    assert refused.value.code == 400
+    assert "quota_scale must be a positive number" in json.loads(refused.value.read())["error"]
+    assert cloud.kms.list_keys()["Keys"] == []  # still serving, under the profile it had
