@@ -9,7 +9,9 @@ remote call a provider makes is admitted through `TargetLimits.call`, which
   (multiplicative decrease, as adaptive SDK retry modes do), holds every caller of the
   class back for the cloud's `Retry-After` when it gave one, and sends the call again: a
   throttled call is waited out, never reported, until `throttle_timeout` passes without one
-  call of the class succeeding;
+  call of the class succeeding since its first throttling answer; no wait (for a token at the
+  lowered rate, or for a Retry-After) lasts past that moment: then the class's callers send
+  once more, and the next throttling answer ends the run on time;
 - on success, raises the rate back towards the declared one (additive increase);
 - retries a read (an idempotent call) that failed with a retryable error, with the same
   exponential backoff the apply walker uses for writes; a write's other failures go back to
@@ -155,7 +157,7 @@ class ClassLimiter:
     ) -> None:
         self.rate_class = rate_class
         self._stopping = stopping or threading.Event()  # set: calls still waiting for a turn give up
-        self._patience = patience  # the run's throttle timeout: no wait is held beyond it
+        self._patience = patience  # the run's throttle timeout: no wait of a stalled class is held beyond it
         self.ceiling: float | None = rate_class.per_second if paced else None
         self.rate: float | None = self.ceiling
         self._step = rate_class.per_second * INCREASE_FRACTION
@@ -165,7 +167,7 @@ class ClassLimiter:
         self._tokens = self.capacity
         self._updated = clock.now()
         self._not_before = 0.0
-        self._last_progress = clock.now()
+        self._stalled_since: float | None = None  # the first throttling answer since the last success
         self._recent: deque[float] = deque(maxlen=256)  # admission times, to measure an unpaced rate
         self._lock = threading.Lock()
         self.stats = ClassStats()
@@ -183,7 +185,9 @@ class ClassLimiter:
                 now = self._clock.now()
                 self._refill(now)
                 hold = self._not_before - now
-                if hold <= 0 and (self.rate is None or self._tokens >= 1.0 - EPSILON):
+                patience_left = self._patience_left(now)
+                turn = hold <= 0 and (self.rate is None or self._tokens >= 1.0 - EPSILON)
+                if turn or patience_left <= 0:  # at the throttle timeout the next answer decides
                     if self.rate is not None:
                         self._tokens = max(0.0, self._tokens - 1.0)
                     self._recent.append(now)
@@ -191,6 +195,7 @@ class ClassLimiter:
                     self.stats.waited_seconds += waited
                     return waited
                 delay = max(hold, (1.0 - self._tokens) / self.rate if self.rate else 0.0, MIN_SLEEP)
+                delay = max(min(delay, patience_left), MIN_SLEEP)
             self._pause(delay)
             waited += delay
 
@@ -208,6 +213,13 @@ class ClassLimiter:
         if may_give_up and self._stopping.is_set():
             raise NotSent(self.rate_class.name)
 
+    def _patience_left(self, now: float) -> float:
+        """Seconds until the throttle timeout of a class throttled since its last success (infinite
+        for a class that is not)."""
+        if self._stalled_since is None:
+            return math.inf
+        return self._stalled_since + self._patience - now
+
     def _measured_rate(self, now: float) -> float:
         window = [t for t in self._recent if now - t <= 1.0]
         return float(len(window))
@@ -217,6 +229,8 @@ class ClassLimiter:
             now = self._clock.now()
             self._refill(now)
             self.stats.throttled += 1
+            if self._stalled_since is None:
+                self._stalled_since = now
             if self.rate is None:
                 measured = max(1.0, self._measured_rate(now))
                 self.rate = max(1.0, measured / 2)
@@ -228,19 +242,19 @@ class ClassLimiter:
             if retry_after:
                 # A Retry-After reaching past the throttle timeout is held only until the timeout,
                 # so the next answer ends the run on time instead of a day later.
-                resume = min(now + retry_after, self._last_progress + self._patience)
+                resume = now + min(retry_after, self._patience_left(now))
                 self._not_before = max(self._not_before, resume)
 
     def succeeded(self) -> None:
         with self._lock:
-            self._last_progress = self._clock.now()
+            self._stalled_since = None
             if self.rate is not None:
                 raised = self.rate + self._step
                 self.rate = min(self.ceiling, raised) if self.ceiling is not None else raised
 
     def stalled_for(self) -> float:
         with self._lock:
-            return self._clock.now() - self._last_progress
+            return 0.0 if self._stalled_since is None else self._clock.now() - self._stalled_since
 
 
 class TargetLimits:

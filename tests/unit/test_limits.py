@@ -111,6 +111,30 @@ def test_a_retry_after_beyond_the_timeout_is_held_only_until_the_timeout() -> No
     assert clock.t - start < 61  # stopped at the timeout, not a day later
 
 
+def test_throttling_without_retry_after_is_not_waited_past_the_timeout() -> None:
+    # Each throttling answer halves the rate, and the wait for a token at the halved rate
+    # (0.4 s, 0.8 s, 1.6 s, then 3.2 s at 5 calls a second) would reach past the timeout: the
+    # last wait ends at the timeout and the next answer stops the call.
+    clock = FakeClock()
+    target = limits(clock, per_second=5, timeout=3)
+    with pytest.raises(Throttled) as stopped:
+        send_through(target, [Refused(throttle=True)] * 10)
+    assert stopped.value.waited == pytest.approx(3.0)
+    assert sum(clock.slept) == pytest.approx(3.0)
+
+
+def test_the_timeout_counts_from_the_first_throttling_answer_not_from_the_class_being_idle() -> None:
+    # A class unused for longer than the timeout (its calls come late in a long apply) is not
+    # stopped by its first throttling answer.
+    clock = FakeClock()
+    target = limits(clock, per_second=100, timeout=60)
+    clock.t += 3600
+    assert send_through(target, [Refused(throttle=True), "created"]) == "created"
+    assert send_through(target, ["ok"]) == "ok"
+    clock.t += 3600
+    assert send_through(target, [Refused(throttle=1.0), "created"]) == "created"
+
+
 def test_reads_are_retried_with_backoff_and_writes_are_not() -> None:
     clock = FakeClock()
     target = limits(clock, per_second=100)
