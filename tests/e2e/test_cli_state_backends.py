@@ -36,6 +36,9 @@ source "software" "local" {}
 provider "aws" "main" {
   region   = "eu-west-1"
   endpoint = "embedded"
+  # the embedded emulator (without its realistic profile) lists a new key at once: an apply after
+  # one killed (or cut off from its state) while creating a key has no listing delay to wait out
+  consistency_window_seconds = 0
 }
 
 key "app" {
