@@ -4,7 +4,8 @@ backends). They need pytest.
 
 - `keyplan.testing.providers.ProviderConformance`: subclass it in a test module (`Test...`), set
   `algorithms` and `rotates`, and override the `harness` fixture to yield a `ProviderHarness`:
-  the plugin, its settings, an opened provider, and the control URL of an emulator of the cloud
+  the plugin, its settings, a provider opened with `conformance_context` (its limiters wait in
+  virtual time), and the control URL of an emulator of the cloud
   that speaks keyplan's emulator control protocol (see the module's docstring).
 - `keyplan.testing.sources.KeySourceConformance`: subclass it and override the class-scoped
   `source` fixture to yield an opened `KeySource`.

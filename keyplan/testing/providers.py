@@ -16,6 +16,8 @@ driven through keyplan's emulator control protocol at `control_url`: `GET /_emul
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from keyplan.algorithms import ALGORITHMS, Algorithm, MaterialKind
 from keyplan.crypto import SecretBytes, fingerprint_material, wrap
+from keyplan.limits import CallLimits, Clock
 from keyplan.provider import (
     CancelDeletionRequest,
     CreateKeyRequest,
@@ -52,6 +55,7 @@ from keyplan.provider import (
     ProviderPlugin,
     ProviderSettings,
     RemoteKey,
+    RuntimeContext,
     ScheduleDeletionRequest,
     UpdateKeyRequest,
 )
@@ -81,6 +85,31 @@ class ProviderHarness:
         calls = self.control("/_emulator/stats")["calls"]
         assert isinstance(calls, dict)
         return {str(k): int(v) for k, v in calls.items()}
+
+
+class VirtualClock:
+    """A clock for the run's limiters on which waits pass at once: `now()` is the monotonic clock
+    plus every wait asked for so far, `sleep()` only adds to that."""
+
+    def __init__(self) -> None:
+        self._waited = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return time.monotonic() + self._waited
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self._waited += max(0.0, seconds)
+
+
+def conformance_context(address: str, working_dir: Path) -> RuntimeContext:
+    """The run-time context to open a provider with in a harness: its limiters
+    (`keyplan.limits`) wait on a `VirtualClock`, so the backoff between retried reads, the
+    pacing and the slowdown after throttling answers cost no time, while every call is still
+    sent, in the same order and with the same outcome, as in a run."""
+    limits = CallLimits(clock=Clock(now=(clock := VirtualClock()).now, sleep=clock.sleep))
+    return RuntimeContext(address=address, working_dir=working_dir, data_dir=working_dir / ".keyplan", limits=limits)
 
 
 @cache
@@ -404,15 +433,13 @@ class ProviderConformance:
     def test_unreachable_endpoint_is_classified(self, harness: ProviderHarness, tmp_path: Path) -> None:
         import socket
 
-        from keyplan.provider import RuntimeContext
-
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         scheme = harness.control_url.split(":", 1)[0]
         settings = harness.settings.model_copy(update={"endpoint": f"{scheme}://127.0.0.1:{port}"})
         provider = harness.plugin.open(
-            settings, RuntimeContext(address="unreachable.test", working_dir=tmp_path, data_dir=tmp_path / ".keyplan")
+            settings, conformance_context("unreachable.test", tmp_path)
         )
         try:
             with pytest.raises(ProviderError) as caught:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keyplan.provider import RuntimeContext
-from keyplan.testing.providers import ProviderConformance, ProviderHarness
+from keyplan.testing.providers import ProviderConformance, ProviderHarness, conformance_context
 from providers.aws import PLUGIN, AwsSettings, KmsEmulator
 from providers.emulation import Clock, DocumentStore, EmulatorServer
 
@@ -36,7 +35,7 @@ class TestAwsConformance(ProviderConformance):
         settings = AwsSettings(
             region="eu-west-1", endpoint=server.url, credentials="local", wrapping_key_spec="RSA_2048"
         )
-        context = RuntimeContext(address="aws.conformance", working_dir=tmp_path, data_dir=tmp_path / ".keyplan")
+        context = conformance_context("aws.conformance", tmp_path)
         provider = PLUGIN.open(settings, context)
         try:
             yield ProviderHarness(

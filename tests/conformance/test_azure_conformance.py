@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from keyplan.provider import RuntimeContext
-from keyplan.testing.providers import ProviderConformance, ProviderHarness
+from keyplan.testing.providers import ProviderConformance, ProviderHarness, conformance_context
 from providers.azure import PLUGIN, AzureSettings
 from providers.azure.emulator import AzureKeyVaultEmulator, ManagedHsmEmulator
 from providers.emulation import Clock, DocumentStore, EmulatorServer
@@ -23,7 +22,7 @@ def open_harness(tmp_path: Path, app_class: type[AzureKeyVaultEmulator], vault_u
     settings = AzureSettings(
         vault_url=vault_url, endpoint=server.url, credentials="local", ca_bundle=str(server.ca_cert)
     )
-    context = RuntimeContext(address="azure.test", working_dir=tmp_path, data_dir=tmp_path / ".keyplan")
+    context = conformance_context("azure.test", tmp_path)
     provider = PLUGIN.open(settings, context)
     try:
         yield ProviderHarness(

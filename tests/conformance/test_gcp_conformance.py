@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from keyplan.provider import RuntimeContext
-from keyplan.testing.providers import ProviderConformance, ProviderHarness
+from keyplan.testing.providers import ProviderConformance, ProviderHarness, conformance_context
 from providers.emulation import Clock, DocumentStore, EmulatorServer
 from providers.gcp import PLUGIN, GcpSettings
 from providers.gcp.emulator import GcpKmsEmulator
@@ -40,7 +39,7 @@ class TestGcpConformance(ProviderConformance):
             project="conformance", location="global", key_ring="keyplan", endpoint=server.url, credentials="local"
         )
         provider = PLUGIN.open(
-            settings, RuntimeContext(address="gcp.conformance", working_dir=tmp_path, data_dir=tmp_path / ".keyplan")
+            settings, conformance_context("gcp.conformance", tmp_path)
         )
         try:
             yield ProviderHarness(
