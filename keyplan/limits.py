@@ -119,11 +119,12 @@ def begin_step() -> None:
 class Throttled(Exception):
     """A class was throttled for a whole `throttle_timeout` without progress."""
 
-    def __init__(self, target: str, rate_class: str, waited: float) -> None:
+    def __init__(self, target: str, rate_class: str, waited: float, *, classed: bool = True) -> None:
         super().__init__(f"{target} throttled {rate_class} for {waited:.0f} s")
         self.target = target
-        self.rate_class = rate_class
+        self.rate_class = rate_class  # the class, or the operation when no class covers it
         self.waited = waited
+        self.classed = classed  # whether `rate_class` is a class `rate_limits` can set
 
 
 @dataclass
@@ -298,16 +299,23 @@ class TargetLimits:
         again after backoff."""
         limiter = self.limiter(operation)
         attempt = 0
+        throttled_since: float | None = None  # an operation no class covers: since when this call is throttled
         while True:
             if limiter is not None:
                 limiter.admit()
+            sent_before = getattr(_STEP, "sent", True)
             _STEP.sent = True  # from here the cloud may act on this step's call
             try:
                 result = send()
             except Exception as error:  # every failure is judged below; none is swallowed
                 retry_after = throttling(error)
                 if retry_after is not False:
-                    self._wait_out(limiter, operation, None if retry_after is True else retry_after, error)
+                    _STEP.sent = sent_before  # a throttling answer: the cloud did nothing for this call
+                    wait = None if retry_after is True else retry_after
+                    if limiter is None:
+                        throttled_since = self._back_off(operation, wait, throttled_since, error)
+                    else:
+                        self._wait_out(limiter, operation, wait, error)
                     continue
                 attempt += 1
                 if read and retryable(error) and READ_RETRIES.allows(attempt):
@@ -320,12 +328,20 @@ class TargetLimits:
                 limiter.succeeded()
             return result
 
-    def _wait_out(
-        self, limiter: ClassLimiter | None, operation: str, retry_after: float | None, error: BaseException
-    ) -> None:
-        if limiter is None:  # an operation no class covers: back off on our own
-            self._clock.sleep(retry_after if retry_after else READ_RETRIES.delay(3))
-            return
+    def _back_off(self, operation: str, retry_after: float | None, since: float | None, error: BaseException) -> float:
+        """An operation no class covers (a proof's cryptographic call) was throttled: wait on our
+        own, within the same throttle timeout as a class (a Retry-After reaching past it is held
+        only until then); the time this call was first throttled."""
+        now = self._clock.now()
+        since = now if since is None else since
+        stalled = now - since
+        if stalled >= self.throttle_timeout:
+            raise Throttled(self.target, operation, stalled, classed=False) from error
+        wait = retry_after if retry_after else READ_RETRIES.delay(3)
+        self._clock.sleep(max(MIN_SLEEP, min(wait, self.throttle_timeout - stalled)))
+        return since
+
+    def _wait_out(self, limiter: ClassLimiter, operation: str, retry_after: float | None, error: BaseException) -> None:
         limiter.throttled(retry_after)
         stalled = limiter.stalled_for()
         if stalled >= self.throttle_timeout:

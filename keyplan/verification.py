@@ -33,6 +33,7 @@ from keyplan.config import key_spec
 from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostic, DiagnosticsError, Severity
 from keyplan.escaping import for_terminal
+from keyplan.limits import DEFAULT_THROTTLE_TIMEOUT
 from keyplan.plan.model import Drift, DriftKind
 from keyplan.plan.negotiate import negotiate
 from keyplan.provider import (
@@ -329,10 +330,17 @@ def verify_state(
     return report
 
 
-def run_verify(config: Config, state: State, addresses: Iterable[str] = (), *, parallelism: int = 10) -> VerificationReport:
+def run_verify(
+    config: Config,
+    state: State,
+    addresses: Iterable[str] = (),
+    *,
+    parallelism: int = 10,
+    throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT,
+) -> VerificationReport:
     """The `keyplan verify` operation: a session over the configuration's plugins, every proof."""
     tasks_for(state, addresses)  # unknown addresses are refused before any plugin opens
-    with Session(config) as session:
+    with Session(config, throttle_timeout=throttle_timeout) as session:
         return verify_state(session, state, addresses, parallelism=parallelism)
 
 

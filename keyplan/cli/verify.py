@@ -18,11 +18,13 @@ from keyplan.cli.options import (
     LockOpt,
     LockTimeoutOpt,
     NoColorOpt,
+    ThrottleTimeoutOpt,
     VarFileOpt,
     VarOpt,
     emit,
     load,
     lock_options,
+    parse_duration,
 )
 
 
@@ -44,6 +46,7 @@ def verify(
     lock: LockOpt = "true",
     lock_timeout: LockTimeoutOpt = "0s",
     no_color: NoColorOpt = False,
+    throttle_timeout: ThrottleTimeoutOpt = "30m",
 ) -> None:
     """Prove, per key, target and imported version, that the cloud holds the source's material."""
     from keyplan.operations.verify import verify as prove_all
@@ -53,7 +56,10 @@ def verify(
     from keyplan.addresses import canonical
 
     given = [canonical(address) for address in addresses or []]
-    report = prove_all(config, given, lock=lock_options(lock, lock_timeout), parallelism=parallelism)
+    patience = parse_duration("throttle-timeout", throttle_timeout).total_seconds()
+    report = prove_all(
+        config, given, lock=lock_options(lock, lock_timeout), parallelism=parallelism, throttle_timeout=patience
+    )
     if json_output:
         emit(render_json(report))
     else:

@@ -27,13 +27,17 @@ def admitted(limits: TargetLimits, operation: str, send: Callable[[], T], *, rea
     try:
         return limits.call(operation, send, read=read, throttling=_throttling, retryable=_retryable)
     except Throttled as stuck:
+        higher = (
+            f"ask the cloud for a higher quota and set rate_limits = {{ {stuck.rate_class} = N }} on this provider."
+            if stuck.classed
+            else "ask the cloud for a higher quota."
+        )
         raise ProviderError(
             ErrorKind.FATAL,
             f"{stuck.target} kept throttling {stuck.rate_class} calls for {_duration(stuck.waited)} without progress",
             "Nothing is lost: the state records every key finished so far, and running the command again resumes "
-            "where this run stopped. Other callers may be using the same quota: run it again later, raise "
-            "-throttle-timeout, or "
-            f"ask the cloud for a higher quota and set rate_limits = {{ {stuck.rate_class} = N }} on this provider.",
+            f"where this run stopped. Other callers may be using the same quota: run it again later, raise "
+            f"-throttle-timeout, or {higher}",
             code="Throttled",
         ) from None
 

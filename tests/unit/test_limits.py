@@ -177,3 +177,50 @@ def test_a_stop_ends_the_wait_for_a_turn_and_the_call_is_not_sent() -> None:
     with pytest.raises(NotSent):
         call()  # a new step would have waited for a token before sending anything
     assert len(sent) == 2
+
+
+def test_a_step_whose_only_call_was_throttled_gives_up_at_a_stop() -> None:
+    # A throttling answer means the cloud did nothing: the step has still sent nothing, so a stop
+    # ends its wait for a turn instead of holding the interrupt until the throttle timeout.
+    clock = FakeClock()
+    run = CallLimits(throttle_timeout=1800, clock=Clock(clock.now, clock.sleep))
+    create = RateClass(name="CreateKey", per_second=1, operations=("CreateKey",), scope="s", source="t")
+    target = run.target("aws.main", [create])
+    sent: list[str] = []
+
+    def send() -> object:
+        sent.append("sent")
+        raise Refused(throttle=True)
+
+    def throttling(error: BaseException) -> float | bool:
+        run.stop()  # the interrupt arrives while the cloud throttles
+        return error.throttle if isinstance(error, Refused) else False
+
+    begin_step()
+    with pytest.raises(NotSent):
+        target.call("CreateKey", send, read=False, throttling=throttling, retryable=lambda e: False)
+    assert sent == ["sent"]
+    assert sum(clock.slept) < 60
+
+
+@pytest.mark.parametrize("retry_after", [True, 5.0, 1e308, float("inf")])
+def test_an_operation_no_class_covers_stops_at_the_throttle_timeout(retry_after: float | bool) -> None:
+    # A proof's cryptographic call (no rate class covers it) throttled forever: it stops at the
+    # timeout like a class would, whatever Retry-After the cloud gave, never sleeping past it.
+    clock = FakeClock()
+    target = limits(clock, timeout=30)
+    start = clock.t
+
+    def send() -> object:
+        raise Refused(throttle=retry_after)
+
+    with pytest.raises(Throttled) as stopped:
+        target.call(
+            "GenerateMac",
+            send,
+            read=False,
+            throttling=lambda e: e.throttle if isinstance(e, Refused) else False,
+            retryable=lambda e: False,
+        )
+    assert (stopped.value.rate_class, stopped.value.classed) == ("GenerateMac", False)
+    assert 30 <= clock.t - start <= 31

@@ -1,0 +1,140 @@
+"""Hostile clouds at the quota edges, through the real CLI against the embedded emulators: a
+cloud that throttles a proof's calls forever, and an interrupt while every call is throttled.
+The runs are subprocesses so that one that never ends fails the test instead of hanging it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from conftest import KEYPLAN_BIN, Result, Workspace
+
+from providers.aws import KmsEmulator
+from providers.emulation.server import start_embedded
+
+HANG = 180  # seconds after which a run counts as hung (a bound, not a speed check)
+
+MAC = """
+source "software" "local" {}
+
+provider "aws" "main" {
+  region   = "eu-west-1"
+  endpoint = "embedded"
+}
+
+key "mac" {
+  algorithm = "HMAC_SHA256"
+  usage     = "mac"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+}
+"""
+
+FOUR = """
+source "software" "local" {}
+
+provider "aws" "main" {
+  region   = "eu-west-1"
+  endpoint = "embedded"
+}
+
+key "data" {
+  for_each  = toset(["a", "b", "c", "d"])
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+}
+"""
+
+MAC_THROTTLED_FOREVER = {"aws-main": {"errors": [{"operation": "GenerateMac", "status": 429, "count": 1_000_000}]}}
+
+
+def environment(faults: dict[str, object] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "KEYPLAN_EMULATOR_FAULTS"}
+    if faults is not None:
+        env["KEYPLAN_EMULATOR_FAULTS"] = json.dumps(faults)
+    return env
+
+
+def run(workspace: Workspace, *args: str, faults: dict[str, object] | None = None) -> Result:
+    done = subprocess.run(
+        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), *args],
+        env=environment(faults), capture_output=True, text=True, timeout=HANG, check=False,
+    )  # fmt: skip
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def test_verify_against_a_cloud_that_throttles_its_proofs_forever_stops_at_the_throttle_timeout(
+    workspace: Workspace,
+) -> None:
+    # The proof's call (GenerateMac) belongs to no rate class: it was retried forever, ignoring
+    # -throttle-timeout, and verify had no such flag.
+    workspace.write(MAC)
+    assert run(workspace, "apply", "-auto-approve").code == 0
+    before = workspace.state_path.read_bytes()
+    stopped = run(workspace, "verify", "-throttle-timeout=2s", faults=MAC_THROTTLED_FOREVER)
+    assert stopped.code == 1, stopped.output
+    assert "Traceback" not in stopped.output
+    assert "kept throttling GenerateMac calls for" in stopped.output
+    assert "rate_limits = { GenerateMac" not in stopped.output, "no class of that name can be set"
+    assert workspace.state_path.read_bytes() == before
+    assert run(workspace, "verify").code == 0
+
+
+def test_apply_verify_against_a_cloud_that_throttles_its_proofs_forever_ends(workspace: Workspace) -> None:
+    workspace.write(MAC)
+    stopped = run(workspace, "apply", "-verify", "-auto-approve", "-throttle-timeout=2s", faults=MAC_THROTTLED_FOREVER)
+    assert stopped.code == 1, stopped.output
+    assert "kept throttling GenerateMac calls for" in stopped.output
+    assert "Traceback" not in stopped.output
+    assert workspace.state()["keys"]["key.mac"]["targets"]["aws.main"]["remote_id"]
+
+
+def test_a_first_interrupt_ends_the_wait_of_calls_the_cloud_throttled(workspace: Workspace) -> None:
+    # Every CreateKey after the first is throttled, forever. A call the cloud answered with a
+    # throttling error did nothing there, so its step has still sent nothing: the first
+    # interrupt gives it up ("not sent") instead of waiting for the throttle timeout.
+    workspace.write(FOUR)
+    forever = {"aws-main": {"profile": "realistic", "quota_scale": 0.0001}}
+    process = subprocess.Popen(
+        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "apply", "-auto-approve", "-throttle-timeout=30m"],
+        env=environment(forever), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:  # the burst lets one key through; the others are throttled from then on
+        seen.append(line)
+        if "created at aws.main" in line:
+            break
+    audit = workspace.path / ".keyplan" / "audit.jsonl"
+    for _ in range(HANG * 10):  # until every creation was sent once (and all but one throttled)
+        entries = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+        if sum(1 for e in entries if e.get("action") == "create_key" and e.get("outcome") == "started") >= 4:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    try:
+        rest, _ = process.communicate(timeout=HANG)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError("the first interrupt did not end the quota waits") from None
+    output = "".join(seen) + rest
+    assert process.returncode == 130, output
+    assert "Interrupted twice" not in output
+    assert "Traceback" not in output
+
+    resumed = run(workspace, "apply", "-auto-approve")
+    assert resumed.code == 0, resumed.output
+    state = workspace.state()["keys"]
+    assert sorted(state) == [f'key.data["{k}"]' for k in "abcd"]
+    server = start_embedded(KmsEmulator, workspace.path / ".keyplan", "aws-main")
+    try:
+        stored = [doc for _, doc in server.app.store.list("keys")]
+    finally:
+        server.stop()
+        server.app.store.close()
+    assert len(stored) == 4, "no key was created twice"
