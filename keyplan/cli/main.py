@@ -27,6 +27,7 @@ from keyplan import __version__
 from keyplan.cli import apply, approve, check, emulator, options, plan, review, state, ui, verify, workspace
 from keyplan.cli.options import Exit
 from keyplan.diagnostics import DiagnosticsError
+from keyplan.escaping import for_terminal, for_terminal_lines
 
 app = typer.Typer(
     name="keyplan",
@@ -71,13 +72,18 @@ def _main_options(
 
 
 class _StderrHandler(logging.Handler):
-    """Writes to whatever sys.stderr is at the time, so captured output captures logs too."""
+    """Writes to whatever sys.stderr is at the time, so captured output captures logs too; a
+    message quotes values from configuration or a cloud (a keystore path, a cloud's error), so
+    its control characters are shown escaped."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.write(for_terminal_lines(self.format(record)) + "\n")
         except Exception:  # logging must never break a command
             self.handleError(record)
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _configure_logging() -> None:
@@ -87,7 +93,13 @@ def _configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
-    logger.setLevel(os.environ.get("KEYPLAN_LOG", "WARNING").upper())
+    level = os.environ.get("KEYPLAN_LOG", "WARNING").strip().upper() or "WARNING"
+    if level not in _LOG_LEVELS:
+        raise DiagnosticsError.single(
+            "Invalid KEYPLAN_LOG",
+            f"KEYPLAN_LOG is {for_terminal(level.lower())!r}; set it to one of {', '.join(_LOG_LEVELS)} or unset it.",
+        )
+    logger.setLevel(level)
 
 
 def _register_commands() -> None:

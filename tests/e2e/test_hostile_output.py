@@ -1,0 +1,43 @@
+"""Hostile values reaching the terminal through side doors: log lines (warnings quoting a path
+from the configuration) and the environment variables keyplan reads."""
+
+from __future__ import annotations
+
+from conftest import Workspace
+
+HOSTILE_KEYSTORE = """
+source "software" "local" {
+  keystore = "ks\\u001b[31mRED\\u001b]0;pwned\\u0007\\u202e.json"
+}
+
+provider "aws" "main" {
+  region   = "eu-west-1"
+  endpoint = "embedded"
+}
+
+key "data" {
+  algorithm = "AES_256"
+  source    = source.software.local
+  targets   = [provider.aws.main]
+}
+"""
+
+
+def test_a_warning_quoting_a_configured_path_is_escaped_for_the_terminal(workspace: Workspace) -> None:
+    workspace.write(HOSTILE_KEYSTORE)
+    result = workspace.keyplan("apply", "-auto-approve")
+    assert result.code == 0, result.output
+    assert "WARNING: development key file" in result.stderr
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in result.output
+    assert "ks\\x1b[31mRED\\x1b]0;pwned\\x07\\u202e.json" in result.stderr
+
+
+def test_an_unknown_log_level_is_a_diagnostic(workspace: Workspace) -> None:
+    workspace.write(HOSTILE_KEYSTORE)
+    result = workspace.keyplan("validate", env={"KEYPLAN_LOG": "verbose\x1b[2J"})
+    assert result.code == 1, result.output
+    assert "Traceback" not in result.output and "crashed" not in result.output
+    assert "Invalid KEYPLAN_LOG" in result.output and "DEBUG, INFO, WARNING" in result.output
+    assert "\x1b" not in result.output
+    assert workspace.keyplan("validate", env={"KEYPLAN_LOG": "debug"}).code == 0
