@@ -20,10 +20,21 @@ class EmbeddedEmulator:
     """One embedded emulator, owned by the provider that started it."""
 
     def __init__(self, app: type[EmulatorApp], context: RuntimeContext) -> None:
+        from keyplan.provider import ErrorKind, ProviderError
         from providers.emulation.server import start_embedded
 
         with _START:
-            self.server: EmulatorServer = start_embedded(app, context.data_dir, name=context.address.replace(".", "-"))
+            try:
+                self.server: EmulatorServer = start_embedded(
+                    app, context.data_dir, name=context.address.replace(".", "-")
+                )
+            except ValueError as refused:  # the emulator's test hooks, set in the environment
+                raise ProviderError(
+                    ErrorKind.FATAL,
+                    "the embedded emulator's configuration is not valid",
+                    f"{refused}. Correct or unset KEYPLAN_EMULATOR_FAULTS and KEYPLAN_EMULATOR_LATENCY_MS "
+                    "(docs/quotas.md).",
+                ) from None
 
     @property
     def url(self) -> str:

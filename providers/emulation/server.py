@@ -89,6 +89,77 @@ class FaultPlan:
         return fault.status if fault is not None else None
 
 
+def _number(payload: dict[str, Any], name: str, low: float, high: float, *, above: bool = False) -> None:
+    if name not in payload:
+        return
+    value = payload[name]
+    number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(number) and (number > low if above else number >= low) and number <= high):
+        bound = f"a positive number, at most {high:g}" if above and low == 0 else f"a number from {low:g} to {high:g}"
+        raise ValueError(f"{name} must be {bound}")
+
+
+def check_configuration(payload: object) -> None:
+    """What `configure` accepts, checked whole before anything changes: `ValueError` says what is
+    wrong (a scale of 0 divided by zero at the first throttled call, a negative one throttled forever)."""
+    if not isinstance(payload, dict):
+        raise ValueError("an emulator configuration is a JSON object")
+    _number(payload, "latency_ms", 0, 60_000)
+    _number(payload, "quota_scale", 0, 1e6, above=True)
+    _number(payload, "visibility_lag", 0, 86_400)
+    _number(payload, "listing_lag", 0, 86_400)
+    if payload.get("profile", "default") not in ("default", "realistic"):
+        raise ValueError('profile is "default" or "realistic"')
+    errors = payload.get("errors", [])
+    if not isinstance(errors, list) or not all(isinstance(entry, dict) for entry in errors):
+        raise ValueError('errors is a list of objects like {"operation": "CreateKey", "status": 503, "count": 2}')
+    for entry in errors:
+        _number(entry, "status", 100, 599)
+        _number(entry, "count", 0, 1e12)
+        _number(entry, "rate", 0, 1)
+    crash = payload.get("crash")
+    if crash is not None:
+        if not isinstance(crash, dict):
+            raise ValueError('crash is {"at": N >= 1, "when": "before" | "after"}')
+        _number(crash, "at", 1, 1e12)
+
+
+def latency_from_environment() -> float | None:
+    """`KEYPLAN_EMULATOR_LATENCY_MS`, checked; None when unset."""
+    text = os.environ.get("KEYPLAN_EMULATOR_LATENCY_MS")
+    if not text:
+        return None
+    try:
+        latency = float(text)
+    except ValueError:
+        latency = math.nan
+    try:
+        check_configuration({"latency_ms": latency})
+    except ValueError:
+        raise ValueError("KEYPLAN_EMULATOR_LATENCY_MS must be a number of milliseconds from 0 to 60000") from None
+    return latency
+
+
+def faults_from_environment(name: str) -> dict[str, Any] | None:
+    """The configuration `KEYPLAN_EMULATOR_FAULTS` gives the embedded emulator `name` (a JSON
+    object per emulator name), checked; `ValueError` says what is wrong with it."""
+    text = os.environ.get("KEYPLAN_EMULATOR_FAULTS") or "{}"
+    try:
+        every = json.loads(text)
+    except ValueError:
+        raise ValueError("KEYPLAN_EMULATOR_FAULTS is not JSON") from None
+    if not isinstance(every, dict):
+        raise ValueError('KEYPLAN_EMULATOR_FAULTS is a JSON object of emulator names, e.g. {"aws-main": {...}}')
+    faults = every.get(name)
+    if faults is None:
+        return None
+    try:
+        check_configuration(faults)
+    except ValueError as refused:
+        raise ValueError(f"KEYPLAN_EMULATOR_FAULTS[{name!r}]: {refused}") from None
+    return dict(faults)
+
+
 class CrashPoint:
     """A test hook for crash suites: the process serving the emulator dies (SIGKILL) at the
     `at`-th API call it receives, `before` the emulator does the work or `after` it did it (the
@@ -221,12 +292,12 @@ class EmulatorServer:
         """Faults and latency (see FaultPlan), and the profile: `{"profile": "realistic",
         "quota_scale": 10}` enforces the cloud's documented quotas (scaled) and hides new keys
         and aliases from calls naming them for `visibility_lag` seconds (default 0) and from
-        listings for `listing_lag` seconds (default 3), `"default"` neither."""
+        listings for `listing_lag` seconds (default 3), `"default"` neither. A value out of its
+        range is refused with `ValueError` before anything changes."""
+        check_configuration(payload)
         self.faults.configure(payload)
         if payload.get("profile") == "realistic":
             scale = float(payload.get("quota_scale", 1.0))
-            if not math.isfinite(scale) or scale <= 0:
-                raise ValueError(f"quota_scale must be a positive number, not {payload.get('quota_scale')!r}")
             self.quotas = QuotaEnforcer(self.app.quota_classes(), scale=scale, window=self.app.quota_window)
             self.app.visibility.lag = float(payload.get("visibility_lag", REALISTIC_VISIBILITY_LAG))
             self.app.visibility.listing_lag = float(payload.get("listing_lag", REALISTIC_LISTING_LAG))
@@ -353,16 +424,17 @@ class EmulatorServer:
 def start_embedded(app_factory: type[EmulatorApp], data_dir: Path, name: str) -> EmulatorServer:
     """Start an emulator in this process on a free loopback port, persisted in
     `<data_dir>/emulators/<name>.sqlite` so keys survive between keyplan runs."""
+    # Test and benchmark hooks: latency for every embedded emulator, faults per emulator name
+    # (checked first: a ValueError says what is wrong, and nothing was started).
+    latency = latency_from_environment()
+    faults = faults_from_environment(name)
     directory = data_dir / "emulators"
     store = DocumentStore(directory / f"{name}.sqlite")
     clock = Clock(float(store.get_meta("clock_offset") or 0.0))
     app = app_factory(store, clock)
     server = EmulatorServer(app, cert_dir=directory)
-    # Test and benchmark hooks: latency for every embedded emulator, faults per emulator name.
-    latency = os.environ.get("KEYPLAN_EMULATOR_LATENCY_MS")
-    if latency:
-        server.configure({"latency_ms": float(latency)})
-    faults = json.loads(os.environ.get("KEYPLAN_EMULATOR_FAULTS") or "{}").get(name)
+    if latency is not None:
+        server.configure({"latency_ms": latency})
     if faults:
         server.configure(faults)
         if "crash" in faults:

@@ -41,3 +41,18 @@ def test_an_unknown_log_level_is_a_diagnostic(workspace: Workspace) -> None:
     assert "Invalid KEYPLAN_LOG" in result.output and "DEBUG, INFO, WARNING" in result.output
     assert "\x1b" not in result.output
     assert workspace.keyplan("validate", env={"KEYPLAN_LOG": "debug"}).code == 0
+
+
+def test_a_malformed_emulator_configuration_in_the_environment_is_a_diagnostic(workspace: Workspace) -> None:
+    workspace.write(HOSTILE_KEYSTORE)
+    for name, value in (
+        ("KEYPLAN_EMULATOR_FAULTS", "{not json"),
+        ("KEYPLAN_EMULATOR_FAULTS", "[]"),
+        ("KEYPLAN_EMULATOR_FAULTS", '{"aws-main": 5}'),
+        ("KEYPLAN_EMULATOR_FAULTS", '{"aws-main": {"profile": "realistic", "quota_scale": 0}}'),
+        ("KEYPLAN_EMULATOR_LATENCY_MS", "slow"),
+    ):
+        result = workspace.keyplan("plan", env={name: value})
+        assert result.code == 1, (value, result.output)
+        assert "Traceback" not in result.output and "crashed" not in result.output
+        assert name in result.output and "Cannot open provider aws.main" in result.output

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -549,6 +550,30 @@ def test_injected_faults_use_kms_error_bodies(cloud: Cloud) -> None:
     assert error_of(caught)[0::2] == ("KMSInternalException", 500)
     assert cloud.kms.list_keys()["Keys"] == []
     assert cloud.control("/_emulator/stats")["calls"]["ListKeys"] == 3
+
+
+@pytest.mark.parametrize(
+    "configuration",
+    [
+        {"profile": "realistic", "quota_scale": 0},  # divided by zero at the first throttled call
+        {"profile": "realistic", "quota_scale": -1},  # throttled every call, forever
+        {"profile": "realistic", "quota_scale": "fast"},
+        {"latency_ms": -5},
+        {"latency_ms": 1e9},
+        {"listing_lag": float("nan")},
+        {"errors": 5},
+        {"errors": [{"operation": "ListKeys", "status": "busy"}]},
+        {"profile": "sometimes"},
+    ],
+)
+def test_a_configuration_out_of_range_is_refused_and_changes_nothing(cloud: Cloud, configuration: dict[str, Any]) -> None:
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        cloud.control("/_emulator/faults", configuration)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["error"]
+    cloud.kms.create_key(Origin="EXTERNAL")
+    assert len(cloud.kms.list_keys()["Keys"]) == 1, "the emulator still serves, unthrottled"
+    assert cloud.control("/_emulator/stats")["quotas"] == {}
 
 
 def test_a_fault_after_the_work_loses_the_answer_but_keeps_the_key(cloud: Cloud) -> None:
