@@ -77,9 +77,9 @@ STATE_BACKEND_GROUP = "keyplan.state_backends"  # entry points of state backend 
 
 
 def state_backend_kinds() -> tuple[str, ...]:
-    from importlib.metadata import entry_points
+    from keyplan.registry import installed
 
-    return tuple(sorted({"local", *(ep.name for ep in entry_points(group=STATE_BACKEND_GROUP))}))
+    return tuple(sorted({"local", *(ep.name for ep in installed(STATE_BACKEND_GROUP))}))
 
 
 def _check_state_backend_kind(config: Config, diagnostics: Diagnostics) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
-from importlib.metadata import entry_points
 from typing import Any
 
 from keyplan.state.backend import StateBackendPlugin
@@ -16,7 +15,9 @@ _BUILTIN = {"local": "keyplan.state.local:PLUGIN"}
 
 def _table() -> dict[str, str]:
     table = dict(_BUILTIN)
-    for ep in entry_points(group=GROUP):
+    from keyplan.registry import installed
+
+    for ep in installed(GROUP):
         table[ep.name] = ep.value
     return table
 
