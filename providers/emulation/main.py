@@ -67,12 +67,17 @@ def serve_main(
         server.app.prepare()
     elif args.profile == "realistic":
         threading.Thread(target=server.app.prepare, name="emulator-prepare", daemon=True).start()
+    # Served from a thread of its own; this one only waits for the interrupt (SIGINT, or SIGTERM and
+    # SIGHUP under `keyplan emulator`). An interrupt raised inside the serving loop could land in
+    # its `except Exception` while it starts a request's thread, and be swallowed with the server
+    # still running.
+    server.start()
     print(server.url, flush=True)
     if server.ca_cert is not None:
         print(f"ca-cert: {server.ca_cert}", flush=True)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            server.serve_forever()
+            threading.Event().wait()
     finally:
         server.stop()
         store.close()

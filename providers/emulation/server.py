@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import ipaddress
@@ -9,6 +10,7 @@ import json
 import math
 import os
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -271,14 +273,17 @@ class EmulatorServer:
         self._thread.start()
         return self
 
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever()
-
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread:
+        if self._thread is not None:
+            # The serving loop looks for a stop between requests, every poll interval when idle: a
+            # connection of our own (closed at once, so never a request) wakes it now instead.
+            stopping = threading.Thread(target=self._httpd.shutdown, name=f"{self.app.name}-emulator-stop")
+            stopping.start()
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            stopping.join()
             self._thread.join(timeout=5)
+        self._httpd.server_close()
 
     def __enter__(self) -> EmulatorServer:
         return self.start()
