@@ -13,6 +13,7 @@ from keyplan.config.functions import MAX_ELEMENTS, MAX_STRING_CHARS
 from keyplan.diagnostics import SourceRange
 
 MAX_BITS = 1024  # whole numbers up to about 1.8e308, like the largest float
+MAX_FILE_BYTES = 64 * 2**20  # a configuration or variables file (a generated one for 100,000 keys is about 30 MiB)
 
 
 def out_of_range(range: SourceRange) -> EvaluationError:

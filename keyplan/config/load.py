@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from keyplan.config.blocks import approvals_policy, plugin_block, state_backend
+from keyplan.config.bounds import MAX_FILE_BYTES
 from keyplan.config.expressions import Evaluator, Scope, references
 from keyplan.config.failures import FAILED, EvaluationError
 from keyplan.config.keys import expand_key
@@ -28,6 +29,7 @@ from keyplan.config.syntax import Attribute, Block, Body, parse_file, quoted
 from keyplan.config.values import canonical_json, plain
 from keyplan.config.variables import declare_variable, resolve_variables
 from keyplan.diagnostics import Diagnostic, Diagnostics, DiagnosticsError, SourceRange
+from keyplan.escaping import for_terminal
 from keyplan.policy.model import Policy
 
 FILE_SUFFIX = ".kp.hcl"
@@ -64,7 +66,7 @@ def load_config(
     then defaults."""
     diagnostics = Diagnostics()
     directory = Path(directory)
-    paths = sorted(p for p in directory.glob(f"*{FILE_SUFFIX}") if p.is_file())
+    paths = sorted(p for p in directory.glob(f"*{FILE_SUFFIX}") if not p.is_dir())
     if not paths:
         diagnostics.error(
             "No configuration files",
@@ -72,7 +74,9 @@ def load_config(
             "the configuration, or create a main.kp.hcl there.",
         )
         return None, diagnostics
-    contents = {path.name: path.read_bytes() for path in paths}
+    contents = {path.name: data for path in paths if (data := _read(path, diagnostics)) is not None}
+    if diagnostics.has_errors():
+        return None, diagnostics
     bodies = [body for name, data in contents.items() if (body := _parse(name, data, diagnostics)) is not None]
     declarations = _collect(bodies, diagnostics)
 
@@ -133,6 +137,30 @@ def load_config(
 # ---------------------------------------------------------------------------------------------
 # Files and top-level blocks
 # ---------------------------------------------------------------------------------------------
+
+
+def _read(path: Path, diagnostics: Diagnostics) -> bytes | None:
+    """A configuration file's bytes. One that cannot be read is an error, never skipped: the keys it
+    declares would be missing from the plan, which would schedule their deletion."""
+    problem = None
+    if not path.is_file():  # a dangling or looping symbolic link, a pipe (reading would wait forever), a device
+        problem = "it is not a regular file (a broken symbolic link, a pipe or a device)"
+    else:
+        try:
+            with path.open("rb") as file:
+                data = file.read(MAX_FILE_BYTES + 1)
+            if len(data) <= MAX_FILE_BYTES:
+                return data
+            problem = f"it is larger than {MAX_FILE_BYTES // 2**20} MiB"
+        except OSError as exc:
+            problem = f"it cannot be read ({exc.strerror or type(exc).__name__})"
+    diagnostics.error(
+        "Cannot read a configuration file",
+        f"keyplan reads every *{FILE_SUFFIX} file of the directory, and {for_terminal(path.name)}: {problem}. "
+        "Fix or remove it (or rename it so it does not end in .kp.hcl); a file left out would leave its keys out "
+        "of the plan.",
+    )
+    return None
 
 
 def _parse(filename: str, data: bytes, diagnostics: Diagnostics) -> Body | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keyplan.config.bounds import MAX_FILE_BYTES
 from keyplan.config.constraints import ANY, ConversionError, TypeConstraint, TypeSyntaxError, convert, parse_type
 from keyplan.config.expressions import Evaluator, Scope
 from keyplan.config.failures import FAILED, EvaluationError, fail
@@ -255,7 +256,15 @@ def _read_var_file(
 ) -> dict[str, _Given]:
     filename = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:  # bounded: /dev/zero or a runaway generator must not fill the memory
+            data = file.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            diagnostics.error(
+                "Cannot read variables file",
+                f"The file {filename} is larger than {MAX_FILE_BYTES // 2**20} MiB. Check the -var-file path.",
+            )
+            return {}
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         diagnostics.error(
             "Cannot read variables file",
