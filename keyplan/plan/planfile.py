@@ -60,6 +60,12 @@ def save_plan(plan: Plan, path: Path) -> Plan:
 
 
 def load_plan(path: Path) -> Plan:
+    if path.exists() and not path.is_file() and not path.is_dir():  # a pipe would hang, a device fill the memory
+        raise DiagnosticsError.single(
+            "Cannot read the plan file",
+            f"{path} is not a regular file (a pipe or a device). Give the path of a plan saved with "
+            "`keyplan plan -out=FILE`.",
+        )
     try:
         raw = json.loads(path.read_bytes())
     except FileNotFoundError:

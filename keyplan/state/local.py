@@ -183,6 +183,12 @@ class LocalBackend(StateBackend):
 
     def read(self, workspace: str) -> StoredState:
         path = self.state_path(workspace)
+        if path.exists() and not path.is_file() and not path.is_dir():  # a pipe would hang, a device fill the memory
+            raise DiagnosticsError.single(
+                "Cannot read the state file",
+                f"{path} is not a regular file (a pipe or a device). Set the state path to a file name, like "
+                '`state "local" { path = "keyplan.kpstate.json" }`.',
+            )
         try:
             data: bytes | None = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):

@@ -190,6 +190,8 @@ class Keystore:
         return view
 
     def _parse(self, identity: tuple[int, int, int]) -> KeystoreDocument | None:
+        if self.path.exists() and not self.path.is_file():  # a device would fill the memory, a pipe hang
+            raise self._corrupt(self.path)
         try:
             text = self.path.read_bytes()  # pydantic refuses bytes that are not UTF-8 like any other damage
         except FileNotFoundError:
