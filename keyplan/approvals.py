@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
+from keyplan.files import read_file
 from keyplan.plan.model import ChangeAction, Plan
 from keyplan.signers import ApprovalSigner, FileSigner
 
@@ -155,10 +156,14 @@ def new_signing_key(path: Path, passphrase: bytes) -> Ed25519PublicKey:
 
 def load_signing_key(path: Path, passphrase: bytes) -> FileSigner:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=passphrase)
+        key = serialization.load_pem_private_key(read_file(path), password=passphrase)
     except FileNotFoundError:
         raise DiagnosticsError.single(
             "Signing key not found", f"{path} does not exist. Make one with `keyplan approve -new-key {path}`."
+        ) from None
+    except OSError as exc:
+        raise DiagnosticsError.single(
+            "Cannot read the signing key", f"{path} cannot be read: {exc.strerror}. Give the path of your key file."
         ) from None
     except (ValueError, TypeError):
         raise DiagnosticsError.single(
@@ -196,8 +201,8 @@ def read_approvals(planfile: Path) -> list[Approval]:
     if not path.exists():
         return []
     try:
-        return [Approval.model_validate(item) for item in json.loads(path.read_text())]
-    except (ValueError, ValidationError, TypeError):
+        return [Approval.model_validate(item) for item in json.loads(read_file(path))]
+    except (OSError, ValueError, ValidationError, TypeError):
         raise DiagnosticsError.single(
             "The approvals file is damaged",
             f"{path} is not a list of keyplan approvals. Remove it and have the plan approved again.",

@@ -1,4 +1,5 @@
-"""Writing a file so that readers see the old content or the new, never half of it.
+"""Writing a file so that readers see the old content or the new, never half of it; reading a
+file a user names without waiting forever on a pipe or filling the memory from a device.
 
 One writer for everything keyplan persists (state, plan files, the software keystore, transfer
 files): the bytes go to a temporary file beside the target, created with the final mode, are
@@ -7,12 +8,21 @@ fsynced, renamed over the target, and the directory is fsynced so the rename sur
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
 from pathlib import Path
 
 BACKUP_SUFFIX = ".backup"
+
+
+def read_file(path: Path) -> bytes:
+    """The bytes of a regular file; `OSError` for anything else (a pipe would wait forever for a
+    writer, a device such as /dev/zero never ends), as for a file that cannot be read."""
+    if path.exists() and not path.is_file():
+        raise OSError(errno.EINVAL, "not a regular file (a directory, a pipe or a device)", str(path))
+    return path.read_bytes()
 
 
 def fsync_directory(directory: Path) -> None:

@@ -173,12 +173,13 @@ def state_push(
     lock_timeout: LockTimeoutOpt = "0s",
 ) -> None:
     """Replace the state with a file: refused for another lineage or an older copy unless -force."""
+    from keyplan.files import read_file
     from keyplan.operations.state import push
     from keyplan.state.local import parse_state
 
     origin = "standard input" if str(path) == "-" else str(path)
     try:
-        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        data = sys.stdin.buffer.read() if str(path) == "-" else read_file(path)
     except OSError as exc:
         raise DiagnosticsError.single(f"Cannot read {origin}", f"{exc.strerror}. Name an existing state file.") from None
     except AttributeError:  # a text-only stdin (tests, some shells' redirections)

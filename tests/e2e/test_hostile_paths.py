@@ -14,14 +14,14 @@ from conftest import KEYPLAN_BIN, Result, Workspace
 CAP = 3 * 2**30
 
 
-def run(workspace: Workspace, *args: str) -> Result:
+def run(workspace: Workspace, *args: str, env: dict[str, str] | None = None) -> Result:
     def capped() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (CAP, CAP))
 
     done = subprocess.run(
         [str(KEYPLAN_BIN), "-chdir", str(workspace.path), *args],
         capture_output=True, text=True, timeout=120, check=False, preexec_fn=capped,
-        env={k: v for k, v in os.environ.items() if k != "KEYPLAN_EMULATOR_FAULTS"},
+        env={**{k: v for k, v in os.environ.items() if k != "KEYPLAN_EMULATOR_FAULTS"}, **(env or {})},
     )  # fmt: skip
     return Result(done.returncode, done.stdout, done.stderr)
 
@@ -69,3 +69,15 @@ def test_a_saved_plan_naming_a_device_or_a_pipe_is_refused(workspace: Workspace)
     os.mkfifo(pipe)
     assert_refused(run(workspace, "show", str(pipe)), "Cannot read the plan file")
     assert_refused(run(workspace, "apply", str(pipe)), "Cannot read the plan file")
+
+
+def test_a_pushed_state_signing_key_or_approvals_file_naming_a_device_is_refused(workspace: Workspace) -> None:
+    workspace.write(config())
+    assert_refused(run(workspace, "state", "push", "/dev/zero"), "Cannot read /dev/zero")
+    planfile = workspace.path / "review.kpplan"
+    assert run(workspace, "plan", f"-out={planfile}").code == 0
+    passphrase = {"KEYPLAN_SIGNING_PASSPHRASE": "a passphrase"}
+    assert_refused(run(workspace, "approve", "-key", "/dev/zero", str(planfile), env=passphrase), "Cannot read the signing key")
+    assert_refused(run(workspace, "approve", "-key", "/tmp", str(planfile), env=passphrase), "Cannot read the signing key")
+    (workspace.path / "review.kpplan.approvals.json").symlink_to("/dev/zero")
+    assert_refused(run(workspace, "show", str(planfile)), "The approvals file is damaged")
