@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from keyplan.limits import TargetLimits, Throttled
@@ -51,19 +54,33 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
-def retry_after_seconds(headers: object) -> float | None:
+def retry_after_seconds(headers: object, now: datetime | None = None) -> float | None:
     """The wait a throttling answer asks for: `x-ms-retry-after-ms` (milliseconds) or
-    `Retry-After` (seconds); None when the answer names none or a date."""
+    `Retry-After` (seconds, or an HTTP date); None when the answer names none or nothing usable
+    (negative, not a number, not finite, a date past). The limiter holds no wait past the throttle
+    timeout, however long the cloud asks for."""
     get = getattr(headers, "get", None)
     if get is None:
         return None
     for name, scale in (("x-ms-retry-after-ms", 0.001), ("retry-after-ms", 0.001), ("Retry-After", 1.0)):
         value = get(name) or get(name.lower())
-        if value:
-            try:
-                seconds = float(value) * scale
-            except (TypeError, ValueError):
-                continue
-            if seconds >= 0:
-                return seconds
+        if not value:
+            continue
+        try:
+            seconds = float(value) * scale
+        except (TypeError, ValueError):
+            seconds = _until(str(value), now) if scale == 1.0 else math.nan
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
     return None
+
+
+def _until(http_date: str, now: datetime | None) -> float:
+    """Seconds from now until an HTTP date (RFC 9110's Retry-After form); NaN when it is not one."""
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return math.nan
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - (now or datetime.now(UTC))).total_seconds()
