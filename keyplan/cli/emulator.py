@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -62,7 +63,7 @@ def emulator(
         raise DiagnosticsError.single(
             f"{kind} has no emulator kind {variant!r}", f"Choose one of: {', '.join(plugin.emulator_variants)}."
         )
-    _check_options(port, latency_ms, quota_scale)
+    _check_options(port, latency_ms, quota_scale, name)
     options = EmulatorOptions(
         data_dir=from_working_dir(data_dir), name=name, port=port, latency_ms=latency_ms, variant=variant,
         profile=profile, quota_scale=quota_scale,
@@ -78,8 +79,12 @@ def emulator(
     raise Exit(code)
 
 
-def _check_options(port: int, latency_ms: float, quota_scale: float) -> None:
+def _check_options(port: int, latency_ms: float, quota_scale: float, name: str) -> None:
     problems = []
+    if not re.fullmatch(r"[^\W\d][\w-]*", name):  # a block name (it makes a file name: no path may sneak in)
+        problems.append(
+            "--name is a provider block's name: a letter or underscore, then letters, digits, underscores and dashes"
+        )
     if not 0 <= port <= 65535:
         problems.append("--port must be from 0 (any free port) to 65535")
     if not (math.isfinite(latency_ms) and 0 <= latency_ms <= 60_000):

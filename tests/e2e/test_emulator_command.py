@@ -81,6 +81,8 @@ def test_the_emulator_command_serves_the_realistic_profile(workspace: Workspace)
         (["--quota-scale", "inf"], "--quota-scale"),
         (["--profile", "brutal"], "--profile"),
         (["--data-dir", "main.kp.hcl/emulators"], "main.kp.hcl"),
+        (["--name", "../../../elsewhere"], "--name"),  # it makes the database's file name
+        (["--name", "a/b"], "--name"),
     ],
 )
 def test_bad_emulator_options_are_diagnostics(workspace: Workspace, flags: list[str], named: str) -> None:
