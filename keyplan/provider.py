@@ -135,15 +135,23 @@ class ProviderSettings(PluginSettings):
         """This block's limiters in the run."""
         return context.limits.target(context.address, self.rate_classes(), paced=self.paced)
 
-    # Whether `rate_limits` derives from a sensitive value: its rates are then never shown. Set from
-    # the validation context `{"sensitive": <the block's sensitive attribute names>}`.
+    # The attributes derived from a sensitive value (`rate_limits`: its rates are then never shown;
+    # `endpoint`, `vault_url` ...: messages say `shown(name)`). Set from the validation context
+    # `{"sensitive": <the block's sensitive attribute names>}`.
     _sensitive_rates: bool = PrivateAttr(default=False)
+    _sensitive: frozenset[str] = PrivateAttr(default=frozenset())
 
     @model_validator(mode="after")
     def _mark_sensitive_rates(self, info: ValidationInfo) -> ProviderSettings:
         context = info.context if isinstance(info.context, dict) else {}
-        self._sensitive_rates = "rate_limits" in context.get("sensitive", ())
+        self._sensitive = frozenset(context.get("sensitive", ()))
+        self._sensitive_rates = "rate_limits" in self._sensitive
         return self
+
+    def shown(self, name: str, value: object = None) -> str:
+        """An attribute as a message may quote it: `(sensitive value)` when it derives from a
+        sensitive variable. `value` stands for the attribute when it is given (a URL made from it)."""
+        return "(sensitive value)" if name in self._sensitive else str(getattr(self, name) if value is None else value)
 
     @field_validator("rate_limits")
     @classmethod

@@ -70,7 +70,7 @@ def classify(exc: Exception, operation: str, remote_id: str | None, settings: Aw
             remote_id=remote_id,
         )
     if isinstance(exc, bx.ConnectionError):
-        target = settings.endpoint or f"the AWS KMS endpoint of region {settings.region}"
+        target = settings.shown("endpoint") if settings.endpoint else f"the AWS KMS endpoint of region {settings.shown('region')}"
         return ProviderError(
             ErrorKind.UNREACHABLE,
             f"{where} could not connect to {target}",

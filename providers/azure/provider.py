@@ -111,7 +111,8 @@ class AzureProvider(Provider):
         self._client, self._credential = make_key_client(
             settings, self.client_url, ca_bundle=ca_bundle, local=credentials == "local", challenge=endpoint is None
         )
-        self._call = VaultCalls(self.vault_url, self.client_url, settings.call_limits(context))
+        shown_client = settings.shown("endpoint" if settings.endpoint else "vault_url", self.client_url)  # in messages
+        self._call = VaultCalls(settings.shown("vault_url", self.vault_url), shown_client, settings.call_limits(context))
         self._optional = self._call.optional
         self._kek = KeyExchangeKeys(settings, self._client, self._call)
         self._closed = threading.Event()

@@ -56,3 +56,45 @@ def test_a_malformed_emulator_configuration_in_the_environment_is_a_diagnostic(w
         assert result.code == 1, (value, result.output)
         assert "Traceback" not in result.output and "crashed" not in result.output
         assert name in result.output and "Cannot open provider aws.main" in result.output
+
+
+SENSITIVE_ENDPOINT = """
+variable "endpoint" {
+  type      = string
+  sensitive = true
+}
+
+source "software" "local" {}
+
+provider "aws" "main" {
+  region      = "eu-west-1"
+  endpoint    = var.endpoint
+  credentials = "local"
+}
+
+provider "azure" "main" {
+  vault_url   = "https://contoso.vault.azure.net"
+  endpoint    = var.endpoint
+  credentials = "local"
+}
+
+key "sig" {
+  algorithm = "EC_P256"
+  usage     = "sign"
+  source    = source.software.local
+  targets   = [provider.aws.main, provider.azure.main]
+}
+"""
+
+
+def test_an_endpoint_from_a_sensitive_variable_is_not_shown_when_it_cannot_be_reached(workspace: Workspace) -> None:
+    # An endpoint URL may carry credentials; declared sensitive, it must stay out of every message.
+    workspace.write(SENSITIVE_ENDPOINT)
+    secret = "http://keyplan:S3CRET-PASSWORD@127.0.0.1:9/private-path"
+    for args in (("plan",), ("plan", "-json")):
+        result = workspace.keyplan(*args, env={"KEYPLAN_VAR_endpoint": secret})
+        assert result.code == 1, result.output
+        assert "could not connect to (sensitive value)" in result.output
+        assert "No connection could be made to (sensitive value)" in result.output
+        for part in ("S3CRET-PASSWORD", "private-path", "127.0.0.1:9"):
+            assert part not in result.output
