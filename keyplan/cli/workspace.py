@@ -50,7 +50,12 @@ def _open(kind: str, attributes: dict[str, Any], directory: Path, config: Config
 
     if config is not None:
         return open_backend(
-            kind, attributes, directory, range=config.state.range, attribute_ranges=config.state.attribute_ranges
+            kind,
+            attributes,
+            directory,
+            range=config.state.range,
+            attribute_ranges=config.state.attribute_ranges,
+            sensitive=config.state.sensitive,
         )
     return open_backend(kind, attributes, directory)
 

@@ -91,6 +91,7 @@ def state_backend(config: Config) -> StateStore:
         current_workspace(directory),
         range=config.state.range,
         attribute_ranges=config.state.attribute_ranges,
+        sensitive=config.state.sensitive,
     )
 
 

@@ -45,7 +45,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationInfo, model_validator
 
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.provider import PrerequisiteRecord
@@ -185,6 +185,21 @@ class StateBackendSettings(BaseModel):
     """Base of every `state "KIND" { ... }` block's attributes (each backend extends it)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    # The attributes derived from a sensitive value, from the validation context
+    # `{"sensitive": <names>}`: messages quote them as `shown(name)`.
+    _sensitive: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="after")
+    def _mark_sensitive(self, info: ValidationInfo) -> StateBackendSettings:
+        context = info.context if isinstance(info.context, dict) else {}
+        self._sensitive = frozenset(context.get("sensitive", ()))
+        return self
+
+    def shown(self, name: str) -> str:
+        """An attribute as a message may quote it: `(sensitive value)` when it derives from a
+        sensitive variable."""
+        return "(sensitive value)" if name in self._sensitive else str(getattr(self, name))
 
 
 @dataclass(frozen=True)

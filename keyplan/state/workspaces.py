@@ -70,6 +70,7 @@ def check_backend_settings(
     range: SourceRange | None,
     attribute_ranges: Mapping[str, SourceRange],
     diagnostics: Diagnostics,
+    sensitive: frozenset[str] = frozenset(),
 ) -> tuple[StateBackendPlugin[Any], StateBackendSettings] | None:
     """The plugin and its settings for a `state "KIND"` block; problems become diagnostics at
     the block or the attribute, with a suggestion for misspelt kinds and arguments."""
@@ -95,7 +96,7 @@ def check_backend_settings(
     assert plugin is not None
     fields = list(plugin.settings_model.model_fields)
     try:
-        settings = plugin.settings_model.model_validate(dict(attributes))
+        settings = plugin.settings_model.model_validate(dict(attributes), context={"sensitive": sensitive})
     except ValidationError as exc:
         settings_diagnostics(
             exc.errors(), fields, diagnostics, block=f'state "{kind}" block', range=range, attribute_ranges=attribute_ranges
@@ -112,9 +113,10 @@ def open_backend(
     *,
     range: SourceRange | None = None,
     attribute_ranges: Mapping[str, SourceRange] | None = None,
+    sensitive: frozenset[str] = frozenset(),
 ) -> StateBackend:
     diagnostics = Diagnostics()
-    checked = check_backend_settings(kind, attributes, range, attribute_ranges or {}, diagnostics)
+    checked = check_backend_settings(kind, attributes, range, attribute_ranges or {}, diagnostics, sensitive)
     if checked is None or diagnostics.has_errors():
         raise DiagnosticsError(diagnostics)
     plugin, settings = checked
@@ -131,8 +133,11 @@ def open_store(
     *,
     range: SourceRange | None = None,
     attribute_ranges: Mapping[str, SourceRange] | None = None,
+    sensitive: frozenset[str] = frozenset(),
 ) -> StateStore:
-    backend = open_backend(kind, attributes, directory, range=range, attribute_ranges=attribute_ranges)
+    backend = open_backend(
+        kind, attributes, directory, range=range, attribute_ranges=attribute_ranges, sensitive=sensitive
+    )
     return StateStore(backend, workspace)
 
 

@@ -384,7 +384,7 @@ class S3Backend(StateBackend):
 
     def _error(self, error: Exception, doing: str) -> StateError:
         where = f"s3://{self.bucket}"
-        endpoint = f" at {self.settings.endpoint}" if self.settings.endpoint else ""
+        endpoint = f" at {self.settings.shown('endpoint')}" if self.settings.endpoint else ""
         if isinstance(error, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
             return StateError(
                 StateErrorKind.AUTH,

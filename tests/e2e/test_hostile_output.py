@@ -98,3 +98,35 @@ def test_an_endpoint_from_a_sensitive_variable_is_not_shown_when_it_cannot_be_re
         assert "No connection could be made to (sensitive value)" in result.output
         for part in ("S3CRET-PASSWORD", "private-path", "127.0.0.1:9"):
             assert part not in result.output
+
+
+SENSITIVE_STATE_ENDPOINT = """
+variable "endpoint" {
+  type      = string
+  sensitive = true
+}
+
+keyplan {
+  state "s3" {
+    bucket   = "keyplan-state"
+    key      = "state.json"
+    region   = "eu-west-1"
+    endpoint = var.endpoint
+  }
+}
+
+source "software" "local" {}
+"""
+
+
+def test_a_state_endpoint_from_a_sensitive_variable_is_not_shown_when_it_cannot_be_reached(
+    workspace: Workspace,
+) -> None:
+    workspace.write(SENSITIVE_STATE_ENDPOINT)
+    secret = "http://keyplan:S3CRET-PASSWORD@127.0.0.1:9/private-path"
+    env = {"KEYPLAN_VAR_endpoint": secret, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    result = workspace.keyplan("plan", env=env)
+    assert result.code == 1, result.output
+    assert "at (sensitive value)" in result.output
+    for part in ("S3CRET-PASSWORD", "private-path", "127.0.0.1:9"):
+        assert part not in result.output
