@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import io
 import logging
 import os
 import signal
@@ -213,10 +214,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except typer.Exit as exc:
         code = exc.exit_code
     except click.exceptions.NoSuchOption as exc:  # a mistyped flag: name it as typed and suggest the closest
-        sys.stderr.write(_unknown_flag(exc, args) + "\n")
+        sys.stderr.write(for_terminal_lines(_unknown_flag(exc, args)) + "\n")  # the flag as typed: any bytes
         code = 1
     except click.ClickException as exc:  # usage errors: missing argument, bad value
-        exc.show()
+        shown = io.StringIO()
+        exc.show(file=shown)
+        sys.stderr.write(for_terminal_lines(shown.getvalue()))
         code = 1
     except getattr(click.exceptions, "Abort", KeyboardInterrupt):  # click's form of Ctrl-C (typer's copy has none)
         sys.stderr.write("\nInterrupted.\n")

@@ -130,3 +130,11 @@ def test_a_state_endpoint_from_a_sensitive_variable_is_not_shown_when_it_cannot_
     assert "at (sensitive value)" in result.output
     for part in ("S3CRET-PASSWORD", "private-path", "127.0.0.1:9"):
         assert part not in result.output
+
+
+def test_a_mistyped_flag_is_named_escaped(workspace: Workspace) -> None:
+    workspace.write(HOSTILE_KEYSTORE)
+    result = workspace.keyplan("plan", "-x\x1b]0;title\x07\x1b[2J")
+    assert result.code == 1
+    assert "has no flag -x\\x1b]0;title\\x07\\x1b[2J" in result.stderr
+    assert "\x1b" not in result.output and "\x07" not in result.output
