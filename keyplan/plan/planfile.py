@@ -180,6 +180,8 @@ def check_applicable(
             f"{'' if state_exists else ' (no state)'}. Another apply ran in between, so the plan may no longer "
             f"be right. {fresh}",
         )
+    elif plan.prior.exists:
+        _refuse_remote_ids_state_does_not_record(plan, state, diagnostics)
     if plan.config_digest != config_digest:
         diagnostics.error(
             "Saved plan is stale: the configuration changed since it was made",
@@ -196,6 +198,25 @@ def check_applicable(
                 f"maximum age is {_human(max_age)} (-max-plan-age). The clouds may have moved since. {fresh}",
             )
     return diagnostics
+
+
+def _refuse_remote_ids_state_does_not_record(plan: Plan, state: State, diagnostics: Diagnostics) -> None:
+    """The plan was made against this very state (same lineage and serial), so every remote key it
+    names for a key state records at that target is the one state records. Another id means the
+    plan was edited and resealed (its digest is a checksum, not a signature): applied, it would
+    delete or change a key that state gives to another address."""
+    for change in plan.changes:
+        record = state.keys.get(change.address)
+        target = record.targets.get(change.target) if record is not None and change.target else None
+        if target is None or change.remote_id is None or change.remote_id == target.remote_id:
+            continue
+        diagnostics.error(
+            "Plan file was altered",
+            f"The plan names {change.remote_id} for {change.address} @ {change.target}, but the state it was made "
+            f"against records {target.remote_id} there, so the plan was edited after it was saved. Do not apply it; "
+            "make a new plan and have it reviewed again.",
+            address=change.address,
+        )
 
 
 def _human(delta: timedelta) -> str:
