@@ -8,10 +8,11 @@ the test processes they come from a pool instead: each size has 16 distinct keys
 turn, so keys made one after the other still differ. The pool is kept in pytest's cache
 directory (`.pytest_cache`, private to the user), so the test workers and later runs load it
 instead of each making it again (about 25 s of CPU a run on two workers); without the cache
-plugin each process makes its own. Smaller keys stay fresh. keyplan processes the tests start
-(the kill and CI-script tests) generate their own. A forked copy of a test process (the crash
-suite's applies) takes its keys in turn from what the process made before the fork, when it
-made any, so that a hundred forks do not each make keys anew.
+plugin each process makes its own. Smaller keys stay fresh. A forked copy of a test process
+(the crash suite's applies) takes its keys in turn from what the process made before the fork,
+when it made any, so that a hundred forks do not each make keys anew. In the keyplan processes
+the tests start (the kill and CI-script tests), the embedded emulators take theirs from the same
+pool (tests/subprocess_site/sitecustomize.py), and keyplan's own keys are made fresh.
 
 Loading an RSA private key checks it (primality tests of its factors): 0.04 s for 2048 bits,
 0.13 s for 3072, 0.33 s for 4096, and a test's few pooled keys are loaded again and again (to
@@ -36,7 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 _POOL_SIZE = 16
-_generate = rsa.generate_private_key
+_generate = getattr(rsa.generate_private_key, "__wrapped__", rsa.generate_private_key)  # not subprocess_site's
 _pools: dict[tuple[int, int], Iterator[rsa.RSAPrivateKey]] = {}
 _made: dict[tuple[int, int], list[rsa.RSAPrivateKey]] = {}
 _lock = threading.Lock()
@@ -50,6 +51,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if cache is not None:
         _cache = cache.mkdir("rsa-pool")
         _cache.chmod(0o700)
+        # the keyplan processes the tests start: their emulators take keys from the pool too
+        os.environ["KEYPLAN_TEST_RSA_POOL"] = str(_cache)
+        site = str(Path(__file__).parent / "subprocess_site")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))
 
 
 def _made_once(public_exponent: int, key_size: int, index: int) -> rsa.RSAPrivateKey:
