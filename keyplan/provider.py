@@ -140,6 +140,10 @@ class ProviderSettings(PluginSettings):
     # `{"sensitive": <the block's sensitive attribute names>}`.
     _sensitive_rates: bool = PrivateAttr(default=False)
     _sensitive: frozenset[str] = PrivateAttr(default=frozenset())
+    # The settings every remote id of this provider is made of (a region in an ARN, a vault's
+    # URL in a key id): ids are shown in plans, state and the audit trail, so these cannot be
+    # hidden and must not derive from a sensitive value.
+    identity_settings: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
     def _mark_sensitive_rates(self, info: ValidationInfo) -> ProviderSettings:
@@ -147,6 +151,17 @@ class ProviderSettings(PluginSettings):
         self._sensitive = frozenset(context.get("sensitive", ()))
         self._sensitive_rates = "rate_limits" in self._sensitive
         return self
+
+    @field_validator("*")
+    @classmethod
+    def _identity_is_not_sensitive(cls, value: Any, info: ValidationInfo) -> Any:
+        context = info.context if isinstance(info.context, dict) else {}
+        if info.field_name in cls.identity_settings and info.field_name in context.get("sensitive", ()):
+            raise ValueError(
+                "it derives from a sensitive value, but it is part of every key id of this provider, which plans, "
+                "state and the audit trail show; give it a value that is not sensitive"
+            )
+        return value
 
     def shown(self, name: str, value: object = None) -> str:
         """An attribute as a message may quote it: `(sensitive value)` when it derives from a

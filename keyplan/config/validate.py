@@ -180,7 +180,7 @@ SettingsT = TypeVar("SettingsT", bound=PluginSettings)
 
 def _settings(block: PluginBlock, model: type[SettingsT], role: str, diagnostics: Diagnostics) -> SettingsT | None:
     try:
-        return model.model_validate(block.attributes)
+        return model.model_validate(block.attributes, context={"sensitive": block.sensitive})
     except ValidationError as exc:
         settings_diagnostics(
             exc.errors(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -20,6 +20,7 @@ _REGION = re.compile(r"[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}")  # eu-west-1, us-gov-we
 class AwsSettings(ProviderSettings):
     """The attributes of a `provider "aws" "NAME"` block."""
 
+    identity_settings: ClassVar[tuple[str, ...]] = ("region",)  # they make every remote id
     region: str = Field(description="The AWS region whose KMS holds the keys, e.g. eu-west-1.")
 
     @field_validator("region")

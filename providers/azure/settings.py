@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -23,6 +23,7 @@ MAX_TAG_LENGTH = 256
 class AzureSettings(ProviderSettings):
     """Attributes of a `provider "azure"` block."""
 
+    identity_settings: ClassVar[tuple[str, ...]] = ("vault_url",)  # they make every remote id
     vault_url: str = Field(
         default=EMBEDDED_VAULT_URL,
         description=(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -25,6 +25,7 @@ MAX_LABELS = 64
 class GcpSettings(ProviderSettings):
     """Attributes of a `provider "gcp"` block."""
 
+    identity_settings: ClassVar[tuple[str, ...]] = ("project", "location", "key_ring")  # they make every remote id
     project: str = Field(min_length=1, description="Google Cloud project id that holds the key ring.")
     location: str = Field(
         default="global", description='Cloud KMS location of the key ring, e.g. "global" or "europe-west1".'
