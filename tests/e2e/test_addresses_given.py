@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Workspace, emulator_counts
+
+from tests.e2e.conftest import Workspace, emulator_counts
 
 CONFIG = """
 source "software" "local" {}

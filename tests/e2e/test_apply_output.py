@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import Workspace
+from tests.e2e.conftest import Workspace
 
 CONFIG = """
 variable "apps" {

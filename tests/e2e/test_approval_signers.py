@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Workspace
 
 from providers.pkcs11 import find_softhsm_module
 from providers.pkcs11.devtoken import init_dev_token
+from tests.e2e.conftest import Workspace
 
 PIN, SO_PIN = "approver-pin-1234", "approver-so-pin-5678"
 

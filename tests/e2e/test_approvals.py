@@ -9,8 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import Workspace
 from test_reviewed_plans import resealed
+
+from tests.e2e.conftest import Workspace
 
 PASSPHRASE = {"KEYPLAN_SIGNING_PASSPHRASE": "correct horse battery staple"}
 
@@ -146,7 +147,7 @@ def test_the_ci_review_script_runs_the_two_reviewer_flow(team: Workspace) -> Non
     import os
     import subprocess
 
-    from conftest import KEYPLAN_BIN, REPO
+    from tests.e2e.conftest import KEYPLAN_BIN, REPO
 
     team.write((team.path / "main.kp.hcl").read_text().replace("required     = 1", "required     = 2"))
 

@@ -9,9 +9,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import KEYPLAN_BIN, Workspace, resume_after_kill
-
 from keyplan.state.local import LocalBackend
+from tests.e2e.conftest import KEYPLAN_BIN, Workspace, resume_after_kill
 
 CONFIG = """
 variable "apps" {

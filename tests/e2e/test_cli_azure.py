@@ -16,11 +16,11 @@ from pathlib import Path
 
 from azure.keyvault.keys import JsonWebKey
 from azure_support import AzureVault, azure_vault, embedded, key_name, materials
-from conftest import KEYPLAN_BIN, REPO, Workspace, lifecycle_commands, secret_forms
 
 from providers.aws import KmsEmulator
 from providers.emulation.store import DocumentStore
 from providers.gcp.emulator import GcpKmsEmulator
+from tests.e2e.conftest import KEYPLAN_BIN, REPO, Workspace, lifecycle_commands, secret_forms
 
 VAULT_URL = "https://payments.vault.azure.net"
 HSM_URL = "https://payments.managedhsm.azure.net"

@@ -9,10 +9,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from conftest import Workspace, lifecycle_commands, secret_forms
 from gcp_support import gcp_cloud, live_labels, materials_held
 
 from providers.gcp.mapping import encode_label_value
+from tests.e2e.conftest import Workspace, lifecycle_commands, secret_forms
 
 GCP_PROVIDER = """
 provider "gcp" "main" {

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Result, Workspace, run_keyplan, secret_forms
 from pkcs11 import Attribute
 
 from keyplan.algorithms import MaterialKind
@@ -33,6 +32,7 @@ from providers.emulation.store import DocumentStore
 from providers.gcp.emulator import GcpKmsEmulator
 from providers.pkcs11 import find_softhsm_module
 from providers.pkcs11.library import attach, detach, find_token, login, logout
+from tests.e2e.conftest import Result, Workspace, run_keyplan, secret_forms
 
 pytestmark = pytest.mark.hsm
 

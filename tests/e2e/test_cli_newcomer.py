@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import Workspace
 
 from keyplan import __version__
 from keyplan.cli import ui
+from tests.e2e.conftest import Workspace
 
 CONFIG = """
 variable "apps" {
@@ -43,7 +43,7 @@ def test_version_flags(workspace: Workspace, flag: str) -> None:
 
 
 def test_chdir_to_a_missing_directory_says_so(tmp_path: Path) -> None:
-    from conftest import run_keyplan
+    from tests.e2e.conftest import run_keyplan
 
     result = run_keyplan(tmp_path / "nowhere", "plan")
     assert result.code == 1 and "does not exist" in result.stderr

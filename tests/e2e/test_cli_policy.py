@@ -15,7 +15,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import KEYPLAN_BIN, REPO, Workspace
+
+from tests.e2e.conftest import KEYPLAN_BIN, REPO, Workspace
 
 SARIF_SCHEMA = json.loads((REPO / "tests" / "policy" / "sarif-schema-2.1.0.json").read_text())
 POLICY_SCHEMA = json.loads((REPO / "schemas" / "policy.schema.json").read_text())

@@ -19,7 +19,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import KEYPLAN_BIN, REPO, Workspace, secret_forms
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from test_leaks_and_failures import materials_held_by_emulator
@@ -29,6 +28,7 @@ from keyplan.plan.model import Plan
 from keyplan.plan.planfile import load_plan, save_plan
 from keyplan.state.local import LocalBackend
 from providers.emulation.server import fetch_json
+from tests.e2e.conftest import KEYPLAN_BIN, REPO, Workspace, secret_forms
 
 KEYS = ["clean", "deleting", "disabled", "edited", "missing", "orphan", "rotated"]
 

@@ -22,12 +22,12 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-from conftest import KEYPLAN_BIN, Result, Workspace
 
 from keyplan.state.store import StateStore
 from keyplan.state.workspaces import BACKEND_RECORD, open_backend
 from providers.pgstate.testing import PostgresCluster
 from providers.s3state.testing import MotoServer, moto_server
+from tests.e2e.conftest import KEYPLAN_BIN, Result, Workspace
 from tests.state_servers import CuttableProxy, moto, postgres  # noqa: F401 - fixtures
 
 KEYS = """

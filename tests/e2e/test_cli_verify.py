@@ -11,13 +11,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 from azure_support import azure_vault, key_name
-from conftest import Workspace
 from gcp_support import gcp_cloud
 from test_cli_hsm import EMULATORS, EVERY_TARGET, PINS, config, init_token
 
 from providers.aws import KmsEmulator
 from providers.emulation import Clock, DocumentStore, EmulatorServer, start_embedded
 from providers.emulation.server import fetch_json
+from tests.e2e.conftest import Workspace
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 

@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import (
+
+from providers.emulation.server import EmulatorServer
+from tests.e2e.conftest import (
     CLOUD_CONFIGS,
     Workspace,
     apply_killed_at,
@@ -26,8 +28,6 @@ from conftest import (
     resume_after_kill,
     run_keyplan,
 )
-
-from providers.emulation.server import EmulatorServer
 
 MAX_CALLS = {"aws": 18, "gcp": 24, "azure": 12}
 READS = ("List", "Get", "Describe", "Challenge")

@@ -4,8 +4,9 @@ even when nothing else changes, and a protected key cannot be deleted by removin
 
 from __future__ import annotations
 
-from conftest import Workspace
 from test_cli_aws import CONFIG, applied, remote_ids
+
+from tests.e2e.conftest import Workspace
 
 
 def test_prevent_destroy_added_later_survives_a_removed_block(workspace: Workspace) -> None:

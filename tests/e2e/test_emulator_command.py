@@ -12,9 +12,9 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from conftest import CLOUD_CONFIGS, KEYPLAN_BIN, Workspace
 
 from providers.emulation.server import fetch_json
+from tests.e2e.conftest import CLOUD_CONFIGS, KEYPLAN_BIN, Workspace
 
 
 def test_the_emulator_command_serves_the_embedded_data_to_change_it_behind_keyplans_back(workspace: Workspace) -> None:

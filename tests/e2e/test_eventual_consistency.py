@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 
 from azure_support import embedded
-from conftest import Workspace
 
 from providers.aws import KmsEmulator
 from providers.emulation.server import fetch_json
+from tests.e2e.conftest import Workspace
 
 CONFIG = """
 source "software" "local" {}

@@ -10,11 +10,11 @@ import shutil
 from collections import Counter
 
 from azure_support import embedded, key_name, materials
-from conftest import REPO, Workspace
 
 from providers.aws import KmsEmulator
 from providers.azure.emulator import emulator_class
 from providers.gcp.emulator import GcpKmsEmulator
+from tests.e2e.conftest import REPO, Workspace
 
 FAULTS = {
     "seed": 11,

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Workspace
 
 from keyplan.state.local import LocalBackend
+from tests.e2e.conftest import Workspace
 
 CONFIG = """
 source "software" "local" {}

@@ -9,13 +9,13 @@ import base64
 import json
 import logging
 
-from conftest import Workspace
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from providers.emulation.store import DocumentStore
 from providers.software.format import _entry_aad
 from providers.software.keystore import Keystore
 from providers.software.unlock import WarnOnce
+from tests.e2e.conftest import Workspace
 
 CONFIG = """
 source "software" "local" {}

@@ -11,7 +11,8 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from conftest import Result, Workspace
+
+from tests.e2e.conftest import Result, Workspace
 
 HEAD = """
 source "software" "local" {}

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from conftest import Workspace
+from tests.e2e.conftest import Workspace
 
 CONFIG = """
 source "software" "local" {}

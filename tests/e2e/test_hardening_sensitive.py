@@ -6,7 +6,7 @@ refused, the value itself never appears: not in output, plan files, state or the
 
 from __future__ import annotations
 
-from conftest import Workspace
+from tests.e2e.conftest import Workspace
 
 SECRET = "hunter2-owner-secret"
 

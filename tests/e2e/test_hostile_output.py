@@ -3,7 +3,7 @@ from the configuration) and the environment variables keyplan reads."""
 
 from __future__ import annotations
 
-from conftest import Workspace
+from tests.e2e.conftest import Workspace
 
 HOSTILE_KEYSTORE = """
 source "software" "local" {

@@ -9,7 +9,7 @@ import os
 import resource
 import subprocess
 
-from conftest import KEYPLAN_BIN, Result, Workspace
+from tests.e2e.conftest import KEYPLAN_BIN, Result, Workspace
 
 CAP = 3 * 2**30
 

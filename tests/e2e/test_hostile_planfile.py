@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import Workspace
-
 from keyplan.plan.model import Plan
 from keyplan.plan.planfile import plan_digest
+from tests.e2e.conftest import Workspace
 
 CONFIG = """
 variable "apps" {

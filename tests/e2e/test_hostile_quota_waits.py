@@ -10,10 +10,9 @@ import signal
 import subprocess
 import time
 
-from conftest import KEYPLAN_BIN, Result, Workspace
-
 from providers.aws import KmsEmulator
 from providers.emulation.server import start_embedded
+from tests.e2e.conftest import KEYPLAN_BIN, Result, Workspace
 
 HANG = 180  # seconds after which a run counts as hung (a bound, not a speed check)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KEYPLAN_BIN, Workspace
 
 from keyplan.state.local import LocalBackend
 from providers.aws.mapping import decode_address
+from tests.e2e.conftest import KEYPLAN_BIN, Workspace
 
 APPS = [f"k{n}" for n in range(8)]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import CLOUD_CONFIGS, Workspace
+from tests.e2e.conftest import CLOUD_CONFIGS, Workspace
 
 FIRST = {"KEYPLAN_KEYSTORE_PASSPHRASE": "first passphrase, long enough"}
 SECOND = {"KEYPLAN_KEYSTORE_PASSPHRASE": "second passphrase, longer still"}

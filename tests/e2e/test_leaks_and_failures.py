@@ -12,9 +12,8 @@ import base64
 import json
 from pathlib import Path
 
-from conftest import Workspace, lifecycle_commands, secret_forms
-
 from providers.emulation.store import DocumentStore
+from tests.e2e.conftest import Workspace, lifecycle_commands, secret_forms
 
 CONFIG = """
 source "software" "local" {}

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import os
 
-from conftest import CLOUD_CONFIGS, EMULATOR_NAMES, Workspace, run_keyplan
-
 from providers.aws import KmsEmulator
 from providers.emulation.server import EmulatorServer
+from tests.e2e.conftest import CLOUD_CONFIGS, EMULATOR_NAMES, Workspace, run_keyplan
 
 
 def killed_after_first_create(workspace: Workspace, profile: dict[str, object]) -> None:

@@ -11,7 +11,8 @@ import json
 
 from azure.keyvault.keys import JsonWebKey
 from azure_support import azure_vault, key_name
-from conftest import CLOUD_CONFIGS, Workspace
+
+from tests.e2e.conftest import CLOUD_CONFIGS, Workspace
 
 HSM_URL = "https://payments.managedhsm.azure.net"
 A, B = 'key.app["a"]', 'key.app["b"]'

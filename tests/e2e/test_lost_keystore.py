@@ -6,7 +6,7 @@ test_cli_hsm.py.)"""
 
 from __future__ import annotations
 
-from conftest import CLOUD_CONFIGS, Workspace, emulator_counts
+from tests.e2e.conftest import CLOUD_CONFIGS, Workspace, emulator_counts
 
 WITH_C = CLOUD_CONFIGS["aws"].replace('toset(["a", "b"])', 'toset(["a", "b", "c"])')
 

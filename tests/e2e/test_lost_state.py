@@ -9,10 +9,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import CLOUD_CONFIGS, Workspace, emulator_counts
 
 from keyplan.state.backend import JournalEntry
 from keyplan.state.local import LocalBackend
+from tests.e2e.conftest import CLOUD_CONFIGS, Workspace, emulator_counts
 
 
 @pytest.mark.parametrize("cloud", sorted(CLOUD_CONFIGS))

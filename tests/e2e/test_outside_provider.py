@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import KEYPLAN_BIN, REPO, Result
+from tests.e2e.conftest import KEYPLAN_BIN, REPO, Result
 
 FIXTURE = REPO / "tests" / "fixtures" / "outside_provider"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import Workspace
+from tests.e2e.conftest import Workspace
 
 CONFIG = """
 source "software" "local" {{}}

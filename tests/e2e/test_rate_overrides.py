@@ -5,7 +5,8 @@ attribute with exit 1, before anything is planned or changed."""
 from __future__ import annotations
 
 import pytest
-from conftest import Workspace, emulator_counts
+
+from tests.e2e.conftest import Workspace, emulator_counts
 
 CONFIG = """
 source "software" "local" {}

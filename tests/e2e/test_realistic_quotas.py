@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 
 from azure_support import azure_vault, embedded, key_name, materials
-from conftest import Workspace
 
 from providers.aws import KmsEmulator
+from tests.e2e.conftest import Workspace
 
 KEYS = 14
 CONFIG = f"""

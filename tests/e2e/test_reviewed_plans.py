@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import Workspace
 from test_cli_aws import CONFIG, applied, remote_ids
 
 from keyplan.plan.model import Plan
 from keyplan.plan.planfile import plan_digest
+from tests.e2e.conftest import Workspace
 
 
 def resealed(document: dict[str, Any], path: Path) -> Path:

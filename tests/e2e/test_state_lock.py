@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KEYPLAN_BIN, Workspace
 
 from keyplan.state.local import LocalBackend
+from tests.e2e.conftest import KEYPLAN_BIN, Workspace
 
 CONFIG = """
 source "software" "local" {}

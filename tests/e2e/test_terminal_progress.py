@@ -11,7 +11,7 @@ import select
 import subprocess
 import time
 
-from conftest import KEYPLAN_BIN, Workspace
+from tests.e2e.conftest import KEYPLAN_BIN, Workspace
 
 CONFIG = """
 source "software" "local" {}

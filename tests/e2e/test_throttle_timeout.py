@@ -12,9 +12,9 @@ import re
 import subprocess
 
 from azure_support import azure_vault, embedded, key_name, materials
-from conftest import KEYPLAN_BIN, Result, Workspace
 
 from providers.aws import KmsEmulator
+from tests.e2e.conftest import KEYPLAN_BIN, Result, Workspace
 
 AWS = """
 source "software" "local" {}
