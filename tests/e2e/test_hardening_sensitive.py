@@ -97,7 +97,11 @@ def test_nonsensitive_publishes_a_value_explicitly(workspace: Workspace) -> None
 
 
 def test_sensitive_values_may_configure_sources_and_providers_but_never_reach_a_plan_file(workspace: Workspace) -> None:
-    workspace.write(HEAD.replace('region   = "eu-west-1"', 'region   = length(var.owner) > 0 ? "eu-west-1" : "x"') + KEY % "")
+    # (not a setting every key id is made of, such as the region: tests/e2e/test_sensitive_identity.py)
+    workspace.write(
+        HEAD.replace('region   = "eu-west-1"', 'region   = "eu-west-1"\n  deletion_window_days = length(var.owner) > 0 ? 7 : 30')
+        + KEY % ""
+    )
     env = {"KEYPLAN_VAR_owner": SECRET}
     planfile = workspace.path / "p.kpplan"
     result = workspace.keyplan("plan", f"-out={planfile}", env=env)
