@@ -73,7 +73,10 @@ class ProgressEvent(_Event):
     steps_running: int
     elapsed_seconds: float
     keys_per_second: float
-    eta_seconds: float | None = Field(description="Time left at the rate so far; null before the first step finished.")
+    eta_seconds: float | None = Field(
+        description="Time left at the rate so far, never less than the plan's bounding quota allows for the steps left "
+        "at its target; null before the first step finished when no quota bounds the apply."
+    )
 
 
 class DiagnosticEvent(_Event):

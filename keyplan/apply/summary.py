@@ -98,6 +98,8 @@ class ProgressSnapshot:
     steps_finished: int  # succeeded, failed or skipped
     steps_running: int
     elapsed_seconds: float
+    quota_floor_seconds: float | None = None  # the least the plan's bounding quota allows for what is left
+
 
     @property
     def keys_per_second(self) -> float:
@@ -105,10 +107,15 @@ class ProgressSnapshot:
 
     @property
     def eta_seconds(self) -> float | None:
-        """Time left at the rate steps finished so far; None before the first finished."""
+        """Time left at the rate steps finished so far, but never less than the bounding quota
+        allows for the steps left at its target (steps that need no call, such as generating
+        material, finish at once and would promise an end the quota cannot give). None before
+        the first step finished when no quota bounds the apply."""
+        floor = self.quota_floor_seconds
         if not self.steps_finished or self.elapsed_seconds <= 0:
-            return None
-        return (self.steps_total - self.steps_finished) * self.elapsed_seconds / self.steps_finished
+            return floor
+        at_this_rate = (self.steps_total - self.steps_finished) * self.elapsed_seconds / self.steps_finished
+        return at_this_rate if floor is None else max(at_this_rate, floor)
 
 
 class KeyTracker:
@@ -128,6 +135,11 @@ class KeyTracker:
                 if action.target is not None and action.target not in targets:
                     targets.append(action.target)
         self._kinds = key_changes(plan)
+        # The quota that bounds the apply (the plan's estimate): its time, spread over the steps at
+        # its target, is the least the steps left there can take.
+        self._bound = plan.estimate
+        self._bound_steps = sum(1 for a in plan.actions if plan.estimate and a.target == plan.estimate.target)
+        self._bound_finished = 0
         self._failed: set[str] = set()
         self.keys_total = len(self._left)
         self.steps_total = len(plan.actions)
@@ -142,7 +154,7 @@ class KeyTracker:
     def succeeded(self, action: Action) -> KeyFinished | None:
         with self._lock:
             self._running -= 1
-            self._steps_finished += 1
+            self._step_finished(action)
             if action.address is None or action.address in self._failed:
                 return None
             left = self._left[action.address]
@@ -155,13 +167,18 @@ class KeyTracker:
     def failed(self, action: Action) -> KeyFinished | None:
         with self._lock:
             self._running -= 1
-            self._steps_finished += 1
+            self._step_finished(action)
             return self._first_failure(action)
 
     def skipped(self, action: Action) -> KeyFinished | None:
         with self._lock:
-            self._steps_finished += 1
+            self._step_finished(action)
             return self._first_failure(action)
+
+    def _step_finished(self, action: Action) -> None:
+        self._steps_finished += 1
+        if self._bound is not None and action.target == self._bound.target:
+            self._bound_finished += 1
 
     def snapshot(self) -> ProgressSnapshot:
         with self._lock:
@@ -173,7 +190,13 @@ class KeyTracker:
                 steps_finished=self._steps_finished,
                 steps_running=self._running,
                 elapsed_seconds=self._clock() - self._started,
+                quota_floor_seconds=self._quota_floor(),
             )
+
+    def _quota_floor(self) -> float | None:
+        if self._bound is None or not self._bound_steps:
+            return None
+        return self._bound.seconds * (self._bound_steps - self._bound_finished) / self._bound_steps
 
     def _first_failure(self, action: Action) -> KeyFinished | None:
         if action.address is None or action.address in self._failed:
