@@ -192,16 +192,26 @@ def render_sarif(report: PolicyReport, *, config_dir: Path, base: Path) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
+def sarif_text(text: str) -> str:
+    """A plain text SARIF message holding `text` literally: SARIF 2.1.0 reads `[text](target)` in
+    a message as an embedded link (section 3.11.6) and `{0}` as a placeholder (3.11.5), so the
+    brackets (and the backslash that escapes them) are escaped with a backslash and the braces
+    doubled. Control characters are escaped as for the terminal (a viewer may show them raw)."""
+    escaped = for_terminal(text)
+    escaped = escaped.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+    return escaped.replace("{", "{{").replace("}", "}}")
+
+
 def _sarif_rule(rule_id: str) -> dict[str, Any]:
     rule = RULES.get(rule_id)
     if rule is None:  # a custom rule
-        return {"id": rule_id, "name": rule_id, "shortDescription": {"text": f"Custom rule {rule_id}"}}
+        return {"id": rule_id, "name": rule_id, "shortDescription": {"text": sarif_text(f"Custom rule {rule_id}")}}
     return {
         "id": rule.id,
         "name": "".join(part.capitalize() for part in rule.id.split("-")),
-        "shortDescription": {"text": rule.title},
-        "fullDescription": {"text": rule.rationale},
-        "help": {"text": rule.fix},
+        "shortDescription": {"text": sarif_text(rule.title)},
+        "fullDescription": {"text": sarif_text(rule.rationale)},
+        "help": {"text": sarif_text(rule.fix)},
         "defaultConfiguration": {"level": _SARIF_LEVELS[rule.severity]},
     }
 
@@ -215,7 +225,7 @@ def _sarif_result(
         "ruleId": finding.rule,
         "ruleIndex": rule_ids.index(finding.rule),
         "level": _SARIF_LEVELS[finding.severity],
-        "message": {"text": f"{finding.message} Fix: {finding.fix}"},
+        "message": {"text": sarif_text(f"{finding.message} Fix: {finding.fix}")},
         "partialFingerprints": {"keyplanFinding/v1": hashlib.sha256(identity.encode()).hexdigest()},
     }
     location: dict[str, Any] = {}

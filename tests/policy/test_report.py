@@ -68,3 +68,35 @@ def test_sarif_fingerprints_follow_the_finding_not_its_line(tmp_path: Path) -> N
     assert fingerprints(moved) == fingerprints(PolicyReport(findings=report.findings))
     other = PolicyReport(findings=[report.findings[0].model_copy(update={"address": "key.other"})])
     assert fingerprints(other) != fingerprints(moved)
+
+
+def test_sarif_messages_hold_brackets_and_braces_literally(tmp_path: Path) -> None:
+    """SARIF 2.1.0 reads `[text](target)` in a plain text message as an embedded link (3.11.6)
+    and `{0}` as a placeholder (3.11.5): a value from the configuration is escaped so a viewer
+    shows it as written, not as a link or an argument."""
+    address = 'key.k["[docs](https://attacker.example) {0} a\\\\b"]'
+    finding = Finding(
+        rule="labels", severity=FindingSeverity.WARNING, message=f"The {address} label is odd.", fix="Fix it."
+    )
+    log = json.loads(render_sarif(PolicyReport(findings=[finding]), config_dir=tmp_path, base=tmp_path))
+    jsonschema.validate(log, SARIF_SCHEMA)
+    text = log["runs"][0]["results"][0]["message"]["text"]
+    assert "[docs](" not in text and "\\[docs\\](https://attacker.example)" in text
+    assert "{0}" not in text.replace("{{0}}", "") and "{{0}}" in text
+    assert "a\\\\\\\\b" in text  # the backslash that escapes brackets is itself escaped
+
+    def unescaped(message: str) -> str:  # what a SARIF viewer shows
+        out, i = [], 0
+        while i < len(message):
+            if message[i] == "\\" and i + 1 < len(message) and message[i + 1] in "\\[]":
+                out.append(message[i + 1])
+                i += 2
+            elif message[i] in "{}" and message[i : i + 2] in ("{{", "}}"):
+                out.append(message[i])
+                i += 2
+            else:
+                out.append(message[i])
+                i += 1
+        return "".join(out)
+
+    assert unescaped(text) == f"The {address} label is odd. Fix: Fix it."
