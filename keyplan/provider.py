@@ -140,8 +140,8 @@ class ProviderSettings(PluginSettings):
     # `{"sensitive": <the block's sensitive attribute names>}`.
     _sensitive_rates: bool = PrivateAttr(default=False)
     _sensitive: frozenset[str] = PrivateAttr(default=frozenset())
-    # The settings every remote id of this provider is made of (a region in an ARN, a vault's
-    # URL in a key id): ids are shown in plans, state and the audit trail, so these cannot be
+    # The settings every remote id of this provider is made of (a region, a vault's URL in a
+    # key id): ids are shown in plans, state and the audit trail, so these cannot be
     # hidden and must not derive from a sensitive value.
     identity_settings: ClassVar[tuple[str, ...]] = ()
 
