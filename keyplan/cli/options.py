@@ -83,6 +83,12 @@ def parse_duration(name: str, text: str) -> timedelta:
 
     if text.strip() in ("0", "0s"):
         return timedelta(0)
+    if text.strip().isdigit():  # a number of what: say it, with this option's own examples
+        raise DiagnosticsError.single(
+            f"Invalid value for -{name}",
+            f"{text!r} has no unit. Write a whole number followed by one unit: s, m, h, d or w, like "
+            f'-{name}={text.strip()}s or -{name}={text.strip()}m.',
+        )
     try:
         return parse(text)
     except DurationError as exc:
