@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, ValidationError
 
 from keyplan.diagnostics import DiagnosticsError
-from keyplan.files import BACKUP_SUFFIX, write_atomically
+from keyplan.files import BACKUP_SUFFIX, read_file, write_atomically
 from keyplan.state.backend import (
     DEFAULT_WORKSPACE,
     AuditHead,
@@ -201,10 +201,18 @@ class LocalBackend(StateBackend):
                    '`state "local" { path = "keyplan.kpstate.json" }`.' if path.is_dir()
                    else "Check its permissions."),
             ) from None
+        journal_path = self.journal_path(workspace)
         try:
-            journal: tuple[bytes, ...] = (self.journal_path(workspace).read_bytes(),)
-        except FileNotFoundError:
+            journal: tuple[bytes, ...] = (read_file(journal_path),)
+        except (FileNotFoundError, NotADirectoryError):
             journal = ()
+        except OSError as exc:
+            raise DiagnosticsError.single(
+                "Cannot read the state journal",
+                f"{journal_path} cannot be read ({exc.strerror}). It holds the changes of an apply that had not "
+                "finished writing the state: nothing was changed now. Make it a readable file again (or move it "
+                "aside if it is not keyplan's), then run the command again.",
+            ) from None
         return StoredState(data=data, version=_digest(data), journal=journal, origin=str(path))
 
     def write(self, workspace: str, data: bytes, expected_version: str | None) -> str:

@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
@@ -218,13 +219,16 @@ class Keystore:
         """Fold in the journal lines appended since the view last looked. A line without its end
         is an append still under way, or one a crash cut short: it is left for later."""
         try:
-            fd = os.open(self.journal_path, os.O_RDONLY)
+            # never blocks on a pipe put in the journal's place; anything but a regular file is refused below
+            fd = os.open(self.journal_path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return
         except OSError as exc:
             raise self._unusable(exc) from None
         try:
             stat = os.fstat(fd)
+            if not S_ISREG(stat.st_mode):
+                raise self._unusable(OSError(errno.EINVAL, "not a regular file (a directory, a pipe or a device)"))
             if stat.st_ino != view.journal_inode or stat.st_size < view.journal_offset:
                 view.journal_inode, view.journal_offset = stat.st_ino, 0  # another journal than the one read
             if stat.st_size == view.journal_offset:
