@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 import io
 import logging
 import os
@@ -25,22 +26,26 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from keyplan import __version__
-from keyplan.cli import apply, approve, check, emulator, options, plan, review, state, ui, verify, workspace
+from keyplan.cli import options, ui
 from keyplan.cli.options import Exit
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.escaping import for_terminal, for_terminal_lines
 
-app = typer.Typer(
-    name="keyplan",
-    help="Declarative bring-your-own-key management: keys generated in your key source, imported into cloud key "
-    "management services.",
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "-help", "--help"]},
-)
-state_app = typer.Typer(help="Inspect and change the state.", no_args_is_help=True)
-app.add_typer(state_app, name="state")
+# keyplan's command modules, in the order `keyplan -help` lists their commands, with the commands
+# each adds. A run imports only the module of the command it runs (`keyplan plan` does not load
+# the apply engine, `keyplan -version` no command at all); help, no command or a command not
+# listed here (a plugin's) loads every module and every plugin's commands.
+_COMMAND_MODULES = {
+    "plan": ("validate", "plan", "drift", "graph"),
+    "apply": ("apply",),
+    "state": ("show", "state", "force-unlock"),
+    "review": ("log", "import", "discover"),
+    "check": ("check",),
+    "verify": ("verify",),
+    "approve": ("approve",),
+    "emulator": ("version", "emulator"),
+    "workspace": ("workspace", "init"),
+}
 
 
 def _print_version(value: bool) -> None:
@@ -49,7 +54,6 @@ def _print_version(value: bool) -> None:
         raise Exit(0)
 
 
-@app.callback()
 def _main_options(
     chdir: Annotated[
         Path | None, typer.Option("-chdir", "--chdir", help="Switch to this directory before doing anything else.")
@@ -103,17 +107,43 @@ def _configure_logging() -> None:
     logger.setLevel(level)
 
 
-def _register_commands() -> None:
-    """keyplan's own command modules, then what plugins contribute (`keyplan.commands` entry points)."""
-    from keyplan.registry import command_contributions
+def _app(modules: tuple[str, ...] | None) -> typer.Typer:
+    """The `keyplan` command with the commands of `modules` (None: every module of keyplan's, then
+    what plugins contribute through `keyplan.commands` entry points)."""
+    app = typer.Typer(
+        name="keyplan",
+        help="Declarative bring-your-own-key management: keys generated in your key source, imported into cloud "
+        "key management services.",
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        no_args_is_help=True,
+        context_settings={"help_option_names": ["-h", "-help", "--help"]},
+    )
+    app.callback()(_main_options)
+    state_app = typer.Typer(help="Inspect and change the state.", no_args_is_help=True)
+    app.add_typer(state_app, name="state")
+    for name in _COMMAND_MODULES if modules is None else modules:
+        importlib.import_module(f"keyplan.cli.{name}").register(app, state_app)
+    if modules is None:
+        from keyplan.registry import command_contributions
 
-    for module in (plan, apply, state, review, check, verify, approve, emulator, workspace):
-        module.register(app, state_app)
-    for _, contribute in command_contributions():
-        contribute(app)
+        for _, contribute in command_contributions():
+            contribute(app)
+    return app
 
 
-_register_commands()
+def _modules_for(args: list[str]) -> tuple[str, ...] | None:
+    """The command modules a run of `keyplan ARGS` needs: the one that adds the command it names,
+    none for `-version` before any command, every one (None) otherwise."""
+    words = iter(args)
+    for word in words:
+        if word in ("-chdir", "--chdir"):
+            next(words, None)  # its value
+        elif word in ("-version", "--version"):
+            return ()
+        elif not word.startswith("-"):
+            return next(((module,) for module, commands in _COMMAND_MODULES.items() if word in commands), None)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,18 +216,18 @@ def _close_state_backends() -> None:
 
 
 @functools.cache
-def _command() -> Any:
-    """The click command typer builds from `app`: once per process, since building it reads the
-    signature and type hints of every command (a process that runs `main` many times, as the test
-    suite does, would otherwise pay that on each run)."""
-    return typer.main.get_command(app)
+def _command(modules: tuple[str, ...] | None) -> Any:
+    """The click command typer builds from `_app(modules)`: once per process and set of modules,
+    since building it reads the signature and type hints of every command (a process that runs
+    `main` many times, as the test suite does, would otherwise pay that on each run)."""
+    return typer.main.get_command(_app(modules))
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
     click = _click()
 
-    command = _command()
     args = list(sys.argv[1:] if argv is None else argv)
+    command = _command(_modules_for(args))
     abandoned = False
     try:
         with _termination_as_interrupt():
