@@ -15,11 +15,13 @@ from keyplan.cli.options import (
     LockOpt,
     LockTimeoutOpt,
     NoColorOpt,
+    ThrottleTimeoutOpt,
     VarFileOpt,
     VarOpt,
     emit,
     load,
     lock_options,
+    parse_duration,
 )
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.escaping import for_terminal
@@ -111,6 +113,7 @@ def import_key(
     var_file: VarFileOpt = [],  # noqa: B006
     lock: LockOpt = "true",
     lock_timeout: LockTimeoutOpt = "0s",
+    throttle_timeout: ThrottleTimeoutOpt = "30m",
     no_color: NoColorOpt = False,
 ) -> None:
     """Bring an existing imported key under management without replacing it."""
@@ -119,7 +122,8 @@ def import_key(
 
     config = load(var, var_file, no_color=no_color)
     address = canonical(address)
-    outcome = adopt(config, address, target, remote_id, lock=lock_options(lock, lock_timeout))
+    patience = parse_duration("throttle-timeout", throttle_timeout).total_seconds()
+    outcome = adopt(config, address, target, remote_id, lock=lock_options(lock, lock_timeout), throttle_timeout=patience)
     ui.print_diagnostics(outcome.warnings, no_color=no_color)
     emit(for_terminal(f"{address} at {target} is now {outcome.record.remote_id}, tagged as managed by this state.") + "\n")
     for note in outcome.notes:
@@ -135,6 +139,7 @@ def discover(
     out: Annotated[Path | None, typer.Option("-o", "-out", "--out", help="Write the HCL to this file (which must not exist).")] = None,
     var: VarOpt = [],  # noqa: B006
     var_file: VarFileOpt = [],  # noqa: B006
+    throttle_timeout: ThrottleTimeoutOpt = "30m",
     no_color: NoColorOpt = False,
 ) -> None:
     """List the imported (BYOK) keys at a provider and write `key` blocks and import commands for them."""
@@ -146,7 +151,7 @@ def discover(
         raise DiagnosticsError.single(
             f"{out} already exists", "keyplan discover does not overwrite files. Choose a new file name."
         )
-    found = list_keys(config, target)
+    found = list_keys(config, target, throttle_timeout=parse_duration("throttle-timeout", throttle_timeout).total_seconds())
     text = render_discovery(target, found.found, found.state, config, found.at)
     if out is None:
         emit(text)

@@ -10,11 +10,20 @@ from keyplan.adopt import ImportOutcome
 from keyplan.config.model import Config
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.discovery import Discovered
+from keyplan.limits import DEFAULT_THROTTLE_TIMEOUT
 from keyplan.operations.workspace import LockOptions, locked, read_state, state_backend
 from keyplan.state.model import State
 
 
-def import_key(config: Config, address: str, target: str, remote_id: str, *, lock: LockOptions) -> ImportOutcome:
+def import_key(
+    config: Config,
+    address: str,
+    target: str,
+    remote_id: str,
+    *,
+    lock: LockOptions,
+    throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT,
+) -> ImportOutcome:
     """Describe, check, prove (where the target can) and tag the remote key, then record it."""
     from keyplan.adopt import check_importable, import_remote_key
     from keyplan.runtime import Session
@@ -23,7 +32,7 @@ def import_key(config: Config, address: str, target: str, remote_id: str, *, loc
     with locked(backend, "import", lock):
         state, _ = read_state(backend)
         record = check_importable(config, state, address, target, remote_id)
-        with Session(config) as session:
+        with Session(config, throttle_timeout=throttle_timeout) as session:
             outcome = import_remote_key(session, state, record, target, remote_id, datetime.now(UTC))
         record.targets[target] = outcome.record
         backend.write(state)
@@ -38,7 +47,7 @@ class Discovery:
     at: datetime
 
 
-def discover(config: Config, target: str) -> Discovery:
+def discover(config: Config, target: str, *, throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT) -> Discovery:
     """Every imported key at `target`, classified against the state (read without the lock:
     nothing is written)."""
     from keyplan.discovery import classify
@@ -52,7 +61,7 @@ def discover(config: Config, target: str) -> Discovery:
             f"Name a provider block by KIND.NAME, as declared. Declared: {known}.",
         )
     state, _ = read_state(state_backend(config))
-    with Session(config) as session:
+    with Session(config, throttle_timeout=throttle_timeout) as session:
         try:
             keys = list(session.provider(target).discover(DiscoverRequest()).keys)
         except ProviderError as error:

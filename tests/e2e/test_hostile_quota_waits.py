@@ -137,3 +137,29 @@ def test_a_first_interrupt_ends_the_wait_of_calls_the_cloud_throttled(workspace:
         server.stop()
         server.app.store.close()
     assert len(stored) == 4, "no key was created twice"
+
+
+def test_import_and_discover_against_a_cloud_that_throttles_forever_stop_at_their_throttle_timeout(
+    workspace: Workspace,
+) -> None:
+    # They had no -throttle-timeout: a cloud answering every listing or read with a throttling
+    # error held them for the default 30 minutes.
+    workspace.write(FOUR)
+    assert run(workspace, "apply", "-auto-approve").code == 0
+    remote_id = workspace.state()["keys"]['key.data["a"]']["targets"]["aws.main"]["remote_id"]
+    state = workspace.state()  # the key's record at aws.main forgotten, its material kept
+    del state["keys"]['key.data["a"]']["targets"]["aws.main"]
+    workspace.state_path.write_text(json.dumps(state))
+    reads_throttled = {
+        "aws-main": {
+            "errors": [
+                {"operation": operation, "status": 429, "count": 1_000_000}
+                for operation in ("ListKeys", "ListAliases", "DescribeKey", "ListResourceTags")
+            ]
+        }
+    }
+    for args in (("discover", "aws.main"), ("import", 'key.data["a"]', "aws.main", remote_id)):
+        stopped = run(workspace, *args, "-throttle-timeout=2s", faults=reads_throttled)
+        assert stopped.code == 1, (args, stopped.output)
+        assert "kept throttling" in stopped.stderr and "Traceback" not in stopped.output, stopped.output
+    assert "aws.main" not in workspace.state()["keys"]['key.data["a"]']["targets"], "nothing was imported"
