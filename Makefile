@@ -48,7 +48,8 @@ quickstart: venv
 # turned that off, instead of each compiling the same sources again. Four workers on two cores:
 # many tests wait (on keyplan processes they started, emulator latency, retry backoff), and the
 # others use the cores meanwhile (measured at load average 2 to 3: 195 s with two workers, 137 s with
-# four); worksteal hands a finished worker the tests another one still has queued.
+# four; later, back to back at load 4 to 6: 123 s with six, 103 s with four); worksteal hands a
+# finished worker the tests another one still has queued.
 test: venv softhsm postgresql openssh
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -n 4 --dist worksteal -q
 
