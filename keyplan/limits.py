@@ -201,18 +201,7 @@ class ClassLimiter:
             waited += delay
 
     def _pause(self, seconds: float) -> None:
-        """Wait for a turn; raise `NotSent` when the run stops meanwhile (or had stopped) and the
-        step has sent nothing yet (a step that has, say a creation waiting to add its alias, is in
-        flight and waits on)."""
-        may_give_up = not getattr(_STEP, "sent", True)
-        if may_give_up and self._stopping.is_set():
-            raise NotSent(self.rate_class.name)
-        if may_give_up and self._clock.sleep is time.sleep:
-            self._stopping.wait(seconds)  # woken at once by a stop
-        else:
-            self._clock.sleep(seconds)  # in flight, or an injected clock (tests of the arithmetic)
-        if may_give_up and self._stopping.is_set():
-            raise NotSent(self.rate_class.name)
+        _pause(self._clock, self._stopping, seconds, self.rate_class.name)
 
     def _patience_left(self, now: float) -> float:
         """Seconds until the throttle timeout of a class throttled since its last success (infinite
@@ -258,6 +247,21 @@ class ClassLimiter:
             return 0.0 if self._stalled_since is None else self._clock.now() - self._stalled_since
 
 
+def _pause(clock: Clock, stopping: threading.Event, seconds: float, waiting_for: str) -> None:
+    """Wait for a turn; raise `NotSent` when the run stops meanwhile (or had stopped) and the
+    step has sent nothing yet (a step that has, say a creation waiting to add its alias, is in
+    flight and waits on)."""
+    may_give_up = not getattr(_STEP, "sent", True)
+    if may_give_up and stopping.is_set():
+        raise NotSent(waiting_for)
+    if may_give_up and clock.sleep is time.sleep:
+        stopping.wait(seconds)  # woken at once by a stop
+    else:
+        clock.sleep(seconds)  # in flight, or an injected clock (tests of the arithmetic)
+    if may_give_up and stopping.is_set():
+        raise NotSent(waiting_for)
+
+
 class TargetLimits:
     """The limiters of one provider block (a target such as `kms.main`)."""
 
@@ -274,6 +278,7 @@ class TargetLimits:
         self.target = target
         self.throttle_timeout = throttle_timeout
         self._clock = clock
+        self._stopping = stopping or threading.Event()
         self._limiters = {
             c.name: ClassLimiter(c, clock, paced=paced(c), patience=throttle_timeout, stopping=stopping)
             for c in classes
@@ -338,7 +343,8 @@ class TargetLimits:
         if stalled >= self.throttle_timeout:
             raise Throttled(self.target, operation, stalled, classed=False) from error
         wait = retry_after if retry_after else READ_RETRIES.delay(3)
-        self._clock.sleep(max(MIN_SLEEP, min(wait, self.throttle_timeout - stalled)))
+        # a first interrupt ends this wait too, for a step that has sent nothing the cloud acted on
+        _pause(self._clock, self._stopping, max(MIN_SLEEP, min(wait, self.throttle_timeout - stalled)), operation)
         return since
 
     def _wait_out(self, limiter: ClassLimiter, operation: str, retry_after: float | None, error: BaseException) -> None:

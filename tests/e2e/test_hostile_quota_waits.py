@@ -163,3 +163,31 @@ def test_import_and_discover_against_a_cloud_that_throttles_forever_stop_at_thei
         assert stopped.code == 1, (args, stopped.output)
         assert "kept throttling" in stopped.stderr and "Traceback" not in stopped.output, stopped.output
     assert "aws.main" not in workspace.state()["keys"]['key.data["a"]']["targets"], "nothing was imported"
+
+
+def test_a_first_interrupt_ends_the_wait_of_a_proof_the_cloud_throttles(workspace: Workspace) -> None:
+    # apply -verify: the key is made and imported, then its proof's GenerateMac is throttled
+    # forever. A call no rate class covers waited on its own, deaf to a first interrupt, until
+    # -throttle-timeout (30 minutes here).
+    workspace.write(MAC)
+    process = subprocess.Popen(
+        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "apply", "-verify", "-auto-approve", "-throttle-timeout=30m"],
+        env=environment(MAC_THROTTLED_FOREVER), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    audit = workspace.path / ".keyplan" / "audit.jsonl"
+    for _ in range(HANG * 10):  # until the import is done: the proof runs next, and is throttled
+        entries = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+        if any(e.get("action") == "import_material" and e.get("outcome") == "ok" for e in entries):
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)  # the proof's first GenerateMac answered with a throttling error; its step waits
+    process.send_signal(signal.SIGINT)
+    try:
+        output, _ = process.communicate(timeout=HANG)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError("the first interrupt did not end the proof's wait") from None
+    assert process.returncode == 130, output
+    assert "Interrupted twice" not in output and "Traceback" not in output
+    assert list(workspace.state()["keys"]) == ["key.mac"], "the key made before the interrupt is recorded"
