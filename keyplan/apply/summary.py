@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from keyplan.apply.walker import ApplyResult
-from keyplan.plan.model import Action, Plan, key_changes
+from keyplan.plan.model import Action, ActionKind, Plan, key_changes
 
 
 class KeyProgress(StrEnum):
@@ -73,9 +73,16 @@ def keys_progress(plan: Plan, result: ApplyResult) -> KeysProgress:
 
 def keys_done_by_change(plan: Plan, result: ApplyResult) -> Counter[str]:
     """How many keys the apply created, adopted, imported, updated, rotated, deleted, forgot:
-    each key whose every step succeeded counts once per kind of change it had (`key_changes`)."""
+    each key whose every step that changes it succeeded counts once per kind of change it had
+    (`key_changes`). A proof (`apply -verify`) changes nothing: a key made and imported whose
+    proof then failed was still created, and is also among the failed keys."""
     changes = key_changes(plan)
-    done = keys_progress(plan, result).of(KeyProgress.DONE)
+    succeeded = set(result.succeeded)
+    changing: dict[str, list[str]] = {}
+    for action in plan.actions:
+        if action.address is not None and action.kind is not ActionKind.VERIFY_MATERIAL:
+            changing.setdefault(action.address, []).append(action.id)
+    done = [address for address, ids in changing.items() if succeeded.issuperset(ids)]
     return Counter(kind for address in done for kind in changes.get(address, []))
 
 

@@ -90,6 +90,9 @@ def test_apply_verify_against_a_cloud_that_throttles_its_proofs_forever_ends(wor
     assert "kept throttling GenerateMac calls for" in stopped.output
     assert "Traceback" not in stopped.output
     assert workspace.state()["keys"]["key.mac"]["targets"]["aws.main"]["remote_id"]
+    # the key was created and imported; only its proof failed: the summary says both
+    assert "Apply failed! Keys: 1 created" in stopped.stdout, stopped.stdout
+    assert "1 key failed (key.mac)" in stopped.stdout
 
 
 def test_a_first_interrupt_ends_the_wait_of_calls_the_cloud_throttled(workspace: Workspace) -> None:
