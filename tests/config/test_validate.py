@@ -75,6 +75,26 @@ provider "aws" "e" {
     assert "a number is required, not false" in diagnostics[1].detail
 
 
+def test_null_leaves_a_plugin_setting_unset(config_dir: ConfigDir) -> None:
+    """As in Terraform, `attribute = null` is the attribute left out: its default, or the
+    diagnostic of a missing required attribute (not "Input should be a valid dictionary")."""
+    config = config_dir.write(
+        {
+            "main.kp.hcl": """provider "aws" "d" {
+  region          = "us-east-1"
+  rate_limits     = null
+  max_concurrency = null
+}
+provider "aws" "e" {
+  region = null
+}
+"""
+        }
+    ).ok()
+    diagnostics = list(validate_config(config))
+    assert [(str(d.range), d.summary) for d in diagnostics] == [("main.kp.hcl:6:10", "Missing required argument")]
+
+
 def test_plugin_blocks_are_checked_against_settings_models(config_dir: ConfigDir) -> None:
     config = config_dir.write(
         {
