@@ -53,14 +53,17 @@ def is_current_fingerprint(fingerprint: str) -> bool:
     return fingerprint.startswith(CURRENT_PREFIXES)
 
 
-def fingerprint_material(kind: MaterialKind, material: SecretBytes) -> str:
+def fingerprint_material(kind: MaterialKind, material: SecretBytes, *, own: bool = False) -> str:
+    """`own`: keyplan generated the material, or read it from its own authenticated storage, so
+    an RSA private key's structure is not checked again (0.3 s at 4,096 bits); material from
+    anywhere else is checked when loaded."""
     raw = material.reveal()
     if kind is MaterialKind.SYMMETRIC:
         encryptor = Cipher(algorithms.AES(raw), modes.ECB()).encryptor()
         return kcv_fingerprint(encryptor.update(CHECK_BLOCK) + encryptor.finalize())
     if kind is MaterialKind.HMAC:
         return hmac_fingerprint(hmac.new(raw, FINGERPRINT_MESSAGE, hashlib.sha256).digest())
-    private_key = serialization.load_der_private_key(raw, password=None)
+    private_key = serialization.load_der_private_key(raw, password=None, unsafe_skip_rsa_key_validation=own)
     spki = private_key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

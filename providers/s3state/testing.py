@@ -4,7 +4,9 @@ test extras) started as its own process on 127.0.0.1 and reached through boto3 o
 moto 5 checks `If-Match` / `If-None-Match: *` on PutObject and `If-Match` on DeleteObject, which
 is what this backend's locking and compare-and-swap rely on. Unlike S3, moto checks the
 condition and stores the object in two steps without a lock between them, so two requests
-racing within microseconds could both pass; S3 itself evaluates the condition atomically.
+racing within microseconds could both pass; S3 itself evaluates the condition atomically. The
+server is therefore started through `providers.s3state.moto_atomic`, which runs the requests
+that may write one at a time: conditional writes are atomic, as in S3.
 """
 
 from __future__ import annotations
@@ -63,13 +65,14 @@ def _free_port() -> int:
 
 
 def start_moto_server(timeout: float = 30.0, environment: Mapping[str, str] | None = None) -> MotoServer:
-    """Start `python -m moto.server` on a free loopback port and wait until it answers.
+    """Start moto's server (with atomic conditional writes) on a free loopback port and wait
+    until it answers.
     `environment` adds moto settings, e.g. INITIAL_NO_AUTH_ACTION_COUNT to enforce IAM
     authentication after that many requests (the requests before it create users and keys)."""
     port = _free_port()
     env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true", **(environment or {})}
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "providers.s3state.moto_atomic", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
