@@ -28,6 +28,8 @@ from keyplan.plan.model import (
     GetImportParameters,
     ImportMaterial,
     Plan,
+    PromoteVersion,
+    VerifyMaterial,
     WrapMaterial,
 )
 from keyplan.state.model import State
@@ -124,6 +126,7 @@ def _refuse_dangling_references(plan: Plan, path: Path) -> None:
         raise _altered(path, "its steps wait on each other in a circle")
     generated = {(a.address, a.args.version): a.id for a in plan.actions if isinstance(a, GenerateMaterial)}
     created = {(a.address, a.target): a.id for a in plan.actions if isinstance(a, CreateKey)}
+    imported = {(a.address, a.target, a.args.version): a.id for a in plan.actions if isinstance(a, ImportMaterial)}
     for action in plan.actions:
         before = set(_read_steps(action))
         if isinstance(action, WrapMaterial):
@@ -132,6 +135,8 @@ def _refuse_dangling_references(plan: Plan, path: Path) -> None:
             before.update(step for (address, _), step in generated.items() if address == action.address)
         if isinstance(action, (GetImportParameters, ImportMaterial)):
             before.add(created.get((action.address, action.target), ""))
+        if isinstance(action, (PromoteVersion, VerifyMaterial)):  # a version is promoted or proven once imported
+            before.add(imported.get((action.address, action.target, action.args.version), ""))
         before.discard("")
         if before and not before <= graph.ancestors(action.id):
             late = sorted(before - graph.ancestors(action.id))[0]

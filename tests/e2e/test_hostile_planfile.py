@@ -62,3 +62,27 @@ def test_a_resealed_plan_deleting_another_addresses_key_is_refused(workspace: Wo
     with workspace.aws() as (kms, _):
         assert kms.describe_key(KeyId=kept)["KeyMetadata"]["KeyState"] == "Enabled", "the kept key was not touched"
         assert kms.describe_key(KeyId=removed)["KeyMetadata"]["KeyState"] == "Enabled"
+
+
+def test_a_resealed_plan_that_promotes_a_version_before_importing_it_is_refused(workspace: Workspace) -> None:
+    # Found by the hostile plan-file fuzzing: a rotation whose promotion no longer waits for the
+    # import, resealed, passed every check; apply generated the new material (state and
+    # keystore changed) and then failed at the promotion. It is refused before anything runs.
+    workspace.write(CONFIG)
+    assert workspace.keyplan("apply", "-auto-approve").code == 0
+    planfile = workspace.path / "rotate.kpplan"
+    assert workspace.keyplan("plan", "-replace", 'key.data["kept"]', f"-out={planfile}").code == 0
+    document = json.loads(planfile.read_text())
+    promotions = [a for a in document["actions"] if a["kind"] == "promote_version"]
+    assert promotions and all(a["depends_on"] for a in promotions)
+    for action in promotions:
+        action["depends_on"] = []
+    document["digest"] = plan_digest(Plan.model_validate(document))
+    planfile.write_text(json.dumps(document))
+    guarded = [workspace.state_path, workspace.path / ".keyplan" / "keystore.json"]
+    before = [path.read_bytes() for path in guarded]
+
+    refused = workspace.keyplan("apply", str(planfile))
+    assert refused.code == 1 and "Plan file was altered" in refused.stderr, refused.output
+    assert "would not wait for step 'import_material" in refused.stderr
+    assert [path.read_bytes() for path in guarded] == before
