@@ -168,6 +168,7 @@ class ClassLimiter:
         self._tokens = self.capacity
         self._updated = clock.now()
         self._not_before = 0.0
+        self._last_decrease: float | None = None  # when a throttling answer last halved the rate
         self._stalled_since: float | None = None  # the first throttling answer since the last success
         self._recent: deque[float] = deque(maxlen=256)  # admission times, to measure an unpaced rate
         self._lock = threading.Lock()
@@ -214,20 +215,27 @@ class ClassLimiter:
         window = [t for t in self._recent if now - t <= 1.0]
         return float(len(window))
 
-    def throttled(self, retry_after: float | None) -> None:
+    def throttled(self, retry_after: float | None, sent_at: float | None = None) -> None:
+        """A call of this class was throttled. The rate is halved once per throttling event: a
+        call sent (`sent_at`) before the last decrease was in flight at the old rate, so its
+        answer says nothing new (32 calls in flight throttled together would otherwise divide
+        the rate by 2^32, and it climbs back 5 % of the declared rate per success)."""
         with self._lock:
             now = self._clock.now()
             self._refill(now)
             self.stats.throttled += 1
             if self._stalled_since is None:
                 self._stalled_since = now
+            stale = sent_at is not None and self._last_decrease is not None and sent_at < self._last_decrease
             if self.rate is None:
                 measured = max(1.0, self._measured_rate(now))
                 self.rate = max(1.0, measured / 2)
                 self._step = max(0.05, measured * INCREASE_FRACTION)
                 self._floor = min(self._floor, self.rate)
-            else:
+                self._last_decrease = now
+            elif not stale:
                 self.rate = max(self._floor, self.rate / 2)
+                self._last_decrease = now
             self._tokens = min(self._tokens, 0.0)
             if retry_after:
                 # A Retry-After reaching past the throttle timeout is held only until the timeout,
@@ -310,6 +318,7 @@ class TargetLimits:
                 limiter.admit()
             sent_before = getattr(_STEP, "sent", True)
             _STEP.sent = True  # from here the cloud may act on this step's call
+            sent_at = self._clock.now()
             try:
                 result = send()
             except Exception as error:  # every failure is judged below; none is swallowed
@@ -320,7 +329,7 @@ class TargetLimits:
                     if limiter is None:
                         throttled_since = self._back_off(operation, wait, throttled_since, error)
                     else:
-                        self._wait_out(limiter, operation, wait, error)
+                        self._wait_out(limiter, operation, wait, error, sent_at)
                     continue
                 attempt += 1
                 if read and retryable(error) and READ_RETRIES.allows(attempt):
@@ -347,8 +356,10 @@ class TargetLimits:
         _pause(self._clock, self._stopping, max(MIN_SLEEP, min(wait, self.throttle_timeout - stalled)), operation)
         return since
 
-    def _wait_out(self, limiter: ClassLimiter, operation: str, retry_after: float | None, error: BaseException) -> None:
-        limiter.throttled(retry_after)
+    def _wait_out(
+        self, limiter: ClassLimiter, operation: str, retry_after: float | None, error: BaseException, sent_at: float
+    ) -> None:
+        limiter.throttled(retry_after, sent_at)
         stalled = limiter.stalled_for()
         if stalled >= self.throttle_timeout:
             raise Throttled(self.target, limiter.rate_class.name, stalled) from error

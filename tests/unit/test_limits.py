@@ -73,6 +73,26 @@ def test_a_throttled_call_is_waited_out_and_halves_the_rate() -> None:
     assert limiter.rate == pytest.approx(1.0 + 4 * 0.05)  # 4 -> 2 -> 1, then one success adds 5 %
 
 
+def test_calls_in_flight_throttled_together_halve_the_rate_once() -> None:
+    """One throttling event, one decrease: calls sent before the rate was halved were in flight
+    at the old rate, so their throttling answers say nothing new (16 of them had divided the rate
+    by 2^16, down to its floor, and it climbs back 5 % of the declared rate per success). A call
+    sent after the decrease and throttled again halves it again."""
+    clock = FakeClock()
+    target = limits(clock, per_second=8)
+    limiter = target.limiter("CreateKey")
+    assert limiter is not None
+    sent_together = clock.t
+    clock.t += 0.02  # their answers come back
+    for _ in range(16):
+        limiter.throttled(None, sent_together)
+    assert limiter.rate == pytest.approx(4.0)
+    assert limiter.stats.throttled == 16
+    clock.t += 1.0
+    limiter.throttled(None, clock.t - 0.02)  # sent after the decrease, at the halved rate
+    assert limiter.rate == pytest.approx(2.0)
+
+
 def test_retry_after_holds_every_caller_of_the_class() -> None:
     clock = FakeClock()
     target = limits(clock, per_second=100)
