@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import Workspace
-
-KEYS = """
-source "software" "local" {}
-
-provider "aws" "main" {
-  region   = "eu-west-1"
-  endpoint = "embedded"
-}
-
-key "k" {
-  algorithm = "AES_256"
-  source    = source.software.local
-  targets   = [provider.aws.main]
-}
-"""
+from tests.e2e.conftest import CLOUD_CONFIGS, Workspace
 
 
 @pytest.mark.parametrize("option", ["lock-timeout", "throttle-timeout"])
 def test_a_duration_without_its_unit_is_refused_with_this_options_examples(workspace: Workspace, option: str) -> None:
-    workspace.write(KEYS)
+    workspace.write(CLOUD_CONFIGS["aws"])
     refused = workspace.keyplan("plan", f"-{option}=10")
     assert refused.code == 1 and "Traceback" not in refused.output
     assert f"Invalid value for -{option}" in refused.stderr

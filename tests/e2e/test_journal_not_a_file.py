@@ -7,17 +7,10 @@ import os
 
 import pytest
 
-from tests.e2e.conftest import Workspace
+from tests.e2e.conftest import CLOUD_CONFIGS, Workspace
 
-KEYS = """
-source "software" "local" {}
-
-provider "aws" "main" {
-  region   = "eu-west-1"
-  endpoint = "embedded"
-}
-
-key "k" {
+EXTRA_KEY = """
+key "extra" {
   algorithm = "AES_256"
   source    = source.software.local
   targets   = [provider.aws.main]
@@ -27,7 +20,7 @@ key "k" {
 
 @pytest.mark.parametrize("kind", ["pipe", "directory"])
 def test_a_state_journal_that_is_not_a_file_is_a_diagnostic(workspace: Workspace, kind: str) -> None:
-    workspace.write(KEYS)
+    workspace.write(CLOUD_CONFIGS["aws"])
     journal = workspace.path / "keyplan.kpstate.json.journal"
     os.mkfifo(journal) if kind == "pipe" else journal.mkdir()
     for command in (("plan",), ("apply", "-auto-approve")):
@@ -40,13 +33,13 @@ def test_a_state_journal_that_is_not_a_file_is_a_diagnostic(workspace: Workspace
 
 
 def test_a_keystore_journal_that_is_a_pipe_is_a_diagnostic_before_any_key_is_created(workspace: Workspace) -> None:
-    workspace.write(KEYS)
+    workspace.write(CLOUD_CONFIGS["aws"])
     assert workspace.keyplan("apply", "-auto-approve").code == 0  # the keystore exists
     os.mkfifo(workspace.path / ".keyplan" / "keystore.json.journal")
-    workspace.write(KEYS + KEYS[KEYS.index('key "k"') :].replace('key "k"', 'key "second"'))
+    workspace.write(CLOUD_CONFIGS["aws"] + EXTRA_KEY)
     result = workspace.keyplan("apply", "-auto-approve")
     assert result.code == 1 and "Traceback" not in result.output, result.output
     assert "Cannot use the software keystore" in result.stderr and "not a regular file" in result.stderr
-    assert list(workspace.state()["keys"]) == ["key.k"]
+    assert sorted(workspace.state()["keys"]) == ['key.app["a"]', 'key.app["b"]']
     with workspace.aws() as (kms, _):
-        assert len(kms.list_keys()["Keys"]) == 1, "no key exists without its material recorded"
+        assert len(kms.list_keys()["Keys"]) == 2, "no key exists without its material recorded"
