@@ -16,6 +16,9 @@ truncates the lock file each time it opens it, which would erase the holder's re
 Releasing removes the file while still holding the lock; a command that opened the old file
 meanwhile sees that it is no longer the one at the path and opens the new one. `force-unlock`
 removes the file, so the next command locks a new one even while a stuck holder lives on.
+
+Over 500 lines, on purpose: the state, its journal, the lock and the audit trail of one
+directory share its naming, permissions and crash rules; apart, each part would restate them.
 """
 
 from __future__ import annotations

@@ -30,7 +30,9 @@ advisory file lock, so concurrent generates, in one process or several, never lo
 
 The file format (document, journal lines, sealing) is in `format.py`; unlocking the master key
 (passphrase or development key file) in `unlock.py`; sealing every entry again under a new
-passphrase (`keyplan keystore re-protect`) in `reprotect.py`.
+passphrase (`keyplan keystore re-protect`) in `reprotect.py`. What stays here (over 500 lines,
+on purpose) is what shares the keystore's two locks: reading, appending, the shared fsync and
+the whole-document writes, each relying on the others' view of the journal.
 """
 
 from __future__ import annotations
