@@ -5,14 +5,14 @@ one for every wrapping key, import job and key-exchange key of every test (measu
 CPU time of the AWS and Google end-to-end tests); 2048-bit keys take about 50 ms, and the suite
 makes a few hundred (wrapping keys, Key Vault RSA keys, the PKCS#11 probe, RSA material). Inside
 the test processes they come from a pool instead: each size has 16 distinct keys, handed out in
-turn, so keys made one after the other still differ. The pool is kept in pytest's cache
-directory (`.pytest_cache`, private to the user), so the test workers and later runs load it
-instead of each making it again (about 25 s of CPU a run on two workers); without the cache
-plugin each process makes its own. Smaller keys stay fresh. A forked copy of a test process
-(the crash suite's applies) takes its keys in turn from what the process made before the fork,
-when it made any, so that a hundred forks do not each make keys anew. In the keyplan processes
-the tests start (the kill and CI-script tests), the embedded emulators take theirs from the same
-pool (tests/subprocess_site/sitecustomize.py), and keyplan's own keys are made fresh.
+turn, so keys made one after the other still differ. The pool ships with the tests
+(tests/fixtures/rsa-pool: throwaway keys made for the tests, never a secret of anything): making
+it takes about 15 s of CPU, and every test worker of a fresh clone used to make it at once. Smaller
+keys stay fresh. A forked copy of a test process (the crash suite's applies) takes its keys in
+turn from what the process loaded before the fork, when it loaded any, so that a hundred forks do
+not each load keys anew. In the keyplan processes the tests start (the kill and CI-script tests),
+the embedded emulators take theirs from the same pool (tests/subprocess_site/sitecustomize.py),
+and keyplan's own keys are made fresh.
 
 Loading an RSA private key checks it (primality tests of its factors): 0.04 s for 2048 bits,
 0.13 s for 3072, 0.33 s for 4096, and a test's few pooled keys are loaded again and again (to
@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,44 +36,36 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 _POOL_SIZE = 16
+POOL = Path(__file__).parent / "fixtures" / "rsa-pool"
 _generate = getattr(rsa.generate_private_key, "__wrapped__", rsa.generate_private_key)  # not subprocess_site's
 _pools: dict[tuple[int, int], Iterator[rsa.RSAPrivateKey]] = {}
 _made: dict[tuple[int, int], list[rsa.RSAPrivateKey]] = {}
 _lock = threading.Lock()
 _OWNER = os.getpid()
-_cache: Path | None = None  # where the pool is kept between processes (pytest_configure)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _cache
+    # the keyplan processes the tests start: their emulators take keys from the pool too, in a
+    # turn kept in pytest's cache directory (without the cache plugin, in a turn of their own)
+    os.environ["KEYPLAN_TEST_RSA_POOL"] = str(POOL)
     cache = getattr(config, "cache", None)
     if cache is not None:
-        _cache = cache.mkdir("rsa-pool")
-        _cache.chmod(0o700)
-        # the keyplan processes the tests start: their emulators take keys from the pool too
-        os.environ["KEYPLAN_TEST_RSA_POOL"] = str(_cache)
-        site = str(Path(__file__).parent / "subprocess_site")
+        os.environ["KEYPLAN_TEST_RSA_TURN"] = str(cache.mkdir("rsa-pool") / "emulator-turn")
+    site = str(Path(__file__).parent / "subprocess_site")
+    if site not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))
 
 
-def _made_once(public_exponent: int, key_size: int, index: int) -> rsa.RSAPrivateKey:
-    """The pool's `index`-th key of this size: loaded when a process made it before, else made
-    and kept (written to a temporary file and renamed, so a reader never sees half a key)."""
-    path = _cache / f"{public_exponent}-{key_size}-{index}.pem" if _cache else None
-    if path is not None and path.exists():
-        # The pool's own file, written below: OpenSSL's consistency check of an RSA key (primality
-        # tests of its factors) costs 0.1 to 0.3 s of CPU per key and proves nothing here.
+def _pool_key(public_exponent: int, key_size: int, index: int) -> rsa.RSAPrivateKey:
+    """The pool's `index`-th key of this size, or a fresh key for a size the pool lacks."""
+    path = POOL / f"{public_exponent}-{key_size}-{index}.pem"
+    if path.exists():
+        # A key the pool ships (checked when it was made): OpenSSL's consistency check of an RSA
+        # key (primality tests of its factors) costs 0.1 to 0.3 s of CPU per key and proves nothing here.
         key = serialization.load_pem_private_key(path.read_bytes(), password=None, unsafe_skip_rsa_key_validation=True)
         if isinstance(key, rsa.RSAPrivateKey):
             return key
-    key = _generate(public_exponent=public_exponent, key_size=key_size)
-    if path is not None:
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        handle, temporary = tempfile.mkstemp(dir=path.parent)
-        with os.fdopen(handle, "wb") as out:
-            out.write(pem)
-        os.replace(temporary, path)
-    return key
+    return _generate(public_exponent=public_exponent, key_size=key_size)
 
 
 def _pooled(public_exponent: int, key_size: int, backend: Any = None) -> rsa.RSAPrivateKey:
@@ -84,7 +75,7 @@ def _pooled(public_exponent: int, key_size: int, backend: Any = None) -> rsa.RSA
     with _lock:
         made = _made.setdefault(size, [])
         if len(made) < _POOL_SIZE and not (made and os.getpid() != _OWNER):
-            key = _made_once(public_exponent, key_size, len(made))
+            key = _pool_key(public_exponent, key_size, len(made))
             made.append(key)
             return key
         if size not in _pools:

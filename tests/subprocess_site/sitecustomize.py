@@ -1,12 +1,13 @@
 """Start-up of the Python processes the tests start: tests/conftest.py puts this directory first
-on their PYTHONPATH and names the suite's RSA key pool (tests/conftest.py) in
-KEYPLAN_TEST_RSA_POOL.
+on their PYTHONPATH and names the suite's RSA key pool (tests/fixtures/rsa-pool) in
+KEYPLAN_TEST_RSA_POOL, and the file that keeps the processes' turn in KEYPLAN_TEST_RSA_TURN.
 
 The emulators embedded in a keyplan process that a test runs (the kill tests, the CI scripts, the
 throttling runs) make RSA wrapping keys, import-job keys and key-exchange keys of 3,072 or 4,096
 bits: 0.3 to 3 s of CPU each, in nearly every such process. There they come from the pool,
 handed out in turn across all these processes (a counter the processes share), so keys handed
-out one after the other differ, as a cloud's would. keyplan's own keys (a key source's RSA
+out one after the other differ, as a cloud's would (without a turn file, a process takes its
+keys from a random place in the pool). keyplan's own keys (a key source's RSA
 material) and every other caller still get fresh ones.
 """
 
@@ -15,10 +16,10 @@ from __future__ import annotations
 import os
 
 
-def _emulators_take_keys_from(pool: str) -> None:
+def _emulators_take_keys_from(pool: str, turn_file: str | None) -> None:
     import fcntl
+    import random
     import sys
-    import tempfile
     from pathlib import Path
     from typing import Any
 
@@ -28,9 +29,14 @@ def _emulators_take_keys_from(pool: str) -> None:
     generate = rsa.generate_private_key
     directory = Path(pool)
     pool_size = 16  # as tests/conftest.py's pool
+    start = random.randrange(pool_size)
+    taken = [0]
 
     def next_turn() -> int:
-        with open(directory / "emulator-turn", "a+") as turn:
+        if turn_file is None:
+            taken[0] += 1
+            return (start + taken[0]) % pool_size
+        with open(turn_file, "a+") as turn:
             fcntl.flock(turn, fcntl.LOCK_EX)
             turn.seek(0)
             count = int(turn.read() or 0)
@@ -45,17 +51,11 @@ def _emulators_take_keys_from(pool: str) -> None:
             return generate(public_exponent=public_exponent, key_size=key_size)
         path = directory / f"{public_exponent}-{key_size}-{next_turn()}.pem"
         if path.exists():
-            # the pool's own file (tests/conftest.py): its consistency was checked when it was made
+            # a key the pool ships: its consistency was checked when it was made
             key = serialization.load_pem_private_key(path.read_bytes(), None, unsafe_skip_rsa_key_validation=True)
             if isinstance(key, rsa.RSAPrivateKey):
                 return key
-        key = generate(public_exponent=public_exponent, key_size=key_size)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        handle, temporary = tempfile.mkstemp(dir=directory)
-        with os.fdopen(handle, "wb") as out:
-            out.write(pem)
-        os.replace(temporary, path)
-        return key
+        return generate(public_exponent=public_exponent, key_size=key_size)
 
     pooled.__wrapped__ = generate  # type: ignore[attr-defined]
     rsa.generate_private_key = pooled
@@ -63,6 +63,6 @@ def _emulators_take_keys_from(pool: str) -> None:
 
 if os.environ.get("KEYPLAN_TEST_RSA_POOL"):
     try:
-        _emulators_take_keys_from(os.environ["KEYPLAN_TEST_RSA_POOL"])
+        _emulators_take_keys_from(os.environ["KEYPLAN_TEST_RSA_POOL"], os.environ.get("KEYPLAN_TEST_RSA_TURN"))
     except ImportError:  # a Python without cryptography (a tool the tests run): nothing to pool
         pass
