@@ -106,3 +106,30 @@ def _load_pem_once(data: Any, password: Any, backend: Any = None, *, unsafe_skip
 
 serialization.load_der_private_key = _load_der_once
 serialization.load_pem_private_key = _load_pem_once
+
+
+# The software keystore derives its master key from a passphrase with scrypt (2^15 rounds: about
+# 85 ms of CPU), on every open of a passphrase-protected keystore, and the tests open the same few
+# keystores again and again. Inside the test processes a derivation of the same passphrase with
+# the same salt and parameters returns the bytes derived the first time; anything else (another
+# passphrase, salt or parameters, or parameters scrypt refuses) goes to scrypt as before.
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # noqa: E402
+
+import providers.software.unlock as _unlock  # noqa: E402
+
+
+@functools.lru_cache(maxsize=256)
+def _derived(salt: bytes, length: int, n: int, r: int, p: int, passphrase: bytes) -> bytes:
+    return Scrypt(salt=salt, length=length, n=n, r=r, p=p).derive(passphrase)
+
+
+class _ScryptOnce:
+    def __init__(self, salt: bytes, length: int, n: int, r: int, p: int, backend: Any = None) -> None:
+        Scrypt(salt=salt, length=length, n=n, r=r, p=p)  # refuses what scrypt refuses
+        self._parameters = (bytes(salt), length, n, r, p)
+
+    def derive(self, key_material: bytes) -> bytes:
+        return _derived(*self._parameters, bytes(key_material))
+
+
+_unlock.Scrypt = _ScryptOnce  # type: ignore[misc,assignment]
