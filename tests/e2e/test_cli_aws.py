@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from keyplan.state.local import LocalBackend
+from tests import schemas
 from tests.e2e.conftest import KEYPLAN_BIN, Workspace, resume_after_kill
 
 CONFIG = """
@@ -289,18 +290,16 @@ def test_graph_and_state_commands(workspace: Workspace) -> None:
 
 
 def test_plan_json_validates_against_the_published_schema(workspace: Workspace) -> None:
-    import jsonschema
-
     schema = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "plan.schema.json").read_text())
     workspace.write(CONFIG)
     first = workspace.keyplan("plan", "-json")
-    jsonschema.validate(json.loads(first.stdout), schema)
+    schemas.validate(json.loads(first.stdout), schema)
     applied(workspace)
     with workspace.aws() as (kms, _):
         kms.disable_key(KeyId=remote_ids(workspace)['key.app["payments"]'])
     drift = workspace.keyplan("plan", "-json", "-var", "team=x")
     document = json.loads(drift.stdout)
-    jsonschema.validate(document, schema)
+    schemas.validate(document, schema)
     assert [d["kind"] for d in document["drift"]] == ["disabled"]
 
 

@@ -13,9 +13,9 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import jsonschema
 import pytest
 
+from tests import schemas
 from tests.e2e.conftest import KEYPLAN_BIN, REPO, Workspace
 
 SARIF_SCHEMA = json.loads((REPO / "tests" / "policy" / "sarif-schema-2.1.0.json").read_text())
@@ -78,7 +78,7 @@ def test_check_text_json_and_sarif_with_exit_codes(workspace: Workspace) -> None
     report = workspace.keyplan("check", "-format=json")
     assert report.code == 2
     document = json.loads(report.stdout)
-    jsonschema.validate(document, POLICY_SCHEMA)
+    schemas.validate(document, POLICY_SCHEMA)
     assert document["counts"] == {"error": 2, "warning": 0, "info": 0}
     assert {(f["rule"], f["range"]["line"], f["range"]["column"]) for f in document["findings"]} == {
         ("hardware-source", 12, 15),
@@ -88,7 +88,7 @@ def test_check_text_json_and_sarif_with_exit_codes(workspace: Workspace) -> None
     sarif = workspace.keyplan("check", "-format=sarif")
     assert sarif.code == 2
     log = json.loads(sarif.stdout)
-    jsonschema.validate(log, SARIF_SCHEMA)
+    schemas.validate(log, SARIF_SCHEMA)
     results = log["runs"][0]["results"]
     rules = log["runs"][0]["tool"]["driver"]["rules"]
     assert {rules[r["ruleIndex"]]["id"] for r in results} == {r["ruleId"] for r in results}
@@ -189,7 +189,7 @@ def test_validate_and_plan_refuse_on_errors_and_carry_warnings(workspace: Worksp
     assert plan.stdout.startswith("Policy findings:")
     assert "Warning[hardware-source]" in plan.stdout and "Info[prevent-destroy]" in plan.stdout
     document = json.loads(workspace.keyplan("plan", "-json").stdout)
-    jsonschema.validate(document, PLAN_SCHEMA)
+    schemas.validate(document, PLAN_SCHEMA)
     assert sorted((f["rule"], f["severity"]) for f in document["findings"]) == [
         ("hardware-source", "warning"),
         ("prevent-destroy", "info"),
@@ -215,7 +215,7 @@ def test_drift_runs_the_live_rules_against_the_clouds(workspace: Workspace) -> N
     aged = workspace.keyplan("drift", "-json")
     assert aged.code == 2, aged.output
     report = json.loads(aged.stdout)
-    jsonschema.validate(report, DRIFT_SCHEMA)
+    schemas.validate(report, DRIFT_SCHEMA)
     assert report["clean"] is True  # nothing changed outside keyplan: the finding alone exits 2
     assert [(f["rule"], f["severity"], f["address"], f["target"]) for f in report["findings"]] == [
         ("material-age", "error", "key.orders", "aws.main")
@@ -260,7 +260,7 @@ def test_the_review_script_writes_sarif_for_code_review(workspace: Workspace) ->
     _write(workspace)
     passed = check()
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    jsonschema.validate(json.loads((workspace.path / "keyplan.sarif").read_text()), SARIF_SCHEMA)
+    schemas.validate(json.loads((workspace.path / "keyplan.sarif").read_text()), SARIF_SCHEMA)
     _write(workspace, env="prod")
     failed = check()
     assert failed.returncode == 2 and "Policy: findings at or above error" in failed.stderr
@@ -314,7 +314,7 @@ def test_drift_finds_a_key_left_pending_deletion_at_the_second_cloud(workspace: 
     drifted = workspace.keyplan("drift", "-json")
     assert drifted.code == 2, drifted.output
     report = json.loads(drifted.stdout)
-    jsonschema.validate(report, DRIFT_SCHEMA)
+    schemas.validate(report, DRIFT_SCHEMA)
     assert [(f["rule"], f["address"], f["target"]) for f in report["findings"]] == [
         ("lingering-deletion", "key.ledger", "gcp.main")
     ]

@@ -17,7 +17,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -28,6 +27,7 @@ from keyplan.plan.model import Plan
 from keyplan.plan.planfile import load_plan, save_plan
 from keyplan.state.local import LocalBackend
 from providers.emulation.server import fetch_json
+from tests import schemas
 from tests.e2e.conftest import KEYPLAN_BIN, REPO, Workspace, secret_forms
 
 KEYS = ["clean", "deleting", "disabled", "edited", "missing", "orphan", "rotated"]
@@ -120,7 +120,7 @@ def drift_report(workspace: Workspace, *args: str) -> tuple[int, dict[str, Any]]
         # `keyplan drift -json` still prints the plan document: render the report from it.
         document.pop("summary", None)
         document = json.loads(render_drift_report(Plan.model_validate(document)))
-    jsonschema.validate(document, DRIFT_SCHEMA)
+    schemas.validate(document, DRIFT_SCHEMA)
     return result.code, document
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jsonschema
 import pytest
 from azure_support import azure_vault, key_name
 from gcp_support import gcp_cloud
@@ -17,6 +16,7 @@ from test_cli_hsm import EMULATORS, EVERY_TARGET, PINS, config, init_token
 from providers.aws import KmsEmulator
 from providers.emulation import Clock, DocumentStore, EmulatorServer, start_embedded
 from providers.emulation.server import fetch_json
+from tests import schemas
 from tests.e2e.conftest import Workspace
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -61,7 +61,7 @@ def verify_json(workspace: Workspace, *args: str) -> tuple[int, dict[str, object
     assert result.code in (0, 1, 2), result.output
     assert "Traceback" not in result.output
     report = json.loads(result.stdout)
-    jsonschema.validate(report, json.loads((SCHEMAS / "verify.schema.json").read_text()))
+    schemas.validate(report, json.loads((SCHEMAS / "verify.schema.json").read_text()))
     return result.code, report
 
 
@@ -130,7 +130,7 @@ def test_material_swapped_at_aws_is_a_mismatch_with_exit_2(workspace: Workspace)
     deeper = workspace.keyplan("drift", "-verify", "-json")
     assert deeper.code == 2, deeper.output
     drift = json.loads(deeper.stdout)
-    jsonschema.validate(drift, json.loads((SCHEMAS / "drift.schema.json").read_text()))
+    schemas.validate(drift, json.loads((SCHEMAS / "drift.schema.json").read_text()))
     mismatched = sorted(item["address"] for item in drift["drift"] if item["kind"] == "material_mismatch")
     assert mismatched == ["key.data", "key.mac", "key.signer"]
     assert drift["counts"]["material_mismatch"] == 3

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jsonschema
-
 from keyplan.diagnostics import SourceRange
 from keyplan.policy.engine import PolicyReport
 from keyplan.policy.model import Finding, FindingSeverity
 from keyplan.policy.report import plan_section_markdown, render_sarif, render_text
+from tests import schemas
 
 SARIF_SCHEMA = json.loads((Path(__file__).parent / "sarif-schema-2.1.0.json").read_text())
 HOSTILE = 'key.k["\x1b[2J| **x** <img src=y>\n"]'
@@ -46,7 +45,7 @@ def test_markdown_cells_hold_literal_text() -> None:
 
 def test_sarif_validates_and_marks_waived_findings_suppressed(tmp_path: Path) -> None:
     log = json.loads(render_sarif(_report(), config_dir=tmp_path / "keys", base=tmp_path))
-    jsonschema.validate(log, SARIF_SCHEMA)
+    schemas.validate(log, SARIF_SCHEMA)
     results = log["runs"][0]["results"]
     assert [r["ruleId"] for r in results] == ["labels", "rotation"]
     assert "suppressions" not in results[0]
@@ -79,7 +78,7 @@ def test_sarif_messages_hold_brackets_and_braces_literally(tmp_path: Path) -> No
         rule="labels", severity=FindingSeverity.WARNING, message=f"The {address} label is odd.", fix="Fix it."
     )
     log = json.loads(render_sarif(PolicyReport(findings=[finding]), config_dir=tmp_path, base=tmp_path))
-    jsonschema.validate(log, SARIF_SCHEMA)
+    schemas.validate(log, SARIF_SCHEMA)
     text = log["runs"][0]["results"][0]["message"]["text"]
     assert "[docs](" not in text and "\\[docs\\](https://attacker.example)" in text
     assert "{0}" not in text.replace("{{0}}", "") and "{{0}}" in text

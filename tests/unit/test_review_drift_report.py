@@ -11,6 +11,7 @@ import jsonschema
 
 from keyplan.drift_report import SCHEMA_FILE, drift_report, drift_schema, render_drift_report, render_schema
 from keyplan.plan.model import Drift, DriftKind, Plan, PriorState
+from tests import schemas
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -49,14 +50,14 @@ def test_report_counts_every_kind_and_orders_items() -> None:
 def test_rendered_reports_validate_and_a_clean_one_says_so() -> None:
     schema = json.loads((SCHEMAS / SCHEMA_FILE).read_text())
     clean = json.loads(render_drift_report(plan([])))
-    jsonschema.validate(clean, schema)
+    schemas.validate(clean, schema)
     assert clean["clean"] is True and clean["total"] == 0 and set(clean["counts"].values()) == {0}
     dirty = json.loads(render_drift_report(plan([Drift(address="key.a", target="aws.main", kind=DriftKind.EXPIRING,
                                                        summary="expires", live={"expires_at": "2026-06-02T00:00:00+00:00"})])))
-    jsonschema.validate(dirty, schema)
+    schemas.validate(dirty, schema)
     dirty["counts"]["not_a_kind"] = 1
     try:
-        jsonschema.validate(dirty, schema)
+        schemas.validate(dirty, schema)
     except jsonschema.ValidationError:
         pass
     else:
