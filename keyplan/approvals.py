@@ -28,6 +28,7 @@ import base64
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -36,8 +37,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.files import read_file
-from keyplan.plan.model import ChangeAction, Plan
 from keyplan.signers import ApprovalSigner, FileSigner
+
+if TYPE_CHECKING:  # the configuration holds an ApprovalPolicy: loading it needs no plan machinery
+    from keyplan.plan.model import Plan
 
 APPROVALS_SUFFIX = ".approvals.json"
 # Kinds of change `required_for` may name; "disable" is an update that turns a key off, "replace"
@@ -115,6 +118,8 @@ def public_key_text(key: Ed25519PublicKey) -> str:
 
 
 def change_kinds(plan: Plan) -> set[str]:
+    from keyplan.plan.model import ChangeAction
+
     kinds: set[str] = set()
     for change in plan.changes:
         for action in change.actions:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,8 +29,9 @@ from keyplan.cli.options import (
 )
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.heap import collector_paused
-from keyplan.plan.model import Plan
-from keyplan.plan.work import PlanOptions
+
+if TYPE_CHECKING:  # `keyplan validate` loads no plan machinery
+    from keyplan.plan.work import PlanOptions
 
 TargetOpt = Annotated[
     list[str], typer.Option("-target", "--target", help="Plan only this key address.")
@@ -74,6 +75,7 @@ def plan_options(
     throttle_timeout: str = "30m",
 ) -> PlanOptions:
     from keyplan.addresses import canonical
+    from keyplan.plan.work import PlanOptions
 
     return PlanOptions(
         targets=tuple(canonical(address) for address in target),
@@ -148,6 +150,7 @@ def plan(
 ) -> None:
     """Show what apply would change: configuration against state and the live clouds."""
     from keyplan.operations.plan import plan as make_plan
+    from keyplan.plan.model import Plan
     from keyplan.plan.planfile import plan_json, save_plan
     from keyplan.plan.render import render_json, render_text
 
@@ -222,6 +225,7 @@ def graph(
     from keyplan.operations.plan import plan_unlocked
     from keyplan.plan.graph import ActionGraph
     from keyplan.plan.planfile import load_plan
+    from keyplan.plan.work import PlanOptions
 
     if planfile is not None:
         saved = load_plan(from_working_dir(planfile))

@@ -347,7 +347,10 @@ def _dependency_order(dependencies: dict[str, list[str]]) -> tuple[list[str], li
 
 
 def _policy(blocks: list[Block], scope: Scope, keys: dict[str, KeyConfig], diagnostics: Diagnostics) -> Policy:
-    # Imported here: the policy package reads blocks with this package's evaluator.
+    if not blocks:
+        return Policy()
+    # Imported here: the policy package reads blocks with this package's evaluator (and its rules
+    # load only for a configuration that declares a policy).
     from keyplan.policy.block import read_policy
 
     return read_policy(blocks, scope, keys, diagnostics)

@@ -19,10 +19,10 @@ from keyplan.operations.workspace import (
 )
 from keyplan.plan.model import Plan
 from keyplan.plan.work import PlanOptions
-from keyplan.policy.engine import PolicyReport
 from keyplan.state.model import State
 
 if TYPE_CHECKING:
+    from keyplan.policy.engine import PolicyReport
     from keyplan.runtime import Session
 
 

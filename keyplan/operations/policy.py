@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostic, DiagnosticsError, Severity
-from keyplan.policy.engine import PolicyReport, evaluate, live_keys
 from keyplan.policy.model import Finding, FindingSeverity, Phase
-from keyplan.state.model import State
+
+if TYPE_CHECKING:  # the engine (its rules, the plugins' capabilities) loads only for a declared policy
+    from keyplan.config.model import Config
+    from keyplan.policy.engine import PolicyReport
+    from keyplan.state.model import State
 
 
 def policy_findings(config: Config, state: State | None = None) -> list[Finding]:
@@ -28,6 +31,8 @@ def offline_findings(config: Config, state: State | None) -> PolicyReport | None
     """The configuration (and, given one, state) rules of a declared policy; None without one."""
     if not config.policy.declared:
         return None
+    from keyplan.policy.engine import evaluate
+
     phases = {Phase.CONFIG} | ({Phase.STATE} if state is not None else set())
     return evaluate(config, phases=phases, state=state)
 
@@ -36,6 +41,8 @@ def live_findings(config: Config, state: State, live: dict[str, dict[str, object
     """The live rules of a declared policy over a refresh-only plan's inventory."""
     if not config.policy.declared:
         return None
+    from keyplan.policy.engine import evaluate, live_keys
+
     return evaluate(config, phases={Phase.LIVE}, state=state, live=live_keys(live))
 
 
