@@ -207,6 +207,8 @@ def _unknown_flag(exc: Any, args: list[str]) -> str:
 
 
 def _close_state_backends() -> None:
+    if "keyplan.state.workspaces" not in sys.modules:
+        return  # the command opened no state backend (`-version`, `-help`): nothing to load and close
     from keyplan.state.workspaces import close_all
 
     try:

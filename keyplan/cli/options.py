@@ -8,13 +8,15 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from keyplan.config.model import Config
 from keyplan.diagnostics import DiagnosticsError
 from keyplan.operations.workspace import LockOptions, Variables, Workspace
+
+if TYPE_CHECKING:
+    from keyplan.config.model import Config
 
 
 class Exit(Exception):

@@ -19,10 +19,6 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
-from rich.text import Text
-
 from keyplan.apply.events import DiagnosticEvent, KeyEvent, ProgressEvent, StepEvent, diagnostic_event, event_line
 from keyplan.apply.summary import KeyFinished, KeyTracker, ProgressSnapshot
 from keyplan.diagnostics import Diagnostic
@@ -158,6 +154,10 @@ class TerminalProgress(_Progress):
     """A live progress bar on a terminal, with finished keys and failures printed above it."""
 
     def __init__(self, stream: TextIO, plan: Plan, *, colour: bool) -> None:
+        # rich is loaded here, for a terminal only: an apply in CI or into a log prints plain lines
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
         super().__init__(plan)
         self.console = Console(file=stream, no_color=not colour, highlight=False)
         self.bar = Progress(
@@ -180,6 +180,8 @@ class TerminalProgress(_Progress):
                 self.bar.update(self.task, completed=snapshot.steps_finished, status=progress_text(snapshot))
 
     def _print(self, line: str, style: str | None = None) -> None:
+        from rich.text import Text
+
         with self.lock:
             if not self.closed:
                 self.bar.console.print(Text(line, style=style or ""), markup=False, highlight=False)

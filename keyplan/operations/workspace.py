@@ -7,13 +7,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from keyplan.config.model import Config
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
 from keyplan.heap import collector_paused
-from keyplan.state.backend import StateError
-from keyplan.state.model import State
-from keyplan.state.store import StateStore
+
+if TYPE_CHECKING:  # every command module imports this one: what it names costs nothing until used
+    from keyplan.config.model import Config
+    from keyplan.state.model import State
+    from keyplan.state.store import StateStore
 
 DEFAULT_STATE_FILE = "keyplan.kpstate.json"
 
@@ -147,6 +149,7 @@ def unsettled_creates(backend: StateStore) -> tuple[tuple[str, str, datetime], .
     if not backend.has_journal:
         return ()
     from keyplan.apply.audit import DamagedAuditEntry, read_audit
+    from keyplan.state.backend import StateError
 
     try:
         entries = read_audit(backend.backend.read_audit_tail(_TAIL_APPENDS))
@@ -171,5 +174,7 @@ def unsettled_creates(backend: StateStore) -> tuple[tuple[str, str, datetime], .
 
 def read_state(backend: StateStore) -> tuple[State, bool]:
     """The state, and whether it existed (a new state otherwise)."""
+    from keyplan.state.model import State
+
     state = backend.read()
     return (state, True) if state is not None else (State(), False)

@@ -11,15 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from keyplan import __version__
 from keyplan.escaping import for_markdown, for_terminal, markdown_code
-from keyplan.policy.engine import PolicyReport
 from keyplan.policy.model import Finding, FindingSeverity
-from keyplan.policy.rules import RULES
+
+if TYPE_CHECKING:  # a plan's findings section needs neither the engine nor the rule catalogue
+    from keyplan.policy.engine import PolicyReport
 
 POLICY_REPORT_FORMAT_VERSION = 1
 SCHEMA_FILE = "policy.schema.json"
@@ -126,6 +127,8 @@ class PolicyReportDocument(_Model):
 
 
 def report_document(report: PolicyReport) -> PolicyReportDocument:
+    from keyplan.policy.rules import RULES
+
     return PolicyReportDocument(
         keyplan_version=__version__,
         clean=not report.findings,
@@ -166,6 +169,8 @@ def render_sarif(report: PolicyReport, *, config_dir: Path, base: Path) -> str:
     """SARIF 2.1.0: one run of keyplan, its rules, and one result per finding (waived findings
     as suppressed results). File locations are relative to `base` (the directory a code-review
     tool calls the repository root) when the configuration is inside it."""
+    from keyplan.policy.rules import RULES
+
     rule_ids = [r.id for r in RULES.values()] + sorted({f.rule for f in report.findings + report.waived} - set(RULES))
     rules = [_sarif_rule(rule_id) for rule_id in rule_ids]
     results = [_sarif_result(f, rule_ids, config_dir, base, suppressed=False) for f in report.findings]
@@ -203,6 +208,8 @@ def sarif_text(text: str) -> str:
 
 
 def _sarif_rule(rule_id: str) -> dict[str, Any]:
+    from keyplan.policy.rules import RULES
+
     rule = RULES.get(rule_id)
     if rule is None:  # a custom rule
         return {"id": rule_id, "name": rule_id, "shortDescription": {"text": sarif_text(f"Custom rule {rule_id}")}}
