@@ -8,11 +8,18 @@ import contextlib
 import io
 import json
 import os
+import resource
+import signal
+import stat
+import subprocess
 import sys
+import threading
+import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import boto3
 import pytest
@@ -202,6 +209,169 @@ def emulator_counts(workdir: Path) -> dict[str, int]:
     return counts
 
 
+# -- `keyplan` as a process of its own, forked from this one ---------------------------------------
+
+
+class ForkedKeyplan:
+    """`keyplan` run as a process of its own, as `subprocess.Popen` runs the installed command
+    (and with the same methods), but forked from this test process instead of started afresh:
+    its own pid, OS locks, signal handlers and memory, its standard input, output and error on
+    pipes, killable at any moment; without a new interpreter's start-up (about 0.7 s of CPU each
+    to import keyplan and the SDKs again). What a fresh interpreter proves (the installed command
+    starts, imports what it needs) the CI-script and emulator-command tests still prove.
+
+    `env` is the whole environment of the process, as for Popen; `answers` gives it a standard
+    input to write to (else it reads an empty one); `stderr_apart` keeps standard error on its
+    own pipe (else it is merged into standard output); `memory_cap` bounds how much address space
+    it may map beyond what it starts with."""
+
+    def __init__(
+        self, workdir: Path, *args: str, env: dict[str, str] | None = None, answers: bool = False,
+        stderr_apart: bool = False, memory_cap: int | None = None,
+    ) -> None:  # fmt: skip
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe() if stderr_apart else (-1, out_write)
+        in_read, in_write = os.pipe() if answers else (os.open(os.devnull, os.O_RDONLY), -1)
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: run keyplan, never return into pytest
+            self._run_child(workdir, args, env, (in_read, out_write, err_write), memory_cap)
+        for end in {in_read, out_write, err_write}:
+            os.close(end)
+        self.stdout = open(out_read, encoding="utf-8")  # noqa: SIM115 - kept open, as Popen's
+        self.stderr = open(err_read, encoding="utf-8") if stderr_apart else None  # noqa: SIM115
+        self.stdin = open(in_write, "w", encoding="utf-8") if answers else None  # noqa: SIM115
+        self.returncode: int | None = None
+        self._read: dict[str, list[str]] = {}
+        self._readers: list[threading.Thread] = []
+
+    @staticmethod
+    def _run_child(
+        workdir: Path, args: tuple[str, ...], env: dict[str, str] | None, fds: tuple[int, int, int],
+        memory_cap: int | None,
+    ) -> NoReturn:  # fmt: skip
+        code = 1
+        try:
+            for target, fd in enumerate(fds):
+                os.dup2(fd, target)
+            # Popen's close_fds: no pipe of this process's (the other forks' ends) is held open
+            # here, so that each of them sees its end of file when the test closes its end
+            for name in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(OSError):
+                    if int(name) > 2 and stat.S_ISFIFO(os.fstat(int(name)).st_mode):
+                        os.close(int(name))
+            if memory_cap is not None:  # beyond the address space the fork starts with (the test process's)
+                mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+                resource.setrlimit(resource.RLIMIT_AS, (mapped + memory_cap, mapped + memory_cap))
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+                signal.signal(number, signal.SIG_DFL if number != signal.SIGPIPE else signal.SIG_IGN)
+            if env is not None:
+                os.environ.clear()
+                os.environ.update(env)
+            # the standard streams of a Python process whose streams are pipes
+            sys.stdin = open(0, encoding="utf-8", errors="surrogateescape", closefd=False)  # noqa: SIM115
+            sys.stdout = open(1, "w", encoding="utf-8", errors="surrogateescape", closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", 1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+            try:
+                main(["-chdir", str(workdir), *args])
+                code = 0
+            except SystemExit as exc:
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:
+                    print(exc.code, file=sys.stderr)
+            for thread in threading.enumerate():  # an interpreter's exit waits for its threads
+                if thread is not threading.current_thread() and not thread.daemon:
+                    thread.join()
+        except KeyboardInterrupt:  # escaped keyplan: the interpreter ends itself with the signal
+            traceback.print_exc()
+            _flush_standard_streams()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            _flush_standard_streams()
+            os._exit(code)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"keyplan (pid {self.pid})", timeout or 0)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def communicate(self, input: str | None = None, timeout: float | None = None) -> tuple[str, str | None]:  # noqa: A002
+        """What the process printed from now on until it ended (standard output, standard error
+        when apart), `input` written to its standard input first; TimeoutExpired if it outlives
+        `timeout` (then call again, e.g. after kill)."""
+        if not self._readers:
+            if self.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    if input:
+                        self.stdin.write(input)
+                    self.stdin.close()
+            for name, stream in (("stdout", self.stdout), ("stderr", self.stderr)):
+                if stream is not None:
+                    self._read[name] = []
+                    reader = threading.Thread(target=lambda s=stream, n=name: self._read[n].append(s.read()), daemon=True)
+                    reader.start()
+                    self._readers.append(reader)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for reader in self._readers:
+            reader.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if reader.is_alive():
+                raise subprocess.TimeoutExpired(f"keyplan (pid {self.pid})", timeout or 0)
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        for stream in (self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
+        return "".join(self._read["stdout"]), "".join(self._read["stderr"]) if self.stderr is not None else None
+
+
+def _flush_standard_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def keyplan_in_fork(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180, memory_cap: int | None = None
+) -> Result:
+    """`keyplan ARGS` run to its end as a process of its own (ForkedKeyplan), as `subprocess.run`
+    with `capture_output` and `timeout` runs the installed command: one that does not end within
+    `timeout` is killed and fails the test instead of hanging it."""
+    process = ForkedKeyplan(workdir, *args, env=env, stderr_apart=True, memory_cap=memory_cap)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return Result(process.wait(), out, err or "")
+
+
 # -- killing an apply at an exact remote call, and resuming it -----------------------------------
 
 EMULATOR_NAMES = {"aws": "aws-main", "gcp": "gcp-main", "azure": "azure-hsm"}
@@ -213,8 +383,6 @@ def apply_killed_at(workspace: Workspace, cloud: str, call: int, when: str) -> b
     never sent). The fork keeps the test process's loaded modules and RSA key pool, so each kill
     costs an apply, not a process start. True when it was killed; False when it finished first
     (it made fewer calls)."""
-    import signal
-
     faults = {EMULATOR_NAMES[cloud]: {"crash": {"at": call, "when": when}}}
     pid = os.fork()
     if pid == 0:  # the child: run keyplan, never return into pytest

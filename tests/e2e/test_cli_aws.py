@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 from keyplan.state.local import LocalBackend
 from tests import schemas
-from tests.e2e.conftest import KEYPLAN_BIN, Workspace, resume_after_kill
+from tests.e2e.conftest import ForkedKeyplan, Workspace, resume_after_kill
 
 CONFIG = """
 variable "apps" {
@@ -192,13 +191,7 @@ def test_killed_apply_converges_without_duplicate_keys(workspace: Workspace) -> 
     config = CONFIG.replace('endpoint = "embedded"', 'endpoint = "embedded"\n  consistency_window_seconds = 0')
     workspace.write(config.replace('default = ["payments", "ledger"]', 'default = ["a", "b", "c", "d", "e", "f"]'))
     env = dict(os.environ, KEYPLAN_EMULATOR_LATENCY_MS="150")
-    process = subprocess.Popen(
-        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "apply", "-auto-approve", "-parallelism", "3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    process = ForkedKeyplan(workspace.path, "apply", "-auto-approve", "-parallelism", "3", env=env)
     assert process.stdout is not None
     seen = []
     for line in process.stdout:

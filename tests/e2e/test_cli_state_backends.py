@@ -27,7 +27,7 @@ from keyplan.state.store import StateStore
 from keyplan.state.workspaces import BACKEND_RECORD, open_backend
 from providers.pgstate.testing import PostgresCluster
 from providers.s3state.testing import MotoServer, moto_server
-from tests.e2e.conftest import KEYPLAN_BIN, Result, Workspace
+from tests.e2e.conftest import KEYPLAN_BIN, ForkedKeyplan, Result, Workspace
 from tests.state_servers import CuttableProxy, moto, postgres  # noqa: F401 - fixtures
 
 KEYS = """
@@ -96,14 +96,11 @@ class Team:
             store.backend.close()
         return None if state is None else state.model_dump(mode="json")
 
-    def spawn(self, *args: str, latency_ms: int = 0, answers: bool = False, **env: str) -> subprocess.Popen[str]:
+    def spawn(self, *args: str, latency_ms: int = 0, answers: bool = False, **env: str) -> ForkedKeyplan:
         """`keyplan` as its own process, its output (standard error included) on a pipe; with
         `answers`, its standard input is a pipe the test answers a confirmation on."""
         environment = {**os.environ, **self.env, "KEYPLAN_EMULATOR_LATENCY_MS": str(latency_ms), **env}
-        return subprocess.Popen(
-            [str(KEYPLAN_BIN), "-chdir", str(self.workspace.path), *args],
-            stdin=subprocess.PIPE if answers else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment,
-        )
+        return ForkedKeyplan(self.workspace.path, *args, env=environment, answers=answers)
 
 
 @pytest.fixture(params=["local", "s3", "pg"])
@@ -201,7 +198,7 @@ def test_each_workspace_has_its_own_state(team: Team) -> None:
     assert len(_aws_keys(team.workspace)) == 4
 
 
-def _read_until(process: subprocess.Popen[str], words: str) -> str:
+def _read_until(process: ForkedKeyplan, words: str) -> str:
     """What `process` printed up to and including the first line holding `words`."""
     assert process.stdout is not None
     seen = []

@@ -14,7 +14,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from providers.emulation.server import fetch_json
-from tests.e2e.conftest import CLOUD_CONFIGS, KEYPLAN_BIN, Workspace
+from tests.e2e.conftest import CLOUD_CONFIGS, KEYPLAN_BIN, ForkedKeyplan, Workspace, keyplan_in_fork
 
 
 def test_the_emulator_command_serves_the_embedded_data_to_change_it_behind_keyplans_back(workspace: Workspace) -> None:
@@ -48,11 +48,7 @@ def test_the_emulator_command_serves_the_embedded_data_to_change_it_behind_keypl
 def test_the_emulator_command_serves_the_realistic_profile(workspace: Workspace) -> None:
     # AWS's documented 5 CreateKey calls per second, scaled to 1: the second call in the same
     # second answers ThrottlingException, as AWS KMS does.
-    process = subprocess.Popen(
-        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "emulator", "aws", "--profile", "realistic",
-         "--quota-scale", "0.2"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = ForkedKeyplan(workspace.path, "emulator", "aws", "--profile", "realistic", "--quota-scale", "0.2")
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
@@ -87,11 +83,8 @@ def test_the_emulator_command_serves_the_realistic_profile(workspace: Workspace)
 )
 def test_bad_emulator_options_are_diagnostics(workspace: Workspace, flags: list[str], named: str) -> None:
     workspace.write(CLOUD_CONFIGS["aws"])
-    done = subprocess.run(
-        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "emulator", "aws", *flags],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode != 0 and done.returncode in (1, 2), done.stderr
+    done = keyplan_in_fork(workspace.path, "emulator", "aws", *flags, timeout=60)
+    assert done.code != 0 and done.code in (1, 2), done.stderr
     assert "Traceback" not in done.stderr and "crashed" not in done.stderr
     assert named in done.stderr
     assert not done.stdout.startswith("http"), "nothing was served"

@@ -1,29 +1,20 @@
 """Paths that name something other than a file keyplan wrote: a device (reading it would fill the
 memory) or a pipe (reading it would wait forever), given as the state file, the keystore or a
-saved plan. Each is a diagnostic. The runs are subprocesses with their memory capped, so a
-regression is a traceback or a timeout, not the machine's memory."""
+saved plan. Each is a diagnostic. The runs are processes of their own (forked) with their memory
+capped and a time limit, so a regression is a traceback or a timeout, not the machine's memory."""
 
 from __future__ import annotations
 
 import os
-import resource
-import subprocess
 
-from tests.e2e.conftest import KEYPLAN_BIN, Result, Workspace
+from tests.e2e.conftest import Result, Workspace, keyplan_in_fork
 
 CAP = 3 * 2**30
 
 
 def run(workspace: Workspace, *args: str, env: dict[str, str] | None = None) -> Result:
-    def capped() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (CAP, CAP))
-
-    done = subprocess.run(
-        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), *args],
-        capture_output=True, text=True, timeout=120, check=False, preexec_fn=capped,
-        env={**{k: v for k, v in os.environ.items() if k != "KEYPLAN_EMULATOR_FAULTS"}, **(env or {})},
-    )  # fmt: skip
-    return Result(done.returncode, done.stdout, done.stderr)
+    environment = {**{k: v for k, v in os.environ.items() if k != "KEYPLAN_EMULATOR_FAULTS"}, **(env or {})}
+    return keyplan_in_fork(workspace.path, *args, env=environment, timeout=120, memory_cap=CAP)
 
 
 def config(state: str = "keyplan.kpstate.json", keystore: str = ".keyplan/keystore.json") -> str:

@@ -1,6 +1,7 @@
 """Hostile clouds at the quota edges, through the real CLI against the embedded emulators: a
 cloud that throttles a proof's calls forever, and an interrupt while every call is throttled.
-The runs are subprocesses so that one that never ends fails the test instead of hanging it."""
+The runs are processes of their own (forked) so that one that never ends fails the test instead of
+hanging it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 
 from providers.aws import KmsEmulator
 from providers.emulation.server import start_embedded
-from tests.e2e.conftest import KEYPLAN_BIN, Result, Workspace
+from tests.e2e.conftest import ForkedKeyplan, Result, Workspace, keyplan_in_fork
 
 HANG = 180  # seconds after which a run counts as hung (a bound, not a speed check)
 
@@ -59,11 +60,7 @@ def environment(faults: dict[str, object] | None) -> dict[str, str]:
 
 
 def run(workspace: Workspace, *args: str, faults: dict[str, object] | None = None) -> Result:
-    done = subprocess.run(
-        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), *args],
-        env=environment(faults), capture_output=True, text=True, timeout=HANG, check=False,
-    )  # fmt: skip
-    return Result(done.returncode, done.stdout, done.stderr)
+    return keyplan_in_fork(workspace.path, *args, env=environment(faults), timeout=HANG)
 
 
 def test_verify_against_a_cloud_that_throttles_its_proofs_forever_stops_at_the_throttle_timeout(
@@ -101,10 +98,7 @@ def test_a_first_interrupt_ends_the_wait_of_calls_the_cloud_throttled(workspace:
     # interrupt gives it up ("not sent") instead of waiting for the throttle timeout.
     workspace.write(FOUR)
     forever = {"aws-main": {"profile": "realistic", "quota_scale": 0.0001}}
-    process = subprocess.Popen(
-        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "apply", "-auto-approve", "-throttle-timeout=30m"],
-        env=environment(forever), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    process = ForkedKeyplan(workspace.path, "apply", "-auto-approve", "-throttle-timeout=30m", env=environment(forever))
     assert process.stdout is not None
     seen = []
     for line in process.stdout:  # the burst lets one key through; the others are throttled from then on
@@ -173,10 +167,9 @@ def test_a_first_interrupt_ends_the_wait_of_a_proof_the_cloud_throttles(workspac
     # forever. A call no rate class covers waited on its own, deaf to a first interrupt, until
     # -throttle-timeout (30 minutes here).
     workspace.write(MAC)
-    process = subprocess.Popen(
-        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "apply", "-verify", "-auto-approve", "-throttle-timeout=30m"],
-        env=environment(MAC_THROTTLED_FOREVER), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    process = ForkedKeyplan(
+        workspace.path, "apply", "-verify", "-auto-approve", "-throttle-timeout=30m", env=environment(MAC_THROTTLED_FOREVER)
+    )
     audit = workspace.path / ".keyplan" / "audit.jsonl"
     for _ in range(HANG * 10):  # until the import is done: the proof runs next, and is throttled
         entries = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []

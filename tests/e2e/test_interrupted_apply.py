@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 
 from keyplan.state.local import LocalBackend
 from providers.aws.mapping import decode_address
-from tests.e2e.conftest import KEYPLAN_BIN, Workspace
+from tests.e2e.conftest import ForkedKeyplan, Workspace
 
 APPS = [f"k{n}" for n in range(8)]
 
@@ -41,17 +40,15 @@ ADDRESSES = {f'key.app["{app}"]' for app in APPS}
 _SUMMARY = re.compile(r"(\d+) keys? (done|partly done|cut short in flight|failed|not started)(?: \(([^)]*)\))?")
 
 
-def start_apply(workspace: Workspace, latency_ms: int, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "apply", "-auto-approve", "-parallelism", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+def start_apply(workspace: Workspace, latency_ms: int, **env: str) -> ForkedKeyplan:
+    """The apply as a process of its own (forked), its output (standard error included) on a pipe."""
+    return ForkedKeyplan(
+        workspace.path, "apply", "-auto-approve", "-parallelism", "2",
         env=dict(os.environ, KEYPLAN_EMULATOR_LATENCY_MS=str(latency_ms), **env),
-    )
+    )  # fmt: skip
 
 
-def read_until(process: subprocess.Popen[str], seen: list[str], *words: str) -> None:
+def read_until(process: ForkedKeyplan, seen: list[str], *words: str) -> None:
     assert process.stdout is not None
     for line in process.stdout:
         seen.append(line)
@@ -60,7 +57,7 @@ def read_until(process: subprocess.Popen[str], seen: list[str], *words: str) -> 
     raise AssertionError("the apply ended before printing " + repr(words) + ":\n" + "".join(seen))
 
 
-def finish(process: subprocess.Popen[str], seen: list[str]) -> str:
+def finish(process: ForkedKeyplan, seen: list[str]) -> str:
     assert process.stdout is not None
     seen.extend(process.stdout)
     process.wait(timeout=120)

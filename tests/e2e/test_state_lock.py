@@ -5,6 +5,7 @@ and waited for with -lock-timeout."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from keyplan.state.local import LocalBackend
-from tests.e2e.conftest import KEYPLAN_BIN, Workspace
+from tests.e2e.conftest import ForkedKeyplan, Workspace
 
 CONFIG = """
 source "software" "local" {}
@@ -76,12 +77,8 @@ def test_a_live_holder_is_refused_by_name_and_waited_for(
     unlock = workspace.keyplan("force-unlock", str(info["id"]))
     assert unlock.code == 1 and "-force" in unlock.stderr, "no terminal: force-unlock needs -force"
 
-    waiting = subprocess.Popen(
-        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), "plan", "-lock-timeout=120s"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={"KEYPLAN_LOG": "DEBUG", **__import__("os").environ},
+    waiting = ForkedKeyplan(
+        workspace.path, "plan", "-lock-timeout=120s", env={"KEYPLAN_LOG": "DEBUG", **os.environ}, stderr_apart=True
     )
     assert waiting.stderr is not None and process.stdin is not None and process.stdout is not None
     for line in waiting.stderr:

@@ -2,19 +2,19 @@
 message, the state records what finished, and the next apply resumes with no key missing or
 created twice. Each emulator's realistic profile with its quotas scaled far down plays the cloud
 (the first calls use up the burst, every later one is throttled). The applies run as
-subprocesses so that a run which outlived its timeout fails the test instead of hanging it."""
+processes of their own (forked) so that a run which outlived its timeout fails the test instead of
+hanging it."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import subprocess
 
 from azure_support import azure_vault, embedded, key_name, materials
 
 from providers.aws import KmsEmulator
-from tests.e2e.conftest import KEYPLAN_BIN, Result, Workspace
+from tests.e2e.conftest import Result, Workspace, keyplan_in_fork
 
 AWS = """
 source "software" "local" {}
@@ -54,11 +54,7 @@ def run(workspace: Workspace, *args: str, faults: dict[str, object] | None = Non
     env = {k: v for k, v in os.environ.items() if k != "KEYPLAN_EMULATOR_FAULTS"}
     if faults is not None:
         env["KEYPLAN_EMULATOR_FAULTS"] = json.dumps(faults)
-    done = subprocess.run(
-        [str(KEYPLAN_BIN), "-chdir", str(workspace.path), *args],
-        env=env, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
-    return Result(done.returncode, done.stdout, done.stderr)
+    return keyplan_in_fork(workspace.path, *args, env=env, timeout=180)
 
 
 def assert_stopped_on_throttling(result: Result, rate_class: str) -> None:
