@@ -293,6 +293,8 @@ class _Differ:
                 return None
         # metadata: desired against the live key (or against state when not refreshed)
         compare_to = live_metadata(current_live) if current_live is not None else change.before
+        if current_live is not None:
+            change.before = compare_to  # what the update changes is the cloud's key as it is now
         differences = metadata_differences(after, compare_to, fields) if compare_to is not None else []
         if tw.cancel_deletion and "enabled" in fields and spec.enabled:
             differences = sorted(set(differences) | {"enabled"})

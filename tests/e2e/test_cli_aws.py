@@ -105,6 +105,24 @@ def test_label_change_plans_updates_only(workspace: Workspace) -> None:
             assert tags["keyplan-managed-by"] == f"keyplan-{workspace.state()['lineage']}"
 
 
+def test_an_update_shows_the_clouds_value_as_it_is_now(workspace: Workspace) -> None:
+    # Changed at the cloud behind keyplan's back: the update puts back the configured description,
+    # and the plan shows the change from what the cloud holds, not from what the state recorded.
+    applied(workspace)
+    arn = remote_ids(workspace)['key.app["payments"]']
+    with workspace.aws() as (kms, _):
+        kms.update_key_description(KeyId=arn, Description="changed <by hand>")
+    plan = workspace.keyplan("plan", "-no-color")
+    assert plan.code == 0, plan.output
+    assert 'description: "changed <by hand>" -> "data key for payments"' in plan.stdout, plan.stdout
+    document = json.loads(workspace.keyplan("plan", "-json").stdout)
+    [change] = [c for c in document["changes"] if c["actions"] == ["update"]]
+    assert change["before"]["description"] == "changed <by hand>"
+    assert change["after"]["description"] == "data key for payments"
+    assert change["before"]["labels"] == change["after"]["labels"], "only the description changes"
+    assert "labels:" not in plan.stdout and "aliases:" not in plan.stdout
+
+
 def test_removed_key_is_scheduled_for_deletion(workspace: Workspace) -> None:
     applied(workspace)
     ledger = remote_ids(workspace)['key.app["ledger"]']
