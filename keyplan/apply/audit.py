@@ -25,10 +25,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyplan.diagnostics import Diagnostic, DiagnosticsError
-from keyplan.plan.model import Action
 from keyplan.state.backend import (
     AUDIT_GENESIS,
     DEFAULT_WORKSPACE,
@@ -38,6 +37,9 @@ from keyplan.state.backend import (
     StateError,
     audit_entry_hash,
 )
+
+if TYPE_CHECKING:  # `keyplan log` reads the trail without the plan models
+    from keyplan.plan.model import Action
 
 AUDIT_FILE = "audit.jsonl"
 GENESIS = AUDIT_GENESIS

@@ -21,9 +21,10 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import networkx as nx
+if TYPE_CHECKING:  # imported where a walk starts: importing the walker's types does not load networkx
+    import networkx as nx
 
 
 class NotStarted(Exception):
@@ -84,6 +85,8 @@ class Interruption:
 
 class Scheduler:
     def __init__(self, graph: nx.DiGraph, *, parallelism: int, name: str = "keyplan-apply") -> None:
+        import networkx as nx
+
         if not nx.is_directed_acyclic_graph(graph):
             raise ValueError(f"the graph has a cycle: {nx.find_cycle(graph)}")
         self.graph = graph
@@ -100,6 +103,8 @@ class Scheduler:
         """Run `work` per node. Work may return a future: its worker is free at once, and the node
         counts as done (its dependents become ready) only when that future completes.
         `on_stopping` is called once, from the walk's own thread, when a stop is first requested."""
+        import networkx as nx
+
         outcome = Outcome()
         stop = interruption or Interruption()
         remaining: nx.DiGraph = self.graph.copy()

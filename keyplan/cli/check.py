@@ -19,9 +19,7 @@ import typer
 
 from keyplan.cli import ui
 from keyplan.cli.options import Exit, NoColorOpt, VarFileOpt, VarOpt, emit, load, parse_bool
-from keyplan.policy.engine import default_policy, evaluate
 from keyplan.policy.model import FindingSeverity, Phase
-from keyplan.policy.report import render_json, render_sarif, render_text
 
 
 class Format(StrEnum):
@@ -52,6 +50,8 @@ def check(
 ) -> None:
     """Check the keys against the policy rules, without contacting any cloud."""
     from keyplan.operations.workspace import state_backend
+    from keyplan.policy.engine import default_policy, evaluate
+    from keyplan.policy.report import render_json, render_sarif, render_text
 
     config = load(var, var_file, no_color=no_color)
     state = state_backend(config).read() if parse_bool("state", with_state) else None

@@ -34,12 +34,13 @@ def show(
     no_color: NoColorOpt = False,
 ) -> None:
     """Show a saved plan (text, JSON or Markdown) or the current state."""
-    from keyplan.approvals import approvals_text, read_approvals
     from keyplan.operations.state import current
-    from keyplan.plan.planfile import load_plan
-    from keyplan.plan.render import render_json, render_markdown, render_text
 
     if planfile is not None:
+        from keyplan.approvals import approvals_text, read_approvals
+        from keyplan.plan.planfile import load_plan
+        from keyplan.plan.render import render_json, render_markdown, render_text
+
         saved = load_plan(from_working_dir(planfile))
         approvals = read_approvals(from_working_dir(planfile))
         if json_output:

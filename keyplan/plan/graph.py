@@ -9,9 +9,8 @@ Deletions come last per key and are followed by forgetting the key in state.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import networkx as nx
 from pydantic import BaseModel
 
 from keyplan.escaping import for_terminal
@@ -49,11 +48,18 @@ from keyplan.plan.model import (
 )
 from keyplan.plan.work import KeyWork, TargetWork
 
+# networkx (a tenth of a second to import) is imported where a graph is built or walked, so the
+# commands that only name these types (`keyplan -help`, `show`, `log`) do not load it.
+if TYPE_CHECKING:
+    import networkx as nx
+
 _Args = TypeVar("_Args", bound=BaseModel)
 
 
 class ActionGraph:
     def __init__(self, actions: list[Action]) -> None:
+        import networkx as nx
+
         self.actions = {a.id: a for a in actions}
         self.graph: nx.DiGraph = nx.DiGraph()
         self.graph.add_nodes_from(self.actions)
@@ -71,12 +77,18 @@ class ActionGraph:
             return None
 
     def ancestors(self, action_id: str) -> set[str]:
+        import networkx as nx
+
         return set(nx.ancestors(self.graph, action_id))
 
     def order(self) -> list[Action]:
+        import networkx as nx
+
         return [self.actions[i] for i in nx.lexicographical_topological_sort(self.graph)]
 
     def descendants(self, action_id: str) -> set[str]:
+        import networkx as nx
+
         return set(nx.descendants(self.graph, action_id))
 
     def to_dot(self) -> str:

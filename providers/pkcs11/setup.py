@@ -15,15 +15,18 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from keyplan.config.model import Config
 from keyplan.crypto.fingerprint import spki_fingerprint
 from keyplan.diagnostics import Diagnostics, DiagnosticsError
-from keyplan.operations.wrapping import PlannedWrappingKey
 from keyplan.provider import SourceError
 from providers.pkcs11.devtoken import find_softhsm_module, init_dev_token
 from providers.pkcs11.settings import Pkcs11SourceSettings
 from providers.pkcs11.trust import TrustedWrappingKey, trust_wrapping_key
+
+if TYPE_CHECKING:  # `keyplan -help` lists these commands without loading the planner
+    from keyplan.config.model import Config
+    from keyplan.operations.wrapping import PlannedWrappingKey
 
 DEFAULT_PIN_ENV = "KEYPLAN_HSM_PIN"
 DEFAULT_SO_PIN_ENV = "KEYPLAN_HSM_SO_PIN"
