@@ -1,6 +1,7 @@
 """What a `keyplan` process costs from start to exit: CPU (user + system) and wall time of real
-commands against the quickstart example (AWS KMS through the embedded emulator, a software
-keystore), each run as its own process, keyplan's way beside the naive way.
+commands against the quickstart example (a software keystore, AWS KMS through the embedded
+emulator, or through the same emulator served by `keyplan emulator aws` over HTTP, as the test
+suite's processes reach it), each run as its own process, keyplan's way beside the naive way.
 
 keyplan's way: the installed `keyplan` command, which imports only what the command it runs
 needs (the command's own module; the configuration language, the planner and networkx, the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,12 +38,15 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = REPO / ".venv" / "bin" / "python"
 KEYPLAN = REPO / ".venv" / "bin" / "keyplan"
 
-COMMANDS: dict[str, tuple[str, ...]] = {
-    "-version": ("-version",),
-    "-help": ("-help",),
-    "validate": ("validate",),
-    "plan (no changes)": ("plan", "-no-color"),
-    "apply (no changes)": ("apply", "-auto-approve", "-no-color"),
+# name -> (the copy of the quickstart it runs in, its arguments)
+COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "version": ("embedded", ("-version",)),
+    "help": ("embedded", ("-help",)),
+    "validate": ("embedded", ("validate",)),
+    "plan": ("embedded", ("plan", "-no-color")),
+    "apply": ("embedded", ("apply", "-auto-approve", "-no-color")),
+    "plan over HTTP": ("http", ("plan", "-no-color")),
+    "apply over HTTP": ("http", ("apply", "-auto-approve", "-no-color")),
 }
 
 # Every module of keyplan and of the installed plugins imported before main(): a command line
@@ -90,6 +95,31 @@ def quickstart(directory: Path) -> Path:
     return workdir
 
 
+def served_copy(applied: Path, directory: Path) -> tuple[Path, subprocess.Popen[str]]:
+    """A copy of the applied quickstart whose AWS provider reaches its emulator data over HTTP,
+    served by `keyplan emulator aws` in its own process."""
+    workdir = directory / "quickstart-http"
+    shutil.copytree(applied, workdir)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    emulator = subprocess.Popen(
+        [str(KEYPLAN), "emulator", "aws", "--port", str(port), "--name", "main"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    url = emulator.stdout.readline().strip() if emulator.stdout else ""
+    if not url.startswith("http://"):
+        emulator.kill()
+        raise SystemExit(f"keyplan emulator aws did not start (it printed {url!r})")
+    config = workdir / "main.kp.hcl"
+    text = config.read_text().replace('endpoint = "embedded"', f'endpoint = "{url}"\n  credentials = "local"')
+    config.write_text(text)
+    return workdir, emulator
+
+
 def extract(revision: str, directory: Path) -> Path:
     """keyplan's and the plugins' sources at `revision`, to be put first on the import path."""
     archive = subprocess.run(
@@ -114,7 +144,8 @@ def main() -> None:
     env["NO_COLOR"] = "1"
     with tempfile.TemporaryDirectory(prefix="keyplan-startup-") as temporary:
         directory = Path(temporary)
-        workdir = quickstart(directory)
+        workdirs = {"embedded": quickstart(directory)}
+        workdirs["http"], emulator = served_copy(workdirs["embedded"], directory)
         ways: dict[str, tuple[list[str], dict[str, str]]] = {
             "keyplan": ([str(KEYPLAN)], env),
             "naive (every module imported first)": ([str(PYTHON), "-c", NAIVE], env),
@@ -123,17 +154,22 @@ def main() -> None:
             source = extract(options.before, directory)
             ways[f"keyplan at {options.before}"] = ([str(KEYPLAN)], dict(env, PYTHONPATH=str(source)))
         timings: dict[tuple[str, str], Timing] = {}
-        for command in options.commands:
-            for way, (prefix, way_env) in ways.items():
-                argv = [*prefix, *COMMANDS[command]]
-                run_once(argv, workdir, way_env)  # writes the bytecode caches; not counted
-                timing = Timing(cpu=[], wall=[])
-                for _ in range(options.runs):
-                    cpu, wall = run_once(argv, workdir, way_env)
-                    timing.cpu.append(cpu)
-                    timing.wall.append(wall)
-                timings[command, way] = timing
-                print(f"  {command:<20} {way:<40} cpu {statistics.median(timing.cpu):.3f} s", file=sys.stderr)
+        try:
+            for command in options.commands:
+                where, args = COMMANDS[command]
+                for way, (prefix, way_env) in ways.items():
+                    argv = [*prefix, *args]
+                    run_once(argv, workdirs[where], way_env)  # writes the bytecode caches; not counted
+                    timing = Timing(cpu=[], wall=[])
+                    for _ in range(options.runs):
+                        cpu, wall = run_once(argv, workdirs[where], way_env)
+                        timing.cpu.append(cpu)
+                        timing.wall.append(wall)
+                    timings[command, way] = timing
+                    print(f"  {command:<20} {way:<40} cpu {statistics.median(timing.cpu):.3f} s", file=sys.stderr)
+        finally:
+            emulator.terminate()
+            emulator.wait()
 
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"\n{options.runs} runs each; load average {load}; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}\n")
@@ -141,7 +177,8 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for (command, way), timing in timings.items():
         print(
-            f"| `keyplan {' '.join(COMMANDS[command])}` | {way} | {statistics.median(timing.cpu):.3f} "
+            f"| `keyplan {' '.join(COMMANDS[command][1])}`{' (HTTP)' if COMMANDS[command][0] == 'http' else ''} "
+            f"| {way} | {statistics.median(timing.cpu):.3f} "
             f"| {min(timing.cpu):.3f} | {statistics.median(timing.wall):.3f} |"
         )
 
