@@ -158,15 +158,17 @@ def main() -> None:
             for command in options.commands:
                 where, args = COMMANDS[command]
                 for way, (prefix, way_env) in ways.items():
-                    argv = [*prefix, *args]
-                    run_once(argv, workdirs[where], way_env)  # writes the bytecode caches; not counted
-                    timing = Timing(cpu=[], wall=[])
-                    for _ in range(options.runs):
-                        cpu, wall = run_once(argv, workdirs[where], way_env)
-                        timing.cpu.append(cpu)
-                        timing.wall.append(wall)
-                    timings[command, way] = timing
-                    print(f"  {command:<20} {way:<40} cpu {statistics.median(timing.cpu):.3f} s", file=sys.stderr)
+                    run_once([*prefix, *args], workdirs[where], way_env)  # writes the bytecode caches; not counted
+                    timings[command, way] = Timing(cpu=[], wall=[])
+                # the ways take turns, so a change in the machine's load weighs on each alike
+                for _ in range(options.runs):
+                    for way, (prefix, way_env) in ways.items():
+                        cpu, wall = run_once([*prefix, *args], workdirs[where], way_env)
+                        timings[command, way].cpu.append(cpu)
+                        timings[command, way].wall.append(wall)
+                for way in ways:
+                    median = statistics.median(timings[command, way].cpu)
+                    print(f"  {command:<20} {way:<40} cpu {median:.3f} s", file=sys.stderr)
         finally:
             emulator.terminate()
             emulator.wait()
