@@ -56,8 +56,9 @@ def _as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "nobody", "--", *command]
 
 
-@contextlib.contextmanager
-def postgres_cluster(port: int = 5432) -> Iterator[PostgresCluster]:
+def start_postgres_cluster(port: int = 5432, *, max_connections: int = 50) -> PostgresCluster:
+    """initdb in a fresh temporary directory and the server started there, answering; stop it
+    with `stop_postgres_cluster(cluster.directory)`."""
     bindir = postgres_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed (Debian package postgresql; `make test` installs it)")
@@ -82,7 +83,7 @@ def postgres_cluster(port: int = 5432) -> Iterator[PostgresCluster]:
             _as_server_user(
                 [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
                  "-o", f"-c listen_addresses='' -c unix_socket_directories='{sockets}' -p {port} -c fsync=off "
-                 "-c max_connections=50",
+                 f"-c max_connections={max_connections}",
                  "start"]
             ),
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -92,16 +93,34 @@ def postgres_cluster(port: int = 5432) -> Iterator[PostgresCluster]:
         while True:
             try:
                 psycopg.connect(cluster.conn_str(), connect_timeout=2).close()
-                break
+                return cluster
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+    except BaseException:
+        stop_postgres_cluster(root)
+        raise
+
+
+def stop_postgres_command(directory: Path) -> list[str]:
+    """The command that stops the server of the cluster in `directory` at once."""
+    bindir = postgres_bindir()
+    assert bindir is not None
+    return _as_server_user([str(bindir / "pg_ctl"), "-D", str(directory / "data"), "-m", "immediate", "-w", "stop"])
+
+
+def stop_postgres_cluster(directory: Path) -> None:
+    """Stop the server of the cluster in `directory` (if it runs) and remove the cluster."""
+    if (directory / "data" / "postmaster.pid").exists():
+        subprocess.run(stop_postgres_command(directory), check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_cluster(port: int = 5432) -> Iterator[PostgresCluster]:
+    cluster = start_postgres_cluster(port)
+    try:
         yield cluster
     finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run(
-                _as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-        shutil.rmtree(root, ignore_errors=True)
+        stop_postgres_cluster(cluster.directory)

@@ -29,8 +29,11 @@ import boto3
 
 @dataclass
 class MotoServer:
+    """A moto server at `url`: started here (`process`), or by another process (None), which
+    stops it."""
+
     url: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None = None
 
     def client(self) -> Any:
         return boto3.client(
@@ -50,6 +53,8 @@ class MotoServer:
         return name
 
     def stop(self) -> None:
+        if self.process is None:
+            return
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
