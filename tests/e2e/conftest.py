@@ -273,6 +273,7 @@ class ForkedKeyplan:
             if env is not None:
                 os.environ.clear()
                 os.environ.update(env)
+            forget_what_earlier_runs_cached()
             # the standard streams of a Python process whose streams are pipes
             sys.stdin = open(0, encoding="utf-8", errors="surrogateescape", closefd=False)  # noqa: SIM115
             sys.stdout = open(1, "w", encoding="utf-8", errors="surrogateescape", closefd=False)  # noqa: SIM115
@@ -369,6 +370,17 @@ class ForkedKeyplan:
         return "".join(self._read["stdout"]), "".join(self._read["stderr"]) if self.stderr is not None else None
 
 
+def forget_what_earlier_runs_cached() -> None:
+    """In a fork, what an SDK keeps for the whole process and a new keyplan process starts
+    without: Key Vault's clients remember each server's authentication challenge by host and port,
+    and an embedded emulator can listen on a port one of this process's earlier runs used. A fork
+    that found it there would skip the challenge call: one call fewer than a recorded apply (the
+    crash suite's count), and no challenge as a real first run makes."""
+    cache = sys.modules.get("azure.keyvault.keys._shared.http_challenge_cache")
+    if cache is not None:
+        cache.clear()
+
+
 def _flush_standard_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -407,6 +419,7 @@ def apply_killed_at(workspace: Workspace, cloud: str, call: int, when: str) -> b
     if pid == 0:  # the child: run keyplan, never return into pytest
         code = 1
         try:
+            forget_what_earlier_runs_cached()
             code = run_keyplan(
                 workspace.path, "apply", "-auto-approve", "-parallelism", "1",
                 env={"KEYPLAN_EMULATOR_FAULTS": json.dumps(faults)},
@@ -443,6 +456,7 @@ def in_fork(work: Callable[[], T]) -> T:
         if pid == 0:  # the child: never return into pytest
             code = 1
             try:
+                forget_what_earlier_runs_cached()
                 with open(answer.name, "wb") as out:
                     pickle.dump(work(), out)
                 code = 0
