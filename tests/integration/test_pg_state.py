@@ -14,6 +14,12 @@ from providers.pgstate import PLUGIN, PgBackend, PgSettings
 from providers.pgstate.testing import PostgresCluster
 from tests.state_servers import postgres  # noqa: F401 - fixture
 
+# The advisory locks held in this test's own database: the cluster is shared by the test workers
+# of the run, whose tests hold (and must keep) theirs in databases of their own.
+_THIS_DATABASES_ADVISORY_LOCKS = (
+    "locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
 
 def _database(cluster: PostgresCluster) -> str:
     return cluster.create_database(f"k{uuid.uuid4().hex[:12]}")
@@ -32,7 +38,7 @@ def test_one_row_per_workspace_and_the_holder_beside_it(postgres: PostgresCluste
                 ("default", 1), ("prod", 1),
             ]
             assert conn.execute("SELECT info->>'id' FROM kp.locks WHERE workspace = 'prod'").fetchone() == (info.id,)
-            advisory = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()
+            advisory = conn.execute(f"SELECT count(*) FROM pg_locks WHERE {_THIS_DATABASES_ADVISORY_LOCKS}").fetchone()
             assert advisory == (1,), "a session-level advisory lock is held while the operation runs"
     finally:
         backend.close()
@@ -45,7 +51,7 @@ def test_a_dropped_connection_while_holding_the_lock_stops_the_command(postgres:
         assert backend.try_lock(LockInfo.for_this_process("apply")) is None
         with psycopg.connect(conn_str, autocommit=True) as admin:
             admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                f"SELECT pg_terminate_backend(pid) FROM pg_locks WHERE {_THIS_DATABASES_ADVISORY_LOCKS}"
             )
         with pytest.raises(StateError) as caught:
             backend.append_journal("default", 1, b"line\n")
